@@ -1,0 +1,87 @@
+//! The command line, as clap sees it. Nothing here does any work: each
+//! subcommand's arguments are turned into options for its `commands` module.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Keeps Docker Compose stacks up to date: only changed services are
+/// recreated, each is health-checked, and a failed update rolls back.
+#[derive(Debug, Parser)]
+#[command(name = "clusterup", version, propagate_version = true)]
+#[command(after_help = "Exit codes: 0 success / up to date, 100 updates pending (check), \
+1 failed and rolled back, 2 usage or configuration error, 3 rollback failed, \
+4 skipped, 75 another run holds the lock.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file [default: /etc/clusterup/clusterup.yaml; without
+    /// one, the current directory is the stack]
+    #[arg(long, global = true, env = "CLUSTERUP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Only this stack (by name) from the configuration
+    #[arg(long, global = true, value_name = "NAME")]
+    pub stack: Option<String>,
+
+    /// Print one JSON document instead of human output
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Where journals, backups and locks live [default: /var/lib/clusterup]
+    #[arg(long, global = true, env = "CLUSTERUP_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// More detail (repeat for more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors and the final result
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compare running images with their registries; change nothing
+    ///
+    /// Exits 0 when every service is up to date and 100 when updates are
+    /// pending. On a terminal with pending updates it offers to apply them.
+    Check(CheckArgs),
+    /// Pull and recreate the services with updates, health-gated, rolling
+    /// back a service that does not become healthy
+    Apply(ApplyArgs),
+    /// Show each service's image, digest and health, and recent revisions
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Only report; never offer to apply
+    #[arg(long)]
+    pub only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Unattended: apply what policy allows, never prompt (for timers)
+    #[arg(long)]
+    pub auto: bool,
+
+    /// Apply without asking for confirmation
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// How many recent revisions to show
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub revisions: usize,
+}

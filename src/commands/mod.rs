@@ -1,0 +1,135 @@
+//! One file per subcommand. Each turns its arguments into calls on the
+//! pipeline and prints the result; none of them sees another's arguments.
+
+pub mod apply;
+pub mod check;
+pub mod status;
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::cli::{Cli, Command};
+use crate::exit::{ExitStatus, status_of};
+use crate::output::{Printer, SCHEMA_VERSION};
+use crate::pipeline::classify::{Plan, ServiceReport, ServiceState};
+use crate::pipeline::health::short;
+use crate::seams::engine::DockerEngine;
+use crate::settings::{self, StackSettings};
+
+pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
+    let cwd = std::env::current_dir()?;
+    let stacks = settings::resolve(&settings::Sources {
+        config: cli.global.config.as_deref(),
+        state_dir: cli.global.state_dir.as_deref(),
+        stack: cli.global.stack.as_deref(),
+        cwd: &cwd,
+    })?;
+    let engine = DockerEngine::connect()?;
+    match cli.command {
+        Command::Check(args) => check::run(&engine, &stacks, &args, printer),
+        Command::Apply(args) => apply::run(&engine, &stacks, &args, printer),
+        Command::Status(args) => status::run(&engine, &stacks, &args, printer),
+    }
+}
+
+/// Runs `one` for every stack, so one broken stack does not hide the
+/// others; the exit status is the one that most needs attention. With
+/// --json, one document: the stack's report, or `{"stacks": [...]}` when
+/// there are several.
+pub fn each_stack(
+    stacks: &[StackSettings],
+    printer: &Printer,
+    mut one: impl FnMut(&StackSettings) -> Result<(ExitStatus, Value)>,
+) -> ExitStatus {
+    let mut status = ExitStatus::Success;
+    let mut reports = Vec::new();
+    for stack in stacks {
+        match one(stack) {
+            Ok((s, report)) => {
+                status = status.worst(s);
+                reports.push(report);
+            }
+            Err(err) => {
+                let s = status_of(&err);
+                status = status.worst(s);
+                eprintln!("error: stack {}: {err:#}", stack.name);
+                reports.push(json!({"stack": stack.name, "error": format!("{err:#}"), "exit_code": s.code()}));
+            }
+        }
+    }
+    if printer.json {
+        let doc = match <[Value; 1]>::try_from(reports) {
+            Ok([mut single]) => {
+                single["schema_version"] = json!(SCHEMA_VERSION);
+                single
+            }
+            Err(reports) => json!({"schema_version": SCHEMA_VERSION, "stacks": reports}),
+        };
+        printer.json(&doc);
+    }
+    status
+}
+
+pub fn to_value(v: &impl Serialize) -> Value {
+    serde_json::to_value(v).expect("plain data serializes")
+}
+
+/// The plan as a table: one row per service.
+pub fn plan_table(plan: &Plan) -> String {
+    let rows: Vec<[String; 5]> = plan
+        .services
+        .iter()
+        .map(|s: &ServiceReport| {
+            let state = match (&s.state, &s.detail) {
+                (ServiceState::RegistryError, Some(d)) => format!("registry error: {d}"),
+                (state, _) => state.describe().to_string(),
+            };
+            [
+                s.service.clone(),
+                s.image.clone().unwrap_or_else(|| "(build)".into()),
+                s.running_digest.as_deref().map(short_digest).unwrap_or("-").to_string(),
+                s.available_digest.as_deref().map(short_digest).unwrap_or("-").to_string(),
+                state,
+            ]
+        })
+        .collect();
+    table(&["SERVICE", "IMAGE", "RUNNING", "AVAILABLE", "STATE"], &rows)
+}
+
+pub fn short_digest(d: &str) -> &str {
+    short(d)
+}
+
+pub fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == N {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}

@@ -1,0 +1,35 @@
+mod cli;
+mod commands;
+mod exit;
+mod output;
+mod pipeline;
+mod reference;
+mod seams;
+mod settings;
+mod state;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let printer = output::Printer::new(cli.global.json, cli.global.quiet, cli.global.verbose);
+    match commands::run(cli, &printer) {
+        Ok(status) => status.into(),
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            exit::status_of(&err).into()
+        }
+    }
+}
+
+/// `clusterup status | head` is not a failure.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}

@@ -1,0 +1,117 @@
+//! All human output goes through one `Printer`, which knows whether it
+//! talks to a person (terminal: progress bars, prompts) or to a log
+//! (systemd, Ansible: plain lines, never a question).
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::seams::engine::PullProgress;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub struct Printer {
+    pub json: bool,
+    quiet: bool,
+    verbose: u8,
+    stderr_tty: bool,
+    interactive: bool,
+}
+
+impl Printer {
+    pub fn new(json: bool, quiet: bool, verbose: u8) -> Printer {
+        Printer {
+            json,
+            quiet,
+            verbose,
+            stderr_tty: std::io::stderr().is_terminal(),
+            interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
+        }
+    }
+
+    /// Whether a question may be asked: a person at a terminal, and stdout
+    /// is not being parsed as JSON.
+    pub fn can_ask(&self) -> bool {
+        self.interactive && !self.json
+    }
+
+    /// A progress line: what the run is doing now. To stderr, so stdout
+    /// stays the result (and pure JSON with --json).
+    pub fn step(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    pub fn detail(&self, msg: impl AsRef<str>) {
+        if self.verbose > 0 {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// The result of a command, for people.
+    pub fn human(&self, text: impl AsRef<str>) {
+        if !self.json {
+            print!("{}", text.as_ref());
+        }
+    }
+
+    pub fn json(&self, value: &impl Serialize) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value).expect("plain data serializes"));
+        }
+    }
+
+    pub fn confirm(&self, question: &str) -> std::io::Result<bool> {
+        dialoguer::Confirm::new().with_prompt(question).default(false).interact().map_err(std::io::Error::other)
+    }
+
+    /// Progress of one image pull: a byte bar on a terminal, two plain
+    /// lines (start, end) anywhere else.
+    pub fn pull(&self, reference: &str) -> PullDisplay {
+        let bar = (self.stderr_tty && !self.quiet).then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} pulling {prefix} {bytes}/{total_bytes} {wide_msg}")
+                    .expect("static template"),
+            );
+            bar.set_prefix(reference.to_string());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        if bar.is_none() {
+            self.step(format!("pulling {reference}"));
+        }
+        PullDisplay { bar, layers: HashMap::new() }
+    }
+}
+
+pub struct PullDisplay {
+    bar: Option<ProgressBar>,
+    layers: HashMap<String, (u64, u64)>,
+}
+
+impl PullDisplay {
+    pub fn update(&mut self, p: &PullProgress) {
+        let Some(bar) = &self.bar else { return };
+        if let (Some(layer), Some(total)) = (p.layer, p.total) {
+            let current = p.current.unwrap_or(0).max(0) as u64;
+            self.layers.insert(layer.to_string(), (current, total.max(0) as u64));
+            let (done, all) = self.layers.values().fold((0, 0), |(d, a), (c, t)| (d + c, a + t));
+            bar.set_length(all);
+            bar.set_position(done);
+        }
+        bar.set_message(p.status.to_string());
+    }
+
+    pub fn finish(self, printer: &Printer, result: &str) {
+        match self.bar {
+            Some(bar) => bar.finish_and_clear(),
+            None => {}
+        }
+        printer.step(result);
+    }
+}

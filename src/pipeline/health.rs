@@ -1,0 +1,146 @@
+//! health-check: judged by clusterup, not by `compose up --wait`, which
+//! passes a crash-looping service that is briefly "running".
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::seams::engine::{ContainerInfo, Engine};
+use crate::settings::HealthSettings;
+
+/// Waits until every container of `service` runs `expected_image`, is
+/// running and healthy (or has no HEALTHCHECK), and stays so with no
+/// restart for the stability period. Err carries the reason for the report.
+pub fn wait_healthy(
+    engine: &dyn Engine,
+    project: &str,
+    service: &str,
+    expected_image: &str,
+    settings: HealthSettings,
+    poll: Duration,
+) -> Result<(), String> {
+    let start = Instant::now();
+    let mut restarts: HashMap<String, i64> = HashMap::new();
+    let mut stable_since: Option<Instant> = None;
+    loop {
+        let containers: Vec<ContainerInfo> = engine
+            .containers(project)
+            .map_err(|e| format!("{e:#}"))?
+            .into_iter()
+            .filter(|c| c.service == service)
+            .collect();
+        let mut waiting_for = None;
+        for c in &containers {
+            let base = *restarts.entry(c.id.clone()).or_insert(c.restart_count);
+            if c.restart_count > base {
+                return Err(format!("container {} restarted during the health check", c.name));
+            }
+            if matches!(c.state.as_str(), "exited" | "dead" | "restarting") {
+                return Err(format!("container {} is {} (it stopped after starting)", c.name, c.state));
+            }
+            if c.health.as_deref() == Some("unhealthy") {
+                return Err(format!("container {} is unhealthy", c.name));
+            }
+            if c.image_id != expected_image {
+                waiting_for = Some(format!("container {} still runs image {}", c.name, short(&c.image_id)));
+            } else if !c.is_running() {
+                waiting_for = Some(format!("container {} is {}", c.name, c.state));
+            } else if let Some(h) = c.health.as_deref().filter(|h| *h != "healthy") {
+                waiting_for = Some(format!("container {} health is {h}", c.name));
+            }
+        }
+        if containers.is_empty() {
+            waiting_for = Some("no container".to_string());
+        }
+        match waiting_for {
+            None => {
+                let since = *stable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= settings.stability {
+                    return Ok(());
+                }
+            }
+            Some(reason) => {
+                stable_since = None;
+                if start.elapsed() >= settings.timeout {
+                    return Err(format!(
+                        "not healthy within {} ({reason})",
+                        humantime::format_duration(settings.timeout)
+                    ));
+                }
+            }
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+pub fn short(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seams::engine::{ImageInfo, PullProgress};
+    use std::cell::RefCell;
+
+    /// Replays one container state per poll, then repeats the last.
+    struct Scripted {
+        states: RefCell<Vec<Vec<ContainerInfo>>>,
+    }
+
+    impl Engine for Scripted {
+        fn containers(&self, _: &str) -> anyhow::Result<Vec<ContainerInfo>> {
+            let mut s = self.states.borrow_mut();
+            Ok(if s.len() > 1 { s.remove(0) } else { s[0].clone() })
+        }
+        fn image(&self, _: &str) -> anyhow::Result<Option<ImageInfo>> {
+            unreachable!()
+        }
+        fn registry_digests(&self, _: &[String]) -> Vec<anyhow::Result<String>> {
+            unreachable!()
+        }
+        fn pull(&self, _: &str, _: &mut dyn FnMut(&PullProgress)) -> anyhow::Result<()> {
+            unreachable!()
+        }
+        fn tag(&self, _: &str, _: &str, _: &str) -> anyhow::Result<()> {
+            unreachable!()
+        }
+    }
+
+    fn c(state: &str, health: Option<&str>, restarts: i64, image: &str) -> Vec<ContainerInfo> {
+        vec![ContainerInfo {
+            id: "c1".into(),
+            name: "p-web-1".into(),
+            service: "web".into(),
+            state: state.into(),
+            health: health.map(String::from),
+            restart_count: restarts,
+            image_id: image.into(),
+            started_at: None,
+        }]
+    }
+
+    fn judge(states: Vec<Vec<ContainerInfo>>) -> Result<(), String> {
+        let engine = Scripted { states: RefCell::new(states) };
+        let settings = HealthSettings { timeout: Duration::from_millis(200), stability: Duration::from_millis(20) };
+        wait_healthy(&engine, "p", "web", "new", settings, Duration::from_millis(5))
+    }
+
+    #[test]
+    fn verdicts() {
+        assert!(judge(vec![c("running", Some("starting"), 0, "new"), c("running", Some("healthy"), 0, "new")]).is_ok());
+        assert!(judge(vec![c("running", None, 0, "new")]).is_ok(), "no healthcheck: running and stable is enough");
+        let e = judge(vec![c("running", Some("starting"), 0, "new"), c("running", Some("unhealthy"), 0, "new")]).unwrap_err();
+        assert!(e.contains("unhealthy"), "{e}");
+        let e = judge(vec![c("running", Some("healthy"), 0, "new"), c("running", Some("healthy"), 1, "new")]).unwrap_err();
+        assert!(e.contains("restarted"), "healthy then restarting is a crash loop: {e}");
+        let e = judge(vec![c("running", Some("healthy"), 0, "new"), c("exited", None, 0, "new")]).unwrap_err();
+        assert!(e.contains("exited"), "{e}");
+        let e = judge(vec![c("running", Some("starting"), 0, "new")]).unwrap_err();
+        assert!(e.contains("not healthy within") && e.contains("starting"), "{e}");
+        let e = judge(vec![c("running", Some("healthy"), 0, "old")]).unwrap_err();
+        assert!(e.contains("still runs image"), "{e}");
+        let e = judge(vec![vec![]]).unwrap_err();
+        assert!(e.contains("no container"), "{e}");
+    }
+}

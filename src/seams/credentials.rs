@@ -1,0 +1,182 @@
+//! Registry credentials from the Docker CLI's configuration, so a host that
+//! can `docker pull` needs no second copy of its secrets. Credentials are
+//! handed to the engine per request and never printed or journaled.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use bollard::auth::DockerCredentials;
+use serde::Deserialize;
+
+use crate::reference::DOCKER_HUB;
+
+#[derive(Debug, Default, Deserialize)]
+struct CliConfig {
+    #[serde(default)]
+    auths: HashMap<String, AuthEntry>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: HashMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AuthEntry {
+    auth: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    identitytoken: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct HelperReply {
+    #[serde(rename = "Username")]
+    username: String,
+    #[serde(rename = "Secret")]
+    secret: String,
+}
+
+pub struct Credentials {
+    config: CliConfig,
+    source: PathBuf,
+}
+
+impl Credentials {
+    /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`; a missing
+    /// file means anonymous access, as for the Docker CLI.
+    pub fn load() -> Result<Credentials> {
+        let dir = std::env::var_os("DOCKER_CONFIG")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+            .unwrap_or_else(|| PathBuf::from("/root/.docker"));
+        let source = dir.join("config.json");
+        let config = match std::fs::read_to_string(&source) {
+            Ok(text) => serde_json::from_str(&text)
+                .with_context(|| format!("reading Docker CLI configuration {}", source.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CliConfig::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", source.display())),
+        };
+        Ok(Credentials { config, source })
+    }
+
+    pub fn source(&self) -> &std::path::Path {
+        &self.source
+    }
+
+    pub fn for_registry(&self, registry: &str) -> Result<Option<DockerCredentials>> {
+        if let Some(helper) = self.config.cred_helpers.get(registry) {
+            return helper_get(helper, &server_key(registry));
+        }
+        if let Some(entry) = self.config.auths.iter().find(|(k, _)| normalize(k) == registry).map(|(_, v)| v) {
+            let from_auth = entry.auth.as_deref().map(decode_auth).transpose()?;
+            let (username, password) = match from_auth {
+                Some((u, p)) => (Some(u), Some(p)),
+                None => (entry.username.clone(), entry.password.clone()),
+            };
+            if username.is_some() || entry.identitytoken.is_some() {
+                return Ok(Some(DockerCredentials {
+                    username,
+                    password,
+                    identitytoken: entry.identitytoken.clone(),
+                    serveraddress: Some(server_key(registry)),
+                    ..Default::default()
+                }));
+            }
+        }
+        match &self.config.creds_store {
+            Some(store) => helper_get(store, &server_key(registry)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The key the Docker CLI files a registry under.
+fn server_key(registry: &str) -> String {
+    if registry == DOCKER_HUB { "https://index.docker.io/v1/".to_string() } else { registry.to_string() }
+}
+
+fn normalize(key: &str) -> String {
+    let host = key.trim_start_matches("https://").trim_start_matches("http://");
+    let host = host.split('/').next().unwrap_or(host);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn decode_auth(auth: &str) -> Result<(String, String)> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .context("an `auth` entry in the Docker CLI configuration is not valid base64")?;
+    let text = String::from_utf8(bytes).context("an `auth` entry is not UTF-8")?;
+    match text.split_once(':') {
+        Some((u, p)) => Ok((u.to_string(), p.to_string())),
+        None => bail!("an `auth` entry in the Docker CLI configuration is not `user:password`"),
+    }
+}
+
+/// Asks `docker-credential-<helper> get`, the protocol the Docker CLI uses.
+fn helper_get(helper: &str, server: &str) -> Result<Option<DockerCredentials>> {
+    let program = format!("docker-credential-{helper}");
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running credential helper {program}"))?;
+    child.stdin.take().expect("piped stdin").write_all(server.as_bytes())?;
+    let out = child.wait_with_output().with_context(|| format!("running credential helper {program}"))?;
+    if !out.status.success() {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if stdout.contains("credentials not found") {
+            return Ok(None);
+        }
+        bail!("credential helper {program} failed for {server} ({})", out.status);
+    }
+    let reply: HelperReply =
+        serde_json::from_slice(&out.stdout).with_context(|| format!("credential helper {program} gave unreadable output"))?;
+    // The helper protocol marks identity tokens with this user name.
+    let token = reply.username == "<token>";
+    Ok(Some(DockerCredentials {
+        username: (!token).then_some(reply.username),
+        password: (!token).then(|| reply.secret.clone()),
+        identitytoken: token.then_some(reply.secret),
+        serveraddress: Some(server.to_string()),
+        ..Default::default()
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(json: &str) -> Credentials {
+        Credentials { config: serde_json::from_str(json).unwrap(), source: PathBuf::from("/x") }
+    }
+
+    #[test]
+    fn auth_entries_are_found_by_host_in_any_spelling() {
+        let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+        let c = creds(&format!(
+            r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{auth}"}},"http://127.0.0.1:5001":{{"username":"bob","password":"pw"}}}}}}"#
+        ));
+        let hub = c.for_registry(DOCKER_HUB).unwrap().unwrap();
+        assert_eq!(hub.username.as_deref(), Some("alice"));
+        assert_eq!(hub.password.as_deref(), Some("s3cret"));
+        let local = c.for_registry("127.0.0.1:5001").unwrap().unwrap();
+        assert_eq!(local.username.as_deref(), Some("bob"));
+        assert!(c.for_registry("127.0.0.1:5000").unwrap().is_none());
+    }
+
+    #[test]
+    fn malformed_auth_is_an_error_without_the_secret() {
+        let c = creds(r#"{"auths":{"r.example":{"auth":"not base64!"}}}"#);
+        let err = format!("{:#}", c.for_registry("r.example").unwrap_err());
+        assert!(!err.contains("not base64!"), "{err}");
+    }
+}

@@ -1,0 +1,234 @@
+//! The Docker engine seam and its bollard implementation.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, anyhow};
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{CreateImageOptionsBuilder, ListContainersOptionsBuilder, TagImageOptionsBuilder};
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use super::credentials::Credentials;
+use crate::reference::Reference;
+
+const PROJECT_LABEL: &str = "com.docker.compose.project";
+const SERVICE_LABEL: &str = "com.docker.compose.service";
+const ONEOFF_LABEL: &str = "com.docker.compose.oneoff";
+
+/// How many registry lookups run at once: enough to hide latency, few
+/// enough that a registry does not answer 429.
+const REGISTRY_CONCURRENCY: usize = 8;
+
+/// One container of a compose service, as the engine reports it now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub service: String,
+    /// created, running, restarting, exited, paused, dead
+    pub state: String,
+    /// None when the image and service define no HEALTHCHECK.
+    pub health: Option<String>,
+    pub restart_count: i64,
+    pub image_id: String,
+    pub started_at: Option<String>,
+}
+
+impl ContainerInfo {
+    pub fn is_running(&self) -> bool {
+        self.state == "running"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageInfo {
+    pub id: String,
+    pub repo_digests: Vec<String>,
+}
+
+/// What a pull reports while it runs, for progress display.
+pub struct PullProgress<'a> {
+    pub layer: Option<&'a str>,
+    pub status: &'a str,
+    pub current: Option<i64>,
+    pub total: Option<i64>,
+}
+
+pub trait Engine {
+    /// Every container of the project's services (not `compose run`
+    /// one-offs), stopped ones included.
+    fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>>;
+    /// The local image a reference or id names, if present.
+    fn image(&self, reference: &str) -> Result<Option<ImageInfo>>;
+    /// The registry's current manifest digest for each reference, without
+    /// pulling. Lookups run concurrently; results keep the input order.
+    fn registry_digests(&self, references: &[String]) -> Vec<Result<String>>;
+    fn pull(&self, reference: &str, progress: &mut dyn FnMut(&PullProgress)) -> Result<()>;
+    /// Gives `image` (an id or reference) the name `repo:tag`.
+    fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()>;
+}
+
+pub struct DockerEngine {
+    docker: Docker,
+    runtime: tokio::runtime::Runtime,
+    credentials: Credentials,
+    /// Looked up once per registry and run: a credential helper can be slow.
+    credential_cache: RefCell<HashMap<String, Option<DockerCredentials>>>,
+}
+
+impl DockerEngine {
+    pub fn connect() -> Result<DockerEngine> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+        let hint = || format!("connecting to the Docker engine at {host}; is dockerd running and may this user use it?");
+        let docker = Docker::connect_with_local_defaults().with_context(hint)?;
+        // bollard speaks the newest API by default; older engines refuse it.
+        let docker = runtime.block_on(docker.negotiate_version()).with_context(hint)?;
+        Ok(DockerEngine {
+            docker,
+            runtime,
+            credentials: Credentials::load()?,
+            credential_cache: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn credentials_for(&self, registry: &str) -> Result<Option<DockerCredentials>> {
+        if let Some(hit) = self.credential_cache.borrow().get(registry) {
+            return Ok(hit.clone());
+        }
+        let found = self
+            .credentials
+            .for_registry(registry)
+            .with_context(|| format!("credentials for registry {registry} from {}", self.credentials.source().display()))?;
+        self.credential_cache.borrow_mut().insert(registry.to_string(), found.clone());
+        Ok(found)
+    }
+
+    fn registry_error(&self, registry: &str, err: bollard::errors::Error) -> anyhow::Error {
+        let text = match &err {
+            bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        let lower = text.to_lowercase();
+        let auth = ["unauthorized", "authentication required", "no basic auth credentials", "denied"]
+            .iter()
+            .any(|w| lower.contains(w));
+        if auth {
+            anyhow!(
+                "registry {registry}: authentication failed ({}); check the credentials for {registry} in {} (docker login {registry})",
+                text.trim(),
+                self.credentials.source().display()
+            )
+        } else {
+            anyhow!("registry {registry}: {}", text.trim())
+        }
+    }
+}
+
+impl Engine for DockerEngine {
+    fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>> {
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("{PROJECT_LABEL}={project}"), format!("{ONEOFF_LABEL}=False")],
+        )]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        self.runtime.block_on(async {
+            let summaries = self
+                .docker
+                .list_containers(Some(options))
+                .await
+                .with_context(|| format!("listing containers of compose project {project}"))?;
+            let mut out = Vec::new();
+            for summary in summaries {
+                let Some(id) = summary.id else { continue };
+                let inspect = match self.docker.inspect_container(&id, None).await {
+                    Ok(i) => i,
+                    // Removed between list and inspect: compose is mid-recreate.
+                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => continue,
+                    Err(e) => return Err(e).with_context(|| format!("inspecting container {id}")),
+                };
+                let labels = inspect.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+                let state = inspect.state.unwrap_or_default();
+                out.push(ContainerInfo {
+                    name: inspect.name.unwrap_or_default().trim_start_matches('/').to_string(),
+                    service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
+                    state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+                    health: state.health.and_then(|h| h.status).map(|s| s.to_string()).filter(|s| !s.is_empty() && s != "none"),
+                    restart_count: inspect.restart_count.unwrap_or(0),
+                    image_id: inspect.image.unwrap_or_default(),
+                    started_at: state.started_at,
+                    id,
+                });
+            }
+            out.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+            Ok(out)
+        })
+    }
+
+    fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
+        match self.runtime.block_on(self.docker.inspect_image(reference)) {
+            Ok(i) => Ok(Some(ImageInfo {
+                id: i.id.unwrap_or_default(),
+                repo_digests: i.repo_digests.unwrap_or_default(),
+            })),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("inspecting image {reference}")),
+        }
+    }
+
+    fn registry_digests(&self, references: &[String]) -> Vec<Result<String>> {
+        let lookups: Vec<_> = references
+            .iter()
+            .map(|r| {
+                let registry = Reference::parse(r).registry;
+                (r.clone(), registry.clone(), self.credentials_for(&registry))
+            })
+            .collect();
+        self.runtime.block_on(
+            futures_util::stream::iter(lookups)
+                .map(|(reference, registry, creds)| async move {
+                    let creds = creds?;
+                    let inspect = self
+                        .docker
+                        .inspect_registry_image(&reference, creds)
+                        .await
+                        .map_err(|e| self.registry_error(&registry, e))?;
+                    inspect
+                        .descriptor
+                        .digest
+                        .ok_or_else(|| anyhow!("registry {registry}: no digest for {reference}"))
+                })
+                .buffered(REGISTRY_CONCURRENCY)
+                .collect(),
+        )
+    }
+
+    fn pull(&self, reference: &str, progress: &mut dyn FnMut(&PullProgress)) -> Result<()> {
+        let registry = Reference::parse(reference).registry;
+        let creds = self.credentials_for(&registry)?;
+        let options = CreateImageOptionsBuilder::default().from_image(reference).build();
+        self.runtime.block_on(async {
+            let mut stream = self.docker.create_image(Some(options), None, creds);
+            while let Some(info) = stream.try_next().await.map_err(|e| self.registry_error(&registry, e))? {
+                let detail = info.progress_detail.unwrap_or_default();
+                progress(&PullProgress {
+                    layer: info.id.as_deref(),
+                    status: info.status.as_deref().unwrap_or(""),
+                    current: detail.current,
+                    total: detail.total,
+                });
+            }
+            Ok::<(), anyhow::Error>(())
+        })
+        .with_context(|| format!("pulling {reference}"))
+    }
+
+    fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()> {
+        let options = TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
+        self.runtime
+            .block_on(self.docker.tag_image(image, Some(options)))
+            .with_context(|| format!("tagging image {image} as {repo}:{tag}"))
+    }
+}

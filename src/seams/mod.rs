@@ -1,0 +1,7 @@
+//! The outside world behind small seams: the Docker engine, the Compose CLI
+//! and registry credentials. Pipeline stages take these as traits so the
+//! planner and executor are tested without a daemon.
+
+pub mod compose;
+pub mod credentials;
+pub mod engine;

@@ -1,0 +1,284 @@
+//! The per-stack state directory: the journal of revisions and the lock.
+//!
+//! The journal is JSON Lines, one event per line, each appended and
+//! fsynced before the action it announces. A crash can only tear the last
+//! line, which readers detect and skip; the next writer starts a fresh line.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::exit::LockHeld;
+use crate::pipeline::Outcome;
+use crate::pipeline::classify::Plan;
+
+const JOURNAL: &str = "journal.jsonl";
+const LOCK: &str = "lock";
+
+/// One apply: what it set out to do and how it ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Revision {
+    pub id: u64,
+    pub trigger: Trigger,
+    pub started: String,
+    pub finished: Option<String>,
+    pub plan: Plan,
+    pub services: Vec<ServiceImages>,
+    /// None while the revision is in progress (or was interrupted).
+    pub outcome: Option<Outcome>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Manual,
+    Auto,
+}
+
+/// The image a service ran before the revision, kept under `backup_tag`
+/// so no prune removes it, and the image it runs after.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceImages {
+    pub service: String,
+    pub image: String,
+    pub before: String,
+    pub backup_tag: String,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum Event {
+    Begin { revision: Revision },
+    End { id: u64, finished: String, outcome: Outcome, error: Option<String>, after: Vec<(String, String)> },
+}
+
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    /// Creates the directory (0700: backups hold compose files and env
+    /// files, which hold secrets).
+    pub fn open(dir: &Path) -> Result<StateDir> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating state directory {}", dir.display()))?;
+        Ok(StateDir { dir: dir.to_path_buf() })
+    }
+
+    /// Read-only use (`status`, `check`) must not create anything.
+    pub fn existing(dir: &Path) -> Option<StateDir> {
+        dir.is_dir().then(|| StateDir { dir: dir.to_path_buf() })
+    }
+
+    pub fn lock(&self, stack: &str) -> Result<StackLock> {
+        let path = self.dir.join(LOCK);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(LockHeld {
+                    stack: stack.to_string(),
+                    holder: if holder.is_empty() { "unknown".to_string() } else { holder.to_string() },
+                    path: path.display().to_string(),
+                }
+                .into());
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        write!(file, "{}", std::process::id())?;
+        file.sync_data()?;
+        Ok(StackLock { _file: file })
+    }
+
+    pub fn revisions(&self) -> Result<Vec<Revision>> {
+        read_revisions(&self.dir.join(JOURNAL))
+    }
+
+    pub fn next_revision_id(&self) -> Result<u64> {
+        Ok(self.revisions()?.last().map_or(1, |r| r.id + 1))
+    }
+
+    pub fn begin(&self, revision: &Revision) -> Result<()> {
+        self.append(&Event::Begin { revision: revision.clone() })
+    }
+
+    pub fn end(&self, id: u64, outcome: Outcome, error: Option<String>, after: Vec<(String, String)>) -> Result<()> {
+        self.append(&Event::End { id, finished: now(), outcome, error, after })
+    }
+
+    fn append(&self, event: &Event) -> Result<()> {
+        let path = self.dir.join(JOURNAL);
+        let created = !path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening journal {}", path.display()))?;
+        let mut line = serde_json::to_string(event)?;
+        line.push('\n');
+        if ends_torn(&mut file)? {
+            line.insert(0, '\n');
+        }
+        file.write_all(line.as_bytes())
+            .and_then(|()| file.sync_data())
+            .with_context(|| format!("writing journal {}", path.display()))?;
+        if created {
+            // The new file's name lives in the directory: make it durable too.
+            File::open(&self.dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", self.dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Held for the life of a run; the kernel releases it if we die.
+pub struct StackLock {
+    _file: File,
+}
+
+fn ends_torn(file: &mut File) -> Result<bool> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
+}
+
+fn read_revisions(path: &Path) -> Result<Vec<Revision>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading journal {}", path.display())),
+    };
+    let mut revisions: Vec<Revision> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event: Event = match serde_json::from_str(line) {
+            Ok(e) => e,
+            Err(e) => {
+                // A torn write is an incomplete line: skipped, as it was
+                // never acknowledged. Anything else is corruption to report.
+                if e.is_eof() {
+                    continue;
+                }
+                return Err(e).with_context(|| format!("journal {} line {}", path.display(), n + 1));
+            }
+        };
+        match event {
+            Event::Begin { revision } => revisions.push(revision),
+            Event::End { id, finished, outcome, error, after } => {
+                if let Some(rev) = revisions.iter_mut().rev().find(|r| r.id == id) {
+                    rev.finished = Some(finished);
+                    rev.outcome = Some(outcome);
+                    rev.error = error;
+                    for (service, image) in after {
+                        if let Some(s) = rev.services.iter_mut().find(|s| s.service == service) {
+                            s.after = Some(image);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(revisions)
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::classify::PlanKind;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn revision(id: u64) -> Revision {
+        Revision {
+            id,
+            trigger: Trigger::Auto,
+            started: now(),
+            finished: None,
+            plan: Plan { stack: "s".into(), project: "s".into(), kind: PlanKind::Image, changes: vec![], services: vec![] },
+            services: vec![ServiceImages {
+                service: "web".into(),
+                image: "r/web:1".into(),
+                before: "sha256:old".into(),
+                backup_tag: "clusterup/s/web:rev-1".into(),
+                after: None,
+            }],
+            outcome: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn begin_and_end_fold_into_one_revision_with_private_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&tmp.path().join("stack")).unwrap();
+        state.begin(&revision(1)).unwrap();
+        state.end(1, Outcome::Applied, None, vec![("web".into(), "sha256:new".into())]).unwrap();
+        let revs = state.revisions().unwrap();
+        assert_eq!(revs.len(), 1);
+        assert_eq!(revs[0].outcome, Some(Outcome::Applied));
+        assert_eq!(revs[0].services[0].after.as_deref(), Some("sha256:new"));
+        assert_eq!(state.next_revision_id().unwrap(), 2);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&tmp.path().join("stack")), 0o700);
+        assert_eq!(mode(&tmp.path().join("stack").join(JOURNAL)), 0o600);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored_and_the_next_write_survives() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(tmp.path()).unwrap();
+        state.begin(&revision(1)).unwrap();
+        let path = tmp.path().join(JOURNAL);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"event":"end","id":1,"finished":"2026-"#).unwrap();
+        let revs = state.revisions().unwrap();
+        assert_eq!(revs.len(), 1);
+        assert_eq!(revs[0].outcome, None, "the torn end record must not count");
+        state.end(1, Outcome::RolledBack, Some("unhealthy".into()), vec![]).unwrap();
+        assert_eq!(state.revisions().unwrap()[0].outcome, Some(Outcome::RolledBack));
+    }
+
+    #[test]
+    fn a_second_lock_is_refused_naming_the_holder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(tmp.path()).unwrap();
+        let _held = state.lock("s").unwrap();
+        let err = state.lock("s").err().expect("second lock must fail");
+        let held = err.downcast_ref::<LockHeld>().expect("LockHeld");
+        assert_eq!(held.holder, std::process::id().to_string());
+    }
+}
