@@ -14,7 +14,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/clusterup/clusterup.yaml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/clusterup";
 
 /// Names Compose looks for, in its own order of preference.
-const COMPOSE_FILE_NAMES: [&str; 4] = [
+pub const COMPOSE_FILE_NAMES: [&str; 4] = [
     "compose.yaml",
     "compose.yml",
     "docker-compose.yaml",

@@ -30,9 +30,8 @@ pub struct Change {
     pub service: String,
     pub kind: ChangeKind,
     pub image: String,
-    /// Digest the service runs now (None: the running image came from
-    /// elsewhere under this name).
-    pub from: Option<String>,
+    /// The repository digest the service runs now.
+    pub from: String,
     pub to: String,
 }
 
@@ -99,7 +98,7 @@ impl Plan {
 /// What can be said of a service before asking any registry.
 enum Precheck {
     Final(ServiceState),
-    AskRegistry { reference: String, running: Option<String> },
+    AskRegistry { reference: String, running: String },
 }
 
 fn precheck(svc: &ComposeService, observed: Option<&ServiceObservation>, skip: bool) -> Precheck {
@@ -117,12 +116,14 @@ fn precheck(svc: &ComposeService, observed: Option<&ServiceObservation>, skip: b
     if !observed.containers.iter().any(|c| c.is_running() || c.state == "restarting") {
         return Precheck::Final(ServiceState::Stopped);
     }
+    // An image that never came from (or went to) this repository was built
+    // or loaded here: replacing it with the registry's would lose it.
     let repo_digests = observed.image.as_ref().map(|i| i.repo_digests.as_slice()).unwrap_or_default();
-    if svc.build || repo_digests.is_empty() {
-        return Precheck::Final(ServiceState::LocalBuild);
+    let running = repo_digests.iter().find_map(|d| reference.digest_in(d));
+    match running {
+        Some(digest) if !svc.build => Precheck::AskRegistry { reference: image.to_string(), running: digest.to_string() },
+        _ => Precheck::Final(ServiceState::LocalBuild),
     }
-    let running = repo_digests.iter().find_map(|d| reference.digest_in(d)).map(String::from);
-    Precheck::AskRegistry { reference: image.to_string(), running }
 }
 
 /// The references whose registry digest the plan needs, each once.
@@ -157,11 +158,11 @@ pub fn classify(
         match precheck(svc, observation.services.get(name), skip.contains(name)) {
             Precheck::Final(state) => report.state = state,
             Precheck::AskRegistry { reference, running } => {
-                report.running_digest = running.clone();
+                report.running_digest = Some(running.clone());
                 match remote.get(&reference) {
                     Some(Ok(available)) => {
                         report.available_digest = Some(available.clone());
-                        if running.as_deref() == Some(available.as_str()) {
+                        if running == *available {
                             report.state = ServiceState::UpToDate;
                         } else {
                             report.state = ServiceState::UpdateAvailable;
@@ -281,7 +282,7 @@ mod tests {
             Case { name: "not created", svc: service(img, &[]), observed: None, skip: false, remote: Some(Ok("sha256:bbb")), want: ServiceState::NotCreated, want_change: false },
             Case { name: "skipped", svc: service(img, &[]), observed: Some(running("running", &[&digest_a])), skip: true, remote: Some(Ok("sha256:bbb")), want: ServiceState::Skipped, want_change: false },
             Case { name: "registry down", svc: service(img, &[]), observed: Some(running("running", &[&digest_a])), skip: false, remote: Some(Err("registry 127.0.0.1:5000: refused")), want: ServiceState::RegistryError, want_change: false },
-            Case { name: "digest of another repository", svc: service(img, &[]), observed: Some(running("running", &["other/web@sha256:aaa"])), skip: false, remote: Some(Ok("sha256:aaa")), want: ServiceState::UpdateAvailable, want_change: true },
+            Case { name: "digest of another repository only", svc: service(img, &[]), observed: Some(running("running", &["other/web@sha256:aaa"])), skip: false, remote: None, want: ServiceState::LocalBuild, want_change: false },
         ];
         for case in cases {
             let model = ComposeModel { project: "p".into(), services: BTreeMap::from([("web".to_string(), case.svc.clone())]) };

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::exit::usage;
-use crate::settings::StackSettings;
+use crate::settings::{COMPOSE_FILE_NAMES, StackSettings};
 
 /// The stack as Compose understands it after interpolation, `extends`,
 /// `include`, profiles and merges.
@@ -88,7 +88,11 @@ impl ComposeCli {
 
     fn describe_files(&self) -> String {
         if self.files.is_empty() {
-            format!("the compose file in {}", self.directory.display())
+            let default = COMPOSE_FILE_NAMES.iter().map(|f| self.directory.join(f)).find(|p| p.is_file());
+            match default {
+                Some(path) => path.display().to_string(),
+                None => format!("the compose file in {}", self.directory.display()),
+            }
         } else {
             self.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
         }

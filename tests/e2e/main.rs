@@ -1,1 +1,8 @@
+//! End-to-end tests against a real Docker engine, Compose v2 and
+//! registries (set up by scripts/test.sh). One binary, one module per area.
 
+mod support;
+
+mod image_updates;
+mod safety;
+mod inputs;

@@ -1,0 +1,295 @@
+//! A hermetic stack per test: its own compose project, repositories in the
+//! test registry, state dir, Docker CLI config and temp dir, all removed
+//! on drop (pass or fail). The test bed itself (engine, Compose v2,
+//! registries, fixture images) is brought up by scripts/test.sh; when it
+//! is missing the tests fail saying so, never skip.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub struct Bed {
+    pub registry: String,
+    pub auth_registry: String,
+    pub auth_user: String,
+    pub auth_password: String,
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_string())
+}
+
+pub fn bed() -> &'static Bed {
+    static BED: OnceLock<Bed> = OnceLock::new();
+    BED.get_or_init(|| {
+        let bed = Bed {
+            registry: env_or("CLUSTERUP_TEST_REGISTRY", "127.0.0.1:5550"),
+            auth_registry: env_or("CLUSTERUP_TEST_AUTH_REGISTRY", "127.0.0.1:5551"),
+            auth_user: env_or("CLUSTERUP_TEST_AUTH_USER", "clusterup-test"),
+            auth_password: env_or("CLUSTERUP_TEST_AUTH_PASSWORD", "Ex4mple-Passw0rd-not-secret"),
+        };
+        let need = |ok: bool, what: &str| {
+            assert!(ok, "test bed incomplete: {what}. Run scripts/test.sh, which sets it up.");
+        };
+        need(docker(&["info"]).status.success(), "no Docker engine answers `docker info`");
+        need(docker(&["compose", "version"]).status.success(), "`docker compose` (v2) is missing");
+        need(
+            docker(&["image", "inspect", "clusterup-fixture/web:v1", "clusterup-fixture/web:v2", "clusterup-fixture/web:bad"])
+                .status
+                .success(),
+            "fixture images clusterup-fixture/web:{v1,v2,bad} are missing",
+        );
+        for r in [&bed.registry, &bed.auth_registry] {
+            need(std::net::TcpStream::connect(r.as_str()).is_ok(), &format!("no registry on {r}"));
+        }
+        bed
+    })
+}
+
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).stdin(Stdio::null()).output().expect("running docker")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn image_id(reference: &str) -> String {
+    docker_ok(&["image", "inspect", "-f", "{{.Id}}", reference])
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+pub struct Stack {
+    pub name: String,
+    pub dir: PathBuf,
+    pub state: PathBuf,
+    pub docker_config: PathBuf,
+    root: TempDir,
+    tags: Vec<String>,
+    registry_process: Option<Child>,
+}
+
+impl Stack {
+    pub fn new(test: &str) -> Stack {
+        let bed = bed();
+        let name = format!("cu-{test}-{}", std::process::id());
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let docker_config = root.path().join("docker-config");
+        std::fs::create_dir_all(&docker_config).unwrap();
+        let stack = Stack { state: root.path().join("state"), name, dir, docker_config, root, tags: Vec::new(), registry_process: None };
+        stack.write_docker_config(&bed.auth_password);
+        stack
+    }
+
+    /// A reference in the shared test registry, private to this test.
+    pub fn image(&self, service: &str) -> String {
+        format!("{}/{}/{service}:latest", bed().registry, self.name)
+    }
+
+    pub fn auth_image(&self, service: &str) -> String {
+        format!("{}/{}/{service}:latest", bed().auth_registry, self.name)
+    }
+
+    /// This test's Docker CLI config, holding the auth registry's password.
+    pub fn write_docker_config(&self, password: &str) {
+        let bed = bed();
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", bed.auth_user));
+        let json = format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, bed.auth_registry);
+        std::fs::write(self.docker_config.join("config.json"), json).unwrap();
+    }
+
+    /// Pushes a fixture image (v1, v2, bad) to the registry as `reference`.
+    /// The host's own tag is left where it was, as on a real host where a
+    /// new image appears in the registry and nowhere else.
+    pub fn publish(&mut self, fixture: &str, reference: &str) {
+        let previous = docker(&["image", "inspect", "-f", "{{.Id}}", reference]);
+        docker_ok(&["tag", &format!("clusterup-fixture/web:{fixture}"), reference]);
+        if !self.tags.iter().any(|t| t == reference) {
+            self.tags.push(reference.to_string());
+        }
+        let config = self.docker_config.to_string_lossy().to_string();
+        docker_ok(&["--config", &config, "push", "-q", reference]);
+        if previous.status.success() {
+            docker_ok(&["tag", String::from_utf8_lossy(&previous.stdout).trim(), reference]);
+        }
+    }
+
+    /// Tags a fixture under a local name only: a "locally built" image.
+    pub fn tag_local(&mut self, fixture: &str, reference: &str) {
+        docker_ok(&["tag", &format!("clusterup-fixture/web:{fixture}"), reference]);
+        self.tags.push(reference.to_string());
+    }
+
+    pub fn write_compose(&self, yaml: &str) {
+        std::fs::write(self.dir.join("compose.yaml"), yaml).unwrap();
+    }
+
+    /// A configuration naming this one stack; `extra` is appended to the
+    /// stack entry (indented by the caller).
+    pub fn write_config(&self, extra: &str) -> PathBuf {
+        let path = self.root.path().join("clusterup.yaml");
+        let text = format!(
+            "stacks:\n  - name: {}\n    directory: {}\n    health:\n      timeout: 30s\n      stability: 1s\n{extra}",
+            self.name,
+            self.dir.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.path().join("clusterup.yaml")
+    }
+
+    pub fn compose(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .args(["compose", "--project-name", &self.name])
+            .args(args)
+            .current_dir(&self.dir)
+            .env("DOCKER_CONFIG", &self.docker_config)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running docker compose")
+    }
+
+    pub fn up(&self) {
+        let out = self.compose(&["up", "--detach", "--wait", "--pull", "never"]);
+        assert!(out.status.success(), "compose up failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Runs clusterup with this stack's configuration (when written) and
+    /// state dir, and a clean environment.
+    pub fn clusterup(&self, args: &[&str]) -> Run {
+        self.clusterup_in(&self.dir, args)
+    }
+
+    pub fn clusterup_in(&self, cwd: &Path, args: &[&str]) -> Run {
+        let out = self.clusterup_command(cwd, args).output().expect("running clusterup");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        }
+    }
+
+    pub fn clusterup_command(&self, cwd: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clusterup"));
+        cmd.args(args)
+            .current_dir(cwd)
+            .env_remove("CLUSTERUP_CONFIG")
+            .env("CLUSTERUP_STATE_DIR", &self.state)
+            .env("DOCKER_CONFIG", &self.docker_config)
+            .stdin(Stdio::null());
+        if self.config_path().exists() {
+            cmd.env("CLUSTERUP_CONFIG", self.config_path());
+        }
+        cmd
+    }
+
+    fn inspect(&self, service: &str, format: &str) -> String {
+        let id = self.container_id(service);
+        docker_ok(&["inspect", "-f", format, &id])
+    }
+
+    pub fn container_id(&self, service: &str) -> String {
+        let out = self.compose(&["ps", "--all", "--quiet", service]);
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(!id.is_empty() && !id.contains('\n'), "expected one container for {service}, got {id:?}");
+        id
+    }
+
+    pub fn running_image(&self, service: &str) -> String {
+        self.inspect(service, "{{.Image}}")
+    }
+
+    pub fn health(&self, service: &str) -> String {
+        self.inspect(service, "{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}")
+    }
+
+    pub fn journal(&self) -> String {
+        std::fs::read_to_string(self.state.join(&self.name).join("journal.jsonl")).unwrap_or_default()
+    }
+
+    /// A registry of this test's own on a free port, to be stopped at will.
+    pub fn start_own_registry(&mut self) -> String {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let dir = self.root.path().join("own-registry");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.yml");
+        let mut f = std::fs::File::create(&config).unwrap();
+        writeln!(f, "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}", dir.join("data").display()).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting docker-registry (scripts/test.sh installs it)");
+        self.registry_process = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "own registry did not start on {addr}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        addr
+    }
+
+    pub fn stop_own_registry(&mut self) {
+        if let Some(mut child) = self.registry_process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop_own_registry();
+        let _ = self.compose(&["down", "--volumes", "--remove-orphans", "--timeout", "1"]);
+        let backups = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}", &format!("clusterup/{}/*", self.name)]);
+        let mut tags = self.tags.clone();
+        tags.extend(String::from_utf8_lossy(&backups.stdout).lines().map(String::from));
+        // Pushes and pulls leave `repo@digest` references on the shared
+        // fixture images; drop this test's.
+        let digests = docker(&["images", "--digests", "--format", "{{.Repository}}@{{.Digest}}"]);
+        let mine = format!("/{}/", self.name);
+        tags.extend(String::from_utf8_lossy(&digests.stdout).lines().filter(|l| l.contains(&mine)).map(String::from));
+        for tag in tags {
+            let _ = docker(&["image", "rm", "--no-prune", &tag]);
+        }
+    }
+}
