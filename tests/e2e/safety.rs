@@ -40,7 +40,12 @@ fn a_second_concurrent_apply_exits_75() {
     stack.up();
     stack.publish("v2", &web);
 
-    let mut first = stack.clusterup_command(&stack.dir, &["apply", "--auto"]).spawn().unwrap();
+    let mut first = stack
+        .clusterup_command(&stack.dir, &["apply", "--auto"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let lock = stack.state.join(&stack.name).join("lock");
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::fs::read_to_string(&lock).map(|s| s.trim().is_empty()).unwrap_or(true) {
