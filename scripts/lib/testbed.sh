@@ -129,6 +129,7 @@ file_is_static() { ! ldd "$1" >/dev/null 2>&1; }
 
 ensure_testbed() {
     command -v curl >/dev/null || apt_install curl
+    command -v tmux >/dev/null || apt_install tmux
     ensure_docker
     ensure_compose_v2
     start_registry registry "$REGISTRY" open

@@ -164,3 +164,39 @@ fn private_registry_with_credentials_from_the_docker_config() {
         assert!(!text.contains(&password) && !text.contains("wrong-password"), "secret leaked: {text}");
     }
 }
+
+#[test]
+fn credentials_from_a_credential_helper() {
+    let mut stack = Stack::new("credhelper");
+    let web = stack.auth_image("web");
+    stack.publish("v1", &web);
+    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
+    stack.write_config("");
+    stack.up();
+    stack.publish("v2", &web);
+
+    // The Docker CLI protocol: `docker-credential-<name> get`, server on
+    // stdin, JSON on stdout.
+    let bed = crate::support::bed();
+    let bin = stack.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-cutest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread server\n[ \"$server\" = \"{}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"{}\",\"Secret\":\"{}\"}}' \"$server\"\n",
+            bed.auth_registry, bed.auth_user, bed.auth_password
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(stack.docker_config.join("config.json"), r#"{"credsStore":"cutest"}"#).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+
+    let out = stack.clusterup_command(&stack.dir, &["apply", "--auto"]).env("PATH", path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!all.contains(&bed.auth_password) && !stack.journal().contains(&bed.auth_password));
+}

@@ -6,3 +6,4 @@ mod support;
 mod image_updates;
 mod safety;
 mod inputs;
+mod terminal;
