@@ -138,13 +138,7 @@ fn pinned_and_locally_built_images_are_reported_and_never_touched() {
 
 #[test]
 fn private_registry_with_credentials_from_the_docker_config() {
-    let mut stack = Stack::new("private");
-    let web = stack.auth_image("web");
-    stack.publish("v1", &web);
-    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
-    stack.write_config("");
-    stack.up();
-    stack.publish("v2", &web);
+    let (stack, _) = Stack::web_update_pending("private", |s| s.auth_image("web"));
 
     let run = stack.clusterup(&["check"]);
     assert_eq!(run.code, 100, "{run:?}");
@@ -167,13 +161,7 @@ fn private_registry_with_credentials_from_the_docker_config() {
 
 #[test]
 fn credentials_from_a_credential_helper() {
-    let mut stack = Stack::new("credhelper");
-    let web = stack.auth_image("web");
-    stack.publish("v1", &web);
-    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
-    stack.write_config("");
-    stack.up();
-    stack.publish("v2", &web);
+    let (stack, _) = Stack::web_update_pending("credhelper", |s| s.auth_image("web"));
 
     // The Docker CLI protocol: `docker-credential-<name> get`, server on
     // stdin, JSON on stdout.

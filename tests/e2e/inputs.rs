@@ -3,13 +3,7 @@
 use crate::support::Stack;
 
 fn running_stack(test: &str) -> Stack {
-    let mut stack = Stack::new(test);
-    let web = stack.image("web");
-    stack.publish("v1", &web);
-    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
-    stack.up();
-    stack.publish("v2", &web);
-    stack
+    Stack::web_update_pending(test, |s| s.image("web")).0
 }
 
 #[test]
@@ -30,7 +24,6 @@ fn malformed_config_names_file_line_and_key() {
 fn malformed_compose_file_is_refused_with_composes_message() {
     let stack = running_stack("badcompose");
     let container = stack.container_id("web");
-    stack.write_config("");
     let compose = stack.dir.join("compose.yaml");
     let good = std::fs::read_to_string(&compose).unwrap();
     std::fs::write(&compose, good.replace("    image: ", "    image: [")).unwrap();
@@ -45,7 +38,6 @@ fn malformed_compose_file_is_refused_with_composes_message() {
 #[test]
 fn apply_without_a_terminal_needs_yes() {
     let stack = running_stack("noprompt");
-    stack.write_config("");
     let container = stack.container_id("web");
     let run = stack.clusterup(&["apply"]);
     assert_eq!(run.code, 2, "{run:?}");

@@ -29,16 +29,11 @@ fn unreachable_registry_is_named_and_nothing_changes() {
 
 #[test]
 fn a_second_concurrent_apply_exits_75() {
-    let mut stack = Stack::new("lock");
-    let web = stack.image("web");
-    stack.publish("v1", &web);
-    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
+    let (stack, _) = Stack::web_update_pending("lock", |s| s.image("web"));
     // A long stability period keeps the first run holding the lock.
-    let config = stack.write_config("");
+    let config = stack.config_path();
     let text = std::fs::read_to_string(&config).unwrap().replace("stability: 1s", "stability: 6s");
     std::fs::write(&config, text).unwrap();
-    stack.up();
-    stack.publish("v2", &web);
 
     let mut first = stack
         .clusterup_command(&stack.dir, &["apply", "--auto"])

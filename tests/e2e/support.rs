@@ -113,6 +113,19 @@ impl Stack {
         stack
     }
 
+    /// One service `web` from `image`, running v1, with v2 already pushed
+    /// to the registry: an update is pending.
+    pub fn web_update_pending(test: &str, image: impl Fn(&Stack) -> String) -> (Stack, String) {
+        let mut stack = Stack::new(test);
+        let web = image(&stack);
+        stack.publish("v1", &web);
+        stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
+        stack.write_config("");
+        stack.up();
+        stack.publish("v2", &web);
+        (stack, web)
+    }
+
     /// A reference in the shared test registry, private to this test.
     pub fn image(&self, service: &str) -> String {
         format!("{}/{}/{service}:latest", bed().registry, self.name)

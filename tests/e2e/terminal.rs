@@ -59,14 +59,7 @@ impl Drop for Tmux {
 }
 
 fn pending_update(test: &str) -> Stack {
-    let mut stack = Stack::new(test);
-    let web = stack.image("web");
-    stack.publish("v1", &web);
-    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
-    stack.write_config("");
-    stack.up();
-    stack.publish("v2", &web);
-    stack
+    Stack::web_update_pending(test, |s| s.image("web")).0
 }
 
 #[test]
