@@ -55,7 +55,9 @@ pub struct UsageError(pub String);
 
 /// Another run holds the stack lock: exit 75 so a timer simply tries later.
 #[derive(Debug, thiserror::Error)]
-#[error("another clusterup run (pid {holder}) holds the lock for stack {stack} ({path}); try again when it has finished")]
+#[error(
+    "another clusterup run (pid {holder}) holds the lock for stack {stack} ({path}); try again when it has finished"
+)]
 pub struct LockHeld {
     pub stack: String,
     pub holder: String,

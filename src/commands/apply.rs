@@ -15,11 +15,23 @@ use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
 use crate::state::{Revision, StateDir, Trigger, now};
 
-pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &ApplyArgs, printer: &Printer) -> Result<ExitStatus> {
-    Ok(each_stack(stacks, printer, |stack| apply_one(engine, stack, args, printer)))
+pub fn run(
+    engine: &dyn Engine,
+    stacks: &[StackSettings],
+    args: &ApplyArgs,
+    printer: &Printer,
+) -> Result<ExitStatus> {
+    Ok(each_stack(stacks, printer, |stack| {
+        apply_one(engine, stack, args, printer)
+    }))
 }
 
-fn apply_one(engine: &dyn Engine, stack: &StackSettings, args: &ApplyArgs, printer: &Printer) -> Result<(ExitStatus, Value)> {
+fn apply_one(
+    engine: &dyn Engine,
+    stack: &StackSettings,
+    args: &ApplyArgs,
+    printer: &Printer,
+) -> Result<(ExitStatus, Value)> {
     let state = StateDir::open(&stack.state_dir)?;
     let _lock = state.lock(&stack.name)?;
     let compose = ComposeCli::new(stack);
@@ -36,7 +48,11 @@ fn apply_one(engine: &dyn Engine, stack: &StackSettings, args: &ApplyArgs, print
         v
     };
     if plan.changes.is_empty() {
-        let status = if registry_failed { ExitStatus::Failed } else { ExitStatus::Success };
+        let status = if registry_failed {
+            ExitStatus::Failed
+        } else {
+            ExitStatus::Success
+        };
         return Ok((status, report(Outcome::UpToDate, None, None)));
     }
     if !(args.auto || args.yes) {
@@ -46,10 +62,17 @@ fn apply_one(engine: &dyn Engine, stack: &StackSettings, args: &ApplyArgs, print
                  or --auto for unattended runs",
             ));
         }
-        let question = format!("Apply {} to stack {}?", plural(plan.changes.len(), "update", "updates"), stack.name);
+        let question = format!(
+            "Apply {} to stack {}?",
+            plural(plan.changes.len(), "update", "updates"),
+            stack.name
+        );
         if !printer.confirm(&question)? {
             printer.human("nothing applied\n");
-            return Ok((ExitStatus::Skipped, report(Outcome::UpToDate, None, Some("declined".into()))));
+            return Ok((
+                ExitStatus::Skipped,
+                report(Outcome::UpToDate, None, Some("declined".into())),
+            ));
         }
     }
 
@@ -57,7 +80,11 @@ fn apply_one(engine: &dyn Engine, stack: &StackSettings, args: &ApplyArgs, print
     let backups = backup::backups_for(plan, &checked.observation, id);
     let revision = Revision {
         id,
-        trigger: if args.auto { Trigger::Auto } else { Trigger::Manual },
+        trigger: if args.auto {
+            Trigger::Auto
+        } else {
+            Trigger::Manual
+        },
         started: now(),
         finished: None,
         plan: plan.clone(),
@@ -65,28 +92,52 @@ fn apply_one(engine: &dyn Engine, stack: &StackSettings, args: &ApplyArgs, print
         outcome: None,
         error: None,
     };
-    state.begin(&revision).context("journaling the revision before acting")?;
+    state
+        .begin(&revision)
+        .context("journaling the revision before acting")?;
     for b in &backups {
-        printer.detail(format!("keeping the image {} runs now as {}", b.service, b.backup_tag));
+        printer.detail(format!(
+            "keeping the image {} runs now as {}",
+            b.service, b.backup_tag
+        ));
     }
     let execution = match backup::keep_images(engine, &backups) {
-        Ok(()) => Executor { engine, compose: &compose, printer, health: stack.health }.execute(plan, &backups),
+        Ok(()) => Executor {
+            engine,
+            compose: &compose,
+            printer,
+            health: stack.health,
+        }
+        .execute(plan, &backups),
         Err(e) => pipeline::execute::Execution {
             outcome: Outcome::Failed,
-            error: Some(format!("keeping the current images for rollback: {e:#}; nothing was changed")),
+            error: Some(format!(
+                "keeping the current images for rollback: {e:#}; nothing was changed"
+            )),
             after: Vec::new(),
         },
     };
     state
-        .end(id, execution.outcome, execution.error.clone(), execution.after.clone())
+        .end(
+            id,
+            execution.outcome,
+            execution.error.clone(),
+            execution.after.clone(),
+        )
         .context("journaling the end of the revision")?;
 
     let (status, line) = match execution.outcome {
-        Outcome::Applied if registry_failed => (ExitStatus::Failed, "applied, but some registries could not be checked"),
+        Outcome::Applied if registry_failed => (
+            ExitStatus::Failed,
+            "applied, but some registries could not be checked",
+        ),
         Outcome::Applied | Outcome::UpToDate => (ExitStatus::Success, "applied"),
         Outcome::RolledBack => (ExitStatus::Failed, "failed and rolled back"),
         Outcome::Failed => (ExitStatus::Failed, "failed"),
-        Outcome::RollbackFailed => (ExitStatus::RollbackFailed, "failed, and the rollback failed: a human is needed"),
+        Outcome::RollbackFailed => (
+            ExitStatus::RollbackFailed,
+            "failed, and the rollback failed: a human is needed",
+        ),
     };
     printer.human(format!("revision {id}: {line}\n"));
     if let Some(e) = &execution.error {

@@ -12,7 +12,12 @@ use crate::seams::compose::ComposeCli;
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
 
-pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &CheckArgs, printer: &Printer) -> Result<ExitStatus> {
+pub fn run(
+    engine: &dyn Engine,
+    stacks: &[StackSettings],
+    args: &CheckArgs,
+    printer: &Printer,
+) -> Result<ExitStatus> {
     let mut pending: Vec<StackSettings> = Vec::new();
     let status = each_stack(stacks, printer, |stack| {
         let (status, report) = check_one(engine, stack, printer)?;
@@ -27,10 +32,22 @@ pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &CheckArgs, prin
     if !printer.confirm("Apply these updates now?")? {
         return Ok(status);
     }
-    super::apply::run(engine, &pending, &ApplyArgs { auto: false, yes: true }, printer)
+    super::apply::run(
+        engine,
+        &pending,
+        &ApplyArgs {
+            auto: false,
+            yes: true,
+        },
+        printer,
+    )
 }
 
-fn check_one(engine: &dyn Engine, stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Value)> {
+fn check_one(
+    engine: &dyn Engine,
+    stack: &StackSettings,
+    printer: &Printer,
+) -> Result<(ExitStatus, Value)> {
     let checked = pipeline::check(engine, &ComposeCli::new(stack), stack)?;
     let plan = &checked.plan;
     printer.human(summary(plan));
@@ -55,7 +72,10 @@ pub fn summary(plan: &Plan) -> String {
         n => plural(n, "update available", "updates available"),
     });
     if errors > 0 {
-        heading.push_str(&format!(", {}", plural(errors, "registry error", "registry errors")));
+        heading.push_str(&format!(
+            ", {}",
+            plural(errors, "registry error", "registry errors")
+        ));
     }
     format!("{heading}\n{}", plan_table(plan))
 }

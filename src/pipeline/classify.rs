@@ -91,7 +91,9 @@ pub struct Plan {
 
 impl Plan {
     pub fn registry_errors(&self) -> impl Iterator<Item = &ServiceReport> {
-        self.services.iter().filter(|s| s.state == ServiceState::RegistryError)
+        self.services
+            .iter()
+            .filter(|s| s.state == ServiceState::RegistryError)
     }
 }
 
@@ -102,7 +104,9 @@ enum Precheck {
 }
 
 fn precheck(svc: &ComposeService, observed: Option<&ServiceObservation>, skip: bool) -> Precheck {
-    let Some(image) = svc.image.as_deref() else { return Precheck::Final(ServiceState::LocalBuild) };
+    let Some(image) = svc.image.as_deref() else {
+        return Precheck::Final(ServiceState::LocalBuild);
+    };
     if skip {
         return Precheck::Final(ServiceState::Skipped);
     }
@@ -113,24 +117,41 @@ fn precheck(svc: &ComposeService, observed: Option<&ServiceObservation>, skip: b
     let Some(observed) = observed.filter(|o| !o.containers.is_empty()) else {
         return Precheck::Final(ServiceState::NotCreated);
     };
-    if !observed.containers.iter().any(|c| c.is_running() || c.state == "restarting") {
+    if !observed
+        .containers
+        .iter()
+        .any(|c| c.is_running() || c.state == "restarting")
+    {
         return Precheck::Final(ServiceState::Stopped);
     }
     // An image that never came from (or went to) this repository was built
     // or loaded here: replacing it with the registry's would lose it.
-    let repo_digests = observed.image.as_ref().map(|i| i.repo_digests.as_slice()).unwrap_or_default();
+    let repo_digests = observed
+        .image
+        .as_ref()
+        .map(|i| i.repo_digests.as_slice())
+        .unwrap_or_default();
     let running = repo_digests.iter().find_map(|d| reference.digest_in(d));
     match running {
-        Some(digest) if !svc.build => Precheck::AskRegistry { reference: image.to_string(), running: digest.to_string() },
+        Some(digest) if !svc.build => Precheck::AskRegistry {
+            reference: image.to_string(),
+            running: digest.to_string(),
+        },
         _ => Precheck::Final(ServiceState::LocalBuild),
     }
 }
 
 /// The references whose registry digest the plan needs, each once.
-pub fn registry_lookups(model: &ComposeModel, observation: &Observation, skip: &BTreeSet<String>) -> Vec<String> {
+pub fn registry_lookups(
+    model: &ComposeModel,
+    observation: &Observation,
+    skip: &BTreeSet<String>,
+) -> Vec<String> {
     let mut refs = BTreeSet::new();
     for (name, svc) in &model.services {
-        if let Precheck::AskRegistry { reference, .. } = precheck(svc, observation.services.get(name), skip.contains(name)) {
+        if let Precheck::AskRegistry { reference, .. } =
+            precheck(svc, observation.services.get(name), skip.contains(name))
+        {
             refs.insert(reference);
         }
     }
@@ -191,10 +212,22 @@ pub fn classify(
         }
         services.push(report);
     }
-    let changes: Vec<Change> =
-        dependency_order(model).into_iter().filter_map(|name| changed.remove(&name)).collect();
-    let kind = if changes.is_empty() { PlanKind::None } else { PlanKind::Image };
-    Plan { stack: stack.to_string(), project: model.project.clone(), kind, changes, services }
+    let changes: Vec<Change> = dependency_order(model)
+        .into_iter()
+        .filter_map(|name| changed.remove(&name))
+        .collect();
+    let kind = if changes.is_empty() {
+        PlanKind::None
+    } else {
+        PlanKind::Image
+    };
+    Plan {
+        stack: stack.to_string(),
+        project: model.project.clone(),
+        kind,
+        changes,
+        services,
+    }
 }
 
 /// Every service after the services it depends on; ties broken by name so
@@ -209,7 +242,9 @@ pub fn dependency_order(model: &ComposeModel) -> Vec<String> {
             .iter()
             .filter(|(name, _)| !done.contains(name.as_str()))
             .filter(|(_, svc)| {
-                svc.depends_on.iter().all(|d| done.contains(d.as_str()) || !model.services.contains_key(d))
+                svc.depends_on
+                    .iter()
+                    .all(|d| done.contains(d.as_str()) || !model.services.contains_key(d))
             })
             .map(|(name, _)| name.as_str())
             .collect();
@@ -221,7 +256,13 @@ pub fn dependency_order(model: &ComposeModel) -> Vec<String> {
             order.push(name.to_string());
         }
     }
-    order.extend(model.services.keys().filter(|n| !done.contains(n.as_str())).cloned());
+    order.extend(
+        model
+            .services
+            .keys()
+            .filter(|n| !done.contains(n.as_str()))
+            .cloned(),
+    );
     order
 }
 
@@ -252,7 +293,10 @@ mod tests {
                 image_id: "sha256:img".into(),
                 started_at: None,
             }],
-            image: Some(ImageInfo { id: "sha256:img".into(), repo_digests: repo_digests.iter().map(|s| s.to_string()).collect() }),
+            image: Some(ImageInfo {
+                id: "sha256:img".into(),
+                repo_digests: repo_digests.iter().map(|s| s.to_string()).collect(),
+            }),
         }
     }
 
@@ -272,33 +316,165 @@ mod tests {
         let img = Some(image.as_str());
         let digest_a = format!("{REPO}@sha256:aaa");
         let cases = vec![
-            Case { name: "same digest", svc: service(img, &[]), observed: Some(running("running", &[&digest_a])), skip: false, remote: Some(Ok("sha256:aaa")), want: ServiceState::UpToDate, want_change: false },
-            Case { name: "new digest", svc: service(img, &[]), observed: Some(running("running", &[&digest_a])), skip: false, remote: Some(Ok("sha256:bbb")), want: ServiceState::UpdateAvailable, want_change: true },
-            Case { name: "pinned", svc: service(Some("r/x@sha256:abc"), &[]), observed: Some(running("running", &[&digest_a])), skip: false, remote: None, want: ServiceState::Pinned, want_change: false },
-            Case { name: "never pulled", svc: service(img, &[]), observed: Some(running("running", &[])), skip: false, remote: Some(Ok("sha256:bbb")), want: ServiceState::LocalBuild, want_change: false },
-            Case { name: "compose build", svc: ComposeService { build: true, ..service(img, &[]) }, observed: Some(running("running", &[&digest_a])), skip: false, remote: Some(Ok("sha256:bbb")), want: ServiceState::LocalBuild, want_change: false },
-            Case { name: "no image at all", svc: service(None, &[]), observed: None, skip: false, remote: None, want: ServiceState::LocalBuild, want_change: false },
-            Case { name: "stopped on purpose", svc: service(img, &[]), observed: Some(running("exited", &[&digest_a])), skip: false, remote: Some(Ok("sha256:bbb")), want: ServiceState::Stopped, want_change: false },
-            Case { name: "not created", svc: service(img, &[]), observed: None, skip: false, remote: Some(Ok("sha256:bbb")), want: ServiceState::NotCreated, want_change: false },
-            Case { name: "skipped", svc: service(img, &[]), observed: Some(running("running", &[&digest_a])), skip: true, remote: Some(Ok("sha256:bbb")), want: ServiceState::Skipped, want_change: false },
-            Case { name: "registry down", svc: service(img, &[]), observed: Some(running("running", &[&digest_a])), skip: false, remote: Some(Err("registry 127.0.0.1:5000: refused")), want: ServiceState::RegistryError, want_change: false },
-            Case { name: "digest of another repository only", svc: service(img, &[]), observed: Some(running("running", &["other/web@sha256:aaa"])), skip: false, remote: None, want: ServiceState::LocalBuild, want_change: false },
+            Case {
+                name: "same digest",
+                svc: service(img, &[]),
+                observed: Some(running("running", &[&digest_a])),
+                skip: false,
+                remote: Some(Ok("sha256:aaa")),
+                want: ServiceState::UpToDate,
+                want_change: false,
+            },
+            Case {
+                name: "new digest",
+                svc: service(img, &[]),
+                observed: Some(running("running", &[&digest_a])),
+                skip: false,
+                remote: Some(Ok("sha256:bbb")),
+                want: ServiceState::UpdateAvailable,
+                want_change: true,
+            },
+            Case {
+                name: "pinned",
+                svc: service(Some("r/x@sha256:abc"), &[]),
+                observed: Some(running("running", &[&digest_a])),
+                skip: false,
+                remote: None,
+                want: ServiceState::Pinned,
+                want_change: false,
+            },
+            Case {
+                name: "never pulled",
+                svc: service(img, &[]),
+                observed: Some(running("running", &[])),
+                skip: false,
+                remote: Some(Ok("sha256:bbb")),
+                want: ServiceState::LocalBuild,
+                want_change: false,
+            },
+            Case {
+                name: "compose build",
+                svc: ComposeService {
+                    build: true,
+                    ..service(img, &[])
+                },
+                observed: Some(running("running", &[&digest_a])),
+                skip: false,
+                remote: Some(Ok("sha256:bbb")),
+                want: ServiceState::LocalBuild,
+                want_change: false,
+            },
+            Case {
+                name: "no image at all",
+                svc: service(None, &[]),
+                observed: None,
+                skip: false,
+                remote: None,
+                want: ServiceState::LocalBuild,
+                want_change: false,
+            },
+            Case {
+                name: "stopped on purpose",
+                svc: service(img, &[]),
+                observed: Some(running("exited", &[&digest_a])),
+                skip: false,
+                remote: Some(Ok("sha256:bbb")),
+                want: ServiceState::Stopped,
+                want_change: false,
+            },
+            Case {
+                name: "not created",
+                svc: service(img, &[]),
+                observed: None,
+                skip: false,
+                remote: Some(Ok("sha256:bbb")),
+                want: ServiceState::NotCreated,
+                want_change: false,
+            },
+            Case {
+                name: "skipped",
+                svc: service(img, &[]),
+                observed: Some(running("running", &[&digest_a])),
+                skip: true,
+                remote: Some(Ok("sha256:bbb")),
+                want: ServiceState::Skipped,
+                want_change: false,
+            },
+            Case {
+                name: "registry down",
+                svc: service(img, &[]),
+                observed: Some(running("running", &[&digest_a])),
+                skip: false,
+                remote: Some(Err("registry 127.0.0.1:5000: refused")),
+                want: ServiceState::RegistryError,
+                want_change: false,
+            },
+            Case {
+                name: "digest of another repository only",
+                svc: service(img, &[]),
+                observed: Some(running("running", &["other/web@sha256:aaa"])),
+                skip: false,
+                remote: None,
+                want: ServiceState::LocalBuild,
+                want_change: false,
+            },
         ];
         for case in cases {
-            let model = ComposeModel { project: "p".into(), services: BTreeMap::from([("web".to_string(), case.svc.clone())]) };
-            let observation = Observation { services: case.observed.into_iter().map(|o| ("web".to_string(), o)).collect() };
-            let skip = if case.skip { BTreeSet::from(["web".to_string()]) } else { BTreeSet::new() };
+            let model = ComposeModel {
+                project: "p".into(),
+                services: BTreeMap::from([("web".to_string(), case.svc.clone())]),
+            };
+            let observation = Observation {
+                services: case
+                    .observed
+                    .into_iter()
+                    .map(|o| ("web".to_string(), o))
+                    .collect(),
+            };
+            let skip = if case.skip {
+                BTreeSet::from(["web".to_string()])
+            } else {
+                BTreeSet::new()
+            };
             let lookups = registry_lookups(&model, &observation, &skip);
             let remote: BTreeMap<String, Result<String, String>> = lookups
                 .iter()
-                .map(|r| (r.clone(), case.remote.expect("asked the registry unexpectedly").map(String::from).map_err(String::from)))
+                .map(|r| {
+                    (
+                        r.clone(),
+                        case.remote
+                            .expect("asked the registry unexpectedly")
+                            .map(String::from)
+                            .map_err(String::from),
+                    )
+                })
                 .collect();
             let plan = classify("s", &model, &observation, &skip, &remote);
             assert_eq!(plan.services[0].state, case.want, "{}", case.name);
-            assert_eq!(plan.changes.len(), usize::from(case.want_change), "{}", case.name);
-            assert_eq!(plan.kind, if case.want_change { PlanKind::Image } else { PlanKind::None }, "{}", case.name);
+            assert_eq!(
+                plan.changes.len(),
+                usize::from(case.want_change),
+                "{}",
+                case.name
+            );
+            assert_eq!(
+                plan.kind,
+                if case.want_change {
+                    PlanKind::Image
+                } else {
+                    PlanKind::None
+                },
+                "{}",
+                case.name
+            );
             if case.want == ServiceState::RegistryError {
-                assert!(plan.services[0].detail.as_deref().unwrap().contains("127.0.0.1:5000"));
+                assert!(
+                    plan.services[0]
+                        .detail
+                        .as_deref()
+                        .unwrap()
+                        .contains("127.0.0.1:5000")
+                );
             }
         }
     }
@@ -314,12 +490,21 @@ mod tests {
                 ("z-db".to_string(), service(img, &[])),
             ]),
         };
-        let obs = running("running", &["127.0.0.1:5000/t/web@sha256:aaa", "other@sha256:ooo"]);
+        let obs = running(
+            "running",
+            &["127.0.0.1:5000/t/web@sha256:aaa", "other@sha256:ooo"],
+        );
         let observation = Observation {
-            services: ["a-front", "m-api", "z-db"].iter().map(|s| (s.to_string(), obs.clone())).collect(),
+            services: ["a-front", "m-api", "z-db"]
+                .iter()
+                .map(|s| (s.to_string(), obs.clone()))
+                .collect(),
         };
         let remote = BTreeMap::from([
-            ("127.0.0.1:5000/t/web:latest".to_string(), Ok("sha256:bbb".to_string())),
+            (
+                "127.0.0.1:5000/t/web:latest".to_string(),
+                Ok("sha256:bbb".to_string()),
+            ),
             ("other:1".to_string(), Ok("sha256:ooo".to_string())),
         ]);
         let plan = classify("s", &model, &observation, &BTreeSet::new(), &remote);

@@ -54,7 +54,11 @@ impl Executor<'_> {
                 }
             }
         }
-        Execution { outcome: Outcome::Applied, error: None, after }
+        Execution {
+            outcome: Outcome::Applied,
+            error: None,
+            after,
+        }
     }
 
     /// All pulls succeed before any container is touched, so a registry
@@ -88,9 +92,19 @@ impl Executor<'_> {
             short(&backup.before),
             short(&new_id)
         ));
-        self.compose.up(project, &backup.service).map_err(|e| format!("{e:#}"))?;
-        self.printer.step(format!("waiting for {} to be healthy", backup.service));
-        wait_healthy(self.engine, project, &backup.service, &new_id, self.health, POLL)?;
+        self.compose
+            .up(project, &backup.service)
+            .map_err(|e| format!("{e:#}"))?;
+        self.printer
+            .step(format!("waiting for {} to be healthy", backup.service));
+        wait_healthy(
+            self.engine,
+            project,
+            &backup.service,
+            &new_id,
+            self.health,
+            POLL,
+        )?;
         self.printer.step(format!("{} is healthy", backup.service));
         Ok(new_id)
     }
@@ -99,14 +113,22 @@ impl Executor<'_> {
         let mut failures = Vec::new();
         let mut after = Vec::new();
         for backup in done.iter().rev() {
-            self.printer.step(format!("restoring {} to {}", backup.service, short(&backup.before)));
+            self.printer.step(format!(
+                "restoring {} to {}",
+                backup.service,
+                short(&backup.before)
+            ));
             match self.restore_one(project, backup) {
                 Ok(()) => after.push((backup.service.clone(), backup.before.clone())),
                 Err(e) => failures.push(format!("restoring {}: {e}", backup.service)),
             }
         }
         if failures.is_empty() {
-            Execution { outcome: Outcome::RolledBack, error: Some(error), after }
+            Execution {
+                outcome: Outcome::RolledBack,
+                error: Some(error),
+                after,
+            }
         } else {
             Execution {
                 outcome: Outcome::RollbackFailed,
@@ -120,9 +142,20 @@ impl Executor<'_> {
     /// sees the image changed and recreates from it.
     fn restore_one(&self, project: &str, backup: &ServiceImages) -> Result<(), String> {
         let (repo, tag) = split_tag(&backup.image).ok_or("a pinned image is never changed")?;
-        self.engine.tag(&backup.before, repo, tag).map_err(|e| format!("{e:#}"))?;
-        self.compose.up(project, &backup.service).map_err(|e| format!("{e:#}"))?;
-        wait_healthy(self.engine, project, &backup.service, &backup.before, self.health, POLL)
+        self.engine
+            .tag(&backup.before, repo, tag)
+            .map_err(|e| format!("{e:#}"))?;
+        self.compose
+            .up(project, &backup.service)
+            .map_err(|e| format!("{e:#}"))?;
+        wait_healthy(
+            self.engine,
+            project,
+            &backup.service,
+            &backup.before,
+            self.health,
+            POLL,
+        )
     }
 }
 
@@ -161,7 +194,14 @@ mod tests {
                     name: format!("p-{service}-1"),
                     service: service.clone(),
                     state: "running".into(),
-                    health: Some(if image.starts_with("bad") { "unhealthy" } else { "healthy" }.into()),
+                    health: Some(
+                        if image.starts_with("bad") {
+                            "unhealthy"
+                        } else {
+                            "healthy"
+                        }
+                        .into(),
+                    ),
                     restart_count: 0,
                     image_id: image.clone(),
                     started_at: None,
@@ -169,7 +209,10 @@ mod tests {
                 .collect())
         }
         fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
-            Ok(self.tags.borrow().get(reference).map(|id| ImageInfo { id: id.clone(), repo_digests: vec![] }))
+            Ok(self.tags.borrow().get(reference).map(|id| ImageInfo {
+                id: id.clone(),
+                repo_digests: vec![],
+            }))
         }
         fn registry_digests(&self, _: &[String]) -> Vec<Result<String>> {
             unreachable!("execute never asks registries")
@@ -179,12 +222,18 @@ mod tests {
             if self.fail_pull {
                 bail!("registry r: connection refused");
             }
-            self.tags.borrow_mut().insert(reference.into(), self.registry[reference].clone());
+            self.tags
+                .borrow_mut()
+                .insert(reference.into(), self.registry[reference].clone());
             Ok(())
         }
         fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()> {
-            self.log.borrow_mut().push(format!("tag {image} {repo}:{tag}"));
-            self.tags.borrow_mut().insert(format!("{repo}:{tag}"), image.into());
+            self.log
+                .borrow_mut()
+                .push(format!("tag {image} {repo}:{tag}"));
+            self.tags
+                .borrow_mut()
+                .insert(format!("{repo}:{tag}"), image.into());
             Ok(())
         }
     }
@@ -211,7 +260,9 @@ mod tests {
         for (svc, new) in [("a", new_a), ("b", new_b)] {
             let r = format!("r/{svc}:latest");
             f.tags.borrow_mut().insert(r.clone(), format!("old-{svc}"));
-            f.running.borrow_mut().insert(svc.into(), format!("old-{svc}"));
+            f.running
+                .borrow_mut()
+                .insert(svc.into(), format!("old-{svc}"));
             f.registry.insert(r.clone(), new.into());
             f.images.insert(svc.into(), r);
         }
@@ -221,7 +272,13 @@ mod tests {
     fn run(f: &Fake) -> Execution {
         let changes: Vec<Change> = ["a", "b"]
             .iter()
-            .map(|s| Change { service: s.to_string(), kind: ChangeKind::Image, image: format!("r/{s}:latest"), from: "d".into(), to: "d2".into() })
+            .map(|s| Change {
+                service: s.to_string(),
+                kind: ChangeKind::Image,
+                image: format!("r/{s}:latest"),
+                from: "d".into(),
+                to: "d2".into(),
+            })
             .collect();
         let backups: Vec<ServiceImages> = ["a", "b"]
             .iter()
@@ -233,10 +290,25 @@ mod tests {
                 after: None,
             })
             .collect();
-        let plan = Plan { stack: "p".into(), project: "p".into(), kind: PlanKind::Image, changes, services: vec![] };
+        let plan = Plan {
+            stack: "p".into(),
+            project: "p".into(),
+            kind: PlanKind::Image,
+            changes,
+            services: vec![],
+        };
         let printer = Printer::new(false, true, 0);
-        let health = HealthSettings { timeout: Duration::from_millis(50), stability: Duration::ZERO };
-        Executor { engine: f, compose: f, printer: &printer, health }.execute(&plan, &backups)
+        let health = HealthSettings {
+            timeout: Duration::from_millis(50),
+            stability: Duration::ZERO,
+        };
+        Executor {
+            engine: f,
+            compose: f,
+            printer: &printer,
+            health,
+        }
+        .execute(&plan, &backups)
     }
 
     #[test]
@@ -244,8 +316,17 @@ mod tests {
         let f = fake("new-a", "new-b");
         let e = run(&f);
         assert_eq!(e.outcome, Outcome::Applied);
-        assert_eq!(e.after, [("a".to_string(), "new-a".to_string()), ("b".to_string(), "new-b".to_string())]);
-        assert_eq!(*f.log.borrow(), ["pull r/a:latest", "pull r/b:latest", "up a", "up b"]);
+        assert_eq!(
+            e.after,
+            [
+                ("a".to_string(), "new-a".to_string()),
+                ("b".to_string(), "new-b".to_string())
+            ]
+        );
+        assert_eq!(
+            *f.log.borrow(),
+            ["pull r/a:latest", "pull r/b:latest", "up a", "up b"]
+        );
     }
 
     #[test]
@@ -256,15 +337,31 @@ mod tests {
         assert!(e.error.unwrap().contains("service b"));
         assert_eq!(f.running.borrow()["a"], "old-a");
         assert_eq!(f.running.borrow()["b"], "old-b");
-        assert_eq!(f.tags.borrow()["r/a:latest"], "old-a", "the tag points at the restored image");
+        assert_eq!(
+            f.tags.borrow()["r/a:latest"],
+            "old-a",
+            "the tag points at the restored image"
+        );
         let log = f.log.borrow();
         let tail: Vec<&str> = log[4..].iter().map(String::as_str).collect();
-        assert_eq!(tail, ["tag old-b r/b:latest", "up b", "tag old-a r/a:latest", "up a"], "restored in reverse order");
+        assert_eq!(
+            tail,
+            [
+                "tag old-b r/b:latest",
+                "up b",
+                "tag old-a r/a:latest",
+                "up a"
+            ],
+            "restored in reverse order"
+        );
     }
 
     #[test]
     fn a_failed_pull_touches_no_container() {
-        let f = Fake { fail_pull: true, ..fake("new-a", "new-b") };
+        let f = Fake {
+            fail_pull: true,
+            ..fake("new-a", "new-b")
+        };
         let e = run(&f);
         assert_eq!(e.outcome, Outcome::Failed);
         assert!(e.error.unwrap().contains("nothing was changed"));
@@ -274,11 +371,21 @@ mod tests {
 
     #[test]
     fn a_failed_restore_is_reported_as_rollback_failed() {
-        let f = Fake { fail_up_of_image: Some("old-b".into()), ..fake("new-a", "bad-b") };
+        let f = Fake {
+            fail_up_of_image: Some("old-b".into()),
+            ..fake("new-a", "bad-b")
+        };
         let e = run(&f);
         assert_eq!(e.outcome, Outcome::RollbackFailed);
         let error = e.error.unwrap();
-        assert!(error.contains("rollback failed") && error.contains("restoring b"), "{error}");
-        assert_eq!(f.running.borrow()["a"], "old-a", "the other services are still restored");
+        assert!(
+            error.contains("rollback failed") && error.contains("restoring b"),
+            "{error}"
+        );
+        assert_eq!(
+            f.running.borrow()["a"],
+            "old-a",
+            "the other services are still restored"
+        );
     }
 }

@@ -30,13 +30,20 @@ pub struct ComposeService {
 
 impl ComposeModel {
     pub fn from_json(json: &Value) -> Result<ComposeModel> {
-        let project = json.get("name").and_then(Value::as_str).context("compose config has no project name")?.to_string();
+        let project = json
+            .get("name")
+            .and_then(Value::as_str)
+            .context("compose config has no project name")?
+            .to_string();
         let mut services = BTreeMap::new();
         if let Some(map) = json.get("services").and_then(Value::as_object) {
             for (name, svc) in map {
                 let depends_on = match svc.get("depends_on") {
                     Some(Value::Object(m)) => m.keys().cloned().collect(),
-                    Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+                    Some(Value::Array(a)) => a
+                        .iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect(),
                     _ => Vec::new(),
                 };
                 services.insert(
@@ -68,7 +75,11 @@ pub struct ComposeCli {
 
 impl ComposeCli {
     pub fn new(stack: &StackSettings) -> ComposeCli {
-        ComposeCli { directory: stack.directory.clone(), files: stack.compose_files.clone(), project: stack.project.clone() }
+        ComposeCli {
+            directory: stack.directory.clone(),
+            files: stack.compose_files.clone(),
+            project: stack.project.clone(),
+        }
     }
 
     fn command(&self, project: Option<&str>) -> Command {
@@ -88,31 +99,47 @@ impl ComposeCli {
 
     fn describe_files(&self) -> String {
         if self.files.is_empty() {
-            let default = COMPOSE_FILE_NAMES.iter().map(|f| self.directory.join(f)).find(|p| p.is_file());
+            let default = COMPOSE_FILE_NAMES
+                .iter()
+                .map(|f| self.directory.join(f))
+                .find(|p| p.is_file());
             match default {
                 Some(path) => path.display().to_string(),
                 None => format!("the compose file in {}", self.directory.display()),
             }
         } else {
-            self.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+            self.files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     }
 }
 
 fn run(mut cmd: Command, what: &str) -> Result<Output> {
-    cmd.output().with_context(|| format!("{what}: running `docker compose`; is the Docker CLI installed?"))
+    cmd.output()
+        .with_context(|| format!("{what}: running `docker compose`; is the Docker CLI installed?"))
 }
 
 /// A failing `docker compose` may simply be Compose v1 or none at all; say
 /// so rather than pass on a confusing message.
 fn require_v2() -> Result<()> {
-    let v2 = Command::new("docker").args(["compose", "version", "--short"]).stdin(Stdio::null()).output();
+    let v2 = Command::new("docker")
+        .args(["compose", "version", "--short"])
+        .stdin(Stdio::null())
+        .output();
     if matches!(&v2, Ok(o) if o.status.success()) {
         return Ok(());
     }
-    let v1 = Command::new("docker-compose").arg("version").stdin(Stdio::null()).output();
+    let v1 = Command::new("docker-compose")
+        .arg("version")
+        .stdin(Stdio::null())
+        .output();
     let found = match v1 {
-        Ok(o) if o.status.success() => "only docker-compose v1 (Python), which names and recreates containers differently, is installed",
+        Ok(o) if o.status.success() => {
+            "only docker-compose v1 (Python), which names and recreates containers differently, is installed"
+        }
         _ => "`docker compose` is not available",
     };
     Err(usage(format!(
@@ -135,13 +162,22 @@ impl Compose for ComposeCli {
                 stderr.trim()
             )));
         }
-        let json: Value = serde_json::from_slice(&out.stdout).context("reading `docker compose config` output")?;
+        let json: Value = serde_json::from_slice(&out.stdout)
+            .context("reading `docker compose config` output")?;
         ComposeModel::from_json(&json)
     }
 
     fn up(&self, project: &str, service: &str) -> Result<()> {
         let mut cmd = self.command(Some(project));
-        cmd.args(["up", "--detach", "--no-deps", "--pull", "never", "--quiet-pull", service]);
+        cmd.args([
+            "up",
+            "--detach",
+            "--no-deps",
+            "--pull",
+            "never",
+            "--quiet-pull",
+            service,
+        ]);
         let out = run(cmd, "recreating a service")?;
         if !out.status.success() {
             bail!(

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use anyhow::{Context, Result, anyhow};
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use bollard::query_parameters::{CreateImageOptionsBuilder, ListContainersOptionsBuilder, TagImageOptionsBuilder};
+use bollard::query_parameters::{
+    CreateImageOptionsBuilder, ListContainersOptionsBuilder, TagImageOptionsBuilder,
+};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
@@ -80,12 +82,21 @@ pub struct DockerEngine {
 
 impl DockerEngine {
     pub fn connect() -> Result<DockerEngine> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
-        let hint = || format!("connecting to the Docker engine at {host}; is dockerd running and may this user use it?");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let host = std::env::var("DOCKER_HOST")
+            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+        let hint = || {
+            format!(
+                "connecting to the Docker engine at {host}; is dockerd running and may this user use it?"
+            )
+        };
         let docker = Docker::connect_with_local_defaults().with_context(hint)?;
         // bollard speaks the newest API by default; older engines refuse it.
-        let docker = runtime.block_on(docker.negotiate_version()).with_context(hint)?;
+        let docker = runtime
+            .block_on(docker.negotiate_version())
+            .with_context(hint)?;
         Ok(DockerEngine {
             docker,
             runtime,
@@ -98,11 +109,15 @@ impl DockerEngine {
         if let Some(hit) = self.credential_cache.borrow().get(registry) {
             return Ok(hit.clone());
         }
-        let found = self
-            .credentials
-            .for_registry(registry)
-            .with_context(|| format!("credentials for registry {registry} from {}", self.credentials.source().display()))?;
-        self.credential_cache.borrow_mut().insert(registry.to_string(), found.clone());
+        let found = self.credentials.for_registry(registry).with_context(|| {
+            format!(
+                "credentials for registry {registry} from {}",
+                self.credentials.source().display()
+            )
+        })?;
+        self.credential_cache
+            .borrow_mut()
+            .insert(registry.to_string(), found.clone());
         Ok(found)
     }
 
@@ -112,9 +127,14 @@ impl DockerEngine {
             other => other.to_string(),
         };
         let lower = text.to_lowercase();
-        let auth = ["unauthorized", "authentication required", "no basic auth credentials", "denied"]
-            .iter()
-            .any(|w| lower.contains(w));
+        let auth = [
+            "unauthorized",
+            "authentication required",
+            "no basic auth credentials",
+            "denied",
+        ]
+        .iter()
+        .any(|w| lower.contains(w));
         if auth {
             anyhow!(
                 "registry {registry}: authentication failed ({}); check the credentials for {registry} in {} (docker login {registry})",
@@ -131,9 +151,15 @@ impl Engine for DockerEngine {
     fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>> {
         let filters = HashMap::from([(
             "label",
-            vec![format!("{PROJECT_LABEL}={project}"), format!("{ONEOFF_LABEL}=False")],
+            vec![
+                format!("{PROJECT_LABEL}={project}"),
+                format!("{ONEOFF_LABEL}=False"),
+            ],
         )]);
-        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
         self.runtime.block_on(async {
             let summaries = self
                 .docker
@@ -146,16 +172,31 @@ impl Engine for DockerEngine {
                 let inspect = match self.docker.inspect_container(&id, None).await {
                     Ok(i) => i,
                     // Removed between list and inspect: compose is mid-recreate.
-                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => continue,
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404,
+                        ..
+                    }) => continue,
                     Err(e) => return Err(e).with_context(|| format!("inspecting container {id}")),
                 };
-                let labels = inspect.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+                let labels = inspect
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.labels.clone())
+                    .unwrap_or_default();
                 let state = inspect.state.unwrap_or_default();
                 out.push(ContainerInfo {
-                    name: inspect.name.unwrap_or_default().trim_start_matches('/').to_string(),
+                    name: inspect
+                        .name
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_string(),
                     service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
                     state: state.status.map(|s| s.to_string()).unwrap_or_default(),
-                    health: state.health.and_then(|h| h.status).map(|s| s.to_string()).filter(|s| !s.is_empty() && s != "none"),
+                    health: state
+                        .health
+                        .and_then(|h| h.status)
+                        .map(|s| s.to_string())
+                        .filter(|s| !s.is_empty() && s != "none"),
                     restart_count: inspect.restart_count.unwrap_or(0),
                     image_id: inspect.image.unwrap_or_default(),
                     started_at: state.started_at,
@@ -173,7 +214,9 @@ impl Engine for DockerEngine {
                 id: i.id.unwrap_or_default(),
                 repo_digests: i.repo_digests.unwrap_or_default(),
             })),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("inspecting image {reference}")),
         }
     }
@@ -208,25 +251,35 @@ impl Engine for DockerEngine {
     fn pull(&self, reference: &str, progress: &mut dyn FnMut(&PullProgress)) -> Result<()> {
         let registry = Reference::parse(reference).registry;
         let creds = self.credentials_for(&registry)?;
-        let options = CreateImageOptionsBuilder::default().from_image(reference).build();
-        self.runtime.block_on(async {
-            let mut stream = self.docker.create_image(Some(options), None, creds);
-            while let Some(info) = stream.try_next().await.map_err(|e| self.registry_error(&registry, e))? {
-                let detail = info.progress_detail.unwrap_or_default();
-                progress(&PullProgress {
-                    layer: info.id.as_deref(),
-                    status: info.status.as_deref().unwrap_or(""),
-                    current: detail.current,
-                    total: detail.total,
-                });
-            }
-            Ok::<(), anyhow::Error>(())
-        })
-        .with_context(|| format!("pulling {reference}"))
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(reference)
+            .build();
+        self.runtime
+            .block_on(async {
+                let mut stream = self.docker.create_image(Some(options), None, creds);
+                while let Some(info) = stream
+                    .try_next()
+                    .await
+                    .map_err(|e| self.registry_error(&registry, e))?
+                {
+                    let detail = info.progress_detail.unwrap_or_default();
+                    progress(&PullProgress {
+                        layer: info.id.as_deref(),
+                        status: info.status.as_deref().unwrap_or(""),
+                        current: detail.current,
+                        total: detail.total,
+                    });
+                }
+                Ok::<(), anyhow::Error>(())
+            })
+            .with_context(|| format!("pulling {reference}"))
     }
 
     fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()> {
-        let options = TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
+        let options = TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(tag)
+            .build();
         self.runtime
             .block_on(self.docker.tag_image(image, Some(options)))
             .with_context(|| format!("tagging image {image} as {repo}:{tag}"))

@@ -4,6 +4,6 @@
 mod support;
 
 mod image_updates;
-mod safety;
 mod inputs;
+mod safety;
 mod terminal;

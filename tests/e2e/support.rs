@@ -33,33 +33,62 @@ pub fn bed() -> &'static Bed {
             registry: env_or("CLUSTERUP_TEST_REGISTRY", "127.0.0.1:5550"),
             auth_registry: env_or("CLUSTERUP_TEST_AUTH_REGISTRY", "127.0.0.1:5551"),
             auth_user: env_or("CLUSTERUP_TEST_AUTH_USER", "clusterup-test"),
-            auth_password: env_or("CLUSTERUP_TEST_AUTH_PASSWORD", "Ex4mple-Passw0rd-not-secret"),
+            auth_password: env_or(
+                "CLUSTERUP_TEST_AUTH_PASSWORD",
+                "Ex4mple-Passw0rd-not-secret",
+            ),
         };
         let need = |ok: bool, what: &str| {
-            assert!(ok, "test bed incomplete: {what}. Run scripts/test.sh, which sets it up.");
+            assert!(
+                ok,
+                "test bed incomplete: {what}. Run scripts/test.sh, which sets it up."
+            );
         };
-        need(docker(&["info"]).status.success(), "no Docker engine answers `docker info`");
-        need(docker(&["compose", "version"]).status.success(), "`docker compose` (v2) is missing");
         need(
-            docker(&["image", "inspect", "clusterup-fixture/web:v1", "clusterup-fixture/web:v2", "clusterup-fixture/web:bad"])
-                .status
-                .success(),
+            docker(&["info"]).status.success(),
+            "no Docker engine answers `docker info`",
+        );
+        need(
+            docker(&["compose", "version"]).status.success(),
+            "`docker compose` (v2) is missing",
+        );
+        need(
+            docker(&[
+                "image",
+                "inspect",
+                "clusterup-fixture/web:v1",
+                "clusterup-fixture/web:v2",
+                "clusterup-fixture/web:bad",
+            ])
+            .status
+            .success(),
             "fixture images clusterup-fixture/web:{v1,v2,bad} are missing",
         );
         for r in [&bed.registry, &bed.auth_registry] {
-            need(std::net::TcpStream::connect(r.as_str()).is_ok(), &format!("no registry on {r}"));
+            need(
+                std::net::TcpStream::connect(r.as_str()).is_ok(),
+                &format!("no registry on {r}"),
+            );
         }
         bed
     })
 }
 
 pub fn docker(args: &[&str]) -> Output {
-    Command::new("docker").args(args).stdin(Stdio::null()).output().expect("running docker")
+    Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running docker")
 }
 
 fn docker_ok(args: &[&str]) -> String {
     let out = docker(args);
-    assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -75,7 +104,12 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     pub fn all(&self) -> String {
@@ -85,7 +119,11 @@ impl Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -108,7 +146,15 @@ impl Stack {
         std::fs::create_dir_all(&dir).unwrap();
         let docker_config = root.path().join("docker-config");
         std::fs::create_dir_all(&docker_config).unwrap();
-        let stack = Stack { state: root.path().join("state"), name, dir, docker_config, root, tags: Vec::new(), registry_process: None };
+        let stack = Stack {
+            state: root.path().join("state"),
+            name,
+            dir,
+            docker_config,
+            root,
+            tags: Vec::new(),
+            registry_process: None,
+        };
         stack.write_docker_config(&bed.auth_password);
         stack
     }
@@ -138,8 +184,12 @@ impl Stack {
     /// This test's Docker CLI config, holding the auth registry's password.
     pub fn write_docker_config(&self, password: &str) {
         let bed = bed();
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", bed.auth_user));
-        let json = format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, bed.auth_registry);
+        let auth = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{password}", bed.auth_user));
+        let json = format!(
+            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+            bed.auth_registry
+        );
         std::fs::write(self.docker_config.join("config.json"), json).unwrap();
     }
 
@@ -148,20 +198,32 @@ impl Stack {
     /// new image appears in the registry and nowhere else.
     pub fn publish(&mut self, fixture: &str, reference: &str) {
         let previous = docker(&["image", "inspect", "-f", "{{.Id}}", reference]);
-        docker_ok(&["tag", &format!("clusterup-fixture/web:{fixture}"), reference]);
+        docker_ok(&[
+            "tag",
+            &format!("clusterup-fixture/web:{fixture}"),
+            reference,
+        ]);
         if !self.tags.iter().any(|t| t == reference) {
             self.tags.push(reference.to_string());
         }
         let config = self.docker_config.to_string_lossy().to_string();
         docker_ok(&["--config", &config, "push", "-q", reference]);
         if previous.status.success() {
-            docker_ok(&["tag", String::from_utf8_lossy(&previous.stdout).trim(), reference]);
+            docker_ok(&[
+                "tag",
+                String::from_utf8_lossy(&previous.stdout).trim(),
+                reference,
+            ]);
         }
     }
 
     /// Tags a fixture under a local name only: a "locally built" image.
     pub fn tag_local(&mut self, fixture: &str, reference: &str) {
-        docker_ok(&["tag", &format!("clusterup-fixture/web:{fixture}"), reference]);
+        docker_ok(&[
+            "tag",
+            &format!("clusterup-fixture/web:{fixture}"),
+            reference,
+        ]);
         self.tags.push(reference.to_string());
     }
 
@@ -199,7 +261,11 @@ impl Stack {
 
     pub fn up(&self) {
         let out = self.compose(&["up", "--detach", "--wait", "--pull", "never"]);
-        assert!(out.status.success(), "compose up failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "compose up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Runs clusterup with this stack's configuration (when written) and
@@ -209,7 +275,10 @@ impl Stack {
     }
 
     pub fn clusterup_in(&self, cwd: &Path, args: &[&str]) -> Run {
-        let out = self.clusterup_command(cwd, args).output().expect("running clusterup");
+        let out = self
+            .clusterup_command(cwd, args)
+            .output()
+            .expect("running clusterup");
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).to_string(),
@@ -239,7 +308,10 @@ impl Stack {
     pub fn container_id(&self, service: &str) -> String {
         let out = self.compose(&["ps", "--all", "--quiet", service]);
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(!id.is_empty() && !id.contains('\n'), "expected one container for {service}, got {id:?}");
+        assert!(
+            !id.is_empty() && !id.contains('\n'),
+            "expected one container for {service}, got {id:?}"
+        );
         id
     }
 
@@ -248,16 +320,24 @@ impl Stack {
     }
 
     pub fn health(&self, service: &str) -> String {
-        self.inspect(service, "{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}")
+        self.inspect(
+            service,
+            "{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}",
+        )
     }
 
     pub fn journal(&self) -> String {
-        std::fs::read_to_string(self.state.join(&self.name).join("journal.jsonl")).unwrap_or_default()
+        std::fs::read_to_string(self.state.join(&self.name).join("journal.jsonl"))
+            .unwrap_or_default()
     }
 
     /// A registry of this test's own on a free port, to be stopped at will.
     pub fn start_own_registry(&mut self) -> String {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let dir = self.root.path().join("own-registry");
         std::fs::create_dir_all(&dir).unwrap();
@@ -275,7 +355,10 @@ impl Stack {
         self.registry_process = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "own registry did not start on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "own registry did not start on {addr}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         addr
@@ -293,14 +376,33 @@ impl Drop for Stack {
     fn drop(&mut self) {
         self.stop_own_registry();
         let _ = self.compose(&["down", "--volumes", "--remove-orphans", "--timeout", "1"]);
-        let backups = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}", &format!("clusterup/{}/*", self.name)]);
+        let backups = docker(&[
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            &format!("clusterup/{}/*", self.name),
+        ]);
         let mut tags = self.tags.clone();
-        tags.extend(String::from_utf8_lossy(&backups.stdout).lines().map(String::from));
+        tags.extend(
+            String::from_utf8_lossy(&backups.stdout)
+                .lines()
+                .map(String::from),
+        );
         // Pushes and pulls leave `repo@digest` references on the shared
         // fixture images; drop this test's.
-        let digests = docker(&["images", "--digests", "--format", "{{.Repository}}@{{.Digest}}"]);
+        let digests = docker(&[
+            "images",
+            "--digests",
+            "--format",
+            "{{.Repository}}@{{.Digest}}",
+        ]);
         let mine = format!("/{}/", self.name);
-        tags.extend(String::from_utf8_lossy(&digests.stdout).lines().filter(|l| l.contains(&mine)).map(String::from));
+        tags.extend(
+            String::from_utf8_lossy(&digests.stdout)
+                .lines()
+                .filter(|l| l.contains(&mine))
+                .map(String::from),
+        );
         for tag in tags {
             let _ = docker(&["image", "rm", "--no-prune", &tag]);
         }
