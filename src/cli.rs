@@ -76,9 +76,15 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub auto: bool,
 
-    /// Apply without asking for confirmation
+    /// Apply without asking for confirmation (changes that put data at risk
+    /// still need --accept-data-risk)
     #[arg(short, long)]
     pub yes: bool,
+
+    /// Also apply changes that put data at risk (a removed service with an
+    /// anonymous volume, a removed or reconfigured named volume)
+    #[arg(long)]
+    pub accept_data_risk: bool,
 }
 
 #[derive(Debug, Args)]

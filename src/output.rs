@@ -19,6 +19,7 @@ pub struct Printer {
     verbose: u8,
     stderr_tty: bool,
     interactive: bool,
+    color: bool,
 }
 
 impl Printer {
@@ -29,6 +30,7 @@ impl Printer {
             verbose,
             stderr_tty: std::io::stderr().is_terminal(),
             interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
+            color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         }
     }
 
@@ -57,6 +59,24 @@ impl Printer {
         if !self.json {
             print!("{}", text.as_ref());
         }
+    }
+
+    /// A unified diff, red and green on a terminal.
+    pub fn paint_diff(&self, diff: &str) -> String {
+        if !self.color {
+            return diff.to_string();
+        }
+        diff.lines()
+            .map(|l| {
+                let code = match l.as_bytes().first() {
+                    Some(b'+') if !l.starts_with("+++") => "32",
+                    Some(b'-') if !l.starts_with("---") => "31",
+                    Some(b'@') => "36",
+                    _ => return format!("{l}\n"),
+                };
+                format!("\x1b[{code}m{l}\x1b[0m\n")
+            })
+            .collect()
     }
 
     pub fn json(&self, value: &impl Serialize) {

@@ -85,6 +85,12 @@ pub fn split_tag(reference: &str) -> Option<(&str, &str)> {
     })
 }
 
+/// The same repository pinned to `digest`, for pulling exactly what was
+/// checked.
+pub fn with_digest(reference: &str, digest: &str) -> Option<String> {
+    split_tag(reference).map(|(repo, _)| format!("{repo}@{digest}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,18 +25,57 @@ pub const COMPOSE_FILE_NAMES: [&str; 4] = [
 pub struct StackSettings {
     /// The stack's name in clusterup: journal, lock and backups are kept
     /// under it.
-    pub name: String,
+        pub name: String,
+    /// The compose project directory. For a git stack, `path` inside
+    /// clusterup's checkout of the repository.
     pub directory: PathBuf,
-    /// Empty: let Compose find its default file in `directory`.
+    /// Relative to `directory`. Empty: Compose's own default file.
     pub compose_files: Vec<PathBuf>,
     /// Empty: the project name Compose derives itself (`name:` in the file,
     /// `COMPOSE_PROJECT_NAME`, or the directory), so clusterup finds stacks
     /// that people started with a bare `docker compose up`.
     pub project: Option<String>,
     pub health: HealthSettings,
-    pub skip: BTreeSet<String>,
+        pub skip: BTreeSet<String>,
     pub state_dir: PathBuf,
+    pub git: Option<GitSource>,
+    pub policy: Policy,
 }
+
+/// A stack whose compose files come from a branch of a git repository.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GitSource {
+    pub url: String,
+    pub branch: String,
+    /// The stack's directory inside the repository ("" for the top).
+    pub path: PathBuf,
+    pub submodules: bool,
+    pub ssh_key: Option<PathBuf>,
+    /// Where clusterup checks out the deployed commit.
+    pub checkout: PathBuf,
+}
+
+/// What `apply --auto` may do without a person. Changes that put data at
+/// risk are never applied unattended, whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default = "yes")]
+    pub images: bool,
+    #[serde(default)]
+    pub structural: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { images: true, structural: false }
+    }
+}
+
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HealthSettings {
@@ -67,7 +106,10 @@ struct ConfigFile {
 #[serde(deny_unknown_fields)]
 struct StackEntry {
     name: String,
-    directory: PathBuf,
+    directory: Option<PathBuf>,
+    git: Option<GitEntry>,
+    #[serde(default)]
+    auto: Policy,
     #[serde(default)]
     compose_files: Vec<PathBuf>,
     project: Option<String>,
@@ -75,6 +117,23 @@ struct StackEntry {
     health: HealthEntry,
     #[serde(default)]
     services: BTreeMap<String, ServiceEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GitEntry {
+    url: String,
+    #[serde(default = "main_branch")]
+    branch: String,
+    #[serde(default)]
+    path: PathBuf,
+    #[serde(default)]
+    submodules: bool,
+    ssh_key: Option<PathBuf>,
+}
+
+fn main_branch() -> String {
+    "main".to_string()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,17 +236,55 @@ pub fn from_config(
                 entry.name
             )));
         }
-        let directory = base.join(&entry.directory);
+                let state_dir = root.join(&entry.name);
+        let at = |key: &str| format!("stacks[{i}].{key}");
+        let (directory, git) = match entry.git {
+            Some(g) => {
+                if escapes(&g.path) {
+                    return Err(bad(format!(
+                        "{}: {:?} must be a relative path inside the repository",
+                        at("git.path"),
+                        g.path
+                    )));
+                }
+                let checkout = entry.directory.as_ref().map_or_else(|| state_dir.join("checkout"), |d| base.join(d));
+                let source = GitSource {
+                    url: g.url,
+                    branch: g.branch,
+                    submodules: g.submodules,
+                    ssh_key: g.ssh_key.map(|k| base.join(k)),
+                    checkout: checkout.clone(),
+                    path: g.path.clone(),
+                };
+                (checkout.join(&g.path), Some(source))
+            }
+            None => match &entry.directory {
+                Some(d) => (base.join(d), None),
+                None => {
+                    return Err(bad(format!(
+                        "{}: missing; a stack needs a `directory` or a `git` source",
+                        at("directory")
+                    )));
+                }
+            },
+        };
+        if let Some(f) = entry.compose_files.iter().find(|f| escapes(f)) {
+            return Err(bad(format!(
+                "{}: {:?} must be a relative path inside the stack directory",
+                at("compose_files"),
+                f
+            )));
+        }
         let defaults = HealthSettings::default();
         out.push(StackSettings {
-            state_dir: root.join(&entry.name),
-            compose_files: entry
-                .compose_files
-                .iter()
-                .map(|f| directory.join(f))
-                .collect(),
+            state_dir,
+            compose_files: entry.compose_files,
             directory,
-            project: entry.project,
+            // A git stack's checkout directory says nothing about the
+            // project: name it after the stack unless told otherwise.
+            project: entry.project.or_else(|| git.as_ref().map(|_| entry.name.clone())),
+            git,
+            policy: entry.auto,
             health: HealthSettings {
                 timeout: entry.health.timeout.unwrap_or(defaults.timeout),
                 stability: entry.health.stability.unwrap_or(defaults.stability),
@@ -228,9 +325,11 @@ pub fn from_directory(dir: &Path, state_dir: Option<&Path>) -> Result<StackSetti
         name,
         directory: dir.to_path_buf(),
         compose_files: Vec::new(),
-        project: None,
+                project: None,
         health: HealthSettings::default(),
         skip: BTreeSet::new(),
+        git: None,
+        policy: Policy::default(),
     })
 }
 
@@ -245,6 +344,10 @@ fn project_name_of(dir: &Path) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
         .collect();
     kept.trim_start_matches(['_', '-']).to_string()
+}
+
+fn escapes(path: &Path) -> bool {
+    path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir))
 }
 
 fn check_name(name: &str) -> std::result::Result<(), String> {
@@ -278,17 +381,40 @@ mod tests {
         .unwrap();
         let s = &stacks[0];
         assert_eq!(s.directory, PathBuf::from("/srv/web"));
-        assert_eq!(
-            s.compose_files,
-            vec![
-                PathBuf::from("/srv/web/compose.yaml"),
-                PathBuf::from("/srv/web/prod.yaml")
-            ]
-        );
+                assert_eq!(s.compose_files, vec![PathBuf::from("compose.yaml"), PathBuf::from("prod.yaml")]);
+        assert_eq!(s.policy, Policy { images: true, structural: false });
+        assert!(s.git.is_none());
         assert_eq!(s.health.timeout, Duration::from_secs(30));
         assert_eq!(s.health.stability, HealthSettings::default().stability);
         assert!(s.skip.contains("db"));
         assert_eq!(s.state_dir, PathBuf::from("/var/lib/clusterup/web"));
+    }
+
+        #[test]
+    fn git_stacks_check_out_under_the_state_dir_by_default() {
+        let stacks = parse(
+            "stacks:\n  - name: shop\n    git: {url: 'file:///srv/git/shop.git', path: stacks/shop}\n    auto: {structural: true}\n",
+        )
+        .unwrap();
+        let s = &stacks[0];
+        let git = s.git.as_ref().unwrap();
+        assert_eq!(git.branch, "main");
+        assert_eq!(git.checkout, PathBuf::from("/var/lib/clusterup/shop/checkout"));
+        assert_eq!(s.directory, PathBuf::from("/var/lib/clusterup/shop/checkout/stacks/shop"));
+        assert_eq!(s.project.as_deref(), Some("shop"));
+        assert_eq!(s.policy, Policy { images: true, structural: true });
+    }
+
+    #[test]
+    fn paths_escaping_the_repository_or_directory_are_refused() {
+        for text in [
+            "stacks:\n  - name: s\n    git: {url: u, path: ../etc}\n",
+            "stacks:\n  - name: s\n    git: {url: u, path: /etc}\n",
+            "stacks:\n  - name: s\n    directory: /srv\n    compose_files: [../x.yaml]\n",
+            "stacks:\n  - name: s\n    compose_files: [x.yaml]\n",
+        ] {
+            assert!(parse(text).is_err(), "{text}");
+        }
     }
 
     #[test]

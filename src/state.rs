@@ -45,7 +45,7 @@ pub enum Trigger {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServiceImages {
     pub service: String,
-    pub image: String,
+    pub image: Option<String>,
     pub before: String,
     pub backup_tag: String,
     pub after: Option<String>,
@@ -271,12 +271,17 @@ mod tests {
                 stack: "s".into(),
                 project: "s".into(),
                 kind: PlanKind::Image,
+                commit: None,
+                deployed_commit: None,
                 changes: vec![],
                 services: vec![],
+                diff: Default::default(),
+                data_risks: vec![],
+                needs_approval: vec![],
             },
             services: vec![ServiceImages {
                 service: "web".into(),
-                image: "r/web:1".into(),
+                image: Some("r/web:1".into()),
                 before: "sha256:old".into(),
                 backup_tag: "clusterup/s/web:rev-1".into(),
                 after: None,

@@ -1,81 +1,99 @@
 //! `clusterup check`: what would change, changing nothing.
 
+use std::fmt::Write as _;
+
 use anyhow::Result;
 use serde_json::{Value, json};
 
+use super::apply::ApplyOptions;
 use super::{each_stack, plan_table, plural, to_value};
-use crate::cli::{ApplyArgs, CheckArgs};
+use crate::cli::CheckArgs;
 use crate::exit::ExitStatus;
 use crate::output::Printer;
-use crate::pipeline::{self, classify::Plan};
-use crate::seams::compose::ComposeCli;
+use crate::pipeline::classify::{ChangeKind, Plan, PlanKind};
+use crate::pipeline::{self};
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
 
-pub fn run(
-    engine: &dyn Engine,
-    stacks: &[StackSettings],
-    args: &CheckArgs,
-    printer: &Printer,
-) -> Result<ExitStatus> {
+pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &CheckArgs, printer: &Printer) -> Result<ExitStatus> {
     let mut pending: Vec<StackSettings> = Vec::new();
+    let mut others = ExitStatus::Success;
     let status = each_stack(stacks, printer, |stack| {
         let (status, report) = check_one(engine, stack, printer)?;
         if status == ExitStatus::UpdatesPending {
             pending.push(stack.clone());
+        } else {
+            others = others.worst(status);
         }
         Ok((status, report))
     });
     if pending.is_empty() || args.only || !printer.can_ask() {
         return Ok(status);
     }
-    if !printer.confirm("Apply these updates now?")? {
+    if !printer.confirm("Apply these changes now?")? {
         return Ok(status);
     }
-    super::apply::run(
-        engine,
-        &pending,
-        &ApplyArgs {
-            auto: false,
-            yes: true,
-        },
-        printer,
-    )
+    let applied = super::apply::run(engine, &pending, ApplyOptions { yes: true, ..Default::default() }, printer)?;
+    Ok(applied.worst(others))
 }
 
-fn check_one(
-    engine: &dyn Engine,
-    stack: &StackSettings,
-    printer: &Printer,
-) -> Result<(ExitStatus, Value)> {
-    let checked = pipeline::check(engine, &ComposeCli::new(stack), stack)?;
+fn check_one(engine: &dyn Engine, stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Value)> {
+    let checked = pipeline::check(engine, stack)?;
     let plan = &checked.plan;
-    printer.human(summary(plan));
+    printer.human(summary(plan, &checked.file_diff, printer));
     let status = if plan.registry_errors().next().is_some() {
         ExitStatus::Failed
-    } else if plan.changes.is_empty() {
+    } else if plan.changes.is_empty() && plan.commit == plan.deployed_commit {
         ExitStatus::Success
     } else {
         ExitStatus::UpdatesPending
     };
     let mut report = to_value(plan);
     report["command"] = json!("check");
+    report["file_diff"] = json!(checked.file_diff);
     Ok((status, report))
 }
 
-/// Heading, table, and a line on what to do next.
-pub fn summary(plan: &Plan) -> String {
+/// Heading, service table, the changes in order, what is at risk or needs
+/// approval, and the file diff.
+pub fn summary(plan: &Plan, file_diff: &str, printer: &Printer) -> String {
     let errors = plan.registry_errors().count();
-    let mut heading = format!("stack {} (project {}): ", plan.stack, plan.project);
-    heading.push_str(&match plan.changes.len() {
-        0 => "up to date".to_string(),
-        n => plural(n, "update available", "updates available"),
+    let mut out = format!("stack {} (project {}): ", plan.stack, plan.project);
+    out.push_str(&match (plan.changes.len(), plan.kind) {
+        (0, _) => "up to date".to_string(),
+        (n, PlanKind::Image) => plural(n, "update available", "updates available"),
+        (n, kind) => format!("{} ({})", plural(n, "change", "changes"), super::to_value(&kind).as_str().unwrap_or("")),
     });
     if errors > 0 {
-        heading.push_str(&format!(
-            ", {}",
-            plural(errors, "registry error", "registry errors")
-        ));
+        let _ = write!(out, ", {}", plural(errors, "registry error", "registry errors"));
     }
-    format!("{heading}\n{}", plan_table(plan))
+    if let (Some(new), deployed) = (&plan.commit, &plan.deployed_commit)
+        && Some(new) != deployed.as_ref()
+    {
+        let _ = write!(out, "; commit {} -> {}", deployed.as_deref().map_or("(none deployed)", short), short(new));
+    }
+    out.push('\n');
+    out.push_str(&plan_table(plan));
+    if plan.changes.iter().any(|c| c.kind != ChangeKind::Image || !c.reasons.is_empty()) {
+        out.push_str("changes, in order:\n");
+        for c in &plan.changes {
+            let what = super::to_value(&c.kind);
+            let why = if c.reasons.is_empty() { String::new() } else { format!(": {}", c.reasons.join("; ")) };
+            let _ = writeln!(out, "  {:<8} {}{why}", what.as_str().unwrap_or(""), c.service);
+        }
+    }
+    for risk in &plan.data_risks {
+        let _ = writeln!(out, "data at risk: {risk}");
+    }
+    for reason in &plan.needs_approval {
+        let _ = writeln!(out, "needs approval for --auto: {reason}");
+    }
+    if !file_diff.is_empty() {
+        out.push_str(&printer.paint_diff(file_diff));
+    }
+    out
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
 }

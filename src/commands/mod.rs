@@ -30,7 +30,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
     let engine = DockerEngine::connect()?;
     match cli.command {
         Command::Check(args) => check::run(&engine, &stacks, &args, printer),
-        Command::Apply(args) => apply::run(&engine, &stacks, &args, printer),
+        Command::Apply(args) => apply::run(&engine, &stacks, (&args).into(), printer),
         Command::Status(args) => status::run(&engine, &stacks, &args, printer),
     }
 }

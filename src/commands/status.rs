@@ -45,7 +45,7 @@ fn status_one(
     printer: &Printer,
 ) -> Result<(ExitStatus, Value)> {
     let model = ComposeCli::new(stack).model()?;
-    let observation = observe(engine, &model.project)?;
+    let observation = observe(engine, &model.project, &[])?;
     let services: Vec<ServiceStatus> = model
         .services
         .iter()

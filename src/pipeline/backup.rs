@@ -4,18 +4,19 @@
 
 use anyhow::Result;
 
-use super::classify::Plan;
+use super::classify::{ChangeKind, Plan};
 use super::observe::Observation;
 use crate::seams::engine::Engine;
 use crate::state::ServiceImages;
 
 pub const BACKUP_REPOSITORY: &str = "clusterup";
 
-/// One record per change; services with nothing running to keep are left
-/// out (image changes only ever concern running services).
+/// One record per change to a service that has a container now: what it
+/// runs is what a rollback restores.
 pub fn backups_for(plan: &Plan, observation: &Observation, revision: u64) -> Vec<ServiceImages> {
     plan.changes
         .iter()
+        .filter(|change| change.kind != ChangeKind::Create)
         .filter_map(|change| {
             let image = observation.services.get(&change.service)?.image.as_ref()?;
             Some(ServiceImages {

@@ -1,13 +1,16 @@
-//! classify: compose model + observed containers + registry digests → Plan.
-//! Pure: no engine, no clock, no files.
+//! classify: what changed (diff, registry digests, compose hashes) and
+//! what runs → a Plan: ordered steps, what needs approval, what puts data
+//! at risk. Pure: no engine, no clock, no files.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::diff::{self, ModelDiff, Presence, ServiceDiff};
 use super::observe::{Observation, ServiceObservation};
 use crate::reference::Reference;
 use crate::seams::compose::{ComposeModel, ComposeService};
+use crate::settings::Policy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -23,16 +26,36 @@ pub enum PlanKind {
 pub enum ChangeKind {
     /// Same reference, new digest in the registry: pull and recreate.
     Image,
+    /// A service new in the compose files.
+    Create,
+    /// Its configuration changed (or something it shares did).
+    Recreate,
+    /// Gone from the compose files: its containers go, its volumes stay.
+    Remove,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     pub service: String,
     pub kind: ChangeKind,
-    pub image: String,
-    /// The repository digest the service runs now.
-    pub from: String,
-    pub to: String,
+    /// The image reference the service runs after the change (before, for
+    /// a removal).
+    pub image: Option<String>,
+    /// image: the digest running now; recreate: the old reference when it
+    /// changed.
+    pub from: Option<String>,
+    /// image: the registry's digest; recreate/create: the new reference.
+    pub to: Option<String>,
+    /// Whether the image is pulled before any container is touched.
+    pub pull: bool,
+    /// Why: changed fields, shared networks, renames, new digests.
+    pub reasons: Vec<String>,
+}
+
+impl Change {
+    pub fn is_structural(&self) -> bool {
+        self.kind != ChangeKind::Image
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +70,7 @@ pub enum ServiceState {
     RegistryError,
     /// Stopped on purpose, or a finished one-shot job: left alone.
     Stopped,
-    /// In the compose file but not created (structural changes create it).
+    /// In the compose file but not created.
     NotCreated,
     /// `skip: true` in the configuration.
     Skipped,
@@ -84,17 +107,48 @@ pub struct Plan {
     pub stack: String,
     pub project: String,
     pub kind: PlanKind,
-    /// In the order they will be applied: dependencies first.
+    /// The commit this plan deploys, and the one deployed now (git stacks).
+    pub commit: Option<String>,
+    pub deployed_commit: Option<String>,
+    /// In the order they will be applied: dependencies first, removals
+    /// last.
     pub changes: Vec<Change>,
     pub services: Vec<ServiceReport>,
+    pub diff: ModelDiff,
+    /// Changes that could lose data; never applied by `apply --auto`.
+    pub data_risks: Vec<String>,
+    /// Why `apply --auto` would not apply this plan (empty: it would).
+    pub needs_approval: Vec<String>,
 }
 
 impl Plan {
     pub fn registry_errors(&self) -> impl Iterator<Item = &ServiceReport> {
-        self.services
-            .iter()
-            .filter(|s| s.state == ServiceState::RegistryError)
+        self.services.iter().filter(|s| s.state == ServiceState::RegistryError)
     }
+}
+
+/// What the new model is compared with.
+pub enum Baseline<'a> {
+    /// A directory stack: the files are taken to be what runs, except for
+    /// services whose container carries another Compose config hash than
+    /// the files give (service → hash from `docker compose config --hash`).
+    Running(&'a BTreeMap<String, String>),
+    /// A git stack: the model of the deployed commit.
+    Deployed(&'a ComposeModel),
+    /// A git stack clusterup has not deployed yet.
+    Nothing,
+}
+
+pub struct Inputs<'a> {
+    pub stack: &'a str,
+    pub new: &'a ComposeModel,
+    pub baseline: Baseline<'a>,
+    pub observation: &'a Observation,
+    pub skip: &'a BTreeSet<String>,
+    pub remote: &'a BTreeMap<String, Result<String, String>>,
+    pub policy: Policy,
+    pub commit: Option<String>,
+    pub deployed_commit: Option<String>,
 }
 
 /// What can be said of a service before asking any registry.
@@ -117,11 +171,7 @@ fn precheck(svc: &ComposeService, observed: Option<&ServiceObservation>, skip: b
     let Some(observed) = observed.filter(|o| !o.containers.is_empty()) else {
         return Precheck::Final(ServiceState::NotCreated);
     };
-    if !observed
-        .containers
-        .iter()
-        .any(|c| c.is_running() || c.state == "restarting")
-    {
+        if !has_running(observed) {
         return Precheck::Final(ServiceState::Stopped);
     }
     // An image that never came from (or went to) this repository was built
@@ -158,16 +208,257 @@ pub fn registry_lookups(
     refs.into_iter().collect()
 }
 
-pub fn classify(
-    stack: &str,
-    model: &ComposeModel,
-    observation: &Observation,
-    skip: &BTreeSet<String>,
-    remote: &BTreeMap<String, Result<String, String>>,
-) -> Plan {
+pub fn classify(inputs: &Inputs) -> Plan {
+    let Inputs { new, observation, skip, .. } = inputs;
+    let (services, mut changes) = image_states(inputs);
+    let old = match &inputs.baseline {
+        Baseline::Deployed(old) => Some(*old),
+        _ => None,
+    };
+    let model_diff = old.map(|old| diff::diff(old, new)).unwrap_or_default();
+    let mut data_risks = Vec::new();
+    let running = |name: &str| observation.services.get(name).is_some_and(has_running);
+    let recreate = |changes: &mut BTreeMap<String, Change>, name: &str, reason: String| {
+        if skip.contains(name) || !running(name) {
+            return;
+        }
+        let svc = &new.services[name];
+        let entry = changes.entry(name.to_string()).or_insert_with(|| Change {
+            service: name.to_string(),
+            kind: ChangeKind::Recreate,
+            image: svc.image.clone(),
+            from: None,
+            to: None,
+            pull: false,
+            reasons: Vec::new(),
+        });
+        if entry.kind == ChangeKind::Image {
+            entry.reasons.push(format!("new digest {}", entry.to.as_deref().unwrap_or("?")));
+            entry.kind = ChangeKind::Recreate;
+        }
+        entry.reasons.push(reason);
+    };
+
+    let mut removals = Vec::new();
+    match &inputs.baseline {
+        Baseline::Running(hashes) => {
+            for (name, hash) in hashes.iter() {
+                let differs = observation
+                    .services
+                    .get(name)
+                    .is_some_and(|o| o.containers.iter().any(|c| c.config_hash.as_deref().is_some_and(|h| h != hash)));
+                if differs && new.services.contains_key(name) {
+                    recreate(&mut changes, name, "configuration differs from the running container".to_string());
+                }
+            }
+        }
+        Baseline::Nothing => {
+            for name in new.services.keys() {
+                if observation.services.contains_key(name) {
+                    recreate(&mut changes, name, "first deploy from git (Compose recreates it only if its configuration differs)".to_string());
+                } else if !skip.contains(name) {
+                    changes.insert(name.clone(), create(name, &new.services[name], observation, None));
+                }
+            }
+        }
+        Baseline::Deployed(old) => {
+            for d in &model_diff.services {
+                match d {
+                    ServiceDiff::Added { service } if !skip.contains(service) => {
+                        changes.insert(service.clone(), create(service, &new.services[service], observation, None));
+                    }
+                    ServiceDiff::Removed { service } if !skip.contains(service) => {
+                        let anonymous = diff::anonymous_volumes(&old.services[service]);
+                        if !anonymous.is_empty() {
+                            data_risks.push(format!(
+                                "removing service {service} leaves its anonymous volumes ({}) behind, detached from any container",
+                                anonymous.join(", ")
+                            ));
+                        }
+                        removals.push(remove(service, &old.services[service], None));
+                    }
+                    ServiceDiff::Renamed { from, to, data } => {
+                        if !diff::anonymous_volumes(&old.services[from]).is_empty() {
+                            data_risks.push(format!("renaming service {from} to {to}: {data}"));
+                        }
+                        changes.insert(to.clone(), create(to, &new.services[to], observation, Some(format!("renamed from {from} ({data})"))));
+                        removals.push(remove(from, &old.services[from], Some(format!("renamed to {to}"))));
+                    }
+                    ServiceDiff::Changed { service, fields } => {
+                        let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
+                        recreate(&mut changes, service, format!("changed: {}", names.join(", ")));
+                                                if fields.iter().any(|f| f.field == "image")
+                            && let Some(c) = changes.get_mut(service)
+                        {
+                            c.from = old.services[service].image.clone();
+                            c.to = new.services[service].image.clone();
+                            c.pull = !new.services[service].build;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for t in &model_diff.top_level {
+                if t.section == "volumes" {
+                    match t.change {
+                        Presence::Removed => data_risks.push(format!("named volume {} is removed from the compose files", t.name)),
+                        Presence::Changed => data_risks.push(format!(
+                            "named volume {}'s driver or options changed: Compose would recreate it and its data would be lost",
+                            t.name
+                        )),
+                        Presence::Added => {}
+                    }
+                }
+                if t.change == Presence::Added {
+                    continue;
+                }
+                for (name, svc) in &new.services {
+                    let uses = match t.section.as_str() {
+                        "networks" => diff::networks(svc).contains(&t.name),
+                        "volumes" => diff::named_volumes(svc).contains(&t.name),
+                        _ => svc.raw.get(&t.section).is_some_and(|v| v.to_string().contains(&format!("\"{}\"", t.name))),
+                    };
+                    if uses {
+                        recreate(&mut changes, name, format!("uses {} {}, which changed", singular(&t.section), t.name));
+                    }
+                }
+            }
+        }
+    }
+
+    // A container joined to another's network namespace or volumes loses
+    // them when that one is recreated: recreate it too, after.
+    loop {
+        let recreated: BTreeSet<String> = changes.keys().cloned().collect();
+        let dependants: Vec<(String, String)> = new
+            .services
+            .iter()
+            .filter(|(name, _)| !recreated.contains(*name))
+            .flat_map(|(name, svc)| {
+                diff::attached_to(svc).into_iter().filter(|t| recreated.contains(t)).map(move |t| (name.clone(), t))
+            })
+            .collect();
+        let before = changes.len();
+        for (name, target) in dependants {
+            recreate(&mut changes, &name, format!("shares the network or volumes of {target}"));
+        }
+        if changes.len() == before {
+            break;
+        }
+    }
+
+    let mut ordered: Vec<Change> = dependency_order(new).into_iter().filter_map(|n| changes.remove(&n)).collect();
+    if let Some(old) = old {
+        let order = dependency_order(old);
+        removals.sort_by_key(|c| std::cmp::Reverse(order.iter().position(|n| *n == c.service)));
+    }
+    ordered.extend(removals);
+
+    let kind = kind_of(&ordered);
+    let images = ordered.iter().any(|c| c.kind == ChangeKind::Image);
+    let structural = ordered.iter().any(Change::is_structural);
+    let mut needs_approval = Vec::new();
+    if images && !inputs.policy.images {
+        needs_approval.push("image updates need approval (auto.images is false)".to_string());
+    }
+    if structural && !inputs.policy.structural {
+        needs_approval.push("structural changes need approval (auto.structural is false)".to_string());
+    }
+    if !data_risks.is_empty() {
+        needs_approval.push(
+            "data at risk: never applied by --auto; run `clusterup apply` and confirm, or pass --accept-data-risk".to_string(),
+        );
+    }
+    Plan {
+        stack: inputs.stack.to_string(),
+        project: new.project.clone(),
+        kind,
+        commit: inputs.commit.clone(),
+        deployed_commit: inputs.deployed_commit.clone(),
+        changes: ordered,
+        services,
+        diff: model_diff,
+        data_risks,
+        needs_approval,
+    }
+}
+
+/// The part of `plan` that `apply --auto` may apply under `policy`, and
+/// why the rest was held back. Structural changes held back keep the
+/// deployed files (and commit) too.
+pub fn unattended(plan: &Plan, policy: Policy, accept_data_risk: bool) -> (Plan, Vec<String>) {
+    let structural_ok = policy.structural && (plan.data_risks.is_empty() || accept_data_risk);
+    let allowed = |c: &Change| if c.is_structural() { structural_ok } else { policy.images };
+    let mut out = plan.clone();
+    out.changes.retain(allowed);
+    if plan.changes.iter().any(|c| c.is_structural()) && !structural_ok {
+        out.commit = plan.deployed_commit.clone();
+        out.data_risks.clear();
+    }
+    out.kind = kind_of(&out.changes);
+    let held_back = if out.changes.len() < plan.changes.len() || out.commit != plan.commit {
+        plan.needs_approval
+            .iter()
+            .filter(|r| !(accept_data_risk && r.starts_with("data at risk")))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    out.needs_approval = held_back.clone();
+    (out, held_back)
+}
+
+fn kind_of(changes: &[Change]) -> PlanKind {
+    let images = changes.iter().any(|c| c.kind == ChangeKind::Image);
+    let structural = changes.iter().any(Change::is_structural);
+    match (images, structural) {
+        (false, false) => PlanKind::None,
+        (true, false) => PlanKind::Image,
+        (false, true) => PlanKind::Structural,
+        (true, true) => PlanKind::Mixed,
+    }
+}
+
+fn has_running(o: &ServiceObservation) -> bool {
+    o.containers.iter().any(|c| c.is_running() || c.state == "restarting")
+}
+
+fn singular(section: &str) -> &str {
+    section.strip_suffix('s').unwrap_or(section)
+}
+
+fn create(name: &str, svc: &ComposeService, observation: &Observation, reason: Option<String>) -> Change {
+    let local = svc.image.as_ref().is_some_and(|i| observation.local_images.contains(i));
+    Change {
+        service: name.to_string(),
+        kind: ChangeKind::Create,
+        image: svc.image.clone(),
+        from: None,
+        to: svc.image.clone(),
+        pull: svc.image.is_some() && !svc.build && !local,
+        reasons: reason.into_iter().collect(),
+    }
+}
+
+fn remove(name: &str, svc: &ComposeService, reason: Option<String>) -> Change {
+    Change {
+        service: name.to_string(),
+        kind: ChangeKind::Remove,
+        image: svc.image.clone(),
+        from: svc.image.clone(),
+        to: None,
+        pull: false,
+        reasons: reason.into_iter().collect(),
+    }
+}
+
+/// Per service: its image state (asking the registry's answers), and the
+/// image-only changes.
+fn image_states(inputs: &Inputs) -> (Vec<ServiceReport>, BTreeMap<String, Change>) {
     let mut services = Vec::new();
     let mut changed = BTreeMap::new();
-    for (name, svc) in &model.services {
+    for (name, svc) in &inputs.new.services {
         let mut report = ServiceReport {
             service: name.clone(),
             image: svc.image.clone(),
@@ -176,11 +467,11 @@ pub fn classify(
             state: ServiceState::UpToDate,
             detail: None,
         };
-        match precheck(svc, observation.services.get(name), skip.contains(name)) {
+        match precheck(svc, inputs.observation.services.get(name), inputs.skip.contains(name)) {
             Precheck::Final(state) => report.state = state,
             Precheck::AskRegistry { reference, running } => {
                 report.running_digest = Some(running.clone());
-                match remote.get(&reference) {
+                match inputs.remote.get(&reference) {
                     Some(Ok(available)) => {
                         report.available_digest = Some(available.clone());
                         if running == *available {
@@ -192,9 +483,11 @@ pub fn classify(
                                 Change {
                                     service: name.clone(),
                                     kind: ChangeKind::Image,
-                                    image: reference,
-                                    from: running,
-                                    to: available.clone(),
+                                    image: Some(reference),
+                                    from: Some(running),
+                                    to: Some(available.clone()),
+                                    pull: true,
+                                    reasons: Vec::new(),
                                 },
                             );
                         }
@@ -212,22 +505,7 @@ pub fn classify(
         }
         services.push(report);
     }
-    let changes: Vec<Change> = dependency_order(model)
-        .into_iter()
-        .filter_map(|name| changed.remove(&name))
-        .collect();
-    let kind = if changes.is_empty() {
-        PlanKind::None
-    } else {
-        PlanKind::Image
-    };
-    Plan {
-        stack: stack.to_string(),
-        project: model.project.clone(),
-        kind,
-        changes,
-        services,
-    }
+    (services, changed)
 }
 
 /// Every service after the services it depends on; ties broken by name so
@@ -278,7 +556,28 @@ mod tests {
             image: image.map(String::from),
             build: false,
             depends_on: depends_on.iter().map(|s| s.to_string()).collect(),
+            raw: serde_json::json!({"image": image, "depends_on": depends_on}),
         }
+    }
+
+    /// A plan for a directory stack with nothing but image changes.
+    fn image_plan(
+        model: &ComposeModel,
+        observation: &Observation,
+        skip: &BTreeSet<String>,
+        remote: &BTreeMap<String, Result<String, String>>,
+    ) -> Plan {
+        classify(&Inputs {
+            stack: "s",
+            new: model,
+            baseline: Baseline::Running(&BTreeMap::new()),
+            observation,
+            skip,
+            remote,
+            policy: Policy::default(),
+            commit: None,
+            deployed_commit: None,
+        })
     }
 
     fn running(state: &str, repo_digests: &[&str]) -> ServiceObservation {
@@ -291,7 +590,7 @@ mod tests {
                 health: None,
                 restart_count: 0,
                 image_id: "sha256:img".into(),
-                started_at: None,
+                config_hash: None,
             }],
             image: Some(ImageInfo {
                 id: "sha256:img".into(),
@@ -423,6 +722,7 @@ mod tests {
             let model = ComposeModel {
                 project: "p".into(),
                 services: BTreeMap::from([("web".to_string(), case.svc.clone())]),
+                ..Default::default()
             };
             let observation = Observation {
                 services: case
@@ -430,6 +730,7 @@ mod tests {
                     .into_iter()
                     .map(|o| ("web".to_string(), o))
                     .collect(),
+                ..Default::default()
             };
             let skip = if case.skip {
                 BTreeSet::from(["web".to_string()])
@@ -449,7 +750,7 @@ mod tests {
                     )
                 })
                 .collect();
-            let plan = classify("s", &model, &observation, &skip, &remote);
+            let plan = image_plan(&model, &observation, &skip, &remote);
             assert_eq!(plan.services[0].state, case.want, "{}", case.name);
             assert_eq!(
                 plan.changes.len(),
@@ -489,6 +790,7 @@ mod tests {
                 ("m-api".to_string(), service(Some("other:1"), &["z-db"])),
                 ("z-db".to_string(), service(img, &[])),
             ]),
+            ..Default::default()
         };
         let obs = running(
             "running",
@@ -499,6 +801,7 @@ mod tests {
                 .iter()
                 .map(|s| (s.to_string(), obs.clone()))
                 .collect(),
+            ..Default::default()
         };
         let remote = BTreeMap::from([
             (
@@ -507,7 +810,7 @@ mod tests {
             ),
             ("other:1".to_string(), Ok("sha256:ooo".to_string())),
         ]);
-        let plan = classify("s", &model, &observation, &BTreeSet::new(), &remote);
+        let plan = image_plan(&model, &observation, &BTreeSet::new(), &remote);
         let order: Vec<&str> = plan.changes.iter().map(|c| c.service.as_str()).collect();
         assert_eq!(order, ["z-db", "a-front"]);
     }
@@ -521,6 +824,7 @@ mod tests {
                 ("b".to_string(), service(None, &["a"])),
                 ("c".to_string(), service(None, &["gone"])),
             ]),
+            ..Default::default()
         };
         assert_eq!(dependency_order(&model), ["c", "a", "b"]);
     }

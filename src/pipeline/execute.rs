@@ -1,15 +1,18 @@
-//! execute: pull everything first, then recreate one service at a time in
-//! dependency order through Compose, each gated on health. The first
-//! service that fails sends every service changed so far back to its
-//! previous image.
+//! execute: pull everything first, switch the files to the new revision,
+//! then apply one change at a time in plan order through Compose, each
+//! gated on health. The first failure sends the stack back: the previous
+//! files, the previous images, every changed service restored.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use anyhow::Result;
+
 use super::Outcome;
-use super::classify::Plan;
+use super::classify::{Change, ChangeKind, Plan};
 use super::health::{short, wait_healthy};
 use crate::output::Printer;
-use crate::reference::split_tag;
+use crate::reference::{split_tag, with_digest};
 use crate::seams::compose::Compose;
 use crate::seams::engine::Engine;
 use crate::settings::HealthSettings;
@@ -24,6 +27,13 @@ pub struct Execution {
     pub after: Vec<(String, String)>,
 }
 
+/// Moves the stack's files between the deployed and the new revision (a
+/// git checkout). Directory stacks have none: people edit the files.
+pub trait Files {
+    fn deploy_new(&self) -> Result<()>;
+    fn restore_old(&self) -> Result<()>;
+}
+
 pub struct Executor<'a> {
     pub engine: &'a dyn Engine,
     pub compose: &'a dyn Compose,
@@ -32,46 +42,75 @@ pub struct Executor<'a> {
 }
 
 impl Executor<'_> {
-    pub fn execute(&self, plan: &Plan, backups: &[ServiceImages]) -> Execution {
+    pub fn execute(&self, plan: &Plan, backups: &[ServiceImages], files: Option<&dyn Files>) -> Execution {
+        let failed = |e: String| Execution {
+            outcome: Outcome::Failed,
+            error: Some(format!("{e}; nothing was changed")),
+            after: Vec::new(),
+        };
         if let Err(e) = self.pull_all(plan) {
-            return Execution {
-                outcome: Outcome::Failed,
-                error: Some(format!("{e}; nothing was changed")),
-                after: Vec::new(),
+            return failed(e);
+        }
+        if let Some(files) = files
+            && let Err(e) = files.deploy_new()
+        {
+            // A half-written checkout must not stay: put the old one back.
+            let restored = files.restore_old();
+            return match restored {
+                Ok(()) => failed(format!("{e:#}")),
+                Err(r) => Execution {
+                    outcome: Outcome::RollbackFailed,
+                    error: Some(format!("{e:#}; restoring the previous files failed: {r:#}")),
+                    after: Vec::new(),
+                },
             };
         }
-        let mut done: Vec<&ServiceImages> = Vec::new();
+        let backups: BTreeMap<&str, &ServiceImages> = backups.iter().map(|b| (b.service.as_str(), b)).collect();
+        let mut done: Vec<&Change> = Vec::new();
         let mut after = Vec::new();
-        for backup in backups {
-            let result = self.update_one(&plan.project, backup);
-            done.push(backup);
-            match result {
-                Ok(new_id) => after.push((backup.service.clone(), new_id)),
+        for change in &plan.changes {
+            done.push(change);
+            match self.apply_one(&plan.project, change) {
+                Ok(Some(id)) => after.push((change.service.clone(), id)),
+                Ok(None) => {}
                 Err(reason) => {
-                    let error = format!("service {}: {reason}", backup.service);
+                    let error = format!("service {}: {reason}", change.service);
                     self.printer.step(format!("{error}; rolling back"));
-                    return self.roll_back(&plan.project, &done, error);
+                    return self.roll_back(plan, &done, &backups, files, error);
                 }
             }
         }
-        Execution {
-            outcome: Outcome::Applied,
-            error: None,
-            after,
-        }
+        Execution { outcome: Outcome::Applied, error: None, after }
     }
 
     /// All pulls succeed before any container is touched, so a registry
-    /// failure can never leave a service removed and not recreated.
+    /// failure can never leave a service removed and not recreated. Image
+    /// updates are pulled by the digest that was checked, so the tag moving
+    /// again meanwhile cannot slip an unplanned image in.
     fn pull_all(&self, plan: &Plan) -> Result<(), String> {
-        let mut images: Vec<&str> = plan.changes.iter().map(|c| c.image.as_str()).collect();
-        images.dedup();
-        for image in images {
+        let mut pulled: Vec<&str> = Vec::new();
+        for change in plan.changes.iter().filter(|c| c.pull) {
+            let Some(image) = change.image.as_deref() else { continue };
+            if pulled.contains(&image) {
+                continue;
+            }
+            pulled.push(image);
+            let by_digest = match (change.kind, &change.to) {
+                (ChangeKind::Image, Some(digest)) => with_digest(image, digest),
+                _ => None,
+            };
+            let source = by_digest.as_deref().unwrap_or(image);
             let mut display = self.printer.pull(image);
-            let result = self.engine.pull(image, &mut |p| display.update(p));
+            let mut result = self.engine.pull(source, &mut |p| display.update(p));
+            if result.is_ok()
+                && let Some(pinned) = &by_digest
+                && let Some((repo, tag)) = split_tag(image)
+            {
+                result = self.engine.tag(pinned, repo, tag);
+            }
             let summary = match &result {
-                Ok(()) => format!("pulled {image}"),
-                Err(e) => format!("pull of {image} failed: {e:#}"),
+                Ok(()) => format!("pulled {source}"),
+                Err(e) => format!("pull of {source} failed: {e:#}"),
             };
             display.finish(self.printer, &summary);
             result.map_err(|e| format!("{e:#}"))?;
@@ -79,56 +118,90 @@ impl Executor<'_> {
         Ok(())
     }
 
-    fn update_one(&self, project: &str, backup: &ServiceImages) -> Result<String, String> {
-        let new_id = self
-            .engine
-            .image(&backup.image)
-            .map_err(|e| format!("{e:#}"))?
-            .ok_or_else(|| format!("image {} missing after the pull", backup.image))?
-            .id;
-        self.printer.step(format!(
-            "recreating {} ({} -> {})",
-            backup.service,
-            short(&backup.before),
-            short(&new_id)
-        ));
-        self.compose
-            .up(project, &backup.service)
-            .map_err(|e| format!("{e:#}"))?;
-        self.printer
-            .step(format!("waiting for {} to be healthy", backup.service));
-        wait_healthy(
-            self.engine,
-            project,
-            &backup.service,
-            &new_id,
-            self.health,
-            POLL,
-        )?;
-        self.printer.step(format!("{} is healthy", backup.service));
-        Ok(new_id)
+    /// Applies one change; the image id the service runs afterwards, if it
+    /// still exists.
+    fn apply_one(&self, project: &str, change: &Change) -> Result<Option<String>, String> {
+        let service = &change.service;
+        if change.kind == ChangeKind::Remove {
+            self.printer.step(format!("removing {service} (its volumes stay)"));
+            self.remove_service(project, service)?;
+            return Ok(None);
+        }
+        let expected = match change.image.as_deref() {
+            Some(image) => self.engine.image(image).map_err(|e| format!("{e:#}"))?.map(|i| i.id),
+            None => None,
+        };
+        let verb = if change.kind == ChangeKind::Create { "creating" } else { "recreating" };
+        let why = if change.reasons.is_empty() { String::new() } else { format!(" ({})", change.reasons.join("; ")) };
+        self.printer.step(format!("{verb} {service}{why}"));
+        self.compose.up(project, service).map_err(|e| format!("{e:#}"))?;
+        self.printer.step(format!("waiting for {service} to be healthy"));
+        wait_healthy(self.engine, project, service, expected.as_deref(), self.health, POLL)?;
+        self.printer.step(format!("{service} is healthy"));
+        let running = self.engine.containers(project).map_err(|e| format!("{e:#}"))?;
+        Ok(running.into_iter().find(|c| c.service == *service).map(|c| c.image_id))
     }
 
-    fn roll_back(&self, project: &str, done: &[&ServiceImages], error: String) -> Execution {
+    fn remove_service(&self, project: &str, service: &str) -> Result<(), String> {
+        let containers = self.engine.containers(project).map_err(|e| format!("{e:#}"))?;
+        for c in containers.iter().filter(|c| c.service == service) {
+            self.engine.remove_container(&c.id).map_err(|e| format!("{e:#}"))?;
+        }
+        Ok(())
+    }
+
+    fn roll_back(
+        &self,
+        plan: &Plan,
+        done: &[&Change],
+        backups: &BTreeMap<&str, &ServiceImages>,
+        files: Option<&dyn Files>,
+        error: String,
+    ) -> Execution {
         let mut failures = Vec::new();
+        if let Some(files) = files
+            && let Err(e) = files.restore_old()
+        {
+            failures.push(format!("restoring the previous files: {e:#}"));
+        }
+        // Every pulled tag goes back, also of services not reached yet: an
+        // untested image must not wait under the tag for the next `up`.
+        for change in plan.changes.iter().filter(|c| c.kind == ChangeKind::Image) {
+            if let (Some(b), Some((repo, tag))) =
+                (backups.get(change.service.as_str()), change.image.as_deref().and_then(split_tag))
+                && let Err(e) = self.engine.tag(&b.before, repo, tag)
+            {
+                failures.push(format!("re-tagging {repo}:{tag}: {e:#}"));
+            }
+        }
         let mut after = Vec::new();
-        for backup in done.iter().rev() {
-            self.printer.step(format!(
-                "restoring {} to {}",
-                backup.service,
-                short(&backup.before)
-            ));
-            match self.restore_one(project, backup) {
-                Ok(()) => after.push((backup.service.clone(), backup.before.clone())),
-                Err(e) => failures.push(format!("restoring {}: {e}", backup.service)),
+        for change in done.iter().rev() {
+            let service = change.service.as_str();
+            let result = match change.kind {
+                ChangeKind::Create => {
+                    self.printer.step(format!("removing {service}, new in the failed revision"));
+                    self.remove_service(&plan.project, service)
+                }
+                _ => {
+                    let before = backups.get(service).map(|b| b.before.as_str());
+                    self.printer.step(format!("restoring {service}{}", before.map(|b| format!(" to {}", short(b))).unwrap_or_default()));
+                    self.compose
+                        .up(&plan.project, service)
+                        .map_err(|e| format!("{e:#}"))
+                        .and_then(|()| wait_healthy(self.engine, &plan.project, service, before, self.health, POLL))
+                        .map(|()| {
+                            if let Some(b) = before {
+                                after.push((service.to_string(), b.to_string()));
+                            }
+                        })
+                }
+            };
+            if let Err(e) = result {
+                failures.push(format!("restoring {service}: {e}"));
             }
         }
         if failures.is_empty() {
-            Execution {
-                outcome: Outcome::RolledBack,
-                error: Some(error),
-                after,
-            }
+            Execution { outcome: Outcome::RolledBack, error: Some(error), after }
         } else {
             Execution {
                 outcome: Outcome::RollbackFailed,
@@ -137,41 +210,21 @@ impl Executor<'_> {
             }
         }
     }
-
-    /// Points the service's tag back at the image it ran before, so Compose
-    /// sees the image changed and recreates from it.
-    fn restore_one(&self, project: &str, backup: &ServiceImages) -> Result<(), String> {
-        let (repo, tag) = split_tag(&backup.image).ok_or("a pinned image is never changed")?;
-        self.engine
-            .tag(&backup.before, repo, tag)
-            .map_err(|e| format!("{e:#}"))?;
-        self.compose
-            .up(project, &backup.service)
-            .map_err(|e| format!("{e:#}"))?;
-        wait_healthy(
-            self.engine,
-            project,
-            &backup.service,
-            &backup.before,
-            self.health,
-            POLL,
-        )
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::classify::{Change, ChangeKind, PlanKind};
+    use crate::pipeline::classify::PlanKind;
+    use crate::pipeline::diff::ModelDiff;
     use crate::seams::compose::ComposeModel;
     use crate::seams::engine::{ContainerInfo, ImageInfo, PullProgress};
     use anyhow::{Result, bail};
     use std::cell::RefCell;
-    use std::collections::BTreeMap;
 
-    /// A tiny engine + compose: tags map references to image ids, `up`
-    /// recreates a service from its reference's current id, and an image
-    /// id starting with "bad" is unhealthy.
+    /// A tiny engine + compose + files: tags map references to image ids,
+    /// `up` (re)creates a service from its reference's current id, and an
+    /// image id starting with "bad" is unhealthy.
     #[derive(Default)]
     struct Fake {
         tags: RefCell<BTreeMap<String, String>>,
@@ -194,25 +247,15 @@ mod tests {
                     name: format!("p-{service}-1"),
                     service: service.clone(),
                     state: "running".into(),
-                    health: Some(
-                        if image.starts_with("bad") {
-                            "unhealthy"
-                        } else {
-                            "healthy"
-                        }
-                        .into(),
-                    ),
+                    health: Some(if image.starts_with("bad") { "unhealthy" } else { "healthy" }.into()),
                     restart_count: 0,
                     image_id: image.clone(),
-                    started_at: None,
+                    config_hash: None,
                 })
                 .collect())
         }
         fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
-            Ok(self.tags.borrow().get(reference).map(|id| ImageInfo {
-                id: id.clone(),
-                repo_digests: vec![],
-            }))
+            Ok(self.tags.borrow().get(reference).map(|id| ImageInfo { id: id.clone(), repo_digests: vec![] }))
         }
         fn registry_digests(&self, _: &[String]) -> Vec<Result<String>> {
             unreachable!("execute never asks registries")
@@ -222,24 +265,27 @@ mod tests {
             if self.fail_pull {
                 bail!("registry r: connection refused");
             }
-            self.tags
-                .borrow_mut()
-                .insert(reference.into(), self.registry[reference].clone());
+            self.tags.borrow_mut().insert(reference.into(), self.registry[reference].clone());
             Ok(())
         }
         fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()> {
-            self.log
-                .borrow_mut()
-                .push(format!("tag {image} {repo}:{tag}"));
-            self.tags
-                .borrow_mut()
-                .insert(format!("{repo}:{tag}"), image.into());
+            self.log.borrow_mut().push(format!("tag {image} {repo}:{tag}"));
+            let id = self.tags.borrow().get(image).cloned().unwrap_or_else(|| image.to_string());
+            self.tags.borrow_mut().insert(format!("{repo}:{tag}"), id);
+            Ok(())
+        }
+        fn remove_container(&self, id: &str) -> Result<()> {
+            self.log.borrow_mut().push(format!("rm {id}"));
+            self.running.borrow_mut().retain(|s, i| format!("{s}-{i}") != id);
             Ok(())
         }
     }
 
     impl Compose for Fake {
         fn model(&self) -> Result<ComposeModel> {
+            unreachable!()
+        }
+        fn hashes(&self) -> Result<BTreeMap<String, String>> {
             unreachable!()
         }
         fn up(&self, _: &str, service: &str) -> Result<()> {
@@ -253,116 +299,107 @@ mod tests {
         }
     }
 
+    impl Files for Fake {
+        fn deploy_new(&self) -> Result<()> {
+            self.log.borrow_mut().push("files new".into());
+            Ok(())
+        }
+        fn restore_old(&self) -> Result<()> {
+            self.log.borrow_mut().push("files old".into());
+            Ok(())
+        }
+    }
+
     /// Services a and b, each `r/<svc>:latest`, running `old-<svc>`; the
-    /// registry has `new_a` / `new_b`.
+    /// registry serves `new_a` / `new_b` under the digests of those names.
     fn fake(new_a: &str, new_b: &str) -> Fake {
         let mut f = Fake::default();
         for (svc, new) in [("a", new_a), ("b", new_b)] {
             let r = format!("r/{svc}:latest");
             f.tags.borrow_mut().insert(r.clone(), format!("old-{svc}"));
-            f.running
-                .borrow_mut()
-                .insert(svc.into(), format!("old-{svc}"));
-            f.registry.insert(r.clone(), new.into());
+            f.running.borrow_mut().insert(svc.into(), format!("old-{svc}"));
+            f.registry.insert(format!("r/{svc}@{new}"), new.into());
             f.images.insert(svc.into(), r);
         }
         f
     }
 
-    fn run(f: &Fake) -> Execution {
-        let changes: Vec<Change> = ["a", "b"]
-            .iter()
-            .map(|s| Change {
-                service: s.to_string(),
-                kind: ChangeKind::Image,
-                image: format!("r/{s}:latest"),
-                from: "d".into(),
-                to: "d2".into(),
-            })
-            .collect();
-        let backups: Vec<ServiceImages> = ["a", "b"]
-            .iter()
-            .map(|s| ServiceImages {
-                service: s.to_string(),
-                image: format!("r/{s}:latest"),
-                before: format!("old-{s}"),
-                backup_tag: format!("clusterup/p/{s}:rev-1"),
-                after: None,
-            })
-            .collect();
+    fn change(service: &str, kind: ChangeKind, to: Option<&str>) -> Change {
+        Change {
+            service: service.into(),
+            kind,
+            image: Some(format!("r/{service}:latest")),
+            from: None,
+            to: to.map(String::from),
+            pull: kind == ChangeKind::Image,
+            reasons: vec![],
+        }
+    }
+
+    fn backup(service: &str) -> ServiceImages {
+        ServiceImages {
+            service: service.into(),
+            image: Some(format!("r/{service}:latest")),
+            before: format!("old-{service}"),
+            backup_tag: format!("clusterup/p/{service}:rev-1"),
+            after: None,
+        }
+    }
+
+    fn run(f: &Fake, changes: Vec<Change>, backups: &[ServiceImages], files: bool) -> Execution {
         let plan = Plan {
             stack: "p".into(),
             project: "p".into(),
             kind: PlanKind::Image,
+            commit: None,
+            deployed_commit: None,
             changes,
             services: vec![],
+            diff: ModelDiff::default(),
+            data_risks: vec![],
+            needs_approval: vec![],
         };
         let printer = Printer::new(false, true, 0);
-        let health = HealthSettings {
-            timeout: Duration::from_millis(50),
-            stability: Duration::ZERO,
-        };
-        Executor {
-            engine: f,
-            compose: f,
-            printer: &printer,
-            health,
-        }
-        .execute(&plan, &backups)
+        let health = HealthSettings { timeout: Duration::from_millis(50), stability: Duration::ZERO };
+        let files = files.then_some(f as &dyn Files);
+        Executor { engine: f, compose: f, printer: &printer, health }.execute(&plan, backups, files)
+    }
+
+    fn image_updates(f: &Fake, new: [&str; 2]) -> Execution {
+        let changes = vec![change("a", ChangeKind::Image, Some(new[0])), change("b", ChangeKind::Image, Some(new[1]))];
+        run(f, changes, &[backup("a"), backup("b")], false)
     }
 
     #[test]
-    fn all_healthy_is_applied_after_pulling_everything_first() {
+    fn all_healthy_is_applied_after_pulling_everything_first_by_digest() {
         let f = fake("new-a", "new-b");
-        let e = run(&f);
+        let e = image_updates(&f, ["new-a", "new-b"]);
         assert_eq!(e.outcome, Outcome::Applied);
-        assert_eq!(
-            e.after,
-            [
-                ("a".to_string(), "new-a".to_string()),
-                ("b".to_string(), "new-b".to_string())
-            ]
-        );
+        assert_eq!(e.after, [("a".to_string(), "new-a".to_string()), ("b".to_string(), "new-b".to_string())]);
         assert_eq!(
             *f.log.borrow(),
-            ["pull r/a:latest", "pull r/b:latest", "up a", "up b"]
+            ["pull r/a@new-a", "tag r/a@new-a r/a:latest", "pull r/b@new-b", "tag r/b@new-b r/b:latest", "up a", "up b"]
         );
     }
 
     #[test]
     fn an_unhealthy_service_sends_every_changed_service_back() {
         let f = fake("new-a", "bad-b");
-        let e = run(&f);
+        let e = image_updates(&f, ["new-a", "bad-b"]);
         assert_eq!(e.outcome, Outcome::RolledBack);
         assert!(e.error.unwrap().contains("service b"));
         assert_eq!(f.running.borrow()["a"], "old-a");
         assert_eq!(f.running.borrow()["b"], "old-b");
-        assert_eq!(
-            f.tags.borrow()["r/a:latest"],
-            "old-a",
-            "the tag points at the restored image"
-        );
+        assert_eq!(f.tags.borrow()["r/a:latest"], "old-a", "the tag points at the restored image");
         let log = f.log.borrow();
-        let tail: Vec<&str> = log[4..].iter().map(String::as_str).collect();
-        assert_eq!(
-            tail,
-            [
-                "tag old-b r/b:latest",
-                "up b",
-                "tag old-a r/a:latest",
-                "up a"
-            ],
-            "restored in reverse order"
-        );
+        let tail: Vec<&str> = log[6..].iter().map(String::as_str).collect();
+        assert_eq!(tail, ["tag old-a r/a:latest", "tag old-b r/b:latest", "up b", "up a"], "tags first, then services in reverse");
     }
 
     #[test]
     fn a_failed_pull_touches_no_container() {
-        let f = Fake {
-            fail_pull: true,
-            ..fake("new-a", "new-b")
-        };
-        let e = run(&f);
+        let f = Fake { fail_pull: true, ..fake("new-a", "new-b") };
+        let e = image_updates(&f, ["new-a", "new-b"]);
         assert_eq!(e.outcome, Outcome::Failed);
         assert!(e.error.unwrap().contains("nothing was changed"));
         assert!(!f.log.borrow().iter().any(|l| l.starts_with("up")));
@@ -371,21 +408,32 @@ mod tests {
 
     #[test]
     fn a_failed_restore_is_reported_as_rollback_failed() {
-        let f = Fake {
-            fail_up_of_image: Some("old-b".into()),
-            ..fake("new-a", "bad-b")
-        };
-        let e = run(&f);
+        let f = Fake { fail_up_of_image: Some("old-b".into()), ..fake("new-a", "bad-b") };
+        let e = image_updates(&f, ["new-a", "bad-b"]);
         assert_eq!(e.outcome, Outcome::RollbackFailed);
         let error = e.error.unwrap();
-        assert!(
-            error.contains("rollback failed") && error.contains("restoring b"),
-            "{error}"
-        );
-        assert_eq!(
-            f.running.borrow()["a"],
-            "old-a",
-            "the other services are still restored"
-        );
+        assert!(error.contains("rollback failed") && error.contains("restoring b"), "{error}");
+        assert_eq!(f.running.borrow()["a"], "old-a", "the other services are still restored");
+    }
+
+    #[test]
+    fn structural_changes_switch_files_and_a_failure_switches_them_back() {
+        let f = fake("new-a", "new-b");
+        f.tags.borrow_mut().insert("r/c:latest".into(), "c1".into());
+        let mut f = f;
+        f.images.insert("c".into(), "r/c:latest".into());
+        let e = run(&f, vec![change("c", ChangeKind::Create, None), change("b", ChangeKind::Remove, None)], &[backup("b")], true);
+        assert_eq!(e.outcome, Outcome::Applied);
+        assert_eq!(*f.log.borrow(), ["files new", "up c", "rm b-old-b"]);
+        assert!(!f.running.borrow().contains_key("b"));
+
+        let f = fake("new-a", "new-b");
+        f.tags.borrow_mut().insert("r/c:latest".into(), "bad-c".into());
+        let mut f = f;
+        f.images.insert("c".into(), "r/c:latest".into());
+        let e = run(&f, vec![change("a", ChangeKind::Recreate, None), change("c", ChangeKind::Create, None)], &[backup("a")], true);
+        assert_eq!(e.outcome, Outcome::RolledBack);
+        assert_eq!(*f.log.borrow(), ["files new", "up a", "up c", "files old", "rm c-bad-c", "up a"]);
+        assert!(!f.running.borrow().contains_key("c"), "a service created by the failed revision is removed");
     }
 }

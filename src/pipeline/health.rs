@@ -14,7 +14,7 @@ pub fn wait_healthy(
     engine: &dyn Engine,
     project: &str,
     service: &str,
-    expected_image: &str,
+    expected_image: Option<&str>,
     settings: HealthSettings,
     poll: Duration,
 ) -> Result<(), String> {
@@ -46,7 +46,7 @@ pub fn wait_healthy(
             if c.health.as_deref() == Some("unhealthy") {
                 return Err(format!("container {} is unhealthy", c.name));
             }
-            if c.image_id != expected_image {
+            if expected_image.is_some_and(|e| c.image_id != e) {
                 waiting_for = Some(format!(
                     "container {} still runs image {}",
                     c.name,
@@ -116,7 +116,10 @@ mod tests {
         fn pull(&self, _: &str, _: &mut dyn FnMut(&PullProgress)) -> anyhow::Result<()> {
             unreachable!()
         }
-        fn tag(&self, _: &str, _: &str, _: &str) -> anyhow::Result<()> {
+                fn tag(&self, _: &str, _: &str, _: &str) -> anyhow::Result<()> {
+            unreachable!()
+        }
+        fn remove_container(&self, _: &str) -> anyhow::Result<()> {
             unreachable!()
         }
     }
@@ -130,7 +133,7 @@ mod tests {
             health: health.map(String::from),
             restart_count: restarts,
             image_id: image.into(),
-            started_at: None,
+            config_hash: None,
         }]
     }
 
@@ -146,7 +149,7 @@ mod tests {
             &engine,
             "p",
             "web",
-            "new",
+            Some("new"),
             settings,
             Duration::from_millis(5),
         )

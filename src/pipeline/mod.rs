@@ -1,25 +1,28 @@
 //! The update pipeline, one module per stage, each from plain data to
 //! plain data:
 //!
-//! observe → fetch → classify → backup → execute (→ health-check, rollback)
+//! fetch → observe → diff → classify → backup → execute (→ health, rollback)
 //!
 //! This module strings the stages together for the commands.
 
 pub mod backup;
 pub mod classify;
+pub mod diff;
 pub mod execute;
 pub mod fetch;
 pub mod health;
 pub mod observe;
 
+use anyhow::{Context, Result, anyhow};
+use git2::Oid;
 use serde::{Deserialize, Serialize};
 
-use anyhow::Result;
-
-use crate::seams::compose::Compose;
+use crate::exit::usage;
+use crate::seams::compose::{Compose, ComposeCli, ComposeModel};
 use crate::seams::engine::Engine;
+use crate::seams::git::{GitRepo, short};
 use crate::settings::StackSettings;
-use classify::Plan;
+use classify::{Baseline, Inputs, Plan};
 use observe::Observation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,8 +30,7 @@ use observe::Observation;
 pub enum Outcome {
     UpToDate,
     Applied,
-    /// A service did not become healthy; every service changed in this
-    /// revision runs its previous image again.
+    /// A change failed; the stack was returned to the previous revision.
     RolledBack,
     /// The rollback failed too: a human is needed.
     RollbackFailed,
@@ -36,18 +38,114 @@ pub enum Outcome {
     Failed,
 }
 
-/// The stack's plan as of now, plus what was observed to make it (the
-/// backup stage needs the image ids).
+/// The stack's plan as of now, with what was observed to make it (the
+/// backup stage needs the image ids) and the git state to deploy it.
 pub struct Checked {
     pub plan: Plan,
     pub observation: Observation,
+    /// Unified diff of the stack's files, secrets redacted (git stacks).
+    pub file_diff: String,
+    pub git: Option<GitDeploy>,
 }
 
-pub fn check(engine: &dyn Engine, compose: &dyn Compose, stack: &StackSettings) -> Result<Checked> {
-    let model = compose.model()?;
-    let observation = observe::observe(engine, &model.project)?;
+/// The checkout move an apply makes, and undoes on rollback.
+pub struct GitDeploy {
+    pub repo: GitRepo,
+    pub new: Oid,
+    pub old: Option<Oid>,
+}
+
+impl execute::Files for GitDeploy {
+    fn deploy_new(&self) -> Result<()> {
+        self.repo.checkout(self.new)
+    }
+
+    fn restore_old(&self) -> Result<()> {
+        match self.old {
+            Some(old) => self.repo.checkout(old),
+            // A first deploy has no earlier files to go back to.
+            None => Ok(()),
+        }
+    }
+}
+
+pub fn check(engine: &dyn Engine, stack: &StackSettings) -> Result<Checked> {
+    let compose = ComposeCli::new(stack);
+    let mut file_diff = String::new();
+    let (model, old_model, hashes, git) = match &stack.git {
+        None => {
+            let model = compose.model()?;
+            let hashes = compose.hashes()?;
+            (model, None, Some(hashes), None)
+        }
+        Some(source) => {
+            let repo = GitRepo::open(&stack.state_dir.join("git"), source)?;
+            let new = repo.fetch()?;
+            let old = repo.head();
+            if let Some(old) = old
+                && !repo.descends_from(new, old)?
+            {
+                return Err(anyhow!(
+                    "branch {} of {} no longer contains the deployed commit {} (history was rewritten or force-pushed); \
+                     nothing was changed. Inspect the branch; to deploy it anyway, remove {} so clusterup starts afresh",
+                    source.branch,
+                    source.url,
+                    short(old),
+                    stack.state_dir.join("git").display()
+                ));
+            }
+            let incoming = tempfile::Builder::new()
+                .prefix("incoming-")
+                .tempdir_in(&stack.state_dir)
+                .context("creating a scratch directory in the state dir")?;
+            repo.export(new, incoming.path())?;
+            let new_compose = ComposeCli::at(stack, incoming.path());
+            let model = new_compose.model().map_err(|e| {
+                let cause = e.to_string().replace(&incoming.path().display().to_string(), "");
+                usage(format!("commit {} of {}: {cause}", short(new), source.url))
+            })?;
+            let old_model: Option<ComposeModel> = match old {
+                Some(_) => Some(compose.model().context("reading the deployed commit's compose model")?),
+                None => None,
+            };
+            if old.is_some() {
+                for file in new_compose.source_files() {
+                    let read = |dir: &std::path::Path| std::fs::read_to_string(dir.join(&file)).unwrap_or_default();
+                    let (before, after) = (read(&stack.directory), read(incoming.path()));
+                    if before != after {
+                        file_diff.push_str(&diff::text_diff(&file.display().to_string(), &before, &after));
+                    }
+                }
+            }
+            (model, old_model, None, Some(GitDeploy { repo, new, old }))
+        }
+    };
+    let references: Vec<String> = model.services.values().filter_map(|s| s.image.clone()).collect();
+    let observation = observe::observe(engine, &model.project, &references)?;
+    if let Some(unknown) = stack.skip.iter().find(|s| !model.services.contains_key(*s)) {
+        return Err(usage(format!(
+            "stack {}: `services.{unknown}.skip` names no service of the compose files (services: {})",
+            stack.name,
+            model.services.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
     let lookups = classify::registry_lookups(&model, &observation, &stack.skip);
     let remote = fetch::fetch(engine, &lookups);
-    let plan = classify::classify(&stack.name, &model, &observation, &stack.skip, &remote);
-    Ok(Checked { plan, observation })
+    let baseline = match (&hashes, &old_model, &git) {
+        (Some(h), _, _) => Baseline::Running(h),
+        (None, Some(old), _) => Baseline::Deployed(old),
+        _ => Baseline::Nothing,
+    };
+    let plan = classify::classify(&Inputs {
+        stack: &stack.name,
+        new: &model,
+        baseline,
+        observation: &observation,
+        skip: &stack.skip,
+        remote: &remote,
+        policy: stack.policy,
+        commit: git.as_ref().map(|g| g.new.to_string()),
+        deployed_commit: git.as_ref().and_then(|g| g.old.map(|o| o.to_string())),
+    });
+    Ok(Checked { plan, observation, file_diff, git })
 }

@@ -1,6 +1,6 @@
 //! observe: what runs now, read afresh from the engine on every run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 
@@ -16,9 +16,11 @@ pub struct ServiceObservation {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observation {
     pub services: BTreeMap<String, ServiceObservation>,
+    /// Which of the references asked about exist as local images.
+    pub local_images: BTreeSet<String>,
 }
 
-pub fn observe(engine: &dyn Engine, project: &str) -> Result<Observation> {
+pub fn observe(engine: &dyn Engine, project: &str, references: &[String]) -> Result<Observation> {
     let mut services: BTreeMap<String, ServiceObservation> = BTreeMap::new();
     for container in engine.containers(project)? {
         services
@@ -37,5 +39,11 @@ pub fn observe(engine: &dyn Engine, project: &str) -> Result<Observation> {
             obs.image = engine.image(&c.image_id)?;
         }
     }
-    Ok(Observation { services })
+    let mut local_images = BTreeSet::new();
+    for r in references {
+        if engine.image(r)?.is_some() {
+            local_images.insert(r.clone());
+        }
+    }
+    Ok(Observation { services, local_images })
 }

@@ -3,7 +3,7 @@
 //! and to recreate one service at a time.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context, Result, bail};
@@ -18,14 +18,21 @@ use crate::settings::{COMPOSE_FILE_NAMES, StackSettings};
 pub struct ComposeModel {
     pub project: String,
     pub services: BTreeMap<String, ComposeService>,
+    /// Top-level `networks`, `volumes`, `secrets` and `configs`, by section
+    /// and name.
+    pub top_level: BTreeMap<String, BTreeMap<String, Value>>,
 }
+
+pub const TOP_LEVEL_SECTIONS: [&str; 4] = ["networks", "volumes", "secrets", "configs"];
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ComposeService {
     pub image: Option<String>,
     /// Built from source by compose, so no registry holds it.
     pub build: bool,
-    pub depends_on: Vec<String>,
+        pub depends_on: Vec<String>,
+    /// The whole normalized service, for field-by-field comparison.
+    pub raw: Value,
 }
 
 impl ComposeModel {
@@ -50,18 +57,57 @@ impl ComposeModel {
                     name.clone(),
                     ComposeService {
                         image: svc.get("image").and_then(Value::as_str).map(String::from),
-                        build: svc.get("build").is_some(),
+                                                build: svc.get("build").is_some(),
                         depends_on,
+                        raw: svc.clone(),
                     },
                 );
             }
         }
-        Ok(ComposeModel { project, services })
+        let top_level = TOP_LEVEL_SECTIONS
+            .iter()
+            .map(|section| {
+                let entries = json
+                    .get(*section)
+                    .and_then(Value::as_object)
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default();
+                (section.to_string(), entries)
+            })
+            .collect();
+        Ok(ComposeModel { project, services, top_level })
+    }
+}
+
+/// Compose writes absolute paths (bind mounts, env files, build contexts)
+/// into the model. A model read from another directory (a commit exported
+/// for comparison) is moved to the directory it will be deployed from, so
+/// only real differences remain.
+pub fn relocate(value: &mut Value, from: &Path, to: &Path) {
+    let (from, to) = (from.to_string_lossy(), to.to_string_lossy());
+    relocate_str(value, from.trim_end_matches('/'), to.trim_end_matches('/'));
+}
+
+fn relocate_str(value: &mut Value, from: &str, to: &str) {
+    match value {
+        Value::String(s) => {
+            if let Some(rest) = s.strip_prefix(from)
+                && (rest.is_empty() || rest.starts_with('/'))
+            {
+                *s = format!("{to}{rest}");
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| relocate_str(v, from, to)),
+        Value::Object(map) => map.values_mut().for_each(|v| relocate_str(v, from, to)),
+        _ => {}
     }
 }
 
 pub trait Compose {
     fn model(&self) -> Result<ComposeModel>;
+    /// The config hash Compose would label each service's container with:
+    /// which services `up` would recreate, asked without side effects.
+    fn hashes(&self) -> Result<BTreeMap<String, String>>;
     /// Recreates one service if its container differs from the model (or
     /// its image id from the local tag), touching nothing else.
     fn up(&self, project: &str, service: &str) -> Result<()>;
@@ -71,16 +117,44 @@ pub struct ComposeCli {
     directory: PathBuf,
     files: Vec<PathBuf>,
     project: Option<String>,
+    /// Where the model read here will be deployed from, when elsewhere.
+    deploy_directory: Option<PathBuf>,
 }
 
 impl ComposeCli {
-    pub fn new(stack: &StackSettings) -> ComposeCli {
+        pub fn new(stack: &StackSettings) -> ComposeCli {
+                ComposeCli::at(stack, &stack.directory)
+    }
+
+        /// The stack's compose files as found in another directory (a commit
+    /// exported for comparison), read as if deployed from the stack's own.
+    pub fn at(stack: &StackSettings, directory: &Path) -> ComposeCli {
         ComposeCli {
-            directory: stack.directory.clone(),
+            directory: directory.to_path_buf(),
             files: stack.compose_files.clone(),
             project: stack.project.clone(),
+            deploy_directory: (directory != stack.directory).then(|| stack.directory.clone()),
         }
     }
+
+    /// The files that define the stack, for a text diff: the compose files
+    /// and `.env`, relative to the directory.
+    pub fn source_files(&self) -> Vec<PathBuf> {
+        let mut files = if self.files.is_empty() {
+            COMPOSE_FILE_NAMES
+                .iter()
+                .map(PathBuf::from)
+                .find(|f| self.directory.join(f).is_file())
+                .into_iter()
+                .collect()
+        } else {
+            self.files.clone()
+        };
+        files.push(PathBuf::from(".env"));
+        files
+    }
+
+        
 
     fn command(&self, project: Option<&str>) -> Command {
         let mut cmd = Command::new("docker");
@@ -98,21 +172,16 @@ impl ComposeCli {
     }
 
     fn describe_files(&self) -> String {
-        if self.files.is_empty() {
-            let default = COMPOSE_FILE_NAMES
-                .iter()
-                .map(|f| self.directory.join(f))
-                .find(|p| p.is_file());
-            match default {
-                Some(path) => path.display().to_string(),
-                None => format!("the compose file in {}", self.directory.display()),
-            }
+        let names: Vec<String> = self
+            .source_files()
+            .into_iter()
+            .filter(|f| f != Path::new(".env"))
+            .map(|f| self.directory.join(f).display().to_string())
+            .collect();
+        if names.is_empty() {
+            format!("the compose file in {}", self.directory.display())
         } else {
-            self.files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            names.join(", ")
         }
     }
 }
@@ -162,9 +231,25 @@ impl Compose for ComposeCli {
                 stderr.trim()
             )));
         }
-        let json: Value = serde_json::from_slice(&out.stdout)
-            .context("reading `docker compose config` output")?;
+                let mut json: Value = serde_json::from_slice(&out.stdout).context("reading `docker compose config` output")?;
+        if let Some(to) = &self.deploy_directory {
+            relocate(&mut json, &self.directory, to);
+        }
         ComposeModel::from_json(&json)
+    }
+
+    fn hashes(&self) -> Result<BTreeMap<String, String>> {
+        let mut cmd = self.command(None);
+        cmd.args(["config", "--hash", "*"]);
+        let out = run(cmd, "reading compose config hashes")?;
+        if !out.status.success() {
+            bail!("docker compose config --hash failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(s, h)| (s.to_string(), h.trim().to_string()))
+            .collect())
     }
 
     fn up(&self, project: &str, service: &str) -> Result<()> {

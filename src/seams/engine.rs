@@ -7,6 +7,7 @@ use anyhow::{Context, Result, anyhow};
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
     CreateImageOptionsBuilder, ListContainersOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::{StreamExt, TryStreamExt};
@@ -18,6 +19,7 @@ use crate::reference::Reference;
 const PROJECT_LABEL: &str = "com.docker.compose.project";
 const SERVICE_LABEL: &str = "com.docker.compose.service";
 const ONEOFF_LABEL: &str = "com.docker.compose.oneoff";
+const CONFIG_HASH_LABEL: &str = "com.docker.compose.config-hash";
 
 /// How many registry lookups run at once: enough to hide latency, few
 /// enough that a registry does not answer 429.
@@ -35,7 +37,8 @@ pub struct ContainerInfo {
     pub health: Option<String>,
     pub restart_count: i64,
     pub image_id: String,
-    pub started_at: Option<String>,
+    /// The Compose config hash the container was created with.
+    pub config_hash: Option<String>,
 }
 
 impl ContainerInfo {
@@ -70,6 +73,8 @@ pub trait Engine {
     fn pull(&self, reference: &str, progress: &mut dyn FnMut(&PullProgress)) -> Result<()>;
     /// Gives `image` (an id or reference) the name `repo:tag`.
     fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()>;
+    /// Stops and removes a container, never its volumes.
+    fn remove_container(&self, id: &str) -> Result<()>;
 }
 
 pub struct DockerEngine {
@@ -92,7 +97,7 @@ impl DockerEngine {
                 "connecting to the Docker engine at {host}; is dockerd running and may this user use it?"
             )
         };
-        let docker = Docker::connect_with_local_defaults().with_context(hint)?;
+        let docker = Docker::connect_with_defaults().with_context(hint)?;
         // bollard speaks the newest API by default; older engines refuse it.
         let docker = runtime
             .block_on(docker.negotiate_version())
@@ -199,7 +204,7 @@ impl Engine for DockerEngine {
                         .filter(|s| !s.is_empty() && s != "none"),
                     restart_count: inspect.restart_count.unwrap_or(0),
                     image_id: inspect.image.unwrap_or_default(),
-                    started_at: state.started_at,
+                    config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
                     id,
                 });
             }
@@ -273,6 +278,18 @@ impl Engine for DockerEngine {
                 Ok::<(), anyhow::Error>(())
             })
             .with_context(|| format!("pulling {reference}"))
+    }
+
+    fn remove_container(&self, id: &str) -> Result<()> {
+        let stop = StopContainerOptionsBuilder::default().t(10).build();
+        let remove = RemoveContainerOptionsBuilder::default().v(false).force(false).build();
+        self.runtime.block_on(async {
+            match self.docker.stop_container(id, Some(stop)).await {
+                Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
+                Err(e) => return Err(e).with_context(|| format!("stopping container {id}")),
+            }
+            self.docker.remove_container(id, Some(remove)).await.with_context(|| format!("removing container {id}"))
+        })
     }
 
     fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()> {

@@ -89,7 +89,7 @@ fn pending_update(test: &str) -> Stack {
 fn check_on_a_terminal_offers_to_apply() {
     let stack = pending_update("offer");
     let tmux = Tmux::start(&stack, "check");
-    tmux.wait_for("Apply these updates now?");
+    tmux.wait_for("Apply these changes now?");
     tmux.keys("y");
     let screen = tmux.wait_for("EXIT=");
     assert!(screen.contains("EXIT=0"), "{screen}");
@@ -104,7 +104,7 @@ fn apply_on_a_terminal_asks_and_no_means_nothing_changes() {
     let stack = pending_update("decline");
     let container = stack.container_id("web");
     let tmux = Tmux::start(&stack, "apply");
-    tmux.wait_for("Apply 1 update to stack");
+    tmux.wait_for("Apply 1 change to stack");
     tmux.keys("n");
     let screen = tmux.wait_for("EXIT=");
     assert!(screen.contains("EXIT=4"), "{screen}");

@@ -1,0 +1,353 @@
+//! diff: the deployed compose model against the new one, service by service
+//! and field by field, plus a text diff of the files for people. Both
+//! models come normalized from Compose, so anchors, `extends`, profiles,
+//! interpolation and short/long syntax differences do not show up here.
+//! Environment values are never shown: only which keys changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::seams::compose::{ComposeModel, ComposeService};
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ModelDiff {
+    pub services: Vec<ServiceDiff>,
+    pub top_level: Vec<TopLevelChange>,
+}
+
+
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum ServiceDiff {
+    Added { service: String },
+    Removed { service: String },
+    /// A removed and an added service with the same image and volumes.
+    Renamed { from: String, to: String, data: String },
+    Changed { service: String, fields: Vec<FieldChange> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    /// A short, secret-free description (keys, not values).
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopLevelChange {
+    /// networks, volumes, secrets or configs
+    pub section: String,
+    pub name: String,
+    pub change: Presence,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    Added,
+    Removed,
+    Changed,
+}
+
+pub fn diff(old: &ComposeModel, new: &ComposeModel) -> ModelDiff {
+    let mut services = Vec::new();
+    let removed: Vec<&String> = old.services.keys().filter(|s| !new.services.contains_key(*s)).collect();
+    let mut added: Vec<&String> = new.services.keys().filter(|s| !old.services.contains_key(*s)).collect();
+    for name in removed {
+        let gone = &old.services[name];
+        let twin = added.iter().position(|a| same_image_and_volumes(gone, &new.services[*a]));
+        match twin {
+            Some(i) => {
+                let to = added.remove(i);
+                services.push(ServiceDiff::Renamed {
+                    from: name.clone(),
+                    to: to.clone(),
+                    data: rename_data(gone),
+                });
+            }
+            None => services.push(ServiceDiff::Removed { service: name.clone() }),
+        }
+    }
+    services.extend(added.into_iter().map(|s| ServiceDiff::Added { service: s.clone() }));
+    for (name, new_svc) in &new.services {
+        if let Some(old_svc) = old.services.get(name) {
+            let fields = field_changes(&old_svc.raw, &new_svc.raw);
+            if !fields.is_empty() {
+                services.push(ServiceDiff::Changed { service: name.clone(), fields });
+            }
+        }
+    }
+    let mut top_level = Vec::new();
+    for (section, new_entries) in &new.top_level {
+        let empty = BTreeMap::new();
+        let old_entries = old.top_level.get(section).unwrap_or(&empty);
+        let names: BTreeSet<&String> = old_entries.keys().chain(new_entries.keys()).collect();
+        for name in names {
+            let change = match (old_entries.get(name), new_entries.get(name)) {
+                (None, Some(_)) => Presence::Added,
+                (Some(_), None) => Presence::Removed,
+                (Some(a), Some(b)) if a != b => Presence::Changed,
+                _ => continue,
+            };
+            top_level.push(TopLevelChange { section: section.clone(), name: name.clone(), change });
+        }
+    }
+    ModelDiff { services, top_level }
+}
+
+fn same_image_and_volumes(a: &ComposeService, b: &ComposeService) -> bool {
+    a.image.is_some() && a.image == b.image && a.raw.get("volumes") == b.raw.get("volumes")
+}
+
+fn rename_data(svc: &ComposeService) -> String {
+    let anonymous = anonymous_volumes(svc);
+    let named = named_volumes(svc);
+    match (named.is_empty(), anonymous.is_empty()) {
+        (true, true) => "no volumes".to_string(),
+        (_, false) => format!(
+            "anonymous volumes at {} do not follow a rename: their data stays behind",
+            anonymous.join(", ")
+        ),
+        (false, true) => format!("named volumes {} follow the rename", named.join(", ")),
+    }
+}
+
+/// Mount targets of volumes with no name: their data is tied to the
+/// container and is left behind when it is removed or renamed.
+pub fn anonymous_volumes(svc: &ComposeService) -> Vec<String> {
+    volumes(svc)
+        .filter(|v| v.get("type").and_then(Value::as_str) == Some("volume") && v.get("source").is_none())
+        .filter_map(|v| v.get("target").and_then(Value::as_str).map(String::from))
+        .collect()
+}
+
+pub fn named_volumes(svc: &ComposeService) -> Vec<String> {
+    volumes(svc)
+        .filter(|v| v.get("type").and_then(Value::as_str) == Some("volume"))
+        .filter_map(|v| v.get("source").and_then(Value::as_str).map(String::from))
+        .collect()
+}
+
+fn volumes(svc: &ComposeService) -> impl Iterator<Item = &Value> {
+    svc.raw.get("volumes").and_then(Value::as_array).into_iter().flatten()
+}
+
+/// The networks a service is attached to.
+pub fn networks(svc: &ComposeService) -> Vec<String> {
+    match svc.raw.get("networks") {
+        Some(Value::Object(m)) => m.keys().cloned().collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Services whose containers are joined to another's: `network_mode:
+/// service:X` and `volumes_from: [X]` must follow X when it is recreated.
+pub fn attached_to(svc: &ComposeService) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(target) = svc.raw.get("network_mode").and_then(Value::as_str).and_then(|m| m.strip_prefix("service:")) {
+        out.push(target.to_string());
+    }
+    for from in svc.raw.get("volumes_from").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(f) = from.as_str().filter(|f| !f.starts_with("container:")) {
+            out.push(f.split(':').next().unwrap_or(f).to_string());
+        }
+    }
+    out
+}
+
+fn field_changes(old: &Value, new: &Value) -> Vec<FieldChange> {
+    let empty = serde_json::Map::new();
+    let (o, n) = (old.as_object().unwrap_or(&empty), new.as_object().unwrap_or(&empty));
+    let keys: BTreeSet<&String> = o.keys().chain(n.keys()).filter(|k| !k.starts_with("x-")).collect();
+    keys.into_iter()
+        .filter(|k| o.get(*k) != n.get(*k))
+        .map(|k| FieldChange { field: k.clone(), detail: detail(k, o.get(k), n.get(k)) })
+        .collect()
+}
+
+fn detail(field: &str, old: Option<&Value>, new: Option<&Value>) -> Option<String> {
+    match field {
+        "image" => Some(format!(
+            "{} -> {}",
+            old.and_then(Value::as_str).unwrap_or("none"),
+            new.and_then(Value::as_str).unwrap_or("none")
+        )),
+        "environment" | "labels" => Some(key_changes(old, new)),
+        _ => None,
+    }
+}
+
+/// Which keys of a map were added, removed or changed; never the values.
+fn key_changes(old: Option<&Value>, new: Option<&Value>) -> String {
+    let empty = serde_json::Map::new();
+    let o = old.and_then(Value::as_object).unwrap_or(&empty);
+    let n = new.and_then(Value::as_object).unwrap_or(&empty);
+    let pick = |f: &dyn Fn(&String) -> bool, keys: &serde_json::Map<String, Value>| -> Vec<String> {
+        keys.keys().filter(|k| f(k)).cloned().collect()
+    };
+    let added = pick(&|k| !o.contains_key(k), n);
+    let removed = pick(&|k| !n.contains_key(k), o);
+    let changed = pick(&|k| o.get(k).is_some_and(|v| n.get(k) != Some(v)), n);
+    [("added", added), ("removed", removed), ("changed", changed)]
+        .into_iter()
+        .filter(|(_, keys)| !keys.is_empty())
+        .map(|(what, keys)| format!("{what} {}", keys.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A unified diff of one file for people, with every value that could be
+/// a secret replaced: all of `.env`, and entries under `environment:`.
+pub fn text_diff(name: &str, old: &str, new: &str) -> String {
+    let redact = |text: &str| -> String {
+        if name.ends_with(".env") || name.ends_with("env_file") {
+            redact_env_file(text)
+        } else {
+            redact_environment_blocks(text)
+        }
+    };
+    let (old, new) = (redact(old), redact(new));
+    similar::TextDiff::from_lines(&old, &new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a/{name}"), &format!("b/{name}"))
+        .to_string()
+}
+
+fn redact_env_file(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if !l.trim_start().starts_with('#') => format!("{k}={}\n", fingerprint(v)),
+            _ => format!("{l}\n"),
+        })
+        .collect()
+}
+
+/// Lines inside an `environment:` block keep their key and lose their
+/// value. A value's fingerprint still shows *that* it changed.
+fn redact_environment_blocks(text: &str) -> String {
+    let mut out = String::new();
+    let mut block_indent: Option<usize> = None;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let trimmed = line.trim_start();
+        if let Some(b) = block_indent
+            && (indent <= b && !trimmed.is_empty())
+        {
+            block_indent = None;
+        }
+        if block_indent.is_some() && !trimmed.is_empty() && !trimmed.starts_with('#') {
+            let body = trimmed.trim_start_matches("- ");
+            let redacted = match body.find(['=', ':']) {
+                Some(i) => format!("{}{} {}", &line[..line.len() - trimmed.len()], &trimmed[..trimmed.len() - body.len() + i + 1], fingerprint(&body[i + 1..])),
+                None => line.to_string(),
+            };
+            out.push_str(&redacted);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+        if trimmed.starts_with("environment:") {
+            let rest = trimmed["environment:".len()..].trim();
+            if rest.is_empty() {
+                block_indent = Some(indent);
+            } else if !rest.starts_with('#') {
+                // Flow style on one line: hide it whole.
+                out.truncate(out.len() - line.len() - 1);
+                out.push_str(&format!("{}environment: <redacted {}>\n", &line[..indent], fingerprint(rest)));
+            }
+        }
+    }
+    out
+}
+
+/// Enough to see that a value changed, nothing to recover it from.
+fn fingerprint(value: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.trim().hash(&mut h);
+    format!("<redacted #{:04x}>", h.finish() & 0xffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn model(services: Value, volumes: Value) -> ComposeModel {
+        let json = json!({"name": "p", "services": services, "volumes": volumes});
+        ComposeModel::from_json(&json).unwrap()
+    }
+
+    #[test]
+    fn added_removed_changed_and_top_level() {
+        let old = model(
+            json!({"web": {"image": "w:1", "environment": {"A": "1", "S": "secret1"}}, "db": {"image": "pg"}}),
+            json!({"data": {"name": "p_data"}}),
+        );
+        let new = model(
+            json!({"web": {"image": "w:2", "environment": {"A": "1", "S": "secret2", "B": "x"}}, "cache": {"image": "redis"}}),
+            json!({"data": {"name": "p_data", "driver": "nfs"}}),
+        );
+        let d = diff(&old, &new);
+        assert!(d.services.contains(&ServiceDiff::Removed { service: "db".into() }));
+        assert!(d.services.contains(&ServiceDiff::Added { service: "cache".into() }));
+        let ServiceDiff::Changed { fields, .. } = d.services.iter().find(|s| matches!(s, ServiceDiff::Changed { .. })).unwrap() else {
+            unreachable!()
+        };
+        let env = fields.iter().find(|f| f.field == "environment").unwrap();
+        assert_eq!(env.detail.as_deref(), Some("added B; changed S"));
+        assert_eq!(fields.iter().find(|f| f.field == "image").unwrap().detail.as_deref(), Some("w:1 -> w:2"));
+        let text = serde_json::to_string(&d).unwrap();
+        assert!(!text.contains("secret"), "values never appear: {text}");
+        assert_eq!(d.top_level, [TopLevelChange { section: "volumes".into(), name: "data".into(), change: Presence::Changed }]);
+    }
+
+    #[test]
+    fn renames_are_found_by_image_and_volumes() {
+        let named = json!([{"type": "volume", "source": "data", "target": "/data"}]);
+        let anon = json!([{"type": "volume", "target": "/data"}]);
+        for (volumes, want) in [(named, "named volumes data follow"), (anon, "anonymous volumes at /data")] {
+            let old = model(json!({"api": {"image": "a:1", "volumes": volumes}}), json!({}));
+            let new = model(json!({"backend": {"image": "a:1", "volumes": volumes}}), json!({}));
+            let d = diff(&old, &new);
+            match &d.services[..] {
+                [ServiceDiff::Renamed { from, to, data }] => {
+                    assert_eq!((from.as_str(), to.as_str()), ("api", "backend"));
+                    assert!(data.contains(want), "{data}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let old = model(json!({"api": {"image": "a:1"}}), json!({}));
+        let new = model(json!({"backend": {"image": "b:1"}}), json!({}));
+        assert_eq!(diff(&old, &new).services.len(), 2, "different images: a removal and an addition");
+    }
+
+    #[test]
+    fn identical_models_and_extension_fields_give_no_diff() {
+        let old = model(json!({"web": {"image": "w", "x-note": "a"}}), json!({}));
+        let new = model(json!({"web": {"image": "w", "x-note": "b"}}), json!({}));
+        assert_eq!(diff(&old, &new), ModelDiff::default());
+    }
+
+    #[test]
+    fn text_diff_hides_environment_values() {
+        let old = "services:\n  web:\n    image: w:1\n    environment:\n      TOKEN: abc123\n      MODE: a\n    ports: [\"80\"]\n";
+        let new = "services:\n  web:\n    image: w:2\n    environment:\n      TOKEN: zzz999\n      MODE: a\n    ports: [\"80\"]\n";
+        let d = text_diff("compose.yaml", old, new);
+        assert!(d.contains("-    image: w:1") && d.contains("+    image: w:2"), "{d}");
+        assert!(d.contains("TOKEN:") && !d.contains("abc123") && !d.contains("zzz999"), "{d}");
+        assert!(d.contains("ports"), "lines after the block are shown as they are: {d}");
+        let d = text_diff(".env", "PASSWORD=one\n", "PASSWORD=two\n");
+        assert!(d.contains("PASSWORD=") && !d.contains("one") && !d.contains("two"), "{d}");
+        let d = text_diff("compose.yaml", "    environment: {A: s1}\n", "    environment: {A: s2}\n");
+        assert!(!d.contains("s1") && !d.contains("s2"), "{d}");
+        let d = text_diff("compose.yaml", "    environment:\n      - A=s1\n", "    environment:\n      - A=s2\n");
+        assert!(d.contains("- A=") && !d.contains("s1") && !d.contains("s2"), "{d}");
+    }
+}

@@ -1,0 +1,281 @@
+//! The git seam: clusterup's own clone of a stack's repository. Its object
+//! store lives in the state dir; its work tree is the stack's checkout,
+//! always at the deployed commit. New commits are read from the object
+//! store (exported to a scratch directory) until an apply checks them out.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use git2::{
+    AutotagOption, Cred, CredentialType, FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository,
+    RepositoryInitOptions, TreeWalkMode, TreeWalkResult, build::CheckoutBuilder,
+};
+
+use crate::settings::GitSource;
+
+pub struct GitRepo {
+    repo: Repository,
+    source: GitSource,
+}
+
+impl GitRepo {
+    /// Opens the clone in `git_dir`, creating it (empty) the first time.
+    pub fn open(git_dir: &Path, source: &GitSource) -> Result<GitRepo> {
+        let repo = match Repository::open(git_dir) {
+            Ok(r) => r,
+            Err(_) => {
+                std::fs::create_dir_all(&source.checkout)
+                    .with_context(|| format!("creating checkout directory {}", source.checkout.display()))?;
+                let mut opts = RepositoryInitOptions::new();
+                opts.workdir_path(&source.checkout).no_reinit(true).mkdir(true);
+                Repository::init_opts(git_dir, &opts)
+                    .with_context(|| format!("creating clusterup's clone in {}", git_dir.display()))?
+            }
+        };
+        Ok(GitRepo { repo, source: source.clone() })
+    }
+
+    /// Fetches the branch and returns its commit.
+    pub fn fetch(&self) -> Result<Oid> {
+        let GitSource { url, branch, .. } = &self.source;
+        let mut remote = self.repo.remote_anonymous(url).with_context(|| format!("git remote {url}"))?;
+        let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+        let mut opts = FetchOptions::new();
+        opts.remote_callbacks(self.callbacks());
+        opts.download_tags(AutotagOption::None);
+        remote.fetch(&[&refspec], Some(&mut opts), None).map_err(|e| {
+            anyhow!("fetching branch {branch} from {url}: {}{}", e.message(), auth_hint(&e))
+        })?;
+        let tracking = format!("refs/remotes/origin/{branch}");
+        let advertised = remote.list().map(|heads| heads.iter().any(|h| h.name() == format!("refs/heads/{branch}")));
+        if matches!(advertised, Ok(false)) {
+            bail!("branch {branch} does not exist on {url}; check `git.branch` in the configuration");
+        }
+        let oid = self
+            .repo
+            .refname_to_id(&tracking)
+            .map_err(|_| anyhow!("branch {branch} does not exist on {url}; check `git.branch` in the configuration"))?;
+        Ok(oid)
+    }
+
+    /// Whether `new` contains `old` in its history: the branch moved
+    /// forward. A force-push or rewritten history answers no.
+    pub fn descends_from(&self, new: Oid, old: Oid) -> Result<bool> {
+        if new == old {
+            return Ok(true);
+        }
+        if self.repo.find_commit(old).is_err() {
+            return Ok(false);
+        }
+        Ok(self.repo.graph_descendant_of(new, old)?)
+    }
+
+    /// Writes the stack directory (`path`) of `commit` to `dest`, fresh.
+    pub fn export(&self, commit: Oid, dest: &Path) -> Result<()> {
+        if dest.exists() {
+            std::fs::remove_dir_all(dest).with_context(|| format!("clearing {}", dest.display()))?;
+        }
+        std::fs::create_dir_all(dest)?;
+        let tree = self.repo.find_commit(commit)?.tree()?;
+        let tree = if self.source.path.as_os_str().is_empty() {
+            tree
+        } else {
+            let entry = tree.get_path(&self.source.path).map_err(|_| {
+                anyhow!(
+                    "commit {} has no directory {} (git.path)",
+                    short(commit),
+                    self.source.path.display()
+                )
+            })?;
+            self.repo.find_tree(entry.id()).context("git.path is not a directory")?
+        };
+        let mut failure = None;
+        tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
+            let path: PathBuf = dest.join(parent).join(entry.name().unwrap_or("_"));
+            let result = match entry.kind() {
+                Some(ObjectType::Tree) => std::fs::create_dir_all(&path).map_err(anyhow::Error::from),
+                Some(ObjectType::Blob) => self.write_blob(entry.id(), entry.filemode(), &path),
+                _ => Ok(()),
+            };
+            match result {
+                Ok(()) => TreeWalkResult::Ok,
+                Err(e) => {
+                    failure = Some(e.context(format!("writing {}", path.display())));
+                    TreeWalkResult::Abort
+                }
+            }
+        })?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn write_blob(&self, id: Oid, mode: i32, path: &Path) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let blob = self.repo.find_blob(id)?;
+        if mode == 0o120000 {
+            let target = std::str::from_utf8(blob.content()).context("symlink target is not UTF-8")?;
+            std::os::unix::fs::symlink(target, path)?;
+        } else {
+            std::fs::write(path, blob.content())?;
+            if mode == 0o100755 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts `commit` in the work tree: changed and deleted files follow the
+    /// commit; files git does not track (data, local `.env`) stay.
+    pub fn checkout(&self, commit: Oid) -> Result<()> {
+        let object = self.repo.find_object(commit, None)?;
+        let mut opts = CheckoutBuilder::new();
+        opts.force();
+        self.repo
+            .checkout_tree(&object, Some(&mut opts))
+            .with_context(|| format!("checking out {} into {}", short(commit), self.source.checkout.display()))?;
+        self.repo.set_head_detached(commit)?;
+        if self.source.submodules {
+            for mut sub in self.repo.submodules()? {
+                let name = sub.name().unwrap_or("?").to_string();
+                let mut opts = git2::SubmoduleUpdateOptions::new();
+                let mut fetch = FetchOptions::new();
+                fetch.remote_callbacks(self.callbacks());
+                opts.fetch(fetch);
+                sub.update(true, Some(&mut opts)).with_context(|| format!("updating submodule {name}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The commit the work tree holds, if anything was checked out yet.
+    pub fn head(&self) -> Option<Oid> {
+        self.repo.head().ok().and_then(|h| h.target())
+    }
+
+    fn callbacks(&self) -> RemoteCallbacks<'static> {
+        let key = self.source.ssh_key.clone();
+        let mut attempts = 0;
+        let mut callbacks = RemoteCallbacks::new();
+        callbacks.credentials(move |url, username, allowed| {
+            // libgit2 asks again after a rejected credential: stop early.
+            attempts += 1;
+            if attempts > 3 {
+                return Err(git2::Error::from_str(&format!("authentication to {url} failed")));
+            }
+            let user = username.unwrap_or("git");
+            if allowed.contains(CredentialType::SSH_KEY) {
+                return match &key {
+                    Some(key) => Cred::ssh_key(user, None, key, None),
+                    None => Cred::ssh_key_from_agent(user),
+                };
+            }
+            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+                && let Ok(token) = std::env::var("CLUSTERUP_GIT_TOKEN")
+            {
+                return Cred::userpass_plaintext(username.unwrap_or("x-access-token"), &token);
+            }
+            Cred::default()
+        });
+        callbacks
+    }
+}
+
+fn auth_hint(e: &git2::Error) -> &'static str {
+    match e.class() {
+        git2::ErrorClass::Ssh | git2::ErrorClass::Http if e.code() == git2::ErrorCode::Auth => {
+            " (authentication failed: for ssh set `git.ssh_key` or load the key into ssh-agent; for https set CLUSTERUP_GIT_TOKEN)"
+        }
+        _ => "",
+    }
+}
+
+pub fn short(oid: Oid) -> String {
+    oid.to_string()[..12].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A bare remote with one commit holding `stack/compose.yaml`.
+    fn remote() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let bare = tmp.path().join("remote.git");
+        let work = tmp.path().join("work");
+        std::fs::create_dir_all(&bare).unwrap();
+        git(&bare, &["init", "--bare", "-q"]);
+        git(tmp.path(), &["clone", "-q", bare.to_str().unwrap(), "work"]);
+        std::fs::create_dir_all(work.join("stack")).unwrap();
+        std::fs::write(work.join("stack/compose.yaml"), "services: {}\n").unwrap();
+        git(&work, &["add", "."]);
+        git(&work, &["commit", "-qm", "one"]);
+        git(&work, &["push", "-q", "origin", "HEAD:main"]);
+        (tmp, bare, work)
+    }
+
+    fn source(tmp: &Path, bare: &Path, branch: &str) -> GitSource {
+        GitSource {
+            url: format!("file://{}", bare.display()),
+            branch: branch.into(),
+            path: PathBuf::from("stack"),
+            submodules: false,
+            ssh_key: None,
+            checkout: tmp.join("checkout"),
+        }
+    }
+
+    #[test]
+    fn fetch_export_checkout_and_history_checks() {
+        let (tmp, bare, work) = remote();
+        let src = source(tmp.path(), &bare, "main");
+        let repo = GitRepo::open(&tmp.path().join("git"), &src).unwrap();
+        assert!(repo.head().is_none());
+        let first = repo.fetch().unwrap();
+        repo.export(first, &tmp.path().join("incoming")).unwrap();
+        assert!(tmp.path().join("incoming/compose.yaml").is_file());
+        repo.checkout(first).unwrap();
+        assert_eq!(repo.head(), Some(first));
+        assert!(tmp.path().join("checkout/stack/compose.yaml").is_file());
+
+        std::fs::write(work.join("stack/extra.env"), "A=1\n").unwrap();
+        git(&work, &["add", "."]);
+        git(&work, &["commit", "-qm", "two"]);
+        git(&work, &["push", "-q", "origin", "HEAD:main"]);
+        let second = repo.fetch().unwrap();
+        assert!(repo.descends_from(second, first).unwrap());
+
+        git(&work, &["reset", "-q", "--hard", "HEAD~1"]);
+        std::fs::write(work.join("stack/other.env"), "B=1\n").unwrap();
+        git(&work, &["add", "."]);
+        git(&work, &["commit", "-qm", "rewritten"]);
+        git(&work, &["push", "-q", "--force", "origin", "HEAD:main"]);
+        let rewritten = repo.fetch().unwrap();
+        assert!(!repo.descends_from(rewritten, second).unwrap(), "a force-push is not a descendant");
+
+        repo.checkout(second).unwrap();
+        repo.checkout(first).unwrap();
+        assert!(!tmp.path().join("checkout/stack/extra.env").exists(), "files deleted by a commit go");
+    }
+
+    #[test]
+    fn missing_branch_and_unreachable_remote_are_clear_errors() {
+        let (tmp, bare, _work) = remote();
+        let repo = GitRepo::open(&tmp.path().join("git"), &source(tmp.path(), &bare, "nope")).unwrap();
+        let err = format!("{:#}", repo.fetch().unwrap_err());
+        assert!(err.contains("nope"), "{err}");
+        let gone = source(tmp.path(), &tmp.path().join("missing.git"), "main");
+        let repo = GitRepo::open(&tmp.path().join("git2"), &gone).unwrap();
+        let err = format!("{:#}", repo.fetch().unwrap_err());
+        assert!(err.contains("missing.git"), "{err}");
+    }
+}
