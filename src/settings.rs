@@ -25,7 +25,7 @@ pub const COMPOSE_FILE_NAMES: [&str; 4] = [
 pub struct StackSettings {
     /// The stack's name in clusterup: journal, lock and backups are kept
     /// under it.
-        pub name: String,
+    pub name: String,
     /// The compose project directory. For a git stack, `path` inside
     /// clusterup's checkout of the repository.
     pub directory: PathBuf,
@@ -36,7 +36,7 @@ pub struct StackSettings {
     /// that people started with a bare `docker compose up`.
     pub project: Option<String>,
     pub health: HealthSettings,
-        pub skip: BTreeSet<String>,
+    pub skip: BTreeSet<String>,
     pub state_dir: PathBuf,
     pub git: Option<GitSource>,
     pub policy: Policy,
@@ -72,10 +72,12 @@ fn yes() -> bool {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { images: true, structural: false }
+        Policy {
+            images: true,
+            structural: false,
+        }
     }
 }
-
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HealthSettings {
@@ -236,7 +238,7 @@ pub fn from_config(
                 entry.name
             )));
         }
-                let state_dir = root.join(&entry.name);
+        let state_dir = root.join(&entry.name);
         let at = |key: &str| format!("stacks[{i}].{key}");
         let (directory, git) = match entry.git {
             Some(g) => {
@@ -247,7 +249,10 @@ pub fn from_config(
                         g.path
                     )));
                 }
-                let checkout = entry.directory.as_ref().map_or_else(|| state_dir.join("checkout"), |d| base.join(d));
+                let checkout = entry
+                    .directory
+                    .as_ref()
+                    .map_or_else(|| state_dir.join("checkout"), |d| base.join(d));
                 let source = GitSource {
                     url: g.url,
                     branch: g.branch,
@@ -282,7 +287,9 @@ pub fn from_config(
             directory,
             // A git stack's checkout directory says nothing about the
             // project: name it after the stack unless told otherwise.
-            project: entry.project.or_else(|| git.as_ref().map(|_| entry.name.clone())),
+            project: entry
+                .project
+                .or_else(|| git.as_ref().map(|_| entry.name.clone())),
             git,
             policy: entry.auto,
             health: HealthSettings {
@@ -325,7 +332,7 @@ pub fn from_directory(dir: &Path, state_dir: Option<&Path>) -> Result<StackSetti
         name,
         directory: dir.to_path_buf(),
         compose_files: Vec::new(),
-                project: None,
+        project: None,
         health: HealthSettings::default(),
         skip: BTreeSet::new(),
         git: None,
@@ -347,7 +354,10 @@ fn project_name_of(dir: &Path) -> String {
 }
 
 fn escapes(path: &Path) -> bool {
-    path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir))
+    path.is_absolute()
+        || path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
 }
 
 fn check_name(name: &str) -> std::result::Result<(), String> {
@@ -381,8 +391,17 @@ mod tests {
         .unwrap();
         let s = &stacks[0];
         assert_eq!(s.directory, PathBuf::from("/srv/web"));
-                assert_eq!(s.compose_files, vec![PathBuf::from("compose.yaml"), PathBuf::from("prod.yaml")]);
-        assert_eq!(s.policy, Policy { images: true, structural: false });
+        assert_eq!(
+            s.compose_files,
+            vec![PathBuf::from("compose.yaml"), PathBuf::from("prod.yaml")]
+        );
+        assert_eq!(
+            s.policy,
+            Policy {
+                images: true,
+                structural: false
+            }
+        );
         assert!(s.git.is_none());
         assert_eq!(s.health.timeout, Duration::from_secs(30));
         assert_eq!(s.health.stability, HealthSettings::default().stability);
@@ -390,7 +409,7 @@ mod tests {
         assert_eq!(s.state_dir, PathBuf::from("/var/lib/clusterup/web"));
     }
 
-        #[test]
+    #[test]
     fn git_stacks_check_out_under_the_state_dir_by_default() {
         let stacks = parse(
             "stacks:\n  - name: shop\n    git: {url: 'file:///srv/git/shop.git', path: stacks/shop}\n    auto: {structural: true}\n",
@@ -399,10 +418,22 @@ mod tests {
         let s = &stacks[0];
         let git = s.git.as_ref().unwrap();
         assert_eq!(git.branch, "main");
-        assert_eq!(git.checkout, PathBuf::from("/var/lib/clusterup/shop/checkout"));
-        assert_eq!(s.directory, PathBuf::from("/var/lib/clusterup/shop/checkout/stacks/shop"));
+        assert_eq!(
+            git.checkout,
+            PathBuf::from("/var/lib/clusterup/shop/checkout")
+        );
+        assert_eq!(
+            s.directory,
+            PathBuf::from("/var/lib/clusterup/shop/checkout/stacks/shop")
+        );
         assert_eq!(s.project.as_deref(), Some("shop"));
-        assert_eq!(s.policy, Policy { images: true, structural: true });
+        assert_eq!(
+            s.policy,
+            Policy {
+                images: true,
+                structural: true
+            }
+        );
     }
 
     #[test]

@@ -56,6 +56,13 @@ impl Change {
     pub fn is_structural(&self) -> bool {
         self.kind != ChangeKind::Image
     }
+
+    /// Same reference, new digest: the tag moves, and moves back on
+    /// rollback.
+    pub fn is_digest_update(&self) -> bool {
+        self.kind == ChangeKind::Image
+            && self.to.as_deref().is_some_and(|t| t.starts_with("sha256:"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,7 +130,9 @@ pub struct Plan {
 
 impl Plan {
     pub fn registry_errors(&self) -> impl Iterator<Item = &ServiceReport> {
-        self.services.iter().filter(|s| s.state == ServiceState::RegistryError)
+        self.services
+            .iter()
+            .filter(|s| s.state == ServiceState::RegistryError)
     }
 }
 
@@ -171,7 +180,7 @@ fn precheck(svc: &ComposeService, observed: Option<&ServiceObservation>, skip: b
     let Some(observed) = observed.filter(|o| !o.containers.is_empty()) else {
         return Precheck::Final(ServiceState::NotCreated);
     };
-        if !has_running(observed) {
+    if !has_running(observed) {
         return Precheck::Final(ServiceState::Stopped);
     }
     // An image that never came from (or went to) this repository was built
@@ -209,7 +218,12 @@ pub fn registry_lookups(
 }
 
 pub fn classify(inputs: &Inputs) -> Plan {
-    let Inputs { new, observation, skip, .. } = inputs;
+    let Inputs {
+        new,
+        observation,
+        skip,
+        ..
+    } = inputs;
     let (services, mut changes) = image_states(inputs);
     let old = match &inputs.baseline {
         Baseline::Deployed(old) => Some(*old),
@@ -233,7 +247,9 @@ pub fn classify(inputs: &Inputs) -> Plan {
             reasons: Vec::new(),
         });
         if entry.kind == ChangeKind::Image {
-            entry.reasons.push(format!("new digest {}", entry.to.as_deref().unwrap_or("?")));
+            entry
+                .reasons
+                .push(format!("new digest {}", entry.to.as_deref().unwrap_or("?")));
             entry.kind = ChangeKind::Recreate;
         }
         entry.reasons.push(reason);
@@ -243,12 +259,17 @@ pub fn classify(inputs: &Inputs) -> Plan {
     match &inputs.baseline {
         Baseline::Running(hashes) => {
             for (name, hash) in hashes.iter() {
-                let differs = observation
-                    .services
-                    .get(name)
-                    .is_some_and(|o| o.containers.iter().any(|c| c.config_hash.as_deref().is_some_and(|h| h != hash)));
+                let differs = observation.services.get(name).is_some_and(|o| {
+                    o.containers
+                        .iter()
+                        .any(|c| c.config_hash.as_deref().is_some_and(|h| h != hash))
+                });
                 if differs && new.services.contains_key(name) {
-                    recreate(&mut changes, name, "configuration differs from the running container".to_string());
+                    recreate(
+                        &mut changes,
+                        name,
+                        "configuration differs from the running container".to_string(),
+                    );
                 }
             }
         }
@@ -257,7 +278,10 @@ pub fn classify(inputs: &Inputs) -> Plan {
                 if observation.services.contains_key(name) {
                     recreate(&mut changes, name, "first deploy from git (Compose recreates it only if its configuration differs)".to_string());
                 } else if !skip.contains(name) {
-                    changes.insert(name.clone(), create(name, &new.services[name], observation, None));
+                    changes.insert(
+                        name.clone(),
+                        create(name, &new.services[name], observation, None),
+                    );
                 }
             }
         }
@@ -265,7 +289,10 @@ pub fn classify(inputs: &Inputs) -> Plan {
             for d in &model_diff.services {
                 match d {
                     ServiceDiff::Added { service } if !skip.contains(service) => {
-                        changes.insert(service.clone(), create(service, &new.services[service], observation, None));
+                        changes.insert(
+                            service.clone(),
+                            create(service, &new.services[service], observation, None),
+                        );
                     }
                     ServiceDiff::Removed { service } if !skip.contains(service) => {
                         let anonymous = diff::anonymous_volumes(&old.services[service]);
@@ -281,17 +308,60 @@ pub fn classify(inputs: &Inputs) -> Plan {
                         if !diff::anonymous_volumes(&old.services[from]).is_empty() {
                             data_risks.push(format!("renaming service {from} to {to}: {data}"));
                         }
-                        changes.insert(to.clone(), create(to, &new.services[to], observation, Some(format!("renamed from {from} ({data})"))));
-                        removals.push(remove(from, &old.services[from], Some(format!("renamed to {to}"))));
+                        changes.insert(
+                            to.clone(),
+                            create(
+                                to,
+                                &new.services[to],
+                                observation,
+                                Some(format!("renamed from {from} ({data})")),
+                            ),
+                        );
+                        removals.push(remove(
+                            from,
+                            &old.services[from],
+                            Some(format!("renamed to {to}")),
+                        ));
                     }
                     ServiceDiff::Changed { service, fields } => {
                         let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
-                        recreate(&mut changes, service, format!("changed: {}", names.join(", ")));
-                                                if fields.iter().any(|f| f.field == "image")
+                        let (old_ref, new_ref) =
+                            (&old.services[service].image, &new.services[service].image);
+                        if names == ["image"]
+                            && !new.services[service].build
+                            && !skip.contains(service)
+                            && running(service)
+                        {
+                            // Only the reference moved (a new tag): an image
+                            // update, under the image policy.
+                            changes.insert(
+                                service.clone(),
+                                Change {
+                                    service: service.clone(),
+                                    kind: ChangeKind::Image,
+                                    image: new_ref.clone(),
+                                    from: old_ref.clone(),
+                                    to: new_ref.clone(),
+                                    pull: true,
+                                    reasons: vec![format!(
+                                        "image {} -> {}",
+                                        old_ref.as_deref().unwrap_or("none"),
+                                        new_ref.as_deref().unwrap_or("none")
+                                    )],
+                                },
+                            );
+                            continue;
+                        }
+                        recreate(
+                            &mut changes,
+                            service,
+                            format!("changed: {}", names.join(", ")),
+                        );
+                        if names.contains(&"image")
                             && let Some(c) = changes.get_mut(service)
                         {
-                            c.from = old.services[service].image.clone();
-                            c.to = new.services[service].image.clone();
+                            c.from = old_ref.clone();
+                            c.to = new_ref.clone();
                             c.pull = !new.services[service].build;
                         }
                     }
@@ -316,10 +386,17 @@ pub fn classify(inputs: &Inputs) -> Plan {
                     let uses = match t.section.as_str() {
                         "networks" => diff::networks(svc).contains(&t.name),
                         "volumes" => diff::named_volumes(svc).contains(&t.name),
-                        _ => svc.raw.get(&t.section).is_some_and(|v| v.to_string().contains(&format!("\"{}\"", t.name))),
+                        _ => svc
+                            .raw
+                            .get(&t.section)
+                            .is_some_and(|v| v.to_string().contains(&format!("\"{}\"", t.name))),
                     };
                     if uses {
-                        recreate(&mut changes, name, format!("uses {} {}, which changed", singular(&t.section), t.name));
+                        recreate(
+                            &mut changes,
+                            name,
+                            format!("uses {} {}, which changed", singular(&t.section), t.name),
+                        );
                     }
                 }
             }
@@ -335,24 +412,46 @@ pub fn classify(inputs: &Inputs) -> Plan {
             .iter()
             .filter(|(name, _)| !recreated.contains(*name))
             .flat_map(|(name, svc)| {
-                diff::attached_to(svc).into_iter().filter(|t| recreated.contains(t)).map(move |t| (name.clone(), t))
+                diff::attached_to(svc)
+                    .into_iter()
+                    .filter(|t| recreated.contains(t))
+                    .map(move |t| (name.clone(), t))
             })
             .collect();
         let before = changes.len();
         for (name, target) in dependants {
-            recreate(&mut changes, &name, format!("shares the network or volumes of {target}"));
+            recreate(
+                &mut changes,
+                &name,
+                format!("shares the network or volumes of {target}"),
+            );
         }
         if changes.len() == before {
             break;
         }
     }
 
-    let mut ordered: Vec<Change> = dependency_order(new).into_iter().filter_map(|n| changes.remove(&n)).collect();
+    let mut ordered: Vec<Change> = dependency_order(new)
+        .into_iter()
+        .filter_map(|n| changes.remove(&n))
+        .collect();
     if let Some(old) = old {
         let order = dependency_order(old);
         removals.sort_by_key(|c| std::cmp::Reverse(order.iter().position(|n| *n == c.service)));
     }
-    ordered.extend(removals);
+    // A renamed service may hold a fixed port or container name: the old
+    // one goes just before the new one comes.
+    for removal in removals {
+        let renamed_to = removal
+            .reasons
+            .iter()
+            .find_map(|r| r.strip_prefix("renamed to "))
+            .map(String::from);
+        match renamed_to.and_then(|to| ordered.iter().position(|c| c.service == to)) {
+            Some(i) => ordered.insert(i, removal),
+            None => ordered.push(removal),
+        }
+    }
 
     let kind = kind_of(&ordered);
     let images = ordered.iter().any(|c| c.kind == ChangeKind::Image);
@@ -362,7 +461,8 @@ pub fn classify(inputs: &Inputs) -> Plan {
         needs_approval.push("image updates need approval (auto.images is false)".to_string());
     }
     if structural && !inputs.policy.structural {
-        needs_approval.push("structural changes need approval (auto.structural is false)".to_string());
+        needs_approval
+            .push("structural changes need approval (auto.structural is false)".to_string());
     }
     if !data_risks.is_empty() {
         needs_approval.push(
@@ -388,7 +488,13 @@ pub fn classify(inputs: &Inputs) -> Plan {
 /// deployed files (and commit) too.
 pub fn unattended(plan: &Plan, policy: Policy, accept_data_risk: bool) -> (Plan, Vec<String>) {
     let structural_ok = policy.structural && (plan.data_risks.is_empty() || accept_data_risk);
-    let allowed = |c: &Change| if c.is_structural() { structural_ok } else { policy.images };
+    let allowed = |c: &Change| {
+        if c.is_structural() {
+            structural_ok
+        } else {
+            policy.images
+        }
+    };
     let mut out = plan.clone();
     out.changes.retain(allowed);
     if plan.changes.iter().any(|c| c.is_structural()) && !structural_ok {
@@ -421,15 +527,25 @@ fn kind_of(changes: &[Change]) -> PlanKind {
 }
 
 fn has_running(o: &ServiceObservation) -> bool {
-    o.containers.iter().any(|c| c.is_running() || c.state == "restarting")
+    o.containers
+        .iter()
+        .any(|c| c.is_running() || c.state == "restarting")
 }
 
 fn singular(section: &str) -> &str {
     section.strip_suffix('s').unwrap_or(section)
 }
 
-fn create(name: &str, svc: &ComposeService, observation: &Observation, reason: Option<String>) -> Change {
-    let local = svc.image.as_ref().is_some_and(|i| observation.local_images.contains(i));
+fn create(
+    name: &str,
+    svc: &ComposeService,
+    observation: &Observation,
+    reason: Option<String>,
+) -> Change {
+    let local = svc
+        .image
+        .as_ref()
+        .is_some_and(|i| observation.local_images.contains(i));
     Change {
         service: name.to_string(),
         kind: ChangeKind::Create,
@@ -467,7 +583,11 @@ fn image_states(inputs: &Inputs) -> (Vec<ServiceReport>, BTreeMap<String, Change
             state: ServiceState::UpToDate,
             detail: None,
         };
-        match precheck(svc, inputs.observation.services.get(name), inputs.skip.contains(name)) {
+        match precheck(
+            svc,
+            inputs.observation.services.get(name),
+            inputs.skip.contains(name),
+        ) {
             Precheck::Final(state) => report.state = state,
             Precheck::AskRegistry { reference, running } => {
                 report.running_digest = Some(running.clone());
@@ -827,5 +947,259 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(dependency_order(&model), ["c", "a", "b"]);
+    }
+
+    fn json_model(services: serde_json::Value, top: serde_json::Value) -> ComposeModel {
+        let mut json = top;
+        json["name"] = "p".into();
+        json["services"] = services;
+        ComposeModel::from_json(&json).unwrap()
+    }
+
+    fn up(names: &[&str]) -> Observation {
+        Observation {
+            services: names
+                .iter()
+                .map(|n| (n.to_string(), running("running", &[])))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn structural(
+        old: &ComposeModel,
+        new: &ComposeModel,
+        observation: &Observation,
+        policy: Policy,
+    ) -> Plan {
+        classify(&Inputs {
+            stack: "s",
+            new,
+            baseline: Baseline::Deployed(old),
+            observation,
+            skip: &BTreeSet::new(),
+            remote: &BTreeMap::new(),
+            policy,
+            commit: Some("new".into()),
+            deployed_commit: Some("old".into()),
+        })
+    }
+
+    fn steps(plan: &Plan) -> Vec<(ChangeKind, &str)> {
+        plan.changes
+            .iter()
+            .map(|c| (c.kind, c.service.as_str()))
+            .collect()
+    }
+
+    use serde_json::json;
+
+    #[test]
+    fn structural_plan_orders_creates_recreates_then_removals() {
+        let old = json_model(
+            json!({"web": {"build": {}, "environment": {"A": "1"}, "depends_on": {"api": {}}}, "api": {"build": {}}, "old": {"build": {}}}),
+            json!({}),
+        );
+        let new = json_model(
+            json!({"web": {"build": {}, "environment": {"A": "2"}, "depends_on": {"api": {}}}, "api": {"build": {}}, "cache": {"image": "redis"}}),
+            json!({}),
+        );
+        let plan = structural(&old, &new, &up(&["web", "api", "old"]), Policy::default());
+        assert_eq!(
+            steps(&plan),
+            [
+                (ChangeKind::Create, "cache"),
+                (ChangeKind::Recreate, "web"),
+                (ChangeKind::Remove, "old")
+            ]
+        );
+        assert_eq!(plan.kind, PlanKind::Structural);
+        assert!(plan.changes[1].reasons[0].contains("environment"));
+        assert_eq!(
+            plan.needs_approval.len(),
+            1,
+            "default policy: structural needs approval"
+        );
+        assert!(plan.data_risks.is_empty());
+        let (auto, held) = unattended(&plan, Policy::default(), false);
+        assert!(auto.changes.is_empty() && !held.is_empty());
+        assert_eq!(
+            auto.commit.as_deref(),
+            Some("old"),
+            "held back structural changes keep the deployed files"
+        );
+        let (auto, held) = unattended(
+            &plan,
+            Policy {
+                images: true,
+                structural: true,
+            },
+            false,
+        );
+        assert_eq!(auto.changes.len(), 3);
+        assert!(held.is_empty());
+    }
+
+    #[test]
+    fn data_at_risk_is_never_unattended() {
+        let anon = json!([{"type": "volume", "target": "/data"}]);
+        let old = json_model(
+            json!({"api": {"image": "a:1", "volumes": anon}}),
+            json!({"volumes": {"v": {"name": "p_v"}}}),
+        );
+        let new = json_model(
+            json!({"backend": {"image": "a:1", "volumes": anon}}),
+            json!({}),
+        );
+        let plan = structural(
+            &old,
+            &new,
+            &up(&["api"]),
+            Policy {
+                images: true,
+                structural: true,
+            },
+        );
+        assert_eq!(
+            steps(&plan),
+            [(ChangeKind::Remove, "api"), (ChangeKind::Create, "backend")],
+            "a rename removes just before it creates"
+        );
+        assert_eq!(plan.data_risks.len(), 2, "{:?}", plan.data_risks);
+        assert!(
+            plan.data_risks
+                .iter()
+                .any(|r| r.contains("renaming service api to backend"))
+        );
+        assert!(
+            plan.data_risks
+                .iter()
+                .any(|r| r.contains("named volume v is removed"))
+        );
+        let (auto, _) = unattended(
+            &plan,
+            Policy {
+                images: true,
+                structural: true,
+            },
+            false,
+        );
+        assert!(auto.changes.is_empty());
+        let (auto, _) = unattended(
+            &plan,
+            Policy {
+                images: true,
+                structural: true,
+            },
+            true,
+        );
+        assert_eq!(auto.changes.len(), 2, "--accept-data-risk lets it through");
+    }
+
+    #[test]
+    fn shared_networks_volumes_and_namespaces_pull_dependants_along() {
+        let old = json_model(
+            json!({
+                "web": {"image": "w:1", "networks": {"front": null}},
+                "side": {"image": "s:1", "network_mode": "service:web"},
+                "db": {"image": "d:1", "networks": {"back": null}},
+                "other": {"image": "o:1"}
+            }),
+            json!({"networks": {"front": {"name": "p_front"}, "back": {"name": "p_back"}}}),
+        );
+        let new = json_model(
+            json!({
+                "web": {"image": "w:2", "networks": {"front": null}},
+                "side": {"image": "s:1", "network_mode": "service:web"},
+                "db": {"image": "d:1", "networks": {"back": null}},
+                "other": {"image": "o:1"}
+            }),
+            json!({"networks": {"front": {"name": "p_front"}, "back": {"name": "p_back", "internal": true}}}),
+        );
+        let plan = structural(
+            &old,
+            &new,
+            &up(&["web", "side", "db", "other"]),
+            Policy::default(),
+        );
+        let got = steps(&plan);
+        assert!(
+            got.contains(&(ChangeKind::Image, "web")),
+            "a new tag alone is an image change: {got:?}"
+        );
+        assert!(got.contains(&(ChangeKind::Recreate, "side")), "{got:?}");
+        assert!(got.contains(&(ChangeKind::Recreate, "db")), "{got:?}");
+        assert!(!got.iter().any(|(_, s)| *s == "other"), "{got:?}");
+        assert_eq!(plan.kind, PlanKind::Mixed);
+    }
+
+    #[test]
+    fn stopped_and_skipped_services_are_left_alone() {
+        let old = json_model(
+            json!({"job": {"image": "j:1", "command": ["a"]}, "web": {"image": "w:1", "command": ["a"]}}),
+            json!({}),
+        );
+        let new = json_model(
+            json!({"job": {"image": "j:1", "command": ["b"]}, "web": {"image": "w:1", "command": ["b"]}}),
+            json!({}),
+        );
+        let mut observation = up(&["web"]);
+        observation
+            .services
+            .insert("job".into(), running("exited", &[]));
+        let plan = structural(&old, &new, &observation, Policy::default());
+        assert_eq!(steps(&plan), [(ChangeKind::Recreate, "web")]);
+    }
+
+    #[test]
+    fn a_directory_stack_recreates_what_compose_hashes_say_drifted() {
+        let model = json_model(
+            json!({"web": {"image": "w:1"}, "db": {"image": "d:1"}}),
+            json!({}),
+        );
+        let mut observation = up(&["web", "db"]);
+        for (svc, hash) in [("web", "h-old"), ("db", "h-db")] {
+            observation.services.get_mut(svc).unwrap().containers[0].config_hash =
+                Some(hash.into());
+        }
+        let hashes = BTreeMap::from([
+            ("web".to_string(), "h-new".to_string()),
+            ("db".to_string(), "h-db".to_string()),
+        ]);
+        let plan = classify(&Inputs {
+            stack: "s",
+            new: &model,
+            baseline: Baseline::Running(&hashes),
+            observation: &observation,
+            skip: &BTreeSet::new(),
+            remote: &BTreeMap::new(),
+            policy: Policy::default(),
+            commit: None,
+            deployed_commit: None,
+        });
+        assert_eq!(steps(&plan), [(ChangeKind::Recreate, "web")]);
+    }
+
+    #[test]
+    fn a_first_git_deploy_creates_what_is_missing() {
+        let model = json_model(
+            json!({"web": {"image": "w:1"}, "new": {"image": "n:1"}}),
+            json!({}),
+        );
+        let plan = classify(&Inputs {
+            stack: "s",
+            new: &model,
+            baseline: Baseline::Nothing,
+            observation: &up(&["web"]),
+            skip: &BTreeSet::new(),
+            remote: &BTreeMap::new(),
+            policy: Policy::default(),
+            commit: Some("c".into()),
+            deployed_commit: None,
+        });
+        assert_eq!(
+            steps(&plan),
+            [(ChangeKind::Create, "new"), (ChangeKind::Recreate, "web")]
+        );
     }
 }

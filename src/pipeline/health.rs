@@ -116,7 +116,7 @@ mod tests {
         fn pull(&self, _: &str, _: &mut dyn FnMut(&PullProgress)) -> anyhow::Result<()> {
             unreachable!()
         }
-                fn tag(&self, _: &str, _: &str, _: &str) -> anyhow::Result<()> {
+        fn tag(&self, _: &str, _: &str, _: &str) -> anyhow::Result<()> {
             unreachable!()
         }
         fn remove_container(&self, _: &str) -> anyhow::Result<()> {

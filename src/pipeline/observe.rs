@@ -45,5 +45,8 @@ pub fn observe(engine: &dyn Engine, project: &str, references: &[String]) -> Res
             local_images.insert(r.clone());
         }
     }
-    Ok(Observation { services, local_images })
+    Ok(Observation {
+        services,
+        local_images,
+    })
 }

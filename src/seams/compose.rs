@@ -30,7 +30,7 @@ pub struct ComposeService {
     pub image: Option<String>,
     /// Built from source by compose, so no registry holds it.
     pub build: bool,
-        pub depends_on: Vec<String>,
+    pub depends_on: Vec<String>,
     /// The whole normalized service, for field-by-field comparison.
     pub raw: Value,
 }
@@ -57,7 +57,7 @@ impl ComposeModel {
                     name.clone(),
                     ComposeService {
                         image: svc.get("image").and_then(Value::as_str).map(String::from),
-                                                build: svc.get("build").is_some(),
+                        build: svc.get("build").is_some(),
                         depends_on,
                         raw: svc.clone(),
                     },
@@ -75,7 +75,11 @@ impl ComposeModel {
                 (section.to_string(), entries)
             })
             .collect();
-        Ok(ComposeModel { project, services, top_level })
+        Ok(ComposeModel {
+            project,
+            services,
+            top_level,
+        })
     }
 }
 
@@ -122,11 +126,11 @@ pub struct ComposeCli {
 }
 
 impl ComposeCli {
-        pub fn new(stack: &StackSettings) -> ComposeCli {
-                ComposeCli::at(stack, &stack.directory)
+    pub fn new(stack: &StackSettings) -> ComposeCli {
+        ComposeCli::at(stack, &stack.directory)
     }
 
-        /// The stack's compose files as found in another directory (a commit
+    /// The stack's compose files as found in another directory (a commit
     /// exported for comparison), read as if deployed from the stack's own.
     pub fn at(stack: &StackSettings, directory: &Path) -> ComposeCli {
         ComposeCli {
@@ -153,8 +157,6 @@ impl ComposeCli {
         files.push(PathBuf::from(".env"));
         files
     }
-
-        
 
     fn command(&self, project: Option<&str>) -> Command {
         let mut cmd = Command::new("docker");
@@ -231,7 +233,8 @@ impl Compose for ComposeCli {
                 stderr.trim()
             )));
         }
-                let mut json: Value = serde_json::from_slice(&out.stdout).context("reading `docker compose config` output")?;
+        let mut json: Value = serde_json::from_slice(&out.stdout)
+            .context("reading `docker compose config` output")?;
         if let Some(to) = &self.deploy_directory {
             relocate(&mut json, &self.directory, to);
         }
@@ -243,7 +246,10 @@ impl Compose for ComposeCli {
         cmd.args(["config", "--hash", "*"]);
         let out = run(cmd, "reading compose config hashes")?;
         if !out.status.success() {
-            bail!("docker compose config --hash failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "docker compose config --hash failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()

@@ -7,8 +7,8 @@ use anyhow::{Context, Result, anyhow};
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
-    CreateImageOptionsBuilder, ListContainersOptionsBuilder, TagImageOptionsBuilder,
+    CreateImageOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -282,13 +282,22 @@ impl Engine for DockerEngine {
 
     fn remove_container(&self, id: &str) -> Result<()> {
         let stop = StopContainerOptionsBuilder::default().t(10).build();
-        let remove = RemoveContainerOptionsBuilder::default().v(false).force(false).build();
+        let remove = RemoveContainerOptionsBuilder::default()
+            .v(false)
+            .force(false)
+            .build();
         self.runtime.block_on(async {
             match self.docker.stop_container(id, Some(stop)).await {
-                Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
+                Ok(())
+                | Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => {}
                 Err(e) => return Err(e).with_context(|| format!("stopping container {id}")),
             }
-            self.docker.remove_container(id, Some(remove)).await.with_context(|| format!("removing container {id}"))
+            self.docker
+                .remove_container(id, Some(remove))
+                .await
+                .with_context(|| format!("removing container {id}"))
         })
     }
 
