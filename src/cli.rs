@@ -9,11 +9,9 @@ use clap::{Args, Parser, Subcommand};
 /// recreated, each is health-checked, and a failed update rolls back.
 #[derive(Debug, Parser)]
 #[command(name = "clusterup", version, propagate_version = true)]
-#[command(
-    after_help = "Exit codes: 0 success / up to date, 100 updates pending (check), \
+#[command(after_help = "Exit codes: 0 success / up to date, 100 updates pending (check), \
 1 failed and rolled back, 2 usage or configuration error, 3 rollback failed, \
-4 skipped, 75 another run holds the lock."
-)]
+4 skipped, 75 another run holds the lock.")]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

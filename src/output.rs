@@ -81,19 +81,12 @@ impl Printer {
 
     pub fn json(&self, value: &impl Serialize) {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).expect("plain data serializes")
-            );
+            println!("{}", serde_json::to_string_pretty(value).expect("plain data serializes"));
         }
     }
 
     pub fn confirm(&self, question: &str) -> std::io::Result<bool> {
-        dialoguer::Confirm::new()
-            .with_prompt(question)
-            .default(false)
-            .interact()
-            .map_err(std::io::Error::other)
+        dialoguer::Confirm::new().with_prompt(question).default(false).interact().map_err(std::io::Error::other)
     }
 
     /// Progress of one image pull: a byte bar on a terminal, two plain
@@ -102,10 +95,8 @@ impl Printer {
         let bar = (self.stderr_tty && !self.quiet).then(|| {
             let bar = ProgressBar::new(0);
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} pulling {prefix} {bytes}/{total_bytes} {wide_msg}",
-                )
-                .expect("static template"),
+                ProgressStyle::with_template("{spinner} pulling {prefix} {bytes}/{total_bytes} {wide_msg}")
+                    .expect("static template"),
             );
             bar.set_prefix(reference.to_string());
             bar.enable_steady_tick(Duration::from_millis(120));
@@ -114,10 +105,7 @@ impl Printer {
         if bar.is_none() {
             self.step(format!("pulling {reference}"));
         }
-        PullDisplay {
-            bar,
-            layers: HashMap::new(),
-        }
+        PullDisplay { bar, layers: HashMap::new() }
     }
 }
 
@@ -131,12 +119,8 @@ impl PullDisplay {
         let Some(bar) = &self.bar else { return };
         if let (Some(layer), Some(total)) = (p.layer, p.total) {
             let current = p.current.unwrap_or(0).max(0) as u64;
-            self.layers
-                .insert(layer.to_string(), (current, total.max(0) as u64));
-            let (done, all) = self
-                .layers
-                .values()
-                .fold((0, 0), |(d, a), (c, t)| (d + c, a + t));
+            self.layers.insert(layer.to_string(), (current, total.max(0) as u64));
+            let (done, all) = self.layers.values().fold((0, 0), |(d, a), (c, t)| (d + c, a + t));
             bar.set_length(all);
             bar.set_position(done);
         }

@@ -20,10 +20,7 @@ impl Reference {
         };
         let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
         let (name, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => (
-                &rest[..last_slash + i],
-                Some(rest[last_slash + i + 1..].to_string()),
-            ),
+            Some(i) => (&rest[..last_slash + i], Some(rest[last_slash + i + 1..].to_string())),
             None => (rest, None),
         };
         let (registry, path) = match name.split_once('/') {
@@ -32,27 +29,10 @@ impl Reference {
             }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
-        let registry = if registry == "index.docker.io" {
-            DOCKER_HUB.to_string()
-        } else {
-            registry
-        };
-        let repository = if registry == DOCKER_HUB && !path.contains('/') {
-            format!("library/{path}")
-        } else {
-            path
-        };
-        let tag = if tag.is_none() && digest.is_none() {
-            Some("latest".to_string())
-        } else {
-            tag
-        };
-        Reference {
-            registry,
-            repository,
-            tag,
-            digest,
-        }
+        let registry = if registry == "index.docker.io" { DOCKER_HUB.to_string() } else { registry };
+        let repository = if registry == DOCKER_HUB && !path.contains('/') { format!("library/{path}") } else { path };
+        let tag = if tag.is_none() && digest.is_none() { Some("latest".to_string()) } else { tag };
+        Reference { registry, repository, tag, digest }
     }
 
     pub fn is_pinned(&self) -> bool {
@@ -77,10 +57,7 @@ pub fn split_tag(reference: &str) -> Option<(&str, &str)> {
     }
     let last_slash = reference.rfind('/').map_or(0, |i| i + 1);
     Some(match reference[last_slash..].rfind(':') {
-        Some(i) => (
-            &reference[..last_slash + i],
-            &reference[last_slash + i + 1..],
-        ),
+        Some(i) => (&reference[..last_slash + i], &reference[last_slash + i + 1..]),
         None => (reference, "latest"),
     })
 }
@@ -99,43 +76,13 @@ mod tests {
     fn parses_the_usual_spellings() {
         let cases = [
             ("nginx", DOCKER_HUB, "library/nginx", Some("latest"), None),
-            (
-                "nginx:1.27",
-                DOCKER_HUB,
-                "library/nginx",
-                Some("1.27"),
-                None,
-            ),
-            (
-                "docker.io/library/nginx:1",
-                DOCKER_HUB,
-                "library/nginx",
-                Some("1"),
-                None,
-            ),
+            ("nginx:1.27", DOCKER_HUB, "library/nginx", Some("1.27"), None),
+            ("docker.io/library/nginx:1", DOCKER_HUB, "library/nginx", Some("1"), None),
             ("user/app", DOCKER_HUB, "user/app", Some("latest"), None),
-            (
-                "127.0.0.1:5000/t/web:v2",
-                "127.0.0.1:5000",
-                "t/web",
-                Some("v2"),
-                None,
-            ),
+            ("127.0.0.1:5000/t/web:v2", "127.0.0.1:5000", "t/web", Some("v2"), None),
             ("localhost/web", "localhost", "web", Some("latest"), None),
-            (
-                "ghcr.io/o/a@sha256:ab",
-                "ghcr.io",
-                "o/a",
-                None,
-                Some("sha256:ab"),
-            ),
-            (
-                "ghcr.io/o/a:1@sha256:ab",
-                "ghcr.io",
-                "o/a",
-                Some("1"),
-                Some("sha256:ab"),
-            ),
+            ("ghcr.io/o/a@sha256:ab", "ghcr.io", "o/a", None, Some("sha256:ab")),
+            ("ghcr.io/o/a:1@sha256:ab", "ghcr.io", "o/a", Some("1"), Some("sha256:ab")),
         ];
         for (text, registry, repository, tag, digest) in cases {
             let r = Reference::parse(text);
@@ -148,14 +95,8 @@ mod tests {
 
     #[test]
     fn split_tag_keeps_the_spelling() {
-        assert_eq!(
-            split_tag("127.0.0.1:5000/t/web:v2"),
-            Some(("127.0.0.1:5000/t/web", "v2"))
-        );
-        assert_eq!(
-            split_tag("localhost:5000/web"),
-            Some(("localhost:5000/web", "latest"))
-        );
+        assert_eq!(split_tag("127.0.0.1:5000/t/web:v2"), Some(("127.0.0.1:5000/t/web", "v2")));
+        assert_eq!(split_tag("localhost:5000/web"), Some(("localhost:5000/web", "latest")));
         assert_eq!(split_tag("nginx"), Some(("nginx", "latest")));
         assert_eq!(split_tag("nginx@sha256:1"), None);
     }
@@ -164,16 +105,10 @@ mod tests {
     fn repo_digests_match_by_repository() {
         let r = Reference::parse("nginx:latest");
         assert_eq!(r.digest_in("nginx@sha256:1"), Some("sha256:1"));
-        assert_eq!(
-            r.digest_in("docker.io/library/nginx@sha256:1"),
-            Some("sha256:1")
-        );
+        assert_eq!(r.digest_in("docker.io/library/nginx@sha256:1"), Some("sha256:1"));
         assert_eq!(r.digest_in("other/nginx@sha256:1"), None);
         let r = Reference::parse("127.0.0.1:5000/t/web:latest");
-        assert_eq!(
-            r.digest_in("127.0.0.1:5000/t/web@sha256:2"),
-            Some("sha256:2")
-        );
+        assert_eq!(r.digest_in("127.0.0.1:5000/t/web@sha256:2"), Some("sha256:2"));
         assert_eq!(r.digest_in("127.0.0.1:5001/t/web@sha256:2"), None);
     }
 }

@@ -14,12 +14,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/clusterup/clusterup.yaml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/clusterup";
 
 /// Names Compose looks for, in its own order of preference.
-pub const COMPOSE_FILE_NAMES: [&str; 4] = [
-    "compose.yaml",
-    "compose.yml",
-    "docker-compose.yaml",
-    "docker-compose.yml",
-];
+pub const COMPOSE_FILE_NAMES: [&str; 4] = ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StackSettings {
@@ -72,10 +67,7 @@ fn yes() -> bool {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy {
-            images: true,
-            structural: false,
-        }
+        Policy { images: true, structural: false }
     }
 }
 
@@ -89,10 +81,7 @@ pub struct HealthSettings {
 
 impl Default for HealthSettings {
     fn default() -> Self {
-        HealthSettings {
-            timeout: Duration::from_secs(120),
-            stability: Duration::from_secs(10),
-        }
+        HealthSettings { timeout: Duration::from_secs(120), stability: Duration::from_secs(10) }
     }
 }
 
@@ -156,11 +145,9 @@ struct ServiceEntry {
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map(Some).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "invalid duration {text:?} ({e}); write e.g. \"90s\" or \"2m\""
-        ))
-    })
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. \"90s\" or \"2m\"")))
 }
 
 /// What the command line says about where settings come from.
@@ -173,20 +160,14 @@ pub struct Sources<'a> {
 
 pub fn resolve(src: &Sources) -> Result<Vec<StackSettings>> {
     let explicit = src.config.is_some();
-    let config_path = src
-        .config
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let config_path = src.config.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let stacks = match std::fs::read_to_string(&config_path) {
         Ok(text) => from_config(&config_path, &text, src.state_dir)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             vec![from_directory(src.cwd, src.state_dir)?]
         }
         Err(e) => {
-            return Err(usage(format!(
-                "reading configuration file {}: {e}",
-                config_path.display()
-            )));
+            return Err(usage(format!("reading configuration file {}: {e}", config_path.display())));
         }
     };
     select(stacks, src.stack)
@@ -201,42 +182,26 @@ fn select(stacks: Vec<StackSettings>, wanted: Option<&str>) -> Result<Vec<StackS
     if chosen.is_empty() {
         return Err(usage(format!(
             "no stack named {wanted:?}; known stacks: {}",
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
+            if names.is_empty() { "none".to_string() } else { names.join(", ") }
         )));
     }
     Ok(chosen)
 }
 
-pub fn from_config(
-    path: &Path,
-    text: &str,
-    state_dir: Option<&Path>,
-) -> Result<Vec<StackSettings>> {
+pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<Vec<StackSettings>> {
     let bad = |msg: String| usage(format!("configuration file {}: {msg}", path.display()));
     let file: ConfigFile = serde_yaml::from_str(text).map_err(|e| bad(e.to_string()))?;
     if file.stacks.is_empty() {
-        return Err(bad(
-            "no stacks configured; add a `stacks:` list with at least one entry".into(),
-        ));
+        return Err(bad("no stacks configured; add a `stacks:` list with at least one entry".into()));
     }
     let base = path.parent().unwrap_or(Path::new("/"));
-    let root = state_dir
-        .map(Path::to_path_buf)
-        .or(file.state_dir)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let root = state_dir.map(Path::to_path_buf).or(file.state_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for (i, entry) in file.stacks.into_iter().enumerate() {
         check_name(&entry.name).map_err(|m| bad(format!("stacks[{i}].name: {m}")))?;
         if !seen.insert(entry.name.clone()) {
-            return Err(bad(format!(
-                "stacks[{i}]: stack {:?} is configured twice",
-                entry.name
-            )));
+            return Err(bad(format!("stacks[{i}]: stack {:?} is configured twice", entry.name)));
         }
         let state_dir = root.join(&entry.name);
         let at = |key: &str| format!("stacks[{i}].{key}");
@@ -249,10 +214,7 @@ pub fn from_config(
                         g.path
                     )));
                 }
-                let checkout = entry
-                    .directory
-                    .as_ref()
-                    .map_or_else(|| state_dir.join("checkout"), |d| base.join(d));
+                let checkout = entry.directory.as_ref().map_or_else(|| state_dir.join("checkout"), |d| base.join(d));
                 let source = GitSource {
                     url: g.url,
                     branch: g.branch,
@@ -287,21 +249,14 @@ pub fn from_config(
             directory,
             // A git stack's checkout directory says nothing about the
             // project: name it after the stack unless told otherwise.
-            project: entry
-                .project
-                .or_else(|| git.as_ref().map(|_| entry.name.clone())),
+            project: entry.project.or_else(|| git.as_ref().map(|_| entry.name.clone())),
             git,
             policy: entry.auto,
             health: HealthSettings {
                 timeout: entry.health.timeout.unwrap_or(defaults.timeout),
                 stability: entry.health.stability.unwrap_or(defaults.stability),
             },
-            skip: entry
-                .services
-                .into_iter()
-                .filter(|(_, s)| s.skip)
-                .map(|(n, _)| n)
-                .collect(),
+            skip: entry.services.into_iter().filter(|(_, s)| s.skip).map(|(n, _)| n).collect(),
             name: entry.name,
         });
     }
@@ -319,16 +274,10 @@ pub fn from_directory(dir: &Path, state_dir: Option<&Path>) -> Result<StackSetti
     }
     let name = project_name_of(dir);
     if name.is_empty() {
-        return Err(usage(format!(
-            "cannot derive a stack name from directory {}",
-            dir.display()
-        )));
+        return Err(usage(format!("cannot derive a stack name from directory {}", dir.display())));
     }
     Ok(StackSettings {
-        state_dir: state_dir
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
-            .join(&name),
+        state_dir: state_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)).join(&name),
         name,
         directory: dir.to_path_buf(),
         compose_files: Vec::new(),
@@ -342,37 +291,20 @@ pub fn from_directory(dir: &Path, state_dir: Option<&Path>) -> Result<StackSetti
 
 /// Compose's own normalisation of a directory name into a project name.
 fn project_name_of(dir: &Path) -> String {
-    let base = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    let kept: String = base
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-        .collect();
+    let base = dir.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let kept: String = base.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect();
     kept.trim_start_matches(['_', '-']).to_string()
 }
 
 fn escapes(path: &Path) -> bool {
-    path.is_absolute()
-        || path
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
+    path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir))
 }
 
 fn check_name(name: &str) -> std::result::Result<(), String> {
     let ok = !name.is_empty()
         && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a valid stack name; use letters, digits, '-', '_' and '.'"
-        ))
-    }
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok { Ok(()) } else { Err(format!("{name:?} is not a valid stack name; use letters, digits, '-', '_' and '.'")) }
 }
 
 #[cfg(test)]
@@ -391,17 +323,8 @@ mod tests {
         .unwrap();
         let s = &stacks[0];
         assert_eq!(s.directory, PathBuf::from("/srv/web"));
-        assert_eq!(
-            s.compose_files,
-            vec![PathBuf::from("compose.yaml"), PathBuf::from("prod.yaml")]
-        );
-        assert_eq!(
-            s.policy,
-            Policy {
-                images: true,
-                structural: false
-            }
-        );
+        assert_eq!(s.compose_files, vec![PathBuf::from("compose.yaml"), PathBuf::from("prod.yaml")]);
+        assert_eq!(s.policy, Policy { images: true, structural: false });
         assert!(s.git.is_none());
         assert_eq!(s.health.timeout, Duration::from_secs(30));
         assert_eq!(s.health.stability, HealthSettings::default().stability);
@@ -418,22 +341,10 @@ mod tests {
         let s = &stacks[0];
         let git = s.git.as_ref().unwrap();
         assert_eq!(git.branch, "main");
-        assert_eq!(
-            git.checkout,
-            PathBuf::from("/var/lib/clusterup/shop/checkout")
-        );
-        assert_eq!(
-            s.directory,
-            PathBuf::from("/var/lib/clusterup/shop/checkout/stacks/shop")
-        );
+        assert_eq!(git.checkout, PathBuf::from("/var/lib/clusterup/shop/checkout"));
+        assert_eq!(s.directory, PathBuf::from("/var/lib/clusterup/shop/checkout/stacks/shop"));
         assert_eq!(s.project.as_deref(), Some("shop"));
-        assert_eq!(
-            s.policy,
-            Policy {
-                images: true,
-                structural: true
-            }
-        );
+        assert_eq!(s.policy, Policy { images: true, structural: true });
     }
 
     #[test]
@@ -451,36 +362,21 @@ mod tests {
     #[test]
     fn relative_directory_is_relative_to_the_config_file() {
         let stacks = parse("stacks:\n  - name: web\n    directory: stacks/web\n").unwrap();
-        assert_eq!(
-            stacks[0].directory,
-            PathBuf::from("/etc/clusterup/stacks/web")
-        );
+        assert_eq!(stacks[0].directory, PathBuf::from("/etc/clusterup/stacks/web"));
     }
 
     #[test]
     fn errors_name_file_line_and_key() {
         let cases = [
-            (
-                "stacks:\n  - name: web\n    directory: /srv\n    colour: red\n",
-                "line 4",
-                "colour",
-            ),
-            (
-                "stacks:\n  - name: web\n    directory: [1, 2]\n",
-                "line 3",
-                "directory",
-            ),
+            ("stacks:\n  - name: web\n    directory: /srv\n    colour: red\n", "line 4", "colour"),
+            ("stacks:\n  - name: web\n    directory: [1, 2]\n", "line 3", "directory"),
             (
                 "stacks:\n  - name: web\n    directory: /srv\n    health: {timeout: soon}\n",
                 "line 4",
                 "invalid duration",
             ),
             ("stacks:\n\t- name: web\n", "line 2", ""),
-            (
-                "stacks:\n  - name: a/b\n    directory: /srv\n",
-                "stacks[0].name",
-                "not a valid stack name",
-            ),
+            ("stacks:\n  - name: a/b\n    directory: /srv\n", "stacks[0].name", "not a valid stack name"),
             ("stacks: []\n", "no stacks", ""),
         ];
         for (text, want1, want2) in cases {
@@ -495,8 +391,7 @@ mod tests {
 
     #[test]
     fn duplicate_stack_names_are_refused() {
-        let err = parse("stacks:\n  - {name: a, directory: /x}\n  - {name: a, directory: /y}\n")
-            .unwrap_err();
+        let err = parse("stacks:\n  - {name: a, directory: /x}\n  - {name: a, directory: /y}\n").unwrap_err();
         assert!(err.to_string().contains("configured twice"));
     }
 

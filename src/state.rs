@@ -54,16 +54,8 @@ pub struct ServiceImages {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 enum Event {
-    Begin {
-        revision: Revision,
-    },
-    End {
-        id: u64,
-        finished: String,
-        outcome: Outcome,
-        error: Option<String>,
-        after: Vec<(String, String)>,
-    },
+    Begin { revision: Revision },
+    End { id: u64, finished: String, outcome: Outcome, error: Option<String>, after: Vec<(String, String)> },
 }
 
 pub struct StateDir {
@@ -79,16 +71,12 @@ impl StateDir {
             .mode(0o700)
             .create(dir)
             .with_context(|| format!("creating state directory {}", dir.display()))?;
-        Ok(StateDir {
-            dir: dir.to_path_buf(),
-        })
+        Ok(StateDir { dir: dir.to_path_buf() })
     }
 
     /// Read-only use (`status`, `check`) must not create anything.
     pub fn existing(dir: &Path) -> Option<StateDir> {
-        dir.is_dir().then(|| StateDir {
-            dir: dir.to_path_buf(),
-        })
+        dir.is_dir().then(|| StateDir { dir: dir.to_path_buf() })
     }
 
     pub fn lock(&self, stack: &str) -> Result<StackLock> {
@@ -109,11 +97,7 @@ impl StateDir {
                 let holder = holder.trim();
                 return Err(LockHeld {
                     stack: stack.to_string(),
-                    holder: if holder.is_empty() {
-                        "unknown".to_string()
-                    } else {
-                        holder.to_string()
-                    },
+                    holder: if holder.is_empty() { "unknown".to_string() } else { holder.to_string() },
                     path: path.display().to_string(),
                 }
                 .into());
@@ -138,25 +122,11 @@ impl StateDir {
     }
 
     pub fn begin(&self, revision: &Revision) -> Result<()> {
-        self.append(&Event::Begin {
-            revision: revision.clone(),
-        })
+        self.append(&Event::Begin { revision: revision.clone() })
     }
 
-    pub fn end(
-        &self,
-        id: u64,
-        outcome: Outcome,
-        error: Option<String>,
-        after: Vec<(String, String)>,
-    ) -> Result<()> {
-        self.append(&Event::End {
-            id,
-            finished: now(),
-            outcome,
-            error,
-            after,
-        })
+    pub fn end(&self, id: u64, outcome: Outcome, error: Option<String>, after: Vec<(String, String)>) -> Result<()> {
+        self.append(&Event::End { id, finished: now(), outcome, error, after })
     }
 
     fn append(&self, event: &Event) -> Result<()> {
@@ -222,19 +192,12 @@ fn read_revisions(path: &Path) -> Result<Vec<Revision>> {
                 if e.is_eof() {
                     continue;
                 }
-                return Err(e)
-                    .with_context(|| format!("journal {} line {}", path.display(), n + 1));
+                return Err(e).with_context(|| format!("journal {} line {}", path.display(), n + 1));
             }
         };
         match event {
             Event::Begin { revision } => revisions.push(revision),
-            Event::End {
-                id,
-                finished,
-                outcome,
-                error,
-                after,
-            } => {
+            Event::End { id, finished, outcome, error, after } => {
                 if let Some(rev) = revisions.iter_mut().rev().find(|r| r.id == id) {
                     rev.finished = Some(finished);
                     rev.outcome = Some(outcome);
@@ -296,14 +259,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let state = StateDir::open(&tmp.path().join("stack")).unwrap();
         state.begin(&revision(1)).unwrap();
-        state
-            .end(
-                1,
-                Outcome::Applied,
-                None,
-                vec![("web".into(), "sha256:new".into())],
-            )
-            .unwrap();
+        state.end(1, Outcome::Applied, None, vec![("web".into(), "sha256:new".into())]).unwrap();
         let revs = state.revisions().unwrap();
         assert_eq!(revs.len(), 1);
         assert_eq!(revs[0].outcome, Some(Outcome::Applied));
@@ -321,18 +277,12 @@ mod tests {
         state.begin(&revision(1)).unwrap();
         let path = tmp.path().join(JOURNAL);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(br#"{"event":"end","id":1,"finished":"2026-"#)
-            .unwrap();
+        f.write_all(br#"{"event":"end","id":1,"finished":"2026-"#).unwrap();
         let revs = state.revisions().unwrap();
         assert_eq!(revs.len(), 1);
         assert_eq!(revs[0].outcome, None, "the torn end record must not count");
-        state
-            .end(1, Outcome::RolledBack, Some("unhealthy".into()), vec![])
-            .unwrap();
-        assert_eq!(
-            state.revisions().unwrap()[0].outcome,
-            Some(Outcome::RolledBack)
-        );
+        state.end(1, Outcome::RolledBack, Some("unhealthy".into()), vec![]).unwrap();
+        assert_eq!(state.revisions().unwrap()[0].outcome, Some(Outcome::RolledBack));
     }
 
     #[test]

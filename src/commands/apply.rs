@@ -27,32 +27,15 @@ pub struct ApplyOptions {
 
 impl From<&ApplyArgs> for ApplyOptions {
     fn from(a: &ApplyArgs) -> Self {
-        ApplyOptions {
-            auto: a.auto,
-            yes: a.yes,
-            accept_data_risk: a.accept_data_risk,
-        }
+        ApplyOptions { auto: a.auto, yes: a.yes, accept_data_risk: a.accept_data_risk }
     }
 }
 
-pub fn run(
-    engine: &dyn Engine,
-    stacks: &[StackSettings],
-    opts: ApplyOptions,
-    printer: &Printer,
-) -> Result<ExitStatus> {
-    Ok(each_stack(stacks, printer, |stack| {
-        apply_one(engine, stack, opts, printer)
-    }))
+pub fn run(engine: &dyn Engine, stacks: &[StackSettings], opts: ApplyOptions, printer: &Printer) -> Result<ExitStatus> {
+    Ok(each_stack(stacks, printer, |stack| apply_one(engine, stack, opts, printer)))
 }
 
-fn report(
-    plan: &Plan,
-    outcome: Outcome,
-    revision: Option<u64>,
-    error: Option<String>,
-    held_back: &[String],
-) -> Value {
+fn report(plan: &Plan, outcome: Outcome, revision: Option<u64>, error: Option<String>, held_back: &[String]) -> Value {
     let mut v = to_value(plan);
     v["command"] = json!("apply");
     v["outcome"] = to_value(&outcome);
@@ -71,11 +54,7 @@ fn apply_one(
     let state = StateDir::open(&stack.state_dir)?;
     let _lock = state.lock(&stack.name)?;
     let checked = pipeline::check(engine, stack)?;
-    printer.human(super::check::summary(
-        &checked.plan,
-        &checked.file_diff,
-        printer,
-    ));
+    printer.human(super::check::summary(&checked.plan, &checked.file_diff, printer));
     let registry_failed = checked.plan.registry_errors().next().is_some();
 
     let (plan, held_back) = if opts.auto {
@@ -95,18 +74,12 @@ fn apply_one(
         for reason in &held_back {
             printer.human(format!("not applied: {reason}\n"));
         }
-        return Ok((
-            quiet_status,
-            report(&plan, Outcome::UpToDate, None, None, &held_back),
-        ));
+        return Ok((quiet_status, report(&plan, Outcome::UpToDate, None, None, &held_back)));
     }
     if !opts.auto {
         if let Some(declined) = confirm(&plan, stack, opts, printer)? {
             printer.human(format!("nothing applied: {declined}\n"));
-            return Ok((
-                ExitStatus::Skipped,
-                report(&plan, Outcome::UpToDate, None, None, &[declined]),
-            ));
+            return Ok((ExitStatus::Skipped, report(&plan, Outcome::UpToDate, None, None, &[declined])));
         }
     }
 
@@ -114,11 +87,7 @@ fn apply_one(
     let backups = backup::backups_for(&plan, &checked.observation, id);
     let revision = Revision {
         id,
-        trigger: if opts.auto {
-            Trigger::Auto
-        } else {
-            Trigger::Manual
-        },
+        trigger: if opts.auto { Trigger::Auto } else { Trigger::Manual },
         started: now(),
         finished: None,
         plan: plan.clone(),
@@ -126,34 +95,17 @@ fn apply_one(
         outcome: None,
         error: None,
     };
-    state
-        .begin(&revision)
-        .context("journaling the revision before acting")?;
+    state.begin(&revision).context("journaling the revision before acting")?;
     for b in &backups {
-        printer.detail(format!(
-            "keeping the image {} runs now as {}",
-            b.service, b.backup_tag
-        ));
+        printer.detail(format!("keeping the image {} runs now as {}", b.service, b.backup_tag));
     }
     let compose = ComposeCli::new(stack);
-    let files = checked
-        .git
-        .as_ref()
-        .filter(|_| moves_commit)
-        .map(|g| g as &dyn Files);
+    let files = checked.git.as_ref().filter(|_| moves_commit).map(|g| g as &dyn Files);
     let execution = match backup::keep_images(engine, &backups) {
-        Ok(()) => Executor {
-            engine,
-            compose: &compose,
-            printer,
-            health: stack.health,
-        }
-        .execute(&plan, &backups, files),
+        Ok(()) => Executor { engine, compose: &compose, printer, health: stack.health }.execute(&plan, &backups, files),
         Err(e) => Execution {
             outcome: Outcome::Failed,
-            error: Some(format!(
-                "keeping the current images for rollback: {e:#}; nothing was changed"
-            )),
+            error: Some(format!("keeping the current images for rollback: {e:#}; nothing was changed")),
             after: Vec::new(),
         },
     };
@@ -162,23 +114,12 @@ fn apply_one(
         Outcome::Applied | Outcome::UpToDate => (quiet_status, "applied"),
         Outcome::RolledBack => (ExitStatus::Failed, "failed and rolled back"),
         Outcome::Failed => (ExitStatus::Failed, "failed"),
-        Outcome::RollbackFailed => (
-            ExitStatus::RollbackFailed,
-            "failed, and the rollback failed: a human is needed",
-        ),
+        Outcome::RollbackFailed => (ExitStatus::RollbackFailed, "failed, and the rollback failed: a human is needed"),
     };
     // The outcome stands even if the journal cannot record it: a failed
     // rollback must still exit 3.
-    if let Err(e) = state.end(
-        id,
-        execution.outcome,
-        execution.error.clone(),
-        execution.after.clone(),
-    ) {
-        eprintln!(
-            "error: stack {}: journaling the end of revision {id}: {e:#}",
-            stack.name
-        );
+    if let Err(e) = state.end(id, execution.outcome, execution.error.clone(), execution.after.clone()) {
+        eprintln!("error: stack {}: journaling the end of revision {id}: {e:#}", stack.name);
         status = status.worst(ExitStatus::Failed);
     }
     printer.human(format!("revision {id}: {line}\n"));
@@ -188,25 +129,11 @@ fn apply_one(
     if let Some(e) = &execution.error {
         eprintln!("error: stack {}: {e}", stack.name);
     }
-    Ok((
-        status,
-        report(
-            &plan,
-            execution.outcome,
-            Some(id),
-            execution.error,
-            &held_back,
-        ),
-    ))
+    Ok((status, report(&plan, execution.outcome, Some(id), execution.error, &held_back)))
 }
 
 /// Asks the operator when they must be asked. None: go ahead; Some: why not.
-fn confirm(
-    plan: &Plan,
-    stack: &StackSettings,
-    opts: ApplyOptions,
-    printer: &Printer,
-) -> Result<Option<String>> {
+fn confirm(plan: &Plan, stack: &StackSettings, opts: ApplyOptions, printer: &Printer) -> Result<Option<String>> {
     let risky = !plan.data_risks.is_empty() && !opts.accept_data_risk;
     if !risky && opts.yes {
         return Ok(None);
@@ -214,8 +141,7 @@ fn confirm(
     if !printer.can_ask() {
         if risky {
             return Ok(Some(
-                "this plan puts data at risk; confirm on a terminal or pass --accept-data-risk"
-                    .to_string(),
+                "this plan puts data at risk; confirm on a terminal or pass --accept-data-risk".to_string(),
             ));
         }
         return Err(usage(
@@ -224,16 +150,9 @@ fn confirm(
         ));
     }
     let question = if risky {
-        format!(
-            "This puts data at risk ({}). Apply anyway?",
-            plan.data_risks.join("; ")
-        )
+        format!("This puts data at risk ({}). Apply anyway?", plan.data_risks.join("; "))
     } else {
-        format!(
-            "Apply {} to stack {}?",
-            plural(plan.changes.len(), "change", "changes"),
-            stack.name
-        )
+        format!("Apply {} to stack {}?", plural(plan.changes.len(), "change", "changes"), stack.name)
     };
     Ok((!printer.confirm(&question)?).then(|| "declined".to_string()))
 }

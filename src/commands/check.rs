@@ -15,12 +15,7 @@ use crate::pipeline::{self};
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
 
-pub fn run(
-    engine: &dyn Engine,
-    stacks: &[StackSettings],
-    args: &CheckArgs,
-    printer: &Printer,
-) -> Result<ExitStatus> {
+pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &CheckArgs, printer: &Printer) -> Result<ExitStatus> {
     let mut pending: Vec<StackSettings> = Vec::new();
     let mut others = ExitStatus::Success;
     let status = each_stack(stacks, printer, |stack| {
@@ -38,23 +33,11 @@ pub fn run(
     if !printer.confirm("Apply these changes now?")? {
         return Ok(status);
     }
-    let applied = super::apply::run(
-        engine,
-        &pending,
-        ApplyOptions {
-            yes: true,
-            ..Default::default()
-        },
-        printer,
-    )?;
+    let applied = super::apply::run(engine, &pending, ApplyOptions { yes: true, ..Default::default() }, printer)?;
     Ok(applied.worst(others))
 }
 
-fn check_one(
-    engine: &dyn Engine,
-    stack: &StackSettings,
-    printer: &Printer,
-) -> Result<(ExitStatus, Value)> {
+fn check_one(engine: &dyn Engine, stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Value)> {
     let checked = pipeline::check(engine, stack)?;
     let plan = &checked.plan;
     printer.human(summary(plan, &checked.file_diff, printer));
@@ -79,50 +62,24 @@ pub fn summary(plan: &Plan, file_diff: &str, printer: &Printer) -> String {
     out.push_str(&match (plan.changes.len(), plan.kind) {
         (0, _) => "up to date".to_string(),
         (n, PlanKind::Image) => plural(n, "update available", "updates available"),
-        (n, kind) => format!(
-            "{} ({})",
-            plural(n, "change", "changes"),
-            super::to_value(&kind).as_str().unwrap_or("")
-        ),
+        (n, kind) => format!("{} ({})", plural(n, "change", "changes"), super::to_value(&kind).as_str().unwrap_or("")),
     });
     if errors > 0 {
-        let _ = write!(
-            out,
-            ", {}",
-            plural(errors, "registry error", "registry errors")
-        );
+        let _ = write!(out, ", {}", plural(errors, "registry error", "registry errors"));
     }
     if let (Some(new), deployed) = (&plan.commit, &plan.deployed_commit)
         && Some(new) != deployed.as_ref()
     {
-        let _ = write!(
-            out,
-            "; commit {} -> {}",
-            deployed.as_deref().map_or("(none deployed)", short),
-            short(new)
-        );
+        let _ = write!(out, "; commit {} -> {}", deployed.as_deref().map_or("(none deployed)", short), short(new));
     }
     out.push('\n');
     out.push_str(&plan_table(plan));
-    if plan
-        .changes
-        .iter()
-        .any(|c| c.kind != ChangeKind::Image || !c.reasons.is_empty())
-    {
+    if plan.changes.iter().any(|c| c.kind != ChangeKind::Image || !c.reasons.is_empty()) {
         out.push_str("changes, in order:\n");
         for c in &plan.changes {
             let what = super::to_value(&c.kind);
-            let why = if c.reasons.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", c.reasons.join("; "))
-            };
-            let _ = writeln!(
-                out,
-                "  {:<8} {}{why}",
-                what.as_str().unwrap_or(""),
-                c.service
-            );
+            let why = if c.reasons.is_empty() { String::new() } else { format!(": {}", c.reasons.join("; ")) };
+            let _ = writeln!(out, "  {:<8} {}{why}", what.as_str().unwrap_or(""), c.service);
         }
     }
     for risk in &plan.data_risks {

@@ -90,24 +90,13 @@ pub fn plan_table(plan: &Plan) -> String {
             [
                 s.service.clone(),
                 s.image.clone().unwrap_or_else(|| "(build)".into()),
-                s.running_digest
-                    .as_deref()
-                    .map(short_digest)
-                    .unwrap_or("-")
-                    .to_string(),
-                s.available_digest
-                    .as_deref()
-                    .map(short_digest)
-                    .unwrap_or("-")
-                    .to_string(),
+                s.running_digest.as_deref().map(short_digest).unwrap_or("-").to_string(),
+                s.available_digest.as_deref().map(short_digest).unwrap_or("-").to_string(),
                 state,
             ]
         })
         .collect();
-    table(
-        &["SERVICE", "IMAGE", "RUNNING", "AVAILABLE", "STATE"],
-        &rows,
-    )
+    table(&["SERVICE", "IMAGE", "RUNNING", "AVAILABLE", "STATE"], &rows)
 }
 
 pub fn short_digest(d: &str) -> &str {

@@ -27,15 +27,8 @@ struct ServiceStatus {
     digest: Option<String>,
 }
 
-pub fn run(
-    engine: &dyn Engine,
-    stacks: &[StackSettings],
-    args: &StatusArgs,
-    printer: &Printer,
-) -> Result<ExitStatus> {
-    Ok(each_stack(stacks, printer, |stack| {
-        status_one(engine, stack, args, printer)
-    }))
+pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &StatusArgs, printer: &Printer) -> Result<ExitStatus> {
+    Ok(each_stack(stacks, printer, |stack| status_one(engine, stack, args, printer)))
 }
 
 fn status_one(
@@ -51,19 +44,11 @@ fn status_one(
         .iter()
         .map(|(name, svc)| {
             let obs = observation.services.get(name);
-            let container = obs.and_then(|o| {
-                o.containers
-                    .iter()
-                    .find(|c| c.is_running())
-                    .or(o.containers.first())
-            });
+            let container = obs.and_then(|o| o.containers.iter().find(|c| c.is_running()).or(o.containers.first()));
             let digest = match (&svc.image, obs.and_then(|o| o.image.as_ref())) {
                 (Some(image), Some(info)) => {
                     let r = Reference::parse(image);
-                    info.repo_digests
-                        .iter()
-                        .find_map(|d| r.digest_in(d))
-                        .map(String::from)
+                    info.repo_digests.iter().find_map(|d| r.digest_in(d)).map(String::from)
                 }
                 _ => None,
             };
@@ -92,39 +77,24 @@ fn status_one(
                 s.state.clone(),
                 s.health.clone().unwrap_or_else(|| "-".into()),
                 s.image.clone().unwrap_or_else(|| "(build)".into()),
-                s.digest
-                    .as_deref()
-                    .or(s.image_id.as_deref())
-                    .map(short_digest)
-                    .unwrap_or("-")
-                    .to_string(),
+                s.digest.as_deref().or(s.image_id.as_deref()).map(short_digest).unwrap_or("-").to_string(),
             ]
         })
         .collect();
     let mut text = format!("stack {} (project {})\n", stack.name, model.project);
-    text.push_str(&table(
-        &["SERVICE", "STATE", "HEALTH", "IMAGE", "DIGEST"],
-        &rows,
-    ));
+    text.push_str(&table(&["SERVICE", "STATE", "HEALTH", "IMAGE", "DIGEST"], &rows));
     if recent.is_empty() {
         text.push_str("no revisions yet\n");
     } else {
         text.push_str("recent revisions:\n");
         for r in &recent {
-            let outcome = r.outcome.map_or_else(
-                || "unfinished".to_string(),
-                |o| to_value(&o).as_str().unwrap_or("").to_string(),
-            );
+            let outcome =
+                r.outcome.map_or_else(|| "unfinished".to_string(), |o| to_value(&o).as_str().unwrap_or("").to_string());
             let changes: Vec<String> = r
                 .services
                 .iter()
                 .map(|s| {
-                    format!(
-                        "{} {}->{}",
-                        s.service,
-                        short(&s.before),
-                        s.after.as_deref().map(short).unwrap_or("?")
-                    )
+                    format!("{} {}->{}", s.service, short(&s.before), s.after.as_deref().map(short).unwrap_or("?"))
                 })
                 .collect();
             text.push_str(&format!(

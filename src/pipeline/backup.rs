@@ -32,10 +32,7 @@ pub fn backups_for(plan: &Plan, observation: &Observation, revision: u64) -> Vec
 
 pub fn keep_images(engine: &dyn Engine, backups: &[ServiceImages]) -> Result<()> {
     for b in backups {
-        let (repo, tag) = b
-            .backup_tag
-            .rsplit_once(':')
-            .expect("backup tags carry a tag");
+        let (repo, tag) = b.backup_tag.rsplit_once(':').expect("backup tags carry a tag");
         engine.tag(&b.before, repo, tag)?;
     }
     Ok(())
@@ -44,31 +41,17 @@ pub fn keep_images(engine: &dyn Engine, backups: &[ServiceImages]) -> Result<()>
 /// `clusterup/<stack>/<service>:rev-<n>`, each part reduced to what a
 /// repository path component allows.
 pub fn backup_tag(stack: &str, service: &str, revision: u64) -> String {
-    format!(
-        "{BACKUP_REPOSITORY}/{}/{}:rev-{revision}",
-        component(stack),
-        component(service)
-    )
+    format!("{BACKUP_REPOSITORY}/{}/{}:rev-{revision}", component(stack), component(service))
 }
 
 fn component(name: &str) -> String {
     let mapped: String = name
         .to_lowercase()
         .chars()
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' { c } else { '-' })
         .collect();
     let trimmed = mapped.trim_matches(['-', '_']);
-    if trimmed.is_empty() {
-        "x".to_string()
-    } else {
-        trimmed.to_string()
-    }
+    if trimmed.is_empty() { "x".to_string() } else { trimmed.to_string() }
 }
 
 #[cfg(test)]
@@ -78,9 +61,6 @@ mod tests {
     #[test]
     fn backup_tags_are_valid_repository_names() {
         assert_eq!(backup_tag("web", "api", 3), "clusterup/web/api:rev-3");
-        assert_eq!(
-            backup_tag("My.Stack", "_Svc", 1),
-            "clusterup/my-stack/svc:rev-1"
-        );
+        assert_eq!(backup_tag("My.Stack", "_Svc", 1), "clusterup/my-stack/svc:rev-1");
     }
 }

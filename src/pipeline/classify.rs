@@ -60,8 +60,7 @@ impl Change {
     /// Same reference, new digest: the tag moves, and moves back on
     /// rollback.
     pub fn is_digest_update(&self) -> bool {
-        self.kind == ChangeKind::Image
-            && self.to.as_deref().is_some_and(|t| t.starts_with("sha256:"))
+        self.kind == ChangeKind::Image && self.to.as_deref().is_some_and(|t| t.starts_with("sha256:"))
     }
 }
 
@@ -130,9 +129,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn registry_errors(&self) -> impl Iterator<Item = &ServiceReport> {
-        self.services
-            .iter()
-            .filter(|s| s.state == ServiceState::RegistryError)
+        self.services.iter().filter(|s| s.state == ServiceState::RegistryError)
     }
 }
 
@@ -185,27 +182,18 @@ fn precheck(svc: &ComposeService, observed: Option<&ServiceObservation>, skip: b
     }
     // An image that never came from (or went to) this repository was built
     // or loaded here: replacing it with the registry's would lose it.
-    let repo_digests = observed
-        .image
-        .as_ref()
-        .map(|i| i.repo_digests.as_slice())
-        .unwrap_or_default();
+    let repo_digests = observed.image.as_ref().map(|i| i.repo_digests.as_slice()).unwrap_or_default();
     let running = repo_digests.iter().find_map(|d| reference.digest_in(d));
     match running {
-        Some(digest) if !svc.build => Precheck::AskRegistry {
-            reference: image.to_string(),
-            running: digest.to_string(),
-        },
+        Some(digest) if !svc.build => {
+            Precheck::AskRegistry { reference: image.to_string(), running: digest.to_string() }
+        }
         _ => Precheck::Final(ServiceState::LocalBuild),
     }
 }
 
 /// The references whose registry digest the plan needs, each once.
-pub fn registry_lookups(
-    model: &ComposeModel,
-    observation: &Observation,
-    skip: &BTreeSet<String>,
-) -> Vec<String> {
+pub fn registry_lookups(model: &ComposeModel, observation: &Observation, skip: &BTreeSet<String>) -> Vec<String> {
     let mut refs = BTreeSet::new();
     for (name, svc) in &model.services {
         if let Precheck::AskRegistry { reference, .. } =
@@ -218,12 +206,7 @@ pub fn registry_lookups(
 }
 
 pub fn classify(inputs: &Inputs) -> Plan {
-    let Inputs {
-        new,
-        observation,
-        skip,
-        ..
-    } = inputs;
+    let Inputs { new, observation, skip, .. } = inputs;
     let (services, mut changes) = image_states(inputs);
     let old = match &inputs.baseline {
         Baseline::Deployed(old) => Some(*old),
@@ -247,9 +230,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
             reasons: Vec::new(),
         });
         if entry.kind == ChangeKind::Image {
-            entry
-                .reasons
-                .push(format!("new digest {}", entry.to.as_deref().unwrap_or("?")));
+            entry.reasons.push(format!("new digest {}", entry.to.as_deref().unwrap_or("?")));
             entry.kind = ChangeKind::Recreate;
         }
         entry.reasons.push(reason);
@@ -259,29 +240,25 @@ pub fn classify(inputs: &Inputs) -> Plan {
     match &inputs.baseline {
         Baseline::Running(hashes) => {
             for (name, hash) in hashes.iter() {
-                let differs = observation.services.get(name).is_some_and(|o| {
-                    o.containers
-                        .iter()
-                        .any(|c| c.config_hash.as_deref().is_some_and(|h| h != hash))
-                });
+                let differs = observation
+                    .services
+                    .get(name)
+                    .is_some_and(|o| o.containers.iter().any(|c| c.config_hash.as_deref().is_some_and(|h| h != hash)));
                 if differs && new.services.contains_key(name) {
-                    recreate(
-                        &mut changes,
-                        name,
-                        "configuration differs from the running container".to_string(),
-                    );
+                    recreate(&mut changes, name, "configuration differs from the running container".to_string());
                 }
             }
         }
         Baseline::Nothing => {
             for name in new.services.keys() {
                 if observation.services.contains_key(name) {
-                    recreate(&mut changes, name, "first deploy from git (Compose recreates it only if its configuration differs)".to_string());
-                } else if !skip.contains(name) {
-                    changes.insert(
-                        name.clone(),
-                        create(name, &new.services[name], observation, None),
+                    recreate(
+                        &mut changes,
+                        name,
+                        "first deploy from git (Compose recreates it only if its configuration differs)".to_string(),
                     );
+                } else if !skip.contains(name) {
+                    changes.insert(name.clone(), create(name, &new.services[name], observation, None));
                 }
             }
         }
@@ -289,10 +266,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
             for d in &model_diff.services {
                 match d {
                     ServiceDiff::Added { service } if !skip.contains(service) => {
-                        changes.insert(
-                            service.clone(),
-                            create(service, &new.services[service], observation, None),
-                        );
+                        changes.insert(service.clone(), create(service, &new.services[service], observation, None));
                     }
                     ServiceDiff::Removed { service } if !skip.contains(service) => {
                         let anonymous = diff::anonymous_volumes(&old.services[service]);
@@ -310,23 +284,13 @@ pub fn classify(inputs: &Inputs) -> Plan {
                         }
                         changes.insert(
                             to.clone(),
-                            create(
-                                to,
-                                &new.services[to],
-                                observation,
-                                Some(format!("renamed from {from} ({data})")),
-                            ),
+                            create(to, &new.services[to], observation, Some(format!("renamed from {from} ({data})"))),
                         );
-                        removals.push(remove(
-                            from,
-                            &old.services[from],
-                            Some(format!("renamed to {to}")),
-                        ));
+                        removals.push(remove(from, &old.services[from], Some(format!("renamed to {to}"))));
                     }
                     ServiceDiff::Changed { service, fields } => {
                         let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
-                        let (old_ref, new_ref) =
-                            (&old.services[service].image, &new.services[service].image);
+                        let (old_ref, new_ref) = (&old.services[service].image, &new.services[service].image);
                         if names == ["image"]
                             && !new.services[service].build
                             && !skip.contains(service)
@@ -352,11 +316,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
                             );
                             continue;
                         }
-                        recreate(
-                            &mut changes,
-                            service,
-                            format!("changed: {}", names.join(", ")),
-                        );
+                        recreate(&mut changes, service, format!("changed: {}", names.join(", ")));
                         if names.contains(&"image")
                             && let Some(c) = changes.get_mut(service)
                         {
@@ -371,7 +331,24 @@ pub fn classify(inputs: &Inputs) -> Plan {
             for t in &model_diff.top_level {
                 if t.section == "volumes" {
                     match t.change {
-                        Presence::Removed => data_risks.push(format!("named volume {} is removed from the compose files", t.name)),
+                                                // Compose drops unused volumes from its model: only a
+                        // service that stays but stops mounting it loses data.
+                        Presence::Removed => {
+                            let kept: Vec<&String> = old
+                                .services
+                                .iter()
+                                .filter(|(_, s)| diff::named_volumes(s).contains(&t.name))
+                                .map(|(n, _)| renamed_to(&model_diff, n).unwrap_or(n))
+                                .filter(|n| new.services.contains_key(*n))
+                                .collect();
+                            if let Some(service) = kept.first() {
+                                data_risks.push(format!(
+                                    "named volume {} is removed from the compose files while service {service} stays: \
+                                     its data stays in the volume, but the service no longer sees it",
+                                    t.name
+                                ));
+                            }
+                        }
                         Presence::Changed => data_risks.push(format!(
                             "named volume {}'s driver or options changed: Compose would recreate it and its data would be lost",
                             t.name
@@ -386,10 +363,9 @@ pub fn classify(inputs: &Inputs) -> Plan {
                     let uses = match t.section.as_str() {
                         "networks" => diff::networks(svc).contains(&t.name),
                         "volumes" => diff::named_volumes(svc).contains(&t.name),
-                        _ => svc
-                            .raw
-                            .get(&t.section)
-                            .is_some_and(|v| v.to_string().contains(&format!("\"{}\"", t.name))),
+                        _ => {
+                            svc.raw.get(&t.section).is_some_and(|v| v.to_string().contains(&format!("\"{}\"", t.name)))
+                        }
                     };
                     if uses {
                         recreate(
@@ -412,29 +388,19 @@ pub fn classify(inputs: &Inputs) -> Plan {
             .iter()
             .filter(|(name, _)| !recreated.contains(*name))
             .flat_map(|(name, svc)| {
-                diff::attached_to(svc)
-                    .into_iter()
-                    .filter(|t| recreated.contains(t))
-                    .map(move |t| (name.clone(), t))
+                diff::attached_to(svc).into_iter().filter(|t| recreated.contains(t)).map(move |t| (name.clone(), t))
             })
             .collect();
         let before = changes.len();
         for (name, target) in dependants {
-            recreate(
-                &mut changes,
-                &name,
-                format!("shares the network or volumes of {target}"),
-            );
+            recreate(&mut changes, &name, format!("shares the network or volumes of {target}"));
         }
         if changes.len() == before {
             break;
         }
     }
 
-    let mut ordered: Vec<Change> = dependency_order(new)
-        .into_iter()
-        .filter_map(|n| changes.remove(&n))
-        .collect();
+    let mut ordered: Vec<Change> = dependency_order(new).into_iter().filter_map(|n| changes.remove(&n)).collect();
     if let Some(old) = old {
         let order = dependency_order(old);
         removals.sort_by_key(|c| std::cmp::Reverse(order.iter().position(|n| *n == c.service)));
@@ -442,11 +408,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
     // A renamed service may hold a fixed port or container name: the old
     // one goes just before the new one comes.
     for removal in removals {
-        let renamed_to = removal
-            .reasons
-            .iter()
-            .find_map(|r| r.strip_prefix("renamed to "))
-            .map(String::from);
+        let renamed_to = removal.reasons.iter().find_map(|r| r.strip_prefix("renamed to ")).map(String::from);
         match renamed_to.and_then(|to| ordered.iter().position(|c| c.service == to)) {
             Some(i) => ordered.insert(i, removal),
             None => ordered.push(removal),
@@ -461,12 +423,12 @@ pub fn classify(inputs: &Inputs) -> Plan {
         needs_approval.push("image updates need approval (auto.images is false)".to_string());
     }
     if structural && !inputs.policy.structural {
-        needs_approval
-            .push("structural changes need approval (auto.structural is false)".to_string());
+        needs_approval.push("structural changes need approval (auto.structural is false)".to_string());
     }
     if !data_risks.is_empty() {
         needs_approval.push(
-            "data at risk: never applied by --auto; run `clusterup apply` and confirm, or pass --accept-data-risk".to_string(),
+            "data at risk: never applied by --auto; run `clusterup apply` and confirm, or pass --accept-data-risk"
+                .to_string(),
         );
     }
     Plan {
@@ -489,25 +451,16 @@ pub fn classify(inputs: &Inputs) -> Plan {
 pub fn unattended(plan: &Plan, policy: Policy, accept_data_risk: bool) -> (Plan, Vec<String>) {
     let structural_ok = policy.structural && (plan.data_risks.is_empty() || accept_data_risk);
     let allowed = |c: &Change| {
-        if c.is_structural() {
-            structural_ok
-        } else {
-            policy.images
-        }
+        if c.is_structural() { structural_ok } else { policy.images }
     };
     let mut out = plan.clone();
     out.changes.retain(allowed);
     if plan.changes.iter().any(|c| c.is_structural()) && !structural_ok {
         out.commit = plan.deployed_commit.clone();
-        out.data_risks.clear();
     }
     out.kind = kind_of(&out.changes);
     let held_back = if out.changes.len() < plan.changes.len() || out.commit != plan.commit {
-        plan.needs_approval
-            .iter()
-            .filter(|r| !(accept_data_risk && r.starts_with("data at risk")))
-            .cloned()
-            .collect()
+        plan.needs_approval.iter().filter(|r| !(accept_data_risk && r.starts_with("data at risk"))).cloned().collect()
     } else {
         Vec::new()
     };
@@ -527,25 +480,22 @@ fn kind_of(changes: &[Change]) -> PlanKind {
 }
 
 fn has_running(o: &ServiceObservation) -> bool {
-    o.containers
-        .iter()
-        .any(|c| c.is_running() || c.state == "restarting")
+    o.containers.iter().any(|c| c.is_running() || c.state == "restarting")
+}
+
+fn renamed_to<'a>(d: &'a ModelDiff, service: &str) -> Option<&'a String> {
+    d.services.iter().find_map(|s| match s {
+        ServiceDiff::Renamed { from, to, .. } if from == service => Some(to),
+        _ => None,
+    })
 }
 
 fn singular(section: &str) -> &str {
     section.strip_suffix('s').unwrap_or(section)
 }
 
-fn create(
-    name: &str,
-    svc: &ComposeService,
-    observation: &Observation,
-    reason: Option<String>,
-) -> Change {
-    let local = svc
-        .image
-        .as_ref()
-        .is_some_and(|i| observation.local_images.contains(i));
+fn create(name: &str, svc: &ComposeService, observation: &Observation, reason: Option<String>) -> Change {
+    let local = svc.image.as_ref().is_some_and(|i| observation.local_images.contains(i));
     Change {
         service: name.to_string(),
         kind: ChangeKind::Create,
@@ -583,11 +533,7 @@ fn image_states(inputs: &Inputs) -> (Vec<ServiceReport>, BTreeMap<String, Change
             state: ServiceState::UpToDate,
             detail: None,
         };
-        match precheck(
-            svc,
-            inputs.observation.services.get(name),
-            inputs.skip.contains(name),
-        ) {
+        match precheck(svc, inputs.observation.services.get(name), inputs.skip.contains(name)) {
             Precheck::Final(state) => report.state = state,
             Precheck::AskRegistry { reference, running } => {
                 report.running_digest = Some(running.clone());
@@ -640,9 +586,7 @@ pub fn dependency_order(model: &ComposeModel) -> Vec<String> {
             .iter()
             .filter(|(name, _)| !done.contains(name.as_str()))
             .filter(|(_, svc)| {
-                svc.depends_on
-                    .iter()
-                    .all(|d| done.contains(d.as_str()) || !model.services.contains_key(d))
+                svc.depends_on.iter().all(|d| done.contains(d.as_str()) || !model.services.contains_key(d))
             })
             .map(|(name, _)| name.as_str())
             .collect();
@@ -654,13 +598,7 @@ pub fn dependency_order(model: &ComposeModel) -> Vec<String> {
             order.push(name.to_string());
         }
     }
-    order.extend(
-        model
-            .services
-            .keys()
-            .filter(|n| !done.contains(n.as_str()))
-            .cloned(),
-    );
+    order.extend(model.services.keys().filter(|n| !done.contains(n.as_str())).cloned());
     order
 }
 
@@ -773,10 +711,7 @@ mod tests {
             },
             Case {
                 name: "compose build",
-                svc: ComposeService {
-                    build: true,
-                    ..service(img, &[])
-                },
+                svc: ComposeService { build: true, ..service(img, &[]) },
                 observed: Some(running("running", &[&digest_a])),
                 skip: false,
                 remote: Some(Ok("sha256:bbb")),
@@ -845,57 +780,26 @@ mod tests {
                 ..Default::default()
             };
             let observation = Observation {
-                services: case
-                    .observed
-                    .into_iter()
-                    .map(|o| ("web".to_string(), o))
-                    .collect(),
+                services: case.observed.into_iter().map(|o| ("web".to_string(), o)).collect(),
                 ..Default::default()
             };
-            let skip = if case.skip {
-                BTreeSet::from(["web".to_string()])
-            } else {
-                BTreeSet::new()
-            };
+            let skip = if case.skip { BTreeSet::from(["web".to_string()]) } else { BTreeSet::new() };
             let lookups = registry_lookups(&model, &observation, &skip);
             let remote: BTreeMap<String, Result<String, String>> = lookups
                 .iter()
                 .map(|r| {
                     (
                         r.clone(),
-                        case.remote
-                            .expect("asked the registry unexpectedly")
-                            .map(String::from)
-                            .map_err(String::from),
+                        case.remote.expect("asked the registry unexpectedly").map(String::from).map_err(String::from),
                     )
                 })
                 .collect();
             let plan = image_plan(&model, &observation, &skip, &remote);
             assert_eq!(plan.services[0].state, case.want, "{}", case.name);
-            assert_eq!(
-                plan.changes.len(),
-                usize::from(case.want_change),
-                "{}",
-                case.name
-            );
-            assert_eq!(
-                plan.kind,
-                if case.want_change {
-                    PlanKind::Image
-                } else {
-                    PlanKind::None
-                },
-                "{}",
-                case.name
-            );
+            assert_eq!(plan.changes.len(), usize::from(case.want_change), "{}", case.name);
+            assert_eq!(plan.kind, if case.want_change { PlanKind::Image } else { PlanKind::None }, "{}", case.name);
             if case.want == ServiceState::RegistryError {
-                assert!(
-                    plan.services[0]
-                        .detail
-                        .as_deref()
-                        .unwrap()
-                        .contains("127.0.0.1:5000")
-                );
+                assert!(plan.services[0].detail.as_deref().unwrap().contains("127.0.0.1:5000"));
             }
         }
     }
@@ -912,22 +816,13 @@ mod tests {
             ]),
             ..Default::default()
         };
-        let obs = running(
-            "running",
-            &["127.0.0.1:5000/t/web@sha256:aaa", "other@sha256:ooo"],
-        );
+        let obs = running("running", &["127.0.0.1:5000/t/web@sha256:aaa", "other@sha256:ooo"]);
         let observation = Observation {
-            services: ["a-front", "m-api", "z-db"]
-                .iter()
-                .map(|s| (s.to_string(), obs.clone()))
-                .collect(),
+            services: ["a-front", "m-api", "z-db"].iter().map(|s| (s.to_string(), obs.clone())).collect(),
             ..Default::default()
         };
         let remote = BTreeMap::from([
-            (
-                "127.0.0.1:5000/t/web:latest".to_string(),
-                Ok("sha256:bbb".to_string()),
-            ),
+            ("127.0.0.1:5000/t/web:latest".to_string(), Ok("sha256:bbb".to_string())),
             ("other:1".to_string(), Ok("sha256:ooo".to_string())),
         ]);
         let plan = image_plan(&model, &observation, &BTreeSet::new(), &remote);
@@ -958,20 +853,12 @@ mod tests {
 
     fn up(names: &[&str]) -> Observation {
         Observation {
-            services: names
-                .iter()
-                .map(|n| (n.to_string(), running("running", &[])))
-                .collect(),
+            services: names.iter().map(|n| (n.to_string(), running("running", &[]))).collect(),
             ..Default::default()
         }
     }
 
-    fn structural(
-        old: &ComposeModel,
-        new: &ComposeModel,
-        observation: &Observation,
-        policy: Policy,
-    ) -> Plan {
+    fn structural(old: &ComposeModel, new: &ComposeModel, observation: &Observation, policy: Policy) -> Plan {
         classify(&Inputs {
             stack: "s",
             new,
@@ -986,10 +873,7 @@ mod tests {
     }
 
     fn steps(plan: &Plan) -> Vec<(ChangeKind, &str)> {
-        plan.changes
-            .iter()
-            .map(|c| (c.kind, c.service.as_str()))
-            .collect()
+        plan.changes.iter().map(|c| (c.kind, c.service.as_str())).collect()
     }
 
     use serde_json::json;
@@ -1007,35 +891,16 @@ mod tests {
         let plan = structural(&old, &new, &up(&["web", "api", "old"]), Policy::default());
         assert_eq!(
             steps(&plan),
-            [
-                (ChangeKind::Create, "cache"),
-                (ChangeKind::Recreate, "web"),
-                (ChangeKind::Remove, "old")
-            ]
+            [(ChangeKind::Create, "cache"), (ChangeKind::Recreate, "web"), (ChangeKind::Remove, "old")]
         );
         assert_eq!(plan.kind, PlanKind::Structural);
         assert!(plan.changes[1].reasons[0].contains("environment"));
-        assert_eq!(
-            plan.needs_approval.len(),
-            1,
-            "default policy: structural needs approval"
-        );
+        assert_eq!(plan.needs_approval.len(), 1, "default policy: structural needs approval");
         assert!(plan.data_risks.is_empty());
         let (auto, held) = unattended(&plan, Policy::default(), false);
         assert!(auto.changes.is_empty() && !held.is_empty());
-        assert_eq!(
-            auto.commit.as_deref(),
-            Some("old"),
-            "held back structural changes keep the deployed files"
-        );
-        let (auto, held) = unattended(
-            &plan,
-            Policy {
-                images: true,
-                structural: true,
-            },
-            false,
-        );
+        assert_eq!(auto.commit.as_deref(), Some("old"), "held back structural changes keep the deployed files");
+        let (auto, held) = unattended(&plan, Policy { images: true, structural: true }, false);
         assert_eq!(auto.changes.len(), 3);
         assert!(held.is_empty());
     }
@@ -1043,57 +908,27 @@ mod tests {
     #[test]
     fn data_at_risk_is_never_unattended() {
         let anon = json!([{"type": "volume", "target": "/data"}]);
+        let named = json!([{"type": "volume", "source": "v", "target": "/v"}]);
         let old = json_model(
-            json!({"api": {"image": "a:1", "volumes": anon}}),
+            json!({"api": {"image": "a:1", "volumes": anon}, "keeper": {"image": "k:1", "volumes": named}}),
             json!({"volumes": {"v": {"name": "p_v"}}}),
         );
-        let new = json_model(
-            json!({"backend": {"image": "a:1", "volumes": anon}}),
-            json!({}),
-        );
-        let plan = structural(
-            &old,
-            &new,
-            &up(&["api"]),
-            Policy {
-                images: true,
-                structural: true,
-            },
-        );
+        let new =
+            json_model(json!({"backend": {"image": "a:1", "volumes": anon}, "keeper": {"image": "k:1"}}), json!({}));
+        let all = Policy { images: true, structural: true };
+        let plan = structural(&old, &new, &up(&["api", "keeper"]), all);
         assert_eq!(
             steps(&plan),
-            [(ChangeKind::Remove, "api"), (ChangeKind::Create, "backend")],
+            [(ChangeKind::Remove, "api"), (ChangeKind::Create, "backend"), (ChangeKind::Recreate, "keeper")],
             "a rename removes just before it creates"
         );
         assert_eq!(plan.data_risks.len(), 2, "{:?}", plan.data_risks);
-        assert!(
-            plan.data_risks
-                .iter()
-                .any(|r| r.contains("renaming service api to backend"))
-        );
-        assert!(
-            plan.data_risks
-                .iter()
-                .any(|r| r.contains("named volume v is removed"))
-        );
-        let (auto, _) = unattended(
-            &plan,
-            Policy {
-                images: true,
-                structural: true,
-            },
-            false,
-        );
-        assert!(auto.changes.is_empty());
-        let (auto, _) = unattended(
-            &plan,
-            Policy {
-                images: true,
-                structural: true,
-            },
-            true,
-        );
-        assert_eq!(auto.changes.len(), 2, "--accept-data-risk lets it through");
+        assert!(plan.data_risks.iter().any(|r| r.contains("renaming service api to backend")));
+        assert!(plan.data_risks.iter().any(|r| r.contains("named volume v is removed") && r.contains("keeper")));
+        let (auto, held) = unattended(&plan, all, false);
+        assert!(auto.changes.is_empty() && !held.is_empty());
+        let (auto, _) = unattended(&plan, all, true);
+        assert_eq!(auto.changes.len(), 3, "--accept-data-risk lets it through");
     }
 
     #[test]
@@ -1116,17 +951,9 @@ mod tests {
             }),
             json!({"networks": {"front": {"name": "p_front"}, "back": {"name": "p_back", "internal": true}}}),
         );
-        let plan = structural(
-            &old,
-            &new,
-            &up(&["web", "side", "db", "other"]),
-            Policy::default(),
-        );
+        let plan = structural(&old, &new, &up(&["web", "side", "db", "other"]), Policy::default());
         let got = steps(&plan);
-        assert!(
-            got.contains(&(ChangeKind::Image, "web")),
-            "a new tag alone is an image change: {got:?}"
-        );
+        assert!(got.contains(&(ChangeKind::Image, "web")), "a new tag alone is an image change: {got:?}");
         assert!(got.contains(&(ChangeKind::Recreate, "side")), "{got:?}");
         assert!(got.contains(&(ChangeKind::Recreate, "db")), "{got:?}");
         assert!(!got.iter().any(|(_, s)| *s == "other"), "{got:?}");
@@ -1144,28 +971,19 @@ mod tests {
             json!({}),
         );
         let mut observation = up(&["web"]);
-        observation
-            .services
-            .insert("job".into(), running("exited", &[]));
+        observation.services.insert("job".into(), running("exited", &[]));
         let plan = structural(&old, &new, &observation, Policy::default());
         assert_eq!(steps(&plan), [(ChangeKind::Recreate, "web")]);
     }
 
     #[test]
     fn a_directory_stack_recreates_what_compose_hashes_say_drifted() {
-        let model = json_model(
-            json!({"web": {"image": "w:1"}, "db": {"image": "d:1"}}),
-            json!({}),
-        );
+        let model = json_model(json!({"web": {"image": "w:1"}, "db": {"image": "d:1"}}), json!({}));
         let mut observation = up(&["web", "db"]);
         for (svc, hash) in [("web", "h-old"), ("db", "h-db")] {
-            observation.services.get_mut(svc).unwrap().containers[0].config_hash =
-                Some(hash.into());
+            observation.services.get_mut(svc).unwrap().containers[0].config_hash = Some(hash.into());
         }
-        let hashes = BTreeMap::from([
-            ("web".to_string(), "h-new".to_string()),
-            ("db".to_string(), "h-db".to_string()),
-        ]);
+        let hashes = BTreeMap::from([("web".to_string(), "h-new".to_string()), ("db".to_string(), "h-db".to_string())]);
         let plan = classify(&Inputs {
             stack: "s",
             new: &model,
@@ -1182,10 +1000,7 @@ mod tests {
 
     #[test]
     fn a_first_git_deploy_creates_what_is_missing() {
-        let model = json_model(
-            json!({"web": {"image": "w:1"}, "new": {"image": "n:1"}}),
-            json!({}),
-        );
+        let model = json_model(json!({"web": {"image": "w:1"}, "new": {"image": "n:1"}}), json!({}));
         let plan = classify(&Inputs {
             stack: "s",
             new: &model,
@@ -1197,9 +1012,6 @@ mod tests {
             commit: Some("c".into()),
             deployed_commit: None,
         });
-        assert_eq!(
-            steps(&plan),
-            [(ChangeKind::Create, "new"), (ChangeKind::Recreate, "web")]
-        );
+        assert_eq!(steps(&plan), [(ChangeKind::Create, "new"), (ChangeKind::Recreate, "web")]);
     }
 }

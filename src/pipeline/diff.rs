@@ -63,48 +63,25 @@ pub enum Presence {
 
 pub fn diff(old: &ComposeModel, new: &ComposeModel) -> ModelDiff {
     let mut services = Vec::new();
-    let removed: Vec<&String> = old
-        .services
-        .keys()
-        .filter(|s| !new.services.contains_key(*s))
-        .collect();
-    let mut added: Vec<&String> = new
-        .services
-        .keys()
-        .filter(|s| !old.services.contains_key(*s))
-        .collect();
+    let removed: Vec<&String> = old.services.keys().filter(|s| !new.services.contains_key(*s)).collect();
+    let mut added: Vec<&String> = new.services.keys().filter(|s| !old.services.contains_key(*s)).collect();
     for name in removed {
         let gone = &old.services[name];
-        let twin = added
-            .iter()
-            .position(|a| same_image_and_volumes(gone, &new.services[*a]));
+        let twin = added.iter().position(|a| same_image_and_volumes(gone, &new.services[*a]));
         match twin {
             Some(i) => {
                 let to = added.remove(i);
-                services.push(ServiceDiff::Renamed {
-                    from: name.clone(),
-                    to: to.clone(),
-                    data: rename_data(gone),
-                });
+                services.push(ServiceDiff::Renamed { from: name.clone(), to: to.clone(), data: rename_data(gone) });
             }
-            None => services.push(ServiceDiff::Removed {
-                service: name.clone(),
-            }),
+            None => services.push(ServiceDiff::Removed { service: name.clone() }),
         }
     }
-    services.extend(
-        added
-            .into_iter()
-            .map(|s| ServiceDiff::Added { service: s.clone() }),
-    );
+    services.extend(added.into_iter().map(|s| ServiceDiff::Added { service: s.clone() }));
     for (name, new_svc) in &new.services {
         if let Some(old_svc) = old.services.get(name) {
             let fields = field_changes(&old_svc.raw, &new_svc.raw);
             if !fields.is_empty() {
-                services.push(ServiceDiff::Changed {
-                    service: name.clone(),
-                    fields,
-                });
+                services.push(ServiceDiff::Changed { service: name.clone(), fields });
             }
         }
     }
@@ -120,17 +97,10 @@ pub fn diff(old: &ComposeModel, new: &ComposeModel) -> ModelDiff {
                 (Some(a), Some(b)) if a != b => Presence::Changed,
                 _ => continue,
             };
-            top_level.push(TopLevelChange {
-                section: section.clone(),
-                name: name.clone(),
-                change,
-            });
+            top_level.push(TopLevelChange { section: section.clone(), name: name.clone(), change });
         }
     }
-    ModelDiff {
-        services,
-        top_level,
-    }
+    ModelDiff { services, top_level }
 }
 
 fn same_image_and_volumes(a: &ComposeService, b: &ComposeService) -> bool {
@@ -142,10 +112,9 @@ fn rename_data(svc: &ComposeService) -> String {
     let named = named_volumes(svc);
     match (named.is_empty(), anonymous.is_empty()) {
         (true, true) => "no volumes".to_string(),
-        (_, false) => format!(
-            "anonymous volumes at {} do not follow a rename: their data stays behind",
-            anonymous.join(", ")
-        ),
+        (_, false) => {
+            format!("anonymous volumes at {} do not follow a rename: their data stays behind", anonymous.join(", "))
+        }
         (false, true) => format!("named volumes {} follow the rename", named.join(", ")),
     }
 }
@@ -154,9 +123,7 @@ fn rename_data(svc: &ComposeService) -> String {
 /// container and is left behind when it is removed or renamed.
 pub fn anonymous_volumes(svc: &ComposeService) -> Vec<String> {
     volumes(svc)
-        .filter(|v| {
-            v.get("type").and_then(Value::as_str) == Some("volume") && v.get("source").is_none()
-        })
+        .filter(|v| v.get("type").and_then(Value::as_str) == Some("volume") && v.get("source").is_none())
         .filter_map(|v| v.get("target").and_then(Value::as_str).map(String::from))
         .collect()
 }
@@ -169,21 +136,14 @@ pub fn named_volumes(svc: &ComposeService) -> Vec<String> {
 }
 
 fn volumes(svc: &ComposeService) -> impl Iterator<Item = &Value> {
-    svc.raw
-        .get("volumes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    svc.raw.get("volumes").and_then(Value::as_array).into_iter().flatten()
 }
 
 /// The networks a service is attached to.
 pub fn networks(svc: &ComposeService) -> Vec<String> {
     match svc.raw.get("networks") {
         Some(Value::Object(m)) => m.keys().cloned().collect(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
         _ => Vec::new(),
     }
 }
@@ -192,21 +152,10 @@ pub fn networks(svc: &ComposeService) -> Vec<String> {
 /// service:X` and `volumes_from: [X]` must follow X when it is recreated.
 pub fn attached_to(svc: &ComposeService) -> Vec<String> {
     let mut out = Vec::new();
-    if let Some(target) = svc
-        .raw
-        .get("network_mode")
-        .and_then(Value::as_str)
-        .and_then(|m| m.strip_prefix("service:"))
-    {
+    if let Some(target) = svc.raw.get("network_mode").and_then(Value::as_str).and_then(|m| m.strip_prefix("service:")) {
         out.push(target.to_string());
     }
-    for from in svc
-        .raw
-        .get("volumes_from")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for from in svc.raw.get("volumes_from").and_then(Value::as_array).into_iter().flatten() {
         if let Some(f) = from.as_str().filter(|f| !f.starts_with("container:")) {
             out.push(f.split(':').next().unwrap_or(f).to_string());
         }
@@ -216,21 +165,11 @@ pub fn attached_to(svc: &ComposeService) -> Vec<String> {
 
 fn field_changes(old: &Value, new: &Value) -> Vec<FieldChange> {
     let empty = serde_json::Map::new();
-    let (o, n) = (
-        old.as_object().unwrap_or(&empty),
-        new.as_object().unwrap_or(&empty),
-    );
-    let keys: BTreeSet<&String> = o
-        .keys()
-        .chain(n.keys())
-        .filter(|k| !k.starts_with("x-"))
-        .collect();
+    let (o, n) = (old.as_object().unwrap_or(&empty), new.as_object().unwrap_or(&empty));
+    let keys: BTreeSet<&String> = o.keys().chain(n.keys()).filter(|k| !k.starts_with("x-")).collect();
     keys.into_iter()
         .filter(|k| o.get(*k) != n.get(*k))
-        .map(|k| FieldChange {
-            field: k.clone(),
-            detail: detail(k, o.get(k), n.get(k)),
-        })
+        .map(|k| FieldChange { field: k.clone(), detail: detail(k, o.get(k), n.get(k)) })
         .collect()
 }
 
@@ -251,9 +190,9 @@ fn key_changes(old: Option<&Value>, new: Option<&Value>) -> String {
     let empty = serde_json::Map::new();
     let o = old.and_then(Value::as_object).unwrap_or(&empty);
     let n = new.and_then(Value::as_object).unwrap_or(&empty);
-    let pick = |f: &dyn Fn(&String) -> bool,
-                keys: &serde_json::Map<String, Value>|
-     -> Vec<String> { keys.keys().filter(|k| f(k)).cloned().collect() };
+    let pick = |f: &dyn Fn(&String) -> bool, keys: &serde_json::Map<String, Value>| -> Vec<String> {
+        keys.keys().filter(|k| f(k)).cloned().collect()
+    };
     let added = pick(&|k| !o.contains_key(k), n);
     let removed = pick(&|k| !n.contains_key(k), o);
     let changed = pick(&|k| o.get(k).is_some_and(|v| n.get(k) != Some(v)), n);
@@ -328,11 +267,7 @@ fn redact_environment_blocks(text: &str) -> String {
             } else if !rest.starts_with('#') {
                 // Flow style on one line: hide it whole.
                 out.truncate(out.len() - line.len() - 1);
-                out.push_str(&format!(
-                    "{}environment: <redacted {}>\n",
-                    &line[..indent],
-                    fingerprint(rest)
-                ));
+                out.push_str(&format!("{}environment: <redacted {}>\n", &line[..indent], fingerprint(rest)));
             }
         }
     }
@@ -368,40 +303,21 @@ mod tests {
             json!({"data": {"name": "p_data", "driver": "nfs"}}),
         );
         let d = diff(&old, &new);
-        assert!(d.services.contains(&ServiceDiff::Removed {
-            service: "db".into()
-        }));
-        assert!(d.services.contains(&ServiceDiff::Added {
-            service: "cache".into()
-        }));
-        let ServiceDiff::Changed { fields, .. } = d
-            .services
-            .iter()
-            .find(|s| matches!(s, ServiceDiff::Changed { .. }))
-            .unwrap()
+        assert!(d.services.contains(&ServiceDiff::Removed { service: "db".into() }));
+        assert!(d.services.contains(&ServiceDiff::Added { service: "cache".into() }));
+        let ServiceDiff::Changed { fields, .. } =
+            d.services.iter().find(|s| matches!(s, ServiceDiff::Changed { .. })).unwrap()
         else {
             unreachable!()
         };
         let env = fields.iter().find(|f| f.field == "environment").unwrap();
         assert_eq!(env.detail.as_deref(), Some("added B; changed S"));
-        assert_eq!(
-            fields
-                .iter()
-                .find(|f| f.field == "image")
-                .unwrap()
-                .detail
-                .as_deref(),
-            Some("w:1 -> w:2")
-        );
+        assert_eq!(fields.iter().find(|f| f.field == "image").unwrap().detail.as_deref(), Some("w:1 -> w:2"));
         let text = serde_json::to_string(&d).unwrap();
         assert!(!text.contains("secret"), "values never appear: {text}");
         assert_eq!(
             d.top_level,
-            [TopLevelChange {
-                section: "volumes".into(),
-                name: "data".into(),
-                change: Presence::Changed
-            }]
+            [TopLevelChange { section: "volumes".into(), name: "data".into(), change: Presence::Changed }]
         );
     }
 
@@ -409,18 +325,9 @@ mod tests {
     fn renames_are_found_by_image_and_volumes() {
         let named = json!([{"type": "volume", "source": "data", "target": "/data"}]);
         let anon = json!([{"type": "volume", "target": "/data"}]);
-        for (volumes, want) in [
-            (named, "named volumes data follow"),
-            (anon, "anonymous volumes at /data"),
-        ] {
-            let old = model(
-                json!({"api": {"image": "a:1", "volumes": volumes}}),
-                json!({}),
-            );
-            let new = model(
-                json!({"backend": {"image": "a:1", "volumes": volumes}}),
-                json!({}),
-            );
+        for (volumes, want) in [(named, "named volumes data follow"), (anon, "anonymous volumes at /data")] {
+            let old = model(json!({"api": {"image": "a:1", "volumes": volumes}}), json!({}));
+            let new = model(json!({"backend": {"image": "a:1", "volumes": volumes}}), json!({}));
             let d = diff(&old, &new);
             match &d.services[..] {
                 [ServiceDiff::Renamed { from, to, data }] => {
@@ -432,11 +339,7 @@ mod tests {
         }
         let old = model(json!({"api": {"image": "a:1"}}), json!({}));
         let new = model(json!({"backend": {"image": "b:1"}}), json!({}));
-        assert_eq!(
-            diff(&old, &new).services.len(),
-            2,
-            "different images: a removal and an addition"
-        );
+        assert_eq!(diff(&old, &new).services.len(), 2, "different images: a removal and an addition");
     }
 
     #[test]
@@ -451,37 +354,14 @@ mod tests {
         let old = "services:\n  web:\n    image: w:1\n    environment:\n      TOKEN: abc123\n      MODE: a\n    ports: [\"80\"]\n";
         let new = "services:\n  web:\n    image: w:2\n    environment:\n      TOKEN: zzz999\n      MODE: a\n    ports: [\"80\"]\n";
         let d = text_diff("compose.yaml", old, new);
-        assert!(
-            d.contains("-    image: w:1") && d.contains("+    image: w:2"),
-            "{d}"
-        );
-        assert!(
-            d.contains("TOKEN:") && !d.contains("abc123") && !d.contains("zzz999"),
-            "{d}"
-        );
-        assert!(
-            d.contains("ports"),
-            "lines after the block are shown as they are: {d}"
-        );
+        assert!(d.contains("-    image: w:1") && d.contains("+    image: w:2"), "{d}");
+        assert!(d.contains("TOKEN:") && !d.contains("abc123") && !d.contains("zzz999"), "{d}");
+        assert!(d.contains("ports"), "lines after the block are shown as they are: {d}");
         let d = text_diff(".env", "PASSWORD=one\n", "PASSWORD=two\n");
-        assert!(
-            d.contains("PASSWORD=") && !d.contains("one") && !d.contains("two"),
-            "{d}"
-        );
-        let d = text_diff(
-            "compose.yaml",
-            "    environment: {A: s1}\n",
-            "    environment: {A: s2}\n",
-        );
+        assert!(d.contains("PASSWORD=") && !d.contains("one") && !d.contains("two"), "{d}");
+        let d = text_diff("compose.yaml", "    environment: {A: s1}\n", "    environment: {A: s2}\n");
         assert!(!d.contains("s1") && !d.contains("s2"), "{d}");
-        let d = text_diff(
-            "compose.yaml",
-            "    environment:\n      - A=s1\n",
-            "    environment:\n      - A=s2\n",
-        );
-        assert!(
-            d.contains("- A=") && !d.contains("s1") && !d.contains("s2"),
-            "{d}"
-        );
+        let d = text_diff("compose.yaml", "    environment:\n      - A=s1\n", "    environment:\n      - A=s2\n");
+        assert!(d.contains("- A=") && !d.contains("s1") && !d.contains("s2"), "{d}");
     }
 }

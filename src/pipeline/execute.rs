@@ -42,12 +42,7 @@ pub struct Executor<'a> {
 }
 
 impl Executor<'_> {
-    pub fn execute(
-        &self,
-        plan: &Plan,
-        backups: &[ServiceImages],
-        files: Option<&dyn Files>,
-    ) -> Execution {
+    pub fn execute(&self, plan: &Plan, backups: &[ServiceImages], files: Option<&dyn Files>) -> Execution {
         let failed = |e: String| Execution {
             outcome: Outcome::Failed,
             error: Some(format!("{e}; nothing was changed")),
@@ -70,8 +65,7 @@ impl Executor<'_> {
                 },
             };
         }
-        let backups: BTreeMap<&str, &ServiceImages> =
-            backups.iter().map(|b| (b.service.as_str(), b)).collect();
+        let backups: BTreeMap<&str, &ServiceImages> = backups.iter().map(|b| (b.service.as_str(), b)).collect();
         let mut done: Vec<&Change> = Vec::new();
         let mut after = Vec::new();
         for change in &plan.changes {
@@ -86,11 +80,7 @@ impl Executor<'_> {
                 }
             }
         }
-        Execution {
-            outcome: Outcome::Applied,
-            error: None,
-            after,
-        }
+        Execution { outcome: Outcome::Applied, error: None, after }
     }
 
     /// All pulls succeed before any container is touched, so a registry
@@ -135,63 +125,29 @@ impl Executor<'_> {
     fn apply_one(&self, project: &str, change: &Change) -> Result<Option<String>, String> {
         let service = &change.service;
         if change.kind == ChangeKind::Remove {
-            self.printer
-                .step(format!("removing {service} (its volumes stay)"));
+            self.printer.step(format!("removing {service} (its volumes stay)"));
             self.remove_service(project, service)?;
             return Ok(None);
         }
         let expected = match change.image.as_deref() {
-            Some(image) => self
-                .engine
-                .image(image)
-                .map_err(|e| format!("{e:#}"))?
-                .map(|i| i.id),
+            Some(image) => self.engine.image(image).map_err(|e| format!("{e:#}"))?.map(|i| i.id),
             None => None,
         };
-        let verb = if change.kind == ChangeKind::Create {
-            "creating"
-        } else {
-            "recreating"
-        };
-        let why = if change.reasons.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", change.reasons.join("; "))
-        };
+        let verb = if change.kind == ChangeKind::Create { "creating" } else { "recreating" };
+        let why = if change.reasons.is_empty() { String::new() } else { format!(" ({})", change.reasons.join("; ")) };
         self.printer.step(format!("{verb} {service}{why}"));
-        self.compose
-            .up(project, service)
-            .map_err(|e| format!("{e:#}"))?;
-        self.printer
-            .step(format!("waiting for {service} to be healthy"));
-        wait_healthy(
-            self.engine,
-            project,
-            service,
-            expected.as_deref(),
-            self.health,
-            POLL,
-        )?;
+        self.compose.up(project, service).map_err(|e| format!("{e:#}"))?;
+        self.printer.step(format!("waiting for {service} to be healthy"));
+        wait_healthy(self.engine, project, service, expected.as_deref(), self.health, POLL)?;
         self.printer.step(format!("{service} is healthy"));
-        let running = self
-            .engine
-            .containers(project)
-            .map_err(|e| format!("{e:#}"))?;
-        Ok(running
-            .into_iter()
-            .find(|c| c.service == *service)
-            .map(|c| c.image_id))
+        let running = self.engine.containers(project).map_err(|e| format!("{e:#}"))?;
+        Ok(running.into_iter().find(|c| c.service == *service).map(|c| c.image_id))
     }
 
     fn remove_service(&self, project: &str, service: &str) -> Result<(), String> {
-        let containers = self
-            .engine
-            .containers(project)
-            .map_err(|e| format!("{e:#}"))?;
+        let containers = self.engine.containers(project).map_err(|e| format!("{e:#}"))?;
         for c in containers.iter().filter(|c| c.service == service) {
-            self.engine
-                .remove_container(&c.id)
-                .map_err(|e| format!("{e:#}"))?;
+            self.engine.remove_container(&c.id).map_err(|e| format!("{e:#}"))?;
         }
         Ok(())
     }
@@ -213,10 +169,9 @@ impl Executor<'_> {
         // Every pulled tag goes back, also of services not reached yet: an
         // untested image must not wait under the tag for the next `up`.
         for change in plan.changes.iter().filter(|c| c.is_digest_update()) {
-            if let (Some(b), Some((repo, tag))) = (
-                backups.get(change.service.as_str()),
-                change.image.as_deref().and_then(split_tag),
-            ) && let Err(e) = self.engine.tag(&b.before, repo, tag)
+            if let (Some(b), Some((repo, tag))) =
+                (backups.get(change.service.as_str()), change.image.as_deref().and_then(split_tag))
+                && let Err(e) = self.engine.tag(&b.before, repo, tag)
             {
                 failures.push(format!("re-tagging {repo}:{tag}: {e:#}"));
             }
@@ -226,31 +181,19 @@ impl Executor<'_> {
             let service = change.service.as_str();
             let result = match change.kind {
                 ChangeKind::Create => {
-                    self.printer
-                        .step(format!("removing {service}, new in the failed revision"));
+                    self.printer.step(format!("removing {service}, new in the failed revision"));
                     self.remove_service(&plan.project, service)
                 }
                 _ => {
                     let before = backups.get(service).map(|b| b.before.as_str());
                     self.printer.step(format!(
                         "restoring {service}{}",
-                        before
-                            .map(|b| format!(" to {}", short(b)))
-                            .unwrap_or_default()
+                        before.map(|b| format!(" to {}", short(b))).unwrap_or_default()
                     ));
                     self.compose
                         .up(&plan.project, service)
                         .map_err(|e| format!("{e:#}"))
-                        .and_then(|()| {
-                            wait_healthy(
-                                self.engine,
-                                &plan.project,
-                                service,
-                                before,
-                                self.health,
-                                POLL,
-                            )
-                        })
+                        .and_then(|()| wait_healthy(self.engine, &plan.project, service, before, self.health, POLL))
                         .map(|()| {
                             if let Some(b) = before {
                                 after.push((service.to_string(), b.to_string()));
@@ -263,11 +206,7 @@ impl Executor<'_> {
             }
         }
         if failures.is_empty() {
-            Execution {
-                outcome: Outcome::RolledBack,
-                error: Some(error),
-                after,
-            }
+            Execution { outcome: Outcome::RolledBack, error: Some(error), after }
         } else {
             Execution {
                 outcome: Outcome::RollbackFailed,
@@ -313,14 +252,7 @@ mod tests {
                     name: format!("p-{service}-1"),
                     service: service.clone(),
                     state: "running".into(),
-                    health: Some(
-                        if image.contains("bad") {
-                            "unhealthy"
-                        } else {
-                            "healthy"
-                        }
-                        .into(),
-                    ),
+                    health: Some(if image.contains("bad") { "unhealthy" } else { "healthy" }.into()),
                     restart_count: 0,
                     image_id: image.clone(),
                     config_hash: None,
@@ -328,10 +260,7 @@ mod tests {
                 .collect())
         }
         fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
-            Ok(self.tags.borrow().get(reference).map(|id| ImageInfo {
-                id: id.clone(),
-                repo_digests: vec![],
-            }))
+            Ok(self.tags.borrow().get(reference).map(|id| ImageInfo { id: id.clone(), repo_digests: vec![] }))
         }
         fn registry_digests(&self, _: &[String]) -> Vec<Result<String>> {
             unreachable!("execute never asks registries")
@@ -341,29 +270,18 @@ mod tests {
             if self.fail_pull {
                 bail!("registry r: connection refused");
             }
-            self.tags
-                .borrow_mut()
-                .insert(reference.into(), self.registry[reference].clone());
+            self.tags.borrow_mut().insert(reference.into(), self.registry[reference].clone());
             Ok(())
         }
         fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()> {
-            self.log
-                .borrow_mut()
-                .push(format!("tag {image} {repo}:{tag}"));
-            let id = self
-                .tags
-                .borrow()
-                .get(image)
-                .cloned()
-                .unwrap_or_else(|| image.to_string());
+            self.log.borrow_mut().push(format!("tag {image} {repo}:{tag}"));
+            let id = self.tags.borrow().get(image).cloned().unwrap_or_else(|| image.to_string());
             self.tags.borrow_mut().insert(format!("{repo}:{tag}"), id);
             Ok(())
         }
         fn remove_container(&self, id: &str) -> Result<()> {
             self.log.borrow_mut().push(format!("rm {id}"));
-            self.running
-                .borrow_mut()
-                .retain(|s, i| format!("{s}-{i}") != id);
+            self.running.borrow_mut().retain(|s, i| format!("{s}-{i}") != id);
             Ok(())
         }
     }
@@ -404,9 +322,7 @@ mod tests {
         for (svc, new) in [("a", new_a), ("b", new_b)] {
             let r = format!("r/{svc}:latest");
             f.tags.borrow_mut().insert(r.clone(), format!("old-{svc}"));
-            f.running
-                .borrow_mut()
-                .insert(svc.into(), format!("old-{svc}"));
+            f.running.borrow_mut().insert(svc.into(), format!("old-{svc}"));
             f.registry.insert(format!("r/{svc}@{new}"), new.into());
             f.images.insert(svc.into(), r);
         }
@@ -449,25 +365,13 @@ mod tests {
             needs_approval: vec![],
         };
         let printer = Printer::new(false, true, 0);
-        let health = HealthSettings {
-            timeout: Duration::from_millis(50),
-            stability: Duration::ZERO,
-        };
+        let health = HealthSettings { timeout: Duration::from_millis(50), stability: Duration::ZERO };
         let files = files.then_some(f as &dyn Files);
-        Executor {
-            engine: f,
-            compose: f,
-            printer: &printer,
-            health,
-        }
-        .execute(&plan, backups, files)
+        Executor { engine: f, compose: f, printer: &printer, health }.execute(&plan, backups, files)
     }
 
     fn image_updates(f: &Fake, new: [&str; 2]) -> Execution {
-        let changes = vec![
-            change("a", ChangeKind::Image, Some(new[0])),
-            change("b", ChangeKind::Image, Some(new[1])),
-        ];
+        let changes = vec![change("a", ChangeKind::Image, Some(new[0])), change("b", ChangeKind::Image, Some(new[1]))];
         run(f, changes, &[backup("a"), backup("b")], false)
     }
 
@@ -478,10 +382,7 @@ mod tests {
         assert_eq!(e.outcome, Outcome::Applied);
         assert_eq!(
             e.after,
-            [
-                ("a".to_string(), "sha256:new-a".to_string()),
-                ("b".to_string(), "sha256:new-b".to_string())
-            ]
+            [("a".to_string(), "sha256:new-a".to_string()), ("b".to_string(), "sha256:new-b".to_string())]
         );
         assert_eq!(
             *f.log.borrow(),
@@ -504,31 +405,19 @@ mod tests {
         assert!(e.error.unwrap().contains("service b"));
         assert_eq!(f.running.borrow()["a"], "old-a");
         assert_eq!(f.running.borrow()["b"], "old-b");
-        assert_eq!(
-            f.tags.borrow()["r/a:latest"],
-            "old-a",
-            "the tag points at the restored image"
-        );
+        assert_eq!(f.tags.borrow()["r/a:latest"], "old-a", "the tag points at the restored image");
         let log = f.log.borrow();
         let tail: Vec<&str> = log[6..].iter().map(String::as_str).collect();
         assert_eq!(
             tail,
-            [
-                "tag old-a r/a:latest",
-                "tag old-b r/b:latest",
-                "up b",
-                "up a"
-            ],
+            ["tag old-a r/a:latest", "tag old-b r/b:latest", "up b", "up a"],
             "tags first, then services in reverse"
         );
     }
 
     #[test]
     fn a_failed_pull_touches_no_container() {
-        let f = Fake {
-            fail_pull: true,
-            ..fake("sha256:new-a", "sha256:new-b")
-        };
+        let f = Fake { fail_pull: true, ..fake("sha256:new-a", "sha256:new-b") };
         let e = image_updates(&f, ["sha256:new-a", "sha256:new-b"]);
         assert_eq!(e.outcome, Outcome::Failed);
         assert!(e.error.unwrap().contains("nothing was changed"));
@@ -538,22 +427,12 @@ mod tests {
 
     #[test]
     fn a_failed_restore_is_reported_as_rollback_failed() {
-        let f = Fake {
-            fail_up_of_image: Some("old-b".into()),
-            ..fake("sha256:new-a", "sha256:bad-b")
-        };
+        let f = Fake { fail_up_of_image: Some("old-b".into()), ..fake("sha256:new-a", "sha256:bad-b") };
         let e = image_updates(&f, ["sha256:new-a", "sha256:bad-b"]);
         assert_eq!(e.outcome, Outcome::RollbackFailed);
         let error = e.error.unwrap();
-        assert!(
-            error.contains("rollback failed") && error.contains("restoring b"),
-            "{error}"
-        );
-        assert_eq!(
-            f.running.borrow()["a"],
-            "old-a",
-            "the other services are still restored"
-        );
+        assert!(error.contains("rollback failed") && error.contains("restoring b"), "{error}");
+        assert_eq!(f.running.borrow()["a"], "old-a", "the other services are still restored");
     }
 
     #[test]
@@ -564,10 +443,7 @@ mod tests {
         f.images.insert("c".into(), "r/c:latest".into());
         let e = run(
             &f,
-            vec![
-                change("c", ChangeKind::Create, None),
-                change("b", ChangeKind::Remove, None),
-            ],
+            vec![change("c", ChangeKind::Create, None), change("b", ChangeKind::Remove, None)],
             &[backup("b")],
             true,
         );
@@ -576,35 +452,17 @@ mod tests {
         assert!(!f.running.borrow().contains_key("b"));
 
         let f = fake("sha256:new-a", "sha256:new-b");
-        f.tags
-            .borrow_mut()
-            .insert("r/c:latest".into(), "bad-c".into());
+        f.tags.borrow_mut().insert("r/c:latest".into(), "bad-c".into());
         let mut f = f;
         f.images.insert("c".into(), "r/c:latest".into());
         let e = run(
             &f,
-            vec![
-                change("a", ChangeKind::Recreate, None),
-                change("c", ChangeKind::Create, None),
-            ],
+            vec![change("a", ChangeKind::Recreate, None), change("c", ChangeKind::Create, None)],
             &[backup("a")],
             true,
         );
         assert_eq!(e.outcome, Outcome::RolledBack);
-        assert_eq!(
-            *f.log.borrow(),
-            [
-                "files new",
-                "up a",
-                "up c",
-                "files old",
-                "rm c-bad-c",
-                "up a"
-            ]
-        );
-        assert!(
-            !f.running.borrow().contains_key("c"),
-            "a service created by the failed revision is removed"
-        );
+        assert_eq!(*f.log.borrow(), ["files new", "up a", "up c", "files old", "rm c-bad-c", "up a"]);
+        assert!(!f.running.borrow().contains_key("c"), "a service created by the failed revision is removed");
     }
 }

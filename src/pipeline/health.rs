@@ -32,26 +32,16 @@ pub fn wait_healthy(
         for c in &containers {
             let base = *restarts.entry(c.id.clone()).or_insert(c.restart_count);
             if c.restart_count > base {
-                return Err(format!(
-                    "container {} restarted during the health check",
-                    c.name
-                ));
+                return Err(format!("container {} restarted during the health check", c.name));
             }
             if matches!(c.state.as_str(), "exited" | "dead" | "restarting") {
-                return Err(format!(
-                    "container {} is {} (it stopped after starting)",
-                    c.name, c.state
-                ));
+                return Err(format!("container {} is {} (it stopped after starting)", c.name, c.state));
             }
             if c.health.as_deref() == Some("unhealthy") {
                 return Err(format!("container {} is unhealthy", c.name));
             }
             if expected_image.is_some_and(|e| c.image_id != e) {
-                waiting_for = Some(format!(
-                    "container {} still runs image {}",
-                    c.name,
-                    short(&c.image_id)
-                ));
+                waiting_for = Some(format!("container {} still runs image {}", c.name, short(&c.image_id)));
             } else if !c.is_running() {
                 waiting_for = Some(format!("container {} is {}", c.name, c.state));
             } else if let Some(h) = c.health.as_deref().filter(|h| *h != "healthy") {
@@ -101,11 +91,7 @@ mod tests {
     impl Engine for Scripted {
         fn containers(&self, _: &str) -> anyhow::Result<Vec<ContainerInfo>> {
             let mut s = self.states.borrow_mut();
-            Ok(if s.len() > 1 {
-                s.remove(0)
-            } else {
-                s[0].clone()
-            })
+            Ok(if s.len() > 1 { s.remove(0) } else { s[0].clone() })
         }
         fn image(&self, _: &str) -> anyhow::Result<Option<ImageInfo>> {
             unreachable!()
@@ -138,62 +124,25 @@ mod tests {
     }
 
     fn judge(states: Vec<Vec<ContainerInfo>>) -> Result<(), String> {
-        let engine = Scripted {
-            states: RefCell::new(states),
-        };
-        let settings = HealthSettings {
-            timeout: Duration::from_millis(200),
-            stability: Duration::from_millis(20),
-        };
-        wait_healthy(
-            &engine,
-            "p",
-            "web",
-            Some("new"),
-            settings,
-            Duration::from_millis(5),
-        )
+        let engine = Scripted { states: RefCell::new(states) };
+        let settings = HealthSettings { timeout: Duration::from_millis(200), stability: Duration::from_millis(20) };
+        wait_healthy(&engine, "p", "web", Some("new"), settings, Duration::from_millis(5))
     }
 
     #[test]
     fn verdicts() {
-        assert!(
-            judge(vec![
-                c("running", Some("starting"), 0, "new"),
-                c("running", Some("healthy"), 0, "new")
-            ])
-            .is_ok()
-        );
-        assert!(
-            judge(vec![c("running", None, 0, "new")]).is_ok(),
-            "no healthcheck: running and stable is enough"
-        );
-        let e = judge(vec![
-            c("running", Some("starting"), 0, "new"),
-            c("running", Some("unhealthy"), 0, "new"),
-        ])
-        .unwrap_err();
+        assert!(judge(vec![c("running", Some("starting"), 0, "new"), c("running", Some("healthy"), 0, "new")]).is_ok());
+        assert!(judge(vec![c("running", None, 0, "new")]).is_ok(), "no healthcheck: running and stable is enough");
+        let e = judge(vec![c("running", Some("starting"), 0, "new"), c("running", Some("unhealthy"), 0, "new")])
+            .unwrap_err();
         assert!(e.contains("unhealthy"), "{e}");
-        let e = judge(vec![
-            c("running", Some("healthy"), 0, "new"),
-            c("running", Some("healthy"), 1, "new"),
-        ])
-        .unwrap_err();
-        assert!(
-            e.contains("restarted"),
-            "healthy then restarting is a crash loop: {e}"
-        );
-        let e = judge(vec![
-            c("running", Some("healthy"), 0, "new"),
-            c("exited", None, 0, "new"),
-        ])
-        .unwrap_err();
+        let e =
+            judge(vec![c("running", Some("healthy"), 0, "new"), c("running", Some("healthy"), 1, "new")]).unwrap_err();
+        assert!(e.contains("restarted"), "healthy then restarting is a crash loop: {e}");
+        let e = judge(vec![c("running", Some("healthy"), 0, "new"), c("exited", None, 0, "new")]).unwrap_err();
         assert!(e.contains("exited"), "{e}");
         let e = judge(vec![c("running", Some("starting"), 0, "new")]).unwrap_err();
-        assert!(
-            e.contains("not healthy within") && e.contains("starting"),
-            "{e}"
-        );
+        assert!(e.contains("not healthy within") && e.contains("starting"), "{e}");
         let e = judge(vec![c("running", Some("healthy"), 0, "old")]).unwrap_err();
         assert!(e.contains("still runs image"), "{e}");
         let e = judge(vec![vec![]]).unwrap_err();

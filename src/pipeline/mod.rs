@@ -101,53 +101,32 @@ pub fn check(engine: &dyn Engine, stack: &StackSettings) -> Result<Checked> {
             repo.export(new, incoming.path())?;
             let new_compose = ComposeCli::at(stack, incoming.path());
             let model = new_compose.model().map_err(|e| {
-                let cause = e
-                    .to_string()
-                    .replace(&incoming.path().display().to_string(), "");
+                let cause = e.to_string().replace(&incoming.path().display().to_string(), "");
                 usage(format!("commit {} of {}: {cause}", short(new), source.url))
             })?;
             let old_model: Option<ComposeModel> = match old {
-                Some(_) => Some(
-                    compose
-                        .model()
-                        .context("reading the deployed commit's compose model")?,
-                ),
+                Some(_) => Some(compose.model().context("reading the deployed commit's compose model")?),
                 None => None,
             };
             if old.is_some() {
                 for file in new_compose.source_files() {
-                    let read = |dir: &std::path::Path| {
-                        std::fs::read_to_string(dir.join(&file)).unwrap_or_default()
-                    };
+                    let read = |dir: &std::path::Path| std::fs::read_to_string(dir.join(&file)).unwrap_or_default();
                     let (before, after) = (read(&stack.directory), read(incoming.path()));
                     if before != after {
-                        file_diff.push_str(&diff::text_diff(
-                            &file.display().to_string(),
-                            &before,
-                            &after,
-                        ));
+                        file_diff.push_str(&diff::text_diff(&file.display().to_string(), &before, &after));
                     }
                 }
             }
             (model, old_model, None, Some(GitDeploy { repo, new, old }))
         }
     };
-    let references: Vec<String> = model
-        .services
-        .values()
-        .filter_map(|s| s.image.clone())
-        .collect();
+    let references: Vec<String> = model.services.values().filter_map(|s| s.image.clone()).collect();
     let observation = observe::observe(engine, &model.project, &references)?;
     if let Some(unknown) = stack.skip.iter().find(|s| !model.services.contains_key(*s)) {
         return Err(usage(format!(
             "stack {}: `services.{unknown}.skip` names no service of the compose files (services: {})",
             stack.name,
-            model
-                .services
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+            model.services.keys().cloned().collect::<Vec<_>>().join(", ")
         )));
     }
     let lookups = classify::registry_lookups(&model, &observation, &stack.skip);
@@ -168,10 +147,5 @@ pub fn check(engine: &dyn Engine, stack: &StackSettings) -> Result<Checked> {
         commit: git.as_ref().map(|g| g.new.to_string()),
         deployed_commit: git.as_ref().and_then(|g| g.old.map(|o| o.to_string())),
     });
-    Ok(Checked {
-        plan,
-        observation,
-        file_diff,
-        git,
-    })
+    Ok(Checked { plan, observation, file_diff, git })
 }

@@ -23,18 +23,10 @@ pub struct Observation {
 pub fn observe(engine: &dyn Engine, project: &str, references: &[String]) -> Result<Observation> {
     let mut services: BTreeMap<String, ServiceObservation> = BTreeMap::new();
     for container in engine.containers(project)? {
-        services
-            .entry(container.service.clone())
-            .or_default()
-            .containers
-            .push(container);
+        services.entry(container.service.clone()).or_default().containers.push(container);
     }
     for obs in services.values_mut() {
-        let chosen = obs
-            .containers
-            .iter()
-            .find(|c| c.is_running())
-            .or(obs.containers.first());
+        let chosen = obs.containers.iter().find(|c| c.is_running()).or(obs.containers.first());
         if let Some(c) = chosen {
             obs.image = engine.image(&c.image_id)?;
         }
@@ -45,8 +37,5 @@ pub fn observe(engine: &dyn Engine, project: &str, references: &[String]) -> Res
             local_images.insert(r.clone());
         }
     }
-    Ok(Observation {
-        services,
-        local_images,
-    })
+    Ok(Observation { services, local_images })
 }

@@ -37,20 +37,14 @@ pub struct ComposeService {
 
 impl ComposeModel {
     pub fn from_json(json: &Value) -> Result<ComposeModel> {
-        let project = json
-            .get("name")
-            .and_then(Value::as_str)
-            .context("compose config has no project name")?
-            .to_string();
+        let project =
+            json.get("name").and_then(Value::as_str).context("compose config has no project name")?.to_string();
         let mut services = BTreeMap::new();
         if let Some(map) = json.get("services").and_then(Value::as_object) {
             for (name, svc) in map {
                 let depends_on = match svc.get("depends_on") {
                     Some(Value::Object(m)) => m.keys().cloned().collect(),
-                    Some(Value::Array(a)) => a
-                        .iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect(),
+                    Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
                     _ => Vec::new(),
                 };
                 services.insert(
@@ -75,11 +69,7 @@ impl ComposeModel {
                 (section.to_string(), entries)
             })
             .collect();
-        Ok(ComposeModel {
-            project,
-            services,
-            top_level,
-        })
+        Ok(ComposeModel { project, services, top_level })
     }
 }
 
@@ -180,33 +170,22 @@ impl ComposeCli {
             .filter(|f| f != Path::new(".env"))
             .map(|f| self.directory.join(f).display().to_string())
             .collect();
-        if names.is_empty() {
-            format!("the compose file in {}", self.directory.display())
-        } else {
-            names.join(", ")
-        }
+        if names.is_empty() { format!("the compose file in {}", self.directory.display()) } else { names.join(", ") }
     }
 }
 
 fn run(mut cmd: Command, what: &str) -> Result<Output> {
-    cmd.output()
-        .with_context(|| format!("{what}: running `docker compose`; is the Docker CLI installed?"))
+    cmd.output().with_context(|| format!("{what}: running `docker compose`; is the Docker CLI installed?"))
 }
 
 /// A failing `docker compose` may simply be Compose v1 or none at all; say
 /// so rather than pass on a confusing message.
 fn require_v2() -> Result<()> {
-    let v2 = Command::new("docker")
-        .args(["compose", "version", "--short"])
-        .stdin(Stdio::null())
-        .output();
+    let v2 = Command::new("docker").args(["compose", "version", "--short"]).stdin(Stdio::null()).output();
     if matches!(&v2, Ok(o) if o.status.success()) {
         return Ok(());
     }
-    let v1 = Command::new("docker-compose")
-        .arg("version")
-        .stdin(Stdio::null())
-        .output();
+    let v1 = Command::new("docker-compose").arg("version").stdin(Stdio::null()).output();
     let found = match v1 {
         Ok(o) if o.status.success() => {
             "only docker-compose v1 (Python), which names and recreates containers differently, is installed"
@@ -233,8 +212,7 @@ impl Compose for ComposeCli {
                 stderr.trim()
             )));
         }
-        let mut json: Value = serde_json::from_slice(&out.stdout)
-            .context("reading `docker compose config` output")?;
+        let mut json: Value = serde_json::from_slice(&out.stdout).context("reading `docker compose config` output")?;
         if let Some(to) = &self.deploy_directory {
             relocate(&mut json, &self.directory, to);
         }
@@ -246,10 +224,7 @@ impl Compose for ComposeCli {
         cmd.args(["config", "--hash", "*"]);
         let out = run(cmd, "reading compose config hashes")?;
         if !out.status.success() {
-            bail!(
-                "docker compose config --hash failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            bail!("docker compose config --hash failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -260,21 +235,10 @@ impl Compose for ComposeCli {
 
     fn up(&self, project: &str, service: &str) -> Result<()> {
         let mut cmd = self.command(Some(project));
-        cmd.args([
-            "up",
-            "--detach",
-            "--no-deps",
-            "--pull",
-            "never",
-            "--quiet-pull",
-            service,
-        ]);
+        cmd.args(["up", "--detach", "--no-deps", "--pull", "never", "--quiet-pull", service]);
         let out = run(cmd, "recreating a service")?;
         if !out.status.success() {
-            bail!(
-                "docker compose up {service} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            bail!("docker compose up {service} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
         Ok(())
     }

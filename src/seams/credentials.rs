@@ -55,9 +55,8 @@ impl Credentials {
             .unwrap_or_else(|| PathBuf::from("/root/.docker"));
         let source = dir.join("config.json");
         let config = match std::fs::read_to_string(&source) {
-            Ok(text) => serde_json::from_str(&text).with_context(|| {
-                format!("reading Docker CLI configuration {}", source.display())
-            })?,
+            Ok(text) => serde_json::from_str(&text)
+                .with_context(|| format!("reading Docker CLI configuration {}", source.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => CliConfig::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", source.display())),
         };
@@ -72,13 +71,7 @@ impl Credentials {
         if let Some(helper) = self.config.cred_helpers.get(registry) {
             return helper_get(helper, &server_key(registry));
         }
-        if let Some(entry) = self
-            .config
-            .auths
-            .iter()
-            .find(|(k, _)| normalize(k) == registry)
-            .map(|(_, v)| v)
-        {
+        if let Some(entry) = self.config.auths.iter().find(|(k, _)| normalize(k) == registry).map(|(_, v)| v) {
             let from_auth = entry.auth.as_deref().map(decode_auth).transpose()?;
             let (username, password) = match from_auth {
                 Some((u, p)) => (Some(u), Some(p)),
@@ -103,17 +96,11 @@ impl Credentials {
 
 /// The key the Docker CLI files a registry under.
 fn server_key(registry: &str) -> String {
-    if registry == DOCKER_HUB {
-        "https://index.docker.io/v1/".to_string()
-    } else {
-        registry.to_string()
-    }
+    if registry == DOCKER_HUB { "https://index.docker.io/v1/".to_string() } else { registry.to_string() }
 }
 
 fn normalize(key: &str) -> String {
-    let host = key
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
+    let host = key.trim_start_matches("https://").trim_start_matches("http://");
     let host = host.split('/').next().unwrap_or(host);
     match host {
         "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
@@ -142,23 +129,14 @@ fn helper_get(helper: &str, server: &str) -> Result<Option<DockerCredentials>> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("running credential helper {program}"))?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(server.as_bytes())?;
-    let out = child
-        .wait_with_output()
-        .with_context(|| format!("running credential helper {program}"))?;
+    child.stdin.take().expect("piped stdin").write_all(server.as_bytes())?;
+    let out = child.wait_with_output().with_context(|| format!("running credential helper {program}"))?;
     if !out.status.success() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         if stdout.contains("credentials not found") {
             return Ok(None);
         }
-        bail!(
-            "credential helper {program} failed for {server} ({})",
-            out.status
-        );
+        bail!("credential helper {program} failed for {server} ({})", out.status);
     }
     let reply: HelperReply = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("credential helper {program} gave unreadable output"))?;
@@ -178,10 +156,7 @@ mod tests {
     use super::*;
 
     fn creds(json: &str) -> Credentials {
-        Credentials {
-            config: serde_json::from_str(json).unwrap(),
-            source: PathBuf::from("/x"),
-        }
+        Credentials { config: serde_json::from_str(json).unwrap(), source: PathBuf::from("/x") }
     }
 
     #[test]

@@ -87,21 +87,13 @@ pub struct DockerEngine {
 
 impl DockerEngine {
     pub fn connect() -> Result<DockerEngine> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let host = std::env::var("DOCKER_HOST")
-            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
-        let hint = || {
-            format!(
-                "connecting to the Docker engine at {host}; is dockerd running and may this user use it?"
-            )
-        };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+        let hint =
+            || format!("connecting to the Docker engine at {host}; is dockerd running and may this user use it?");
         let docker = Docker::connect_with_defaults().with_context(hint)?;
         // bollard speaks the newest API by default; older engines refuse it.
-        let docker = runtime
-            .block_on(docker.negotiate_version())
-            .with_context(hint)?;
+        let docker = runtime.block_on(docker.negotiate_version()).with_context(hint)?;
         Ok(DockerEngine {
             docker,
             runtime,
@@ -115,14 +107,9 @@ impl DockerEngine {
             return Ok(hit.clone());
         }
         let found = self.credentials.for_registry(registry).with_context(|| {
-            format!(
-                "credentials for registry {registry} from {}",
-                self.credentials.source().display()
-            )
+            format!("credentials for registry {registry} from {}", self.credentials.source().display())
         })?;
-        self.credential_cache
-            .borrow_mut()
-            .insert(registry.to_string(), found.clone());
+        self.credential_cache.borrow_mut().insert(registry.to_string(), found.clone());
         Ok(found)
     }
 
@@ -132,14 +119,9 @@ impl DockerEngine {
             other => other.to_string(),
         };
         let lower = text.to_lowercase();
-        let auth = [
-            "unauthorized",
-            "authentication required",
-            "no basic auth credentials",
-            "denied",
-        ]
-        .iter()
-        .any(|w| lower.contains(w));
+        let auth = ["unauthorized", "authentication required", "no basic auth credentials", "denied"]
+            .iter()
+            .any(|w| lower.contains(w));
         if auth {
             anyhow!(
                 "registry {registry}: authentication failed ({}); check the credentials for {registry} in {} (docker login {registry})",
@@ -154,17 +136,9 @@ impl DockerEngine {
 
 impl Engine for DockerEngine {
     fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>> {
-        let filters = HashMap::from([(
-            "label",
-            vec![
-                format!("{PROJECT_LABEL}={project}"),
-                format!("{ONEOFF_LABEL}=False"),
-            ],
-        )]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
+        let filters =
+            HashMap::from([("label", vec![format!("{PROJECT_LABEL}={project}"), format!("{ONEOFF_LABEL}=False")])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
         self.runtime.block_on(async {
             let summaries = self
                 .docker
@@ -177,24 +151,13 @@ impl Engine for DockerEngine {
                 let inspect = match self.docker.inspect_container(&id, None).await {
                     Ok(i) => i,
                     // Removed between list and inspect: compose is mid-recreate.
-                    Err(bollard::errors::Error::DockerResponseServerError {
-                        status_code: 404,
-                        ..
-                    }) => continue,
+                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => continue,
                     Err(e) => return Err(e).with_context(|| format!("inspecting container {id}")),
                 };
-                let labels = inspect
-                    .config
-                    .as_ref()
-                    .and_then(|c| c.labels.clone())
-                    .unwrap_or_default();
+                let labels = inspect.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
                 let state = inspect.state.unwrap_or_default();
                 out.push(ContainerInfo {
-                    name: inspect
-                        .name
-                        .unwrap_or_default()
-                        .trim_start_matches('/')
-                        .to_string(),
+                    name: inspect.name.unwrap_or_default().trim_start_matches('/').to_string(),
                     service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
                     state: state.status.map(|s| s.to_string()).unwrap_or_default(),
                     health: state
@@ -215,13 +178,10 @@ impl Engine for DockerEngine {
 
     fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
         match self.runtime.block_on(self.docker.inspect_image(reference)) {
-            Ok(i) => Ok(Some(ImageInfo {
-                id: i.id.unwrap_or_default(),
-                repo_digests: i.repo_digests.unwrap_or_default(),
-            })),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(None),
+            Ok(i) => {
+                Ok(Some(ImageInfo { id: i.id.unwrap_or_default(), repo_digests: i.repo_digests.unwrap_or_default() }))
+            }
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("inspecting image {reference}")),
         }
     }
@@ -243,10 +203,7 @@ impl Engine for DockerEngine {
                         .inspect_registry_image(&reference, creds)
                         .await
                         .map_err(|e| self.registry_error(&registry, e))?;
-                    inspect
-                        .descriptor
-                        .digest
-                        .ok_or_else(|| anyhow!("registry {registry}: no digest for {reference}"))
+                    inspect.descriptor.digest.ok_or_else(|| anyhow!("registry {registry}: no digest for {reference}"))
                 })
                 .buffered(REGISTRY_CONCURRENCY)
                 .collect(),
@@ -256,17 +213,11 @@ impl Engine for DockerEngine {
     fn pull(&self, reference: &str, progress: &mut dyn FnMut(&PullProgress)) -> Result<()> {
         let registry = Reference::parse(reference).registry;
         let creds = self.credentials_for(&registry)?;
-        let options = CreateImageOptionsBuilder::default()
-            .from_image(reference)
-            .build();
+        let options = CreateImageOptionsBuilder::default().from_image(reference).build();
         self.runtime
             .block_on(async {
                 let mut stream = self.docker.create_image(Some(options), None, creds);
-                while let Some(info) = stream
-                    .try_next()
-                    .await
-                    .map_err(|e| self.registry_error(&registry, e))?
-                {
+                while let Some(info) = stream.try_next().await.map_err(|e| self.registry_error(&registry, e))? {
                     let detail = info.progress_detail.unwrap_or_default();
                     progress(&PullProgress {
                         layer: info.id.as_deref(),
@@ -282,30 +233,18 @@ impl Engine for DockerEngine {
 
     fn remove_container(&self, id: &str) -> Result<()> {
         let stop = StopContainerOptionsBuilder::default().t(10).build();
-        let remove = RemoveContainerOptionsBuilder::default()
-            .v(false)
-            .force(false)
-            .build();
+        let remove = RemoveContainerOptionsBuilder::default().v(false).force(false).build();
         self.runtime.block_on(async {
             match self.docker.stop_container(id, Some(stop)).await {
-                Ok(())
-                | Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 304, ..
-                }) => {}
+                Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
                 Err(e) => return Err(e).with_context(|| format!("stopping container {id}")),
             }
-            self.docker
-                .remove_container(id, Some(remove))
-                .await
-                .with_context(|| format!("removing container {id}"))
+            self.docker.remove_container(id, Some(remove)).await.with_context(|| format!("removing container {id}"))
         })
     }
 
     fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()> {
-        let options = TagImageOptionsBuilder::default()
-            .repo(repo)
-            .tag(tag)
-            .build();
+        let options = TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
         self.runtime
             .block_on(self.docker.tag_image(image, Some(options)))
             .with_context(|| format!("tagging image {image} as {repo}:{tag}"))

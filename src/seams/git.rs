@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use git2::{
-    AutotagOption, Cred, CredentialType, FetchOptions, ObjectType, Oid, RemoteCallbacks,
-    Repository, RepositoryInitOptions, TreeWalkMode, TreeWalkResult, build::CheckoutBuilder,
+    AutotagOption, Cred, CredentialType, FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository,
+    RepositoryInitOptions, TreeWalkMode, TreeWalkResult, build::CheckoutBuilder,
 };
 
 use crate::settings::GitSource;
@@ -24,60 +24,37 @@ impl GitRepo {
         let repo = match Repository::open(git_dir) {
             Ok(r) => r,
             Err(_) => {
-                std::fs::create_dir_all(&source.checkout).with_context(|| {
-                    format!("creating checkout directory {}", source.checkout.display())
-                })?;
+                std::fs::create_dir_all(&source.checkout)
+                    .with_context(|| format!("creating checkout directory {}", source.checkout.display()))?;
                 let mut opts = RepositoryInitOptions::new();
-                opts.workdir_path(&source.checkout)
-                    .no_reinit(true)
-                    .mkdir(true);
-                Repository::init_opts(git_dir, &opts).with_context(|| {
-                    format!("creating clusterup's clone in {}", git_dir.display())
-                })?
+                opts.workdir_path(&source.checkout).no_reinit(true).mkdir(true);
+                Repository::init_opts(git_dir, &opts)
+                    .with_context(|| format!("creating clusterup's clone in {}", git_dir.display()))?
             }
         };
-        Ok(GitRepo {
-            repo,
-            source: source.clone(),
-        })
+        Ok(GitRepo { repo, source: source.clone() })
     }
 
     /// Fetches the branch and returns its commit.
     pub fn fetch(&self) -> Result<Oid> {
         let GitSource { url, branch, .. } = &self.source;
-        let mut remote = self
-            .repo
-            .remote_anonymous(url)
-            .with_context(|| format!("git remote {url}"))?;
+        let mut remote = self.repo.remote_anonymous(url).with_context(|| format!("git remote {url}"))?;
         let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
         let mut opts = FetchOptions::new();
         opts.remote_callbacks(self.callbacks());
         opts.download_tags(AutotagOption::None);
         remote
             .fetch(&[&refspec], Some(&mut opts), None)
-            .map_err(|e| {
-                anyhow!(
-                    "fetching branch {branch} from {url}: {}{}",
-                    e.message(),
-                    auth_hint(&e)
-                )
-            })?;
+            .map_err(|e| anyhow!("fetching branch {branch} from {url}: {}{}", e.message(), auth_hint(&e)))?;
         let tracking = format!("refs/remotes/origin/{branch}");
-        let advertised = remote.list().map(|heads| {
-            heads
-                .iter()
-                .any(|h| h.name() == format!("refs/heads/{branch}"))
-        });
+        let advertised = remote.list().map(|heads| heads.iter().any(|h| h.name() == format!("refs/heads/{branch}")));
         if matches!(advertised, Ok(false)) {
-            bail!(
-                "branch {branch} does not exist on {url}; check `git.branch` in the configuration"
-            );
+            bail!("branch {branch} does not exist on {url}; check `git.branch` in the configuration");
         }
-        let oid = self.repo.refname_to_id(&tracking).map_err(|_| {
-            anyhow!(
-                "branch {branch} does not exist on {url}; check `git.branch` in the configuration"
-            )
-        })?;
+        let oid = self
+            .repo
+            .refname_to_id(&tracking)
+            .map_err(|_| anyhow!("branch {branch} does not exist on {url}; check `git.branch` in the configuration"))?;
         Ok(oid)
     }
 
@@ -96,8 +73,7 @@ impl GitRepo {
     /// Writes the stack directory (`path`) of `commit` to `dest`, fresh.
     pub fn export(&self, commit: Oid, dest: &Path) -> Result<()> {
         if dest.exists() {
-            std::fs::remove_dir_all(dest)
-                .with_context(|| format!("clearing {}", dest.display()))?;
+            std::fs::remove_dir_all(dest).with_context(|| format!("clearing {}", dest.display()))?;
         }
         std::fs::create_dir_all(dest)?;
         let tree = self.repo.find_commit(commit)?.tree()?;
@@ -105,23 +81,15 @@ impl GitRepo {
             tree
         } else {
             let entry = tree.get_path(&self.source.path).map_err(|_| {
-                anyhow!(
-                    "commit {} has no directory {} (git.path)",
-                    short(commit),
-                    self.source.path.display()
-                )
+                anyhow!("commit {} has no directory {} (git.path)", short(commit), self.source.path.display())
             })?;
-            self.repo
-                .find_tree(entry.id())
-                .context("git.path is not a directory")?
+            self.repo.find_tree(entry.id()).context("git.path is not a directory")?
         };
         let mut failure = None;
         tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
             let path: PathBuf = dest.join(parent).join(entry.name().unwrap_or("_"));
             let result = match entry.kind() {
-                Some(ObjectType::Tree) => {
-                    std::fs::create_dir_all(&path).map_err(anyhow::Error::from)
-                }
+                Some(ObjectType::Tree) => std::fs::create_dir_all(&path).map_err(anyhow::Error::from),
                 Some(ObjectType::Blob) => self.write_blob(entry.id(), entry.filemode(), &path),
                 _ => Ok(()),
             };
@@ -140,8 +108,7 @@ impl GitRepo {
         use std::os::unix::fs::PermissionsExt;
         let blob = self.repo.find_blob(id)?;
         if mode == 0o120000 {
-            let target =
-                std::str::from_utf8(blob.content()).context("symlink target is not UTF-8")?;
+            let target = std::str::from_utf8(blob.content()).context("symlink target is not UTF-8")?;
             std::os::unix::fs::symlink(target, path)?;
         } else {
             std::fs::write(path, blob.content())?;
@@ -160,13 +127,7 @@ impl GitRepo {
         opts.force();
         self.repo
             .checkout_tree(&object, Some(&mut opts))
-            .with_context(|| {
-                format!(
-                    "checking out {} into {}",
-                    short(commit),
-                    self.source.checkout.display()
-                )
-            })?;
+            .with_context(|| format!("checking out {} into {}", short(commit), self.source.checkout.display()))?;
         self.repo.set_head_detached(commit)?;
         if self.source.submodules {
             for mut sub in self.repo.submodules()? {
@@ -175,8 +136,7 @@ impl GitRepo {
                 let mut fetch = FetchOptions::new();
                 fetch.remote_callbacks(self.callbacks());
                 opts.fetch(fetch);
-                sub.update(true, Some(&mut opts))
-                    .with_context(|| format!("updating submodule {name}"))?;
+                sub.update(true, Some(&mut opts)).with_context(|| format!("updating submodule {name}"))?;
             }
         }
         Ok(())
@@ -195,9 +155,7 @@ impl GitRepo {
             // libgit2 asks again after a rejected credential: stop early.
             attempts += 1;
             if attempts > 3 {
-                return Err(git2::Error::from_str(&format!(
-                    "authentication to {url} failed"
-                )));
+                return Err(git2::Error::from_str(&format!("authentication to {url} failed")));
             }
             let user = username.unwrap_or("git");
             if allowed.contains(CredentialType::SSH_KEY) {
@@ -237,23 +195,12 @@ mod tests {
 
     fn git(dir: &Path, args: &[&str]) {
         let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "-c",
-                "init.defaultBranch=main",
-            ])
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
             .args(args)
             .current_dir(dir)
             .output()
             .expect("git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// A bare remote with one commit holding `stack/compose.yaml`.
@@ -309,24 +256,17 @@ mod tests {
         git(&work, &["commit", "-qm", "rewritten"]);
         git(&work, &["push", "-q", "--force", "origin", "HEAD:main"]);
         let rewritten = repo.fetch().unwrap();
-        assert!(
-            !repo.descends_from(rewritten, second).unwrap(),
-            "a force-push is not a descendant"
-        );
+        assert!(!repo.descends_from(rewritten, second).unwrap(), "a force-push is not a descendant");
 
         repo.checkout(second).unwrap();
         repo.checkout(first).unwrap();
-        assert!(
-            !tmp.path().join("checkout/stack/extra.env").exists(),
-            "files deleted by a commit go"
-        );
+        assert!(!tmp.path().join("checkout/stack/extra.env").exists(), "files deleted by a commit go");
     }
 
     #[test]
     fn missing_branch_and_unreachable_remote_are_clear_errors() {
         let (tmp, bare, _work) = remote();
-        let repo =
-            GitRepo::open(&tmp.path().join("git"), &source(tmp.path(), &bare, "nope")).unwrap();
+        let repo = GitRepo::open(&tmp.path().join("git"), &source(tmp.path(), &bare, "nope")).unwrap();
         let err = format!("{:#}", repo.fetch().unwrap_err());
         assert!(err.contains("nope"), "{err}");
         let gone = source(tmp.path(), &tmp.path().join("missing.git"), "main");

@@ -32,10 +32,7 @@ fn update_is_detected_applied_healthy_and_journaled() {
     assert_eq!(plan["kind"], "image");
     assert_eq!(plan["changes"].as_array().unwrap().len(), 1, "{run:?}");
     assert_eq!(plan["changes"][0]["service"], "web");
-    assert_eq!(
-        plan["changes"][0]["to"].as_str().unwrap(),
-        repo_digest("clusterup-fixture/web:v2", &web)
-    );
+    assert_eq!(plan["changes"][0]["to"].as_str().unwrap(), repo_digest("clusterup-fixture/web:v2", &web));
     // check never pulls: the local tag still points at v1.
     assert_eq!(image_id(&web), image_id("clusterup-fixture/web:v1"));
 
@@ -45,16 +42,9 @@ fn update_is_detected_applied_healthy_and_journaled() {
     let report = run.json();
     assert_eq!(report["outcome"], "applied");
     assert_eq!(report["revision"], 1);
-    assert_eq!(
-        stack.running_image("web"),
-        image_id("clusterup-fixture/web:v2")
-    );
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
     assert_eq!(stack.health("web"), "running/healthy");
-    assert_eq!(
-        stack.container_id("other"),
-        other_container,
-        "an unchanged service must not be recreated"
-    );
+    assert_eq!(stack.container_id("other"), other_container, "an unchanged service must not be recreated");
 
     let run = stack.clusterup(&["check"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -72,30 +62,16 @@ fn update_is_detected_applied_healthy_and_journaled() {
     let revisions = status["revisions"].as_array().unwrap();
     assert_eq!(revisions.len(), 1, "{run:?}");
     assert_eq!(revisions[0]["outcome"], "applied");
-    assert_eq!(
-        revisions[0]["services"][0]["before"].as_str().unwrap(),
-        image_id("clusterup-fixture/web:v1")
-    );
-    assert_eq!(
-        revisions[0]["services"][0]["after"].as_str().unwrap(),
-        image_id("clusterup-fixture/web:v2")
-    );
+    assert_eq!(revisions[0]["services"][0]["before"].as_str().unwrap(), image_id("clusterup-fixture/web:v1"));
+    assert_eq!(revisions[0]["services"][0]["after"].as_str().unwrap(), image_id("clusterup-fixture/web:v2"));
     // The previous image is kept under a clusterup tag for rollback.
-    assert_eq!(
-        image_id(&format!("clusterup/{}/web:rev-1", stack.name)),
-        image_id("clusterup-fixture/web:v1")
-    );
+    assert_eq!(image_id(&format!("clusterup/{}/web:rev-1", stack.name)), image_id("clusterup-fixture/web:v1"));
 }
 
 /// The digest under which `image` was pushed to `reference`'s repository.
 fn repo_digest(image: &str, reference: &str) -> String {
-    let digests = crate::support::docker(&[
-        "image",
-        "inspect",
-        "-f",
-        "{{range .RepoDigests}}{{println .}}{{end}}",
-        image,
-    ]);
+    let digests =
+        crate::support::docker(&["image", "inspect", "-f", "{{range .RepoDigests}}{{println .}}{{end}}", image]);
     let repo = reference.rsplit_once(':').unwrap().0;
     String::from_utf8_lossy(&digests.stdout)
         .lines()
@@ -119,15 +95,8 @@ fn unhealthy_update_is_rolled_back() {
     assert_eq!(run.code, 1, "{run:?}");
     let report = run.json();
     assert_eq!(report["outcome"], "rolled_back");
-    assert!(
-        report["error"].as_str().unwrap().contains("unhealthy"),
-        "{run:?}"
-    );
-    assert_eq!(
-        stack.running_image("web"),
-        image_id("clusterup-fixture/web:v1"),
-        "web must run its previous image"
-    );
+    assert!(report["error"].as_str().unwrap().contains("unhealthy"), "{run:?}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"), "web must run its previous image");
     assert_eq!(stack.health("web"), "running/healthy");
     assert_eq!(stack.container_id("other"), other_container);
 
@@ -144,9 +113,7 @@ fn pinned_and_locally_built_images_are_reported_and_never_touched() {
     let pinned = format!("{}@{digest}", pinned_ref.rsplit_once(':').unwrap().0);
     let local = format!("{}-local/web:dev", stack.name);
     stack.tag_local("v1", &local);
-    stack.write_compose(&format!(
-        "services:\n  pinned:\n    image: {pinned}\n  local:\n    image: {local}\n"
-    ));
+    stack.write_compose(&format!("services:\n  pinned:\n    image: {pinned}\n  local:\n    image: {local}\n"));
     stack.write_config("");
     stack.up();
     // A newer image behind the pinned repository's tag must not matter.
@@ -159,32 +126,18 @@ fn pinned_and_locally_built_images_are_reported_and_never_touched() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| {
-            (
-                s["service"].as_str().unwrap().to_string(),
-                s["state"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|s| (s["service"].as_str().unwrap().to_string(), s["state"].as_str().unwrap().to_string()))
         .collect();
     assert_eq!(
         states,
-        [
-            ("local".to_string(), "local_build".to_string()),
-            ("pinned".to_string(), "pinned".to_string())
-        ]
+        [("local".to_string(), "local_build".to_string()), ("pinned".to_string(), "pinned".to_string())]
     );
     let human = stack.clusterup(&["check"]);
-    assert!(
-        human.stdout.contains("pinned by digest") && human.stdout.contains("local build"),
-        "{human:?}"
-    );
+    assert!(human.stdout.contains("pinned by digest") && human.stdout.contains("local build"), "{human:?}");
 
     let run = stack.clusterup(&["apply", "--auto"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(
-        (stack.container_id("pinned"), stack.container_id("local")),
-        ids
-    );
+    assert_eq!((stack.container_id("pinned"), stack.container_id("local")), ids);
 }
 
 #[test]
@@ -195,28 +148,18 @@ fn private_registry_with_credentials_from_the_docker_config() {
     assert_eq!(run.code, 100, "{run:?}");
     let run = stack.clusterup(&["apply", "--auto"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(
-        stack.running_image("web"),
-        image_id("clusterup-fixture/web:v2")
-    );
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
 
     let password = crate::support::bed().auth_password.clone();
     stack.write_docker_config("wrong-password");
     let run = stack.clusterup(&["check"]);
     assert_eq!(run.code, 1, "{run:?}");
     let registry = &crate::support::bed().auth_registry;
-    assert!(
-        run.all()
-            .contains(&format!("registry {registry}: authentication failed")),
-        "{run:?}"
-    );
+    assert!(run.all().contains(&format!("registry {registry}: authentication failed")), "{run:?}");
 
     // No secret anywhere: output, journal, state files.
     for text in [run.all(), stack.journal()] {
-        assert!(
-            !text.contains(&password) && !text.contains("wrong-password"),
-            "secret leaked: {text}"
-        );
+        assert!(!text.contains(&password) && !text.contains("wrong-password"), "secret leaked: {text}");
     }
 }
 
@@ -240,35 +183,12 @@ fn credentials_from_a_credential_helper() {
     )
     .unwrap();
     std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::write(
-        stack.docker_config.join("config.json"),
-        r#"{"credsStore":"cutest"}"#,
-    )
-    .unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    std::fs::write(stack.docker_config.join("config.json"), r#"{"credsStore":"cutest"}"#).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
 
-    let out = stack
-        .clusterup_command(&stack.dir, &["apply", "--auto"])
-        .env("PATH", path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        stack.running_image("web"),
-        image_id("clusterup-fixture/web:v2")
-    );
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = stack.clusterup_command(&stack.dir, &["apply", "--auto"]).env("PATH", path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!all.contains(&bed.auth_password) && !stack.journal().contains(&bed.auth_password));
 }

@@ -14,14 +14,8 @@ fn malformed_config_names_file_line_and_key() {
     for command in [&["check"][..], &["apply", "--auto"][..]] {
         let run = stack.clusterup(command);
         assert_eq!(run.code, 2, "{run:?}");
-        assert!(
-            run.stderr.contains(&config.display().to_string()),
-            "{run:?}"
-        );
-        assert!(
-            run.stderr.contains("line 7") && run.stderr.contains("colour"),
-            "{run:?}"
-        );
+        assert!(run.stderr.contains(&config.display().to_string()), "{run:?}");
+        assert!(run.stderr.contains("line 7") && run.stderr.contains("colour"), "{run:?}");
     }
     assert_eq!(stack.container_id("web"), container);
 }
@@ -35,10 +29,7 @@ fn malformed_compose_file_is_refused_with_composes_message() {
     std::fs::write(&compose, good.replace("    image: ", "    image: [")).unwrap();
     let run = stack.clusterup(&["apply", "--auto"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(
-        run.stderr.contains(&compose.display().to_string()),
-        "{run:?}"
-    );
+    assert!(run.stderr.contains(&compose.display().to_string()), "{run:?}");
     assert!(run.stderr.contains("line"), "{run:?}");
     assert_eq!(stack.container_id("web"), container);
     std::fs::write(&compose, good).unwrap();

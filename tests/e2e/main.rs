@@ -6,4 +6,5 @@ mod support;
 mod image_updates;
 mod inputs;
 mod safety;
+mod structural;
 mod terminal;

@@ -33,25 +33,13 @@ pub fn bed() -> &'static Bed {
             registry: env_or("CLUSTERUP_TEST_REGISTRY", "127.0.0.1:5550"),
             auth_registry: env_or("CLUSTERUP_TEST_AUTH_REGISTRY", "127.0.0.1:5551"),
             auth_user: env_or("CLUSTERUP_TEST_AUTH_USER", "clusterup-test"),
-            auth_password: env_or(
-                "CLUSTERUP_TEST_AUTH_PASSWORD",
-                "Ex4mple-Passw0rd-not-secret",
-            ),
+            auth_password: env_or("CLUSTERUP_TEST_AUTH_PASSWORD", "Ex4mple-Passw0rd-not-secret"),
         };
         let need = |ok: bool, what: &str| {
-            assert!(
-                ok,
-                "test bed incomplete: {what}. Run scripts/test.sh, which sets it up."
-            );
+            assert!(ok, "test bed incomplete: {what}. Run scripts/test.sh, which sets it up.");
         };
-        need(
-            docker(&["info"]).status.success(),
-            "no Docker engine answers `docker info`",
-        );
-        need(
-            docker(&["compose", "version"]).status.success(),
-            "`docker compose` (v2) is missing",
-        );
+        need(docker(&["info"]).status.success(), "no Docker engine answers `docker info`");
+        need(docker(&["compose", "version"]).status.success(), "`docker compose` (v2) is missing");
         need(
             docker(&[
                 "image",
@@ -65,30 +53,19 @@ pub fn bed() -> &'static Bed {
             "fixture images clusterup-fixture/web:{v1,v2,bad} are missing",
         );
         for r in [&bed.registry, &bed.auth_registry] {
-            need(
-                std::net::TcpStream::connect(r.as_str()).is_ok(),
-                &format!("no registry on {r}"),
-            );
+            need(std::net::TcpStream::connect(r.as_str()).is_ok(), &format!("no registry on {r}"));
         }
         bed
     })
 }
 
 pub fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running docker")
+    Command::new("docker").args(args).stdin(Stdio::null()).output().expect("running docker")
 }
 
 fn docker_ok(args: &[&str]) -> String {
     let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -104,12 +81,8 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
     }
 
     pub fn all(&self) -> String {
@@ -119,11 +92,7 @@ impl Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
     }
 }
 
@@ -184,12 +153,8 @@ impl Stack {
     /// This test's Docker CLI config, holding the auth registry's password.
     pub fn write_docker_config(&self, password: &str) {
         let bed = bed();
-        let auth = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{password}", bed.auth_user));
-        let json = format!(
-            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
-            bed.auth_registry
-        );
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", bed.auth_user));
+        let json = format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, bed.auth_registry);
         std::fs::write(self.docker_config.join("config.json"), json).unwrap();
     }
 
@@ -198,32 +163,20 @@ impl Stack {
     /// new image appears in the registry and nowhere else.
     pub fn publish(&mut self, fixture: &str, reference: &str) {
         let previous = docker(&["image", "inspect", "-f", "{{.Id}}", reference]);
-        docker_ok(&[
-            "tag",
-            &format!("clusterup-fixture/web:{fixture}"),
-            reference,
-        ]);
+        docker_ok(&["tag", &format!("clusterup-fixture/web:{fixture}"), reference]);
         if !self.tags.iter().any(|t| t == reference) {
             self.tags.push(reference.to_string());
         }
         let config = self.docker_config.to_string_lossy().to_string();
         docker_ok(&["--config", &config, "push", "-q", reference]);
         if previous.status.success() {
-            docker_ok(&[
-                "tag",
-                String::from_utf8_lossy(&previous.stdout).trim(),
-                reference,
-            ]);
+            docker_ok(&["tag", String::from_utf8_lossy(&previous.stdout).trim(), reference]);
         }
     }
 
     /// Tags a fixture under a local name only: a "locally built" image.
     pub fn tag_local(&mut self, fixture: &str, reference: &str) {
-        docker_ok(&[
-            "tag",
-            &format!("clusterup-fixture/web:{fixture}"),
-            reference,
-        ]);
+        docker_ok(&["tag", &format!("clusterup-fixture/web:{fixture}"), reference]);
         self.tags.push(reference.to_string());
     }
 
@@ -261,11 +214,7 @@ impl Stack {
 
     pub fn up(&self) {
         let out = self.compose(&["up", "--detach", "--wait", "--pull", "never"]);
-        assert!(
-            out.status.success(),
-            "compose up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "compose up failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Runs clusterup with this stack's configuration (when written) and
@@ -275,10 +224,7 @@ impl Stack {
     }
 
     pub fn clusterup_in(&self, cwd: &Path, args: &[&str]) -> Run {
-        let out = self
-            .clusterup_command(cwd, args)
-            .output()
-            .expect("running clusterup");
+        let out = self.clusterup_command(cwd, args).output().expect("running clusterup");
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).to_string(),
@@ -308,10 +254,7 @@ impl Stack {
     pub fn container_id(&self, service: &str) -> String {
         let out = self.compose(&["ps", "--all", "--quiet", service]);
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(
-            !id.is_empty() && !id.contains('\n'),
-            "expected one container for {service}, got {id:?}"
-        );
+        assert!(!id.is_empty() && !id.contains('\n'), "expected one container for {service}, got {id:?}");
         id
     }
 
@@ -320,24 +263,16 @@ impl Stack {
     }
 
     pub fn health(&self, service: &str) -> String {
-        self.inspect(
-            service,
-            "{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}",
-        )
+        self.inspect(service, "{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}")
     }
 
     pub fn journal(&self) -> String {
-        std::fs::read_to_string(self.state.join(&self.name).join("journal.jsonl"))
-            .unwrap_or_default()
+        std::fs::read_to_string(self.state.join(&self.name).join("journal.jsonl")).unwrap_or_default()
     }
 
     /// A registry of this test's own on a free port, to be stopped at will.
     pub fn start_own_registry(&mut self) -> String {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr = format!("127.0.0.1:{port}");
         let dir = self.root.path().join("own-registry");
         std::fs::create_dir_all(&dir).unwrap();
@@ -355,10 +290,7 @@ impl Stack {
         self.registry_process = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "own registry did not start on {addr}"
-            );
+            assert!(Instant::now() < deadline, "own registry did not start on {addr}");
             std::thread::sleep(Duration::from_millis(100));
         }
         addr
@@ -372,37 +304,133 @@ impl Stack {
     }
 }
 
+/// A bare repository as the stack's git remote, and a working clone where
+/// the test commits and pushes.
+pub struct Remote {
+    pub bare: PathBuf,
+    pub work: PathBuf,
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running git");
+    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Remote {
+    /// Writes `stack/compose.yaml`, commits and pushes; returns the commit.
+    pub fn commit_compose(&self, yaml: &str, message: &str) -> String {
+        std::fs::create_dir_all(self.work.join("stack")).unwrap();
+        std::fs::write(self.work.join("stack/compose.yaml"), yaml).unwrap();
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "--allow-empty", "-m", message]);
+        git(&self.work, &["push", "-q", "--force", "origin", "HEAD:main"]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    /// Replaces the branch's whole history with one unrelated commit.
+    pub fn rewrite_history(&self, yaml: &str) {
+        git(&self.work, &["checkout", "-q", "--orphan", "rewritten"]);
+        self.commit_compose(yaml, "rewritten");
+    }
+}
+
+impl Stack {
+    pub fn remote(&self) -> Remote {
+        let bare = self.root.path().join("remote.git");
+        let work = self.root.path().join("work");
+        std::fs::create_dir_all(&bare).unwrap();
+        git(&bare, &["init", "-q", "--bare"]);
+        git(self.root.path(), &["clone", "-q", bare.to_str().unwrap(), "work"]);
+        Remote { bare, work }
+    }
+
+    /// A configuration for this stack deployed from `remote`, structural
+    /// changes allowed unattended unless `extra` says otherwise.
+    pub fn write_git_config(&self, remote: &Remote, extra: &str) -> PathBuf {
+        let path = self.config_path();
+        let text = format!(
+            "stacks:\n  - name: {}\n    git: {{url: 'file://{}', branch: main, path: stack}}\n    health: {{timeout: 30s, stability: 1s}}\n{extra}",
+            self.name,
+            remote.bare.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The directory clusterup deploys a git stack from.
+    pub fn checkout(&self) -> PathBuf {
+        self.state.join(&self.name).join("checkout").join("stack")
+    }
+
+    pub fn volume_file(&self, volume: &str, file: &str) -> Option<String> {
+        let out = docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{}_{volume}:/v", self.name),
+            "clusterup-fixture/web:v1",
+            "/bin/cat",
+            &format!("/v/{file}"),
+        ]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    pub fn exec(&self, service: &str, script: &str) {
+        let id = self.container_id(service);
+        docker_ok(&["exec", &id, "/bin/sh", "-c", script]);
+    }
+
+    pub fn has_container(&self, service: &str) -> bool {
+        let out = self.compose(&["ps", "--all", "--quiet", service]);
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    }
+}
+
+/// GET http://127.0.0.1:port/path, the body if it answered 200.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.lines().next().is_some_and(|l| l.contains(" 200 ")).then(|| body.trim().to_string())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         self.stop_own_registry();
         let _ = self.compose(&["down", "--volumes", "--remove-orphans", "--timeout", "1"]);
-        let backups = docker(&[
-            "images",
-            "--format",
-            "{{.Repository}}:{{.Tag}}",
-            &format!("clusterup/{}/*", self.name),
-        ]);
+        // Git stacks have no compose file here: remove by project label.
+        let label = format!("label=com.docker.compose.project={}", self.name);
+        for kind in ["container", "volume", "network"] {
+            let all = if kind == "container" { "-aq" } else { "-q" };
+            let ids = docker(&[kind, "ls", all, "--filter", &label]);
+            for id in String::from_utf8_lossy(&ids.stdout).lines() {
+                let _ = docker(&[kind, "rm", "-f", id]);
+            }
+        }
+        let backups =
+            docker(&["images", "--format", "{{.Repository}}:{{.Tag}}", &format!("clusterup/{}/*", self.name)]);
         let mut tags = self.tags.clone();
-        tags.extend(
-            String::from_utf8_lossy(&backups.stdout)
-                .lines()
-                .map(String::from),
-        );
+        tags.extend(String::from_utf8_lossy(&backups.stdout).lines().map(String::from));
         // Pushes and pulls leave `repo@digest` references on the shared
         // fixture images; drop this test's.
-        let digests = docker(&[
-            "images",
-            "--digests",
-            "--format",
-            "{{.Repository}}@{{.Digest}}",
-        ]);
+        let digests = docker(&["images", "--digests", "--format", "{{.Repository}}@{{.Digest}}"]);
         let mine = format!("/{}/", self.name);
-        tags.extend(
-            String::from_utf8_lossy(&digests.stdout)
-                .lines()
-                .filter(|l| l.contains(&mine))
-                .map(String::from),
-        );
+        tags.extend(String::from_utf8_lossy(&digests.stdout).lines().filter(|l| l.contains(&mine)).map(String::from));
         for tag in tags {
             let _ = docker(&["image", "rm", "--no-prune", &tag]);
         }

@@ -22,19 +22,7 @@ impl Tmux {
             env!("CARGO_BIN_EXE_clusterup"),
         );
         let ok = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &session,
-                "-x",
-                "200",
-                "-y",
-                "50",
-                "sh",
-                "-c",
-                &script,
-            ])
+            .args(["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", "sh", "-c", &script])
             .status()
             .expect("tmux (scripts/test.sh installs it)")
             .success();
@@ -43,10 +31,7 @@ impl Tmux {
     }
 
     fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.session])
-            .output()
-            .unwrap();
+        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.session]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
@@ -57,27 +42,19 @@ impl Tmux {
             if screen.contains(text) {
                 return screen;
             }
-            assert!(
-                Instant::now() < deadline,
-                "never saw {text:?}; screen:\n{screen}"
-            );
+            assert!(Instant::now() < deadline, "never saw {text:?}; screen:\n{screen}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     fn keys(&self, keys: &str) {
-        Command::new("tmux")
-            .args(["send-keys", "-t", &self.session, keys])
-            .status()
-            .unwrap();
+        Command::new("tmux").args(["send-keys", "-t", &self.session, keys]).status().unwrap();
     }
 }
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.session])
-            .status();
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.session]).status();
     }
 }
 
@@ -93,10 +70,7 @@ fn check_on_a_terminal_offers_to_apply() {
     tmux.keys("y");
     let screen = tmux.wait_for("EXIT=");
     assert!(screen.contains("EXIT=0"), "{screen}");
-    assert_eq!(
-        stack.running_image("web"),
-        image_id("clusterup-fixture/web:v2")
-    );
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
 }
 
 #[test]
@@ -113,8 +87,5 @@ fn apply_on_a_terminal_asks_and_no_means_nothing_changes() {
 
     let tmux = Tmux::start(&stack, "check --only");
     let screen = tmux.wait_for("EXIT=");
-    assert!(
-        screen.contains("EXIT=100") && !screen.contains("Apply"),
-        "--only never offers:\n{screen}"
-    );
+    assert!(screen.contains("EXIT=100") && !screen.contains("Apply"), "--only never offers:\n{screen}");
 }
