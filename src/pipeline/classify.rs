@@ -48,6 +48,8 @@ pub struct Change {
     pub to: Option<String>,
     /// Whether the image is pulled before any container is touched.
     pub pull: bool,
+    /// Recreate even where Compose's config hash sees no change.
+    pub force: bool,
     /// Why: changed fields, shared networks, renames, new digests.
     pub reasons: Vec<String>,
 }
@@ -155,6 +157,8 @@ pub struct Inputs<'a> {
     pub policy: Policy,
     pub commit: Option<String>,
     pub deployed_commit: Option<String>,
+    /// Files the new commit changed (git stacks), as deployed paths.
+    pub changed_files: &'a [std::path::PathBuf],
 }
 
 /// What can be said of a service before asking any registry.
@@ -215,7 +219,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
     let model_diff = old.map(|old| diff::diff(old, new)).unwrap_or_default();
     let mut data_risks = Vec::new();
     let running = |name: &str| observation.services.get(name).is_some_and(has_running);
-    let recreate = |changes: &mut BTreeMap<String, Change>, name: &str, reason: String| {
+    let recreate = |changes: &mut BTreeMap<String, Change>, name: &str, reason: String, force: bool| {
         if skip.contains(name) || !running(name) {
             return;
         }
@@ -227,6 +231,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
             from: None,
             to: None,
             pull: false,
+            force: false,
             reasons: Vec::new(),
         });
         if entry.kind == ChangeKind::Image {
@@ -234,6 +239,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
             entry.kind = ChangeKind::Recreate;
         }
         entry.reasons.push(reason);
+        entry.force |= force;
     };
 
     let mut removals = Vec::new();
@@ -245,7 +251,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
                     .get(name)
                     .is_some_and(|o| o.containers.iter().any(|c| c.config_hash.as_deref().is_some_and(|h| h != hash)));
                 if differs && new.services.contains_key(name) {
-                    recreate(&mut changes, name, "configuration differs from the running container".to_string());
+                    recreate(&mut changes, name, "configuration differs from the running container".to_string(), false);
                 }
             }
         }
@@ -256,6 +262,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
                         &mut changes,
                         name,
                         "first deploy from git (Compose recreates it only if its configuration differs)".to_string(),
+                        false,
                     );
                 } else if !skip.contains(name) {
                     changes.insert(name.clone(), create(name, &new.services[name], observation, None));
@@ -307,6 +314,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
                                     from: old_ref.clone(),
                                     to: new_ref.clone(),
                                     pull: true,
+                                    force: false,
                                     reasons: vec![format!(
                                         "image {} -> {}",
                                         old_ref.as_deref().unwrap_or("none"),
@@ -316,7 +324,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
                             );
                             continue;
                         }
-                        recreate(&mut changes, service, format!("changed: {}", names.join(", ")));
+                        recreate(&mut changes, service, format!("changed: {}", names.join(", ")), false);
                         if names.contains(&"image")
                             && let Some(c) = changes.get_mut(service)
                         {
@@ -326,6 +334,16 @@ pub fn classify(inputs: &Inputs) -> Plan {
                         }
                     }
                     _ => {}
+                }
+            }
+            // Compose's hash does not see file contents: a changed
+            // bind-mounted file, config or secret redeploys its services.
+            for (name, svc) in &new.services {
+                let touched = diff::file_inputs(svc, new)
+                    .into_iter()
+                    .find(|input| inputs.changed_files.iter().any(|f| f.starts_with(input)));
+                if let Some(file) = touched {
+                    recreate(&mut changes, name, format!("{} changed", file.display()), true);
                 }
             }
             for t in &model_diff.top_level {
@@ -372,6 +390,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
                             &mut changes,
                             name,
                             format!("uses {} {}, which changed", singular(&t.section), t.name),
+                            false,
                         );
                     }
                 }
@@ -393,7 +412,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
             .collect();
         let before = changes.len();
         for (name, target) in dependants {
-            recreate(&mut changes, &name, format!("shares the network or volumes of {target}"));
+            recreate(&mut changes, &name, format!("shares the network or volumes of {target}"), true);
         }
         if changes.len() == before {
             break;
@@ -503,6 +522,7 @@ fn create(name: &str, svc: &ComposeService, observation: &Observation, reason: O
         from: None,
         to: svc.image.clone(),
         pull: svc.image.is_some() && !svc.build && !local,
+        force: false,
         reasons: reason.into_iter().collect(),
     }
 }
@@ -515,6 +535,7 @@ fn remove(name: &str, svc: &ComposeService, reason: Option<String>) -> Change {
         from: svc.image.clone(),
         to: None,
         pull: false,
+        force: false,
         reasons: reason.into_iter().collect(),
     }
 }
@@ -553,6 +574,7 @@ fn image_states(inputs: &Inputs) -> (Vec<ServiceReport>, BTreeMap<String, Change
                                     from: Some(running),
                                     to: Some(available.clone()),
                                     pull: true,
+                                    force: false,
                                     reasons: Vec::new(),
                                 },
                             );
@@ -635,6 +657,7 @@ mod tests {
             policy: Policy::default(),
             commit: None,
             deployed_commit: None,
+            changed_files: &[],
         })
     }
 
@@ -869,6 +892,7 @@ mod tests {
             policy,
             commit: Some("new".into()),
             deployed_commit: Some("old".into()),
+            changed_files: &[],
         })
     }
 
@@ -955,6 +979,7 @@ mod tests {
         let got = steps(&plan);
         assert!(got.contains(&(ChangeKind::Image, "web")), "a new tag alone is an image change: {got:?}");
         assert!(got.contains(&(ChangeKind::Recreate, "side")), "{got:?}");
+        assert!(plan.changes.iter().find(|c| c.service == "side").unwrap().force, "Compose would not recreate it");
         assert!(got.contains(&(ChangeKind::Recreate, "db")), "{got:?}");
         assert!(!got.iter().any(|(_, s)| *s == "other"), "{got:?}");
         assert_eq!(plan.kind, PlanKind::Mixed);
@@ -994,6 +1019,7 @@ mod tests {
             policy: Policy::default(),
             commit: None,
             deployed_commit: None,
+            changed_files: &[],
         });
         assert_eq!(steps(&plan), [(ChangeKind::Recreate, "web")]);
     }
@@ -1011,7 +1037,35 @@ mod tests {
             policy: Policy::default(),
             commit: Some("c".into()),
             deployed_commit: None,
+            changed_files: &[],
         });
         assert_eq!(steps(&plan), [(ChangeKind::Create, "new"), (ChangeKind::Recreate, "web")]);
+    }
+
+    #[test]
+    fn changed_bind_mounted_files_and_configs_force_a_recreate() {
+        let model = json_model(
+            json!({
+                "web": {"image": "w", "volumes": [{"type": "bind", "source": "/srv/s/site", "target": "/www"}]},
+                "api": {"image": "a", "configs": [{"source": "cfg"}]},
+                "db": {"image": "d", "volumes": [{"type": "bind", "source": "/srv/s/db.conf", "target": "/etc/db.conf"}]}
+            }),
+            json!({"configs": {"cfg": {"file": "/srv/s/api.yaml"}}}),
+        );
+        let changed = [std::path::PathBuf::from("/srv/s/site/index.html"), std::path::PathBuf::from("/srv/s/api.yaml")];
+        let plan = classify(&Inputs {
+            stack: "s",
+            new: &model,
+            baseline: Baseline::Deployed(&model),
+            observation: &up(&["web", "api", "db"]),
+            skip: &BTreeSet::new(),
+            remote: &BTreeMap::new(),
+            policy: Policy::default(),
+            commit: Some("new".into()),
+            deployed_commit: Some("old".into()),
+            changed_files: &changed,
+        });
+        assert_eq!(steps(&plan), [(ChangeKind::Recreate, "api"), (ChangeKind::Recreate, "web")]);
+        assert!(plan.changes.iter().all(|c| c.force));
     }
 }

@@ -5,6 +5,7 @@
 //! Environment values are never shown: only which keys changed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -137,6 +138,26 @@ pub fn named_volumes(svc: &ComposeService) -> Vec<String> {
 
 fn volumes(svc: &ComposeService) -> impl Iterator<Item = &Value> {
     svc.raw.get("volumes").and_then(Value::as_array).into_iter().flatten()
+}
+
+/// Host files a service reads whose contents Compose does not hash: bind
+/// mounts, and the files behind its `configs` and `secrets`.
+pub fn file_inputs(svc: &ComposeService, model: &ComposeModel) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = volumes(svc)
+        .filter(|v| v.get("type").and_then(Value::as_str) == Some("bind"))
+        .filter_map(|v| v.get("source").and_then(Value::as_str).map(PathBuf::from))
+        .collect();
+    for section in ["configs", "secrets"] {
+        for used in svc.raw.get(section).and_then(Value::as_array).into_iter().flatten() {
+            let name = used.get("source").and_then(Value::as_str).or(used.as_str());
+            let file = name
+                .and_then(|n| model.top_level.get(section)?.get(n))
+                .and_then(|def| def.get("file"))
+                .and_then(Value::as_str);
+            out.extend(file.map(PathBuf::from));
+        }
+    }
+    out
 }
 
 /// The networks a service is attached to.

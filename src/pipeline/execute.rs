@@ -136,7 +136,7 @@ impl Executor<'_> {
         let verb = if change.kind == ChangeKind::Create { "creating" } else { "recreating" };
         let why = if change.reasons.is_empty() { String::new() } else { format!(" ({})", change.reasons.join("; ")) };
         self.printer.step(format!("{verb} {service}{why}"));
-        self.compose.up(project, service).map_err(|e| format!("{e:#}"))?;
+        self.compose.up(project, service, change.force).map_err(|e| format!("{e:#}"))?;
         self.printer.step(format!("waiting for {service} to be healthy"));
         wait_healthy(self.engine, project, service, expected.as_deref(), self.health, POLL)?;
         self.printer.step(format!("{service} is healthy"));
@@ -191,7 +191,7 @@ impl Executor<'_> {
                         before.map(|b| format!(" to {}", short(b))).unwrap_or_default()
                     ));
                     self.compose
-                        .up(&plan.project, service)
+                        .up(&plan.project, service, change.force)
                         .map_err(|e| format!("{e:#}"))
                         .and_then(|()| wait_healthy(self.engine, &plan.project, service, before, self.health, POLL))
                         .map(|()| {
@@ -293,7 +293,7 @@ mod tests {
         fn hashes(&self) -> Result<BTreeMap<String, String>> {
             unreachable!()
         }
-        fn up(&self, _: &str, service: &str) -> Result<()> {
+        fn up(&self, _: &str, service: &str, _: bool) -> Result<()> {
             self.log.borrow_mut().push(format!("up {service}"));
             let id = self.tags.borrow()[&self.images[service]].clone();
             if self.fail_up_of_image.as_deref() == Some(id.as_str()) {
@@ -337,6 +337,7 @@ mod tests {
             from: None,
             to: to.map(String::from),
             pull: kind == ChangeKind::Image,
+            force: false,
             reasons: vec![],
         }
     }

@@ -72,6 +72,7 @@ impl execute::Files for GitDeploy {
 pub fn check(engine: &dyn Engine, stack: &StackSettings) -> Result<Checked> {
     let compose = ComposeCli::new(stack);
     let mut file_diff = String::new();
+    let mut changed_files = Vec::new();
     let (model, old_model, hashes, git) = match &stack.git {
         None => {
             let model = compose.model()?;
@@ -117,6 +118,9 @@ pub fn check(engine: &dyn Engine, stack: &StackSettings) -> Result<Checked> {
                     }
                 }
             }
+            if let Some(old) = old {
+                changed_files = repo.changed_files(old, new)?;
+            }
             (model, old_model, None, Some(GitDeploy { repo, new, old }))
         }
     };
@@ -146,6 +150,7 @@ pub fn check(engine: &dyn Engine, stack: &StackSettings) -> Result<Checked> {
         policy: stack.policy,
         commit: git.as_ref().map(|g| g.new.to_string()),
         deployed_commit: git.as_ref().and_then(|g| g.old.map(|o| o.to_string())),
+        changed_files: &changed_files,
     });
     Ok(Checked { plan, observation, file_diff, git })
 }

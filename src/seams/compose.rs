@@ -104,7 +104,9 @@ pub trait Compose {
     fn hashes(&self) -> Result<BTreeMap<String, String>>;
     /// Recreates one service if its container differs from the model (or
     /// its image id from the local tag), touching nothing else.
-    fn up(&self, project: &str, service: &str) -> Result<()>;
+    /// `force`: recreate even if Compose sees no change (a bind-mounted
+    /// file changed, or the container it shares a namespace with did).
+    fn up(&self, project: &str, service: &str, force: bool) -> Result<()>;
 }
 
 pub struct ComposeCli {
@@ -233,9 +235,13 @@ impl Compose for ComposeCli {
             .collect())
     }
 
-    fn up(&self, project: &str, service: &str) -> Result<()> {
+    fn up(&self, project: &str, service: &str, force: bool) -> Result<()> {
         let mut cmd = self.command(Some(project));
-        cmd.args(["up", "--detach", "--no-deps", "--pull", "never", "--quiet-pull", service]);
+        cmd.args(["up", "--detach", "--no-deps", "--pull", "never", "--quiet-pull"]);
+        if force {
+            cmd.arg("--force-recreate");
+        }
+        cmd.arg(service);
         let out = run(cmd, "recreating a service")?;
         if !out.status.success() {
             bail!("docker compose up {service} failed: {}", String::from_utf8_lossy(&out.stderr).trim());

@@ -142,6 +142,19 @@ impl GitRepo {
         Ok(())
     }
 
+    /// Files that differ between two commits, as paths in the work tree.
+    pub fn changed_files(&self, old: Oid, new: Oid) -> Result<Vec<PathBuf>> {
+        let old_tree = self.repo.find_commit(old)?.tree()?;
+        let new_tree = self.repo.find_commit(new)?.tree()?;
+        let diff = self.repo.diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)?;
+        Ok(diff
+            .deltas()
+            .flat_map(|d| [d.old_file().path(), d.new_file().path()])
+            .flatten()
+            .map(|p| self.source.checkout.join(p))
+            .collect())
+    }
+
     /// The commit the work tree holds, if anything was checked out yet.
     pub fn head(&self) -> Option<Oid> {
         self.repo.head().ok().and_then(|h| h.target())

@@ -5,13 +5,20 @@ use crate::support::{Remote, Stack, free_port, http_get, image_id};
 
 /// A stack deployed from `remote` at a first commit with `yaml`.
 fn deployed(test: &str, yaml: impl Fn(&Stack) -> String) -> (Stack, Remote) {
+    deployed_with(test, yaml, &[])
+}
+
+fn deployed_with(test: &str, yaml: impl Fn(&Stack) -> String, files: &[(&str, &str)]) -> (Stack, Remote) {
     let mut stack = Stack::new(test);
     for service in ["web", "other", "db", "api"] {
         let image = stack.image(service);
         stack.publish("v1", &image);
     }
     let remote = stack.remote();
-    remote.commit_compose(&yaml(&stack), "first");
+    let compose = yaml(&stack);
+    let mut all = vec![("compose.yaml", compose.as_str())];
+    all.extend_from_slice(files);
+    remote.commit_files(&all, "first");
     stack.write_git_config(&remote, "    auto: {structural: true}\n");
     let run = stack.clusterup(&["apply", "--yes"]);
     assert_eq!(run.code, 0, "first deploy: {run:?}");
@@ -232,4 +239,23 @@ fn rewritten_remote_history_is_refused() {
     assert_ne!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("no longer contains the deployed commit"), "{run:?}");
     assert_eq!(stack.container_id("web"), web);
+}
+
+#[test]
+fn a_changed_bind_mounted_file_redeploys_its_service() {
+    let body = "  web:\n    image: IMG_web:latest\n    volumes: [\"./site/version:/www/version:ro\"]\n  other:\n    image: IMG_other:latest\n";
+    let (stack, remote) = deployed_with("gitbind", |s| services(s, body), &[("site/version", "one\n")]);
+    let other = stack.container_id("other");
+    let web = stack.container_id("web");
+
+    remote.commit_files(&[("site/version", "two\n")], "new content, same compose file");
+    let run = stack.clusterup(&["apply", "--auto", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["changes"][0]["service"], "web", "{run:?}");
+    assert!(report["changes"][0]["reasons"][0].as_str().unwrap().contains("site/version"), "{run:?}");
+    assert_ne!(stack.container_id("web"), web);
+    assert_eq!(stack.container_id("other"), other);
+    let out = crate::support::docker(&["exec", &stack.container_id("web"), "/bin/cat", "/www/version"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "two");
 }

@@ -326,8 +326,16 @@ fn git(dir: &Path, args: &[&str]) -> String {
 impl Remote {
     /// Writes `stack/compose.yaml`, commits and pushes; returns the commit.
     pub fn commit_compose(&self, yaml: &str, message: &str) -> String {
-        std::fs::create_dir_all(self.work.join("stack")).unwrap();
-        std::fs::write(self.work.join("stack/compose.yaml"), yaml).unwrap();
+        self.commit_files(&[("compose.yaml", yaml)], message)
+    }
+
+    /// Writes files under `stack/`, commits and pushes; returns the commit.
+    pub fn commit_files(&self, files: &[(&str, &str)], message: &str) -> String {
+        for (name, text) in files {
+            let path = self.work.join("stack").join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
         git(&self.work, &["add", "-A"]);
         git(&self.work, &["commit", "-q", "--allow-empty", "-m", message]);
         git(&self.work, &["push", "-q", "--force", "origin", "HEAD:main"]);
