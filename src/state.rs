@@ -66,11 +66,17 @@ impl StateDir {
     /// Creates the directory (0700: backups hold compose files and env
     /// files, which hold secrets).
     pub fn open(dir: &Path) -> Result<StateDir> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating state directory {}", dir.display()))?;
+                match DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(crate::exit::usage(format!(
+                    "cannot create state directory {}: {e}; run as root, or choose another with --state-dir \
+                     (or CLUSTERUP_STATE_DIR)",
+                    dir.display()
+                )));
+            }
+            Err(e) => return Err(e).with_context(|| format!("creating state directory {}", dir.display())),
+        }
         Ok(StateDir { dir: dir.to_path_buf() })
     }
 
@@ -141,9 +147,7 @@ impl StateDir {
             .with_context(|| format!("opening journal {}", path.display()))?;
         let mut line = serde_json::to_string(event)?;
         line.push('\n');
-        if ends_torn(&mut file)? {
-            line.insert(0, '\n');
-        }
+        drop_torn_tail(&mut file)?;
         file.write_all(line.as_bytes())
             .and_then(|()| file.sync_data())
             .with_context(|| format!("writing journal {}", path.display()))?;
@@ -162,39 +166,46 @@ pub struct StackLock {
     _file: File,
 }
 
-fn ends_torn(file: &mut File) -> Result<bool> {
+/// Cuts a torn last record (no newline: the write never completed) so the
+/// next record starts on a line of its own.
+fn drop_torn_tail(file: &mut File) -> Result<()> {
     let len = file.metadata()?.len();
     if len == 0 {
-        return Ok(false);
+        return Ok(());
     }
-    file.seek(SeekFrom::Start(len - 1))?;
-    let mut last = [0u8];
-    file.read_exact(&mut last)?;
-    Ok(last[0] != b'\n')
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.seek(SeekFrom::Start(0))?;
+    file.read_to_end(&mut bytes)?;
+    if bytes.last() != Some(&b'\n') {
+        let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        file.set_len(keep as u64)?;
+        file.sync_data()?;
+    }
+    Ok(())
 }
 
 fn read_revisions(path: &Path) -> Result<Vec<Revision>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading journal {}", path.display())),
     };
     let mut revisions: Vec<Revision> = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
+    for (n, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+        // A record is complete only with its newline: anything after the
+        // last one is a torn write, never acknowledged, so not a record.
+        let Some(record) = line.strip_suffix(b"\n") else { continue };
+        if record.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let event: Event = match serde_json::from_str(line) {
-            Ok(e) => e,
-            Err(e) => {
-                // A torn write is an incomplete line: skipped, as it was
-                // never acknowledged. Anything else is corruption to report.
-                if e.is_eof() {
-                    continue;
-                }
-                return Err(e).with_context(|| format!("journal {} line {}", path.display(), n + 1));
-            }
-        };
+        let event: Event = serde_json::from_slice(record).with_context(|| {
+            format!(
+                "journal {} line {} is damaged; move the file aside to continue \
+                 (images of earlier revisions stay tagged clusterup/...)",
+                path.display(),
+                n + 1
+            )
+        })?;
         match event {
             Event::Begin { revision } => revisions.push(revision),
             Event::End { id, finished, outcome, error, after } => {
@@ -277,12 +288,18 @@ mod tests {
         state.begin(&revision(1)).unwrap();
         let path = tmp.path().join(JOURNAL);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(br#"{"event":"end","id":1,"finished":"2026-"#).unwrap();
+        f.write_all(b"{\"event\":\"end\",\"id\":1,\"finished\":\"2026-\xe2\x82\0\0\0").unwrap();
         let revs = state.revisions().unwrap();
         assert_eq!(revs.len(), 1);
         assert_eq!(revs[0].outcome, None, "the torn end record must not count");
         state.end(1, Outcome::RolledBack, Some("unhealthy".into()), vec![]).unwrap();
         assert_eq!(state.revisions().unwrap()[0].outcome, Some(Outcome::RolledBack));
+        let text = std::fs::read(&path).unwrap();
+        assert_eq!(text.iter().filter(|b| **b == b'\n').count(), 2, "the torn bytes are gone");
+
+        std::fs::write(&path, b"not json\n").unwrap();
+        let err = format!("{:#}", state.revisions().unwrap_err());
+        assert!(err.contains("line 1 is damaged") && err.contains("move the file aside"), "{err}");
     }
 
     #[test]
