@@ -54,7 +54,7 @@ pub struct ServiceImages {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 enum Event {
-    Begin { revision: Revision },
+    Begin { revision: Box<Revision> },
     End { id: u64, finished: String, outcome: Outcome, error: Option<String>, after: Vec<(String, String)> },
 }
 
@@ -66,7 +66,7 @@ impl StateDir {
     /// Creates the directory (0700: backups hold compose files and env
     /// files, which hold secrets).
     pub fn open(dir: &Path) -> Result<StateDir> {
-                match DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        match DirBuilder::new().recursive(true).mode(0o700).create(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 return Err(crate::exit::usage(format!(
@@ -128,7 +128,7 @@ impl StateDir {
     }
 
     pub fn begin(&self, revision: &Revision) -> Result<()> {
-        self.append(&Event::Begin { revision: revision.clone() })
+        self.append(&Event::Begin { revision: Box::new(revision.clone()) })
     }
 
     pub fn end(&self, id: u64, outcome: Outcome, error: Option<String>, after: Vec<(String, String)>) -> Result<()> {
@@ -207,7 +207,7 @@ fn read_revisions(path: &Path) -> Result<Vec<Revision>> {
             )
         })?;
         match event {
-            Event::Begin { revision } => revisions.push(revision),
+            Event::Begin { revision } => revisions.push(*revision),
             Event::End { id, finished, outcome, error, after } => {
                 if let Some(rev) = revisions.iter_mut().rev().find(|r| r.id == id) {
                     rev.finished = Some(finished);

@@ -76,11 +76,11 @@ fn apply_one(
         }
         return Ok((quiet_status, report(&plan, Outcome::UpToDate, None, None, &held_back)));
     }
-    if !opts.auto {
-        if let Some(declined) = confirm(&plan, stack, opts, printer)? {
-            printer.human(format!("nothing applied: {declined}\n"));
-            return Ok((ExitStatus::Skipped, report(&plan, Outcome::UpToDate, None, None, &[declined])));
-        }
+    if !opts.auto
+        && let Some(declined) = confirm(&plan, stack, opts, printer)?
+    {
+        printer.human(format!("nothing applied: {declined}\n"));
+        return Ok((ExitStatus::Skipped, report(&plan, Outcome::UpToDate, None, None, &[declined])));
     }
 
     let id = state.next_revision_id()?;

@@ -5,7 +5,7 @@
 //! Environment values are never shown: only which keys changed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -281,8 +281,8 @@ fn redact_environment_blocks(text: &str) -> String {
             out.push_str(line);
         }
         out.push('\n');
-        if trimmed.starts_with("environment:") {
-            let rest = trimmed["environment:".len()..].trim();
+        if let Some(rest) = trimmed.strip_prefix("environment:") {
+            let rest = rest.trim();
             if rest.is_empty() {
                 block_indent = Some(indent);
             } else if !rest.starts_with('#') {
@@ -391,6 +391,7 @@ mod tests {
     mod normalized_by_compose {
         use super::*;
         use crate::seams::compose::{Compose, ComposeCli};
+        use std::path::Path;
 
         fn model(files: &[(&str, &str)]) -> ComposeModel {
             let dir = tempfile::tempdir().unwrap();
@@ -402,7 +403,8 @@ mod tests {
             let mut stack = crate::settings::from_directory(&stack_dir, Some(dir.path())).unwrap();
             stack.project = Some("p".into());
             // Both sides are read as if deployed from one directory.
-            let mut m = ComposeCli::at(&stack, &stack_dir).model().expect("docker compose config (Compose v2 is required)");
+            let mut m =
+                ComposeCli::at(&stack, &stack_dir).model().expect("docker compose config (Compose v2 is required)");
             crate::seams::compose::relocate_model(&mut m, &stack_dir, Path::new("/deployed"));
             m
         }
@@ -417,11 +419,20 @@ mod tests {
         #[test]
         fn spelling_differences_vanish() {
             same(
-                &[("compose.yaml", "x-base: &base\n  restart: always\n  environment: {A: '1'}\nservices:\n  web:\n    <<: *base\n    image: w\n")],
-                &[("compose.yaml", "services:\n  web:\n    image: w\n    restart: always\n    environment:\n      - A=1\n")],
+                &[(
+                    "compose.yaml",
+                    "x-base: &base\n  restart: always\n  environment: {A: '1'}\nservices:\n  web:\n    <<: *base\n    image: w\n",
+                )],
+                &[(
+                    "compose.yaml",
+                    "services:\n  web:\n    image: w\n    restart: always\n    environment:\n      - A=1\n",
+                )],
             );
             same(
-                &[("compose.yaml", "services:\n  web:\n    image: w\n    ports: ['127.0.0.1:8080:80']\n    volumes: ['data:/data', './conf:/conf:ro']\nvolumes: {data: {}}\n")],
+                &[(
+                    "compose.yaml",
+                    "services:\n  web:\n    image: w\n    ports: ['127.0.0.1:8080:80']\n    volumes: ['data:/data', './conf:/conf:ro']\nvolumes: {data: {}}\n",
+                )],
                 &[(
                     "compose.yaml",
                     "services:\n  web:\n    image: w\n    ports:\n      - {target: 80, published: '8080', host_ip: 127.0.0.1, protocol: tcp}\n    volumes:\n      - {type: volume, source: data, target: /data, volume: {}}\n      - {type: bind, source: ./conf, target: /conf, read_only: true, bind: {create_host_path: true}}\nvolumes: {data: {}}\n",
@@ -432,7 +443,10 @@ mod tests {
                 &[("compose.yaml", "services:\n  web:\n    image: w:1.0\n")],
             );
             same(
-                &[("compose.yaml", "services:\n  web:\n    extends: {file: base.yaml, service: base}\n"), ("base.yaml", "services:\n  base:\n    image: w\n    command: [run]\n")],
+                &[
+                    ("compose.yaml", "services:\n  web:\n    extends: {file: base.yaml, service: base}\n"),
+                    ("base.yaml", "services:\n  base:\n    image: w\n    command: [run]\n"),
+                ],
                 &[("compose.yaml", "services:\n  web:\n    image: w\n    command: [run]\n")],
             );
             same(
@@ -455,7 +469,10 @@ mod tests {
                 &model(&[("compose.yaml", "services:\n  web:\n    image: w\n    ports: ['8080:80']\n")]),
                 &model(&[("compose.yaml", "services:\n  web:\n    image: w\n    ports: ['8081:80']\n")]),
             );
-            assert!(matches!(&d.services[..], [ServiceDiff::Changed { fields, .. }] if fields[0].field == "ports"), "{d:?}");
+            assert!(
+                matches!(&d.services[..], [ServiceDiff::Changed { fields, .. }] if fields[0].field == "ports"),
+                "{d:?}"
+            );
         }
     }
 }
