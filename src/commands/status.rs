@@ -37,6 +37,10 @@ fn status_one(
     args: &StatusArgs,
     printer: &Printer,
 ) -> Result<(ExitStatus, Value)> {
+        if stack.git.is_some() && !stack.directory.is_dir() {
+        printer.human(format!("stack {}: not deployed from git yet; `clusterup check` shows the plan\n", stack.name));
+        return Ok((ExitStatus::Success, json!({"command": "status", "stack": stack.name, "deployed": false})));
+    }
     let model = ComposeCli::new(stack).model()?;
     let observation = observe(engine, &model.project, &[])?;
     let services: Vec<ServiceStatus> = model
