@@ -37,7 +37,7 @@ fn status_one(
     args: &StatusArgs,
     printer: &Printer,
 ) -> Result<(ExitStatus, Value)> {
-        if stack.git.is_some() && !stack.directory.is_dir() {
+    if stack.git.is_some() && !stack.directory.is_dir() {
         printer.human(format!("stack {}: not deployed from git yet; `clusterup check` shows the plan\n", stack.name));
         return Ok((ExitStatus::Success, json!({"command": "status", "stack": stack.name, "deployed": false})));
     }

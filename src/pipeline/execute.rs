@@ -438,10 +438,13 @@ mod tests {
 
     #[test]
     fn structural_changes_switch_files_and_a_failure_switches_them_back() {
-        let f = fake("sha256:new-a", "sha256:new-b");
-        f.tags.borrow_mut().insert("r/c:latest".into(), "c1".into());
-        let mut f = f;
-        f.images.insert("c".into(), "r/c:latest".into());
+        let with_c = |c_image: &str| {
+            let mut f = fake("sha256:new-a", "sha256:new-b");
+            f.tags.borrow_mut().insert("r/c:latest".into(), c_image.into());
+            f.images.insert("c".into(), "r/c:latest".into());
+            f
+        };
+        let f = with_c("c1");
         let e = run(
             &f,
             vec![change("c", ChangeKind::Create, None), change("b", ChangeKind::Remove, None)],
@@ -452,10 +455,7 @@ mod tests {
         assert_eq!(*f.log.borrow(), ["files new", "up c", "rm b-old-b"]);
         assert!(!f.running.borrow().contains_key("b"));
 
-        let f = fake("sha256:new-a", "sha256:new-b");
-        f.tags.borrow_mut().insert("r/c:latest".into(), "bad-c".into());
-        let mut f = f;
-        f.images.insert("c".into(), "r/c:latest".into());
+        let f = with_c("bad-c");
         let e = run(
             &f,
             vec![change("a", ChangeKind::Recreate, None), change("c", ChangeKind::Create, None)],
