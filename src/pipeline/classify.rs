@@ -680,73 +680,52 @@ mod tests {
         }
     }
 
-    struct Case {
-        name: &'static str,
-        svc: ComposeService,
-        observed: Option<ServiceObservation>,
-        skip: bool,
-        remote: Option<Result<&'static str, &'static str>>,
-        want: ServiceState,
-        want_change: bool,
-    }
-
     #[test]
     fn service_states() {
         let image = format!("{REPO}:latest");
         let img = Some(image.as_str());
         let digest_a = format!("{REPO}@sha256:aaa");
-        #[allow(clippy::too_many_arguments)]
-        fn case(
-            name: &'static str,
-            svc: ComposeService,
-            observed: Option<ServiceObservation>,
-            skip: bool,
-            remote: Option<Result<&'static str, &'static str>>,
-            want: ServiceState,
-            want_change: bool,
-        ) -> Case {
-            Case { name, svc, observed, skip, remote, want, want_change }
-        }
+        // name, service, observed, skipped, registry answer, state, changes?
         #[rustfmt::skip]
         let cases = vec![
-            case("same digest", service(img, &[]), Some(running("running", &[&digest_a])), false, Some(Ok("sha256:aaa")), ServiceState::UpToDate, false,),
-            case("new digest", service(img, &[]), Some(running("running", &[&digest_a])), false, Some(Ok("sha256:bbb")), ServiceState::UpdateAvailable, true,),
-            case("pinned", service(Some("r/x@sha256:abc"), &[]), Some(running("running", &[&digest_a])), false, None, ServiceState::Pinned, false,),
-            case("never pulled", service(img, &[]), Some(running("running", &[])), false, Some(Ok("sha256:bbb")), ServiceState::LocalBuild, false,),
-            case("compose build", ComposeService { build: true, ..service(img, &[]) }, Some(running("running", &[&digest_a])), false, Some(Ok("sha256:bbb")), ServiceState::LocalBuild, false,),
-            case("no image at all", service(None, &[]), None, false, None, ServiceState::LocalBuild, false),
-            case("stopped on purpose", service(img, &[]), Some(running("exited", &[&digest_a])), false, Some(Ok("sha256:bbb")), ServiceState::Stopped, false,),
-            case("not created", service(img, &[]), None, false, Some(Ok("sha256:bbb")), ServiceState::NotCreated, false,),
-            case("skipped", service(img, &[]), Some(running("running", &[&digest_a])), true, Some(Ok("sha256:bbb")), ServiceState::Skipped, false,),
-            case("registry down", service(img, &[]), Some(running("running", &[&digest_a])), false, Some(Err("registry 127.0.0.1:5000: refused")), ServiceState::RegistryError, false,),
-            case("digest of another repository only", service(img, &[]), Some(running("running", &["other/web@sha256:aaa"])), false, None, ServiceState::LocalBuild, false,),
+            ("same digest", service(img, &[]), Some(running("running", &[&digest_a])), false, Some(Ok("sha256:aaa")), ServiceState::UpToDate, false,),
+            ("new digest", service(img, &[]), Some(running("running", &[&digest_a])), false, Some(Ok("sha256:bbb")), ServiceState::UpdateAvailable, true,),
+            ("pinned", service(Some("r/x@sha256:abc"), &[]), Some(running("running", &[&digest_a])), false, None, ServiceState::Pinned, false,),
+            ("never pulled", service(img, &[]), Some(running("running", &[])), false, Some(Ok("sha256:bbb")), ServiceState::LocalBuild, false,),
+            ("compose build", ComposeService { build: true, ..service(img, &[]) }, Some(running("running", &[&digest_a])), false, Some(Ok("sha256:bbb")), ServiceState::LocalBuild, false,),
+            ("no image at all", service(None, &[]), None, false, None, ServiceState::LocalBuild, false),
+            ("stopped on purpose", service(img, &[]), Some(running("exited", &[&digest_a])), false, Some(Ok("sha256:bbb")), ServiceState::Stopped, false,),
+            ("not created", service(img, &[]), None, false, Some(Ok("sha256:bbb")), ServiceState::NotCreated, false,),
+            ("skipped", service(img, &[]), Some(running("running", &[&digest_a])), true, Some(Ok("sha256:bbb")), ServiceState::Skipped, false,),
+            ("registry down", service(img, &[]), Some(running("running", &[&digest_a])), false, Some(Err("registry 127.0.0.1:5000: refused")), ServiceState::RegistryError, false,),
+            ("digest of another repository only", service(img, &[]), Some(running("running", &["other/web@sha256:aaa"])), false, None, ServiceState::LocalBuild, false,),
         ];
-        for case in cases {
+        for (name, svc, observed, skipped, answer, want, want_change) in cases {
             let model = ComposeModel {
                 project: "p".into(),
-                services: BTreeMap::from([("web".to_string(), case.svc.clone())]),
+                services: BTreeMap::from([("web".to_string(), svc)]),
                 ..Default::default()
             };
             let observation = Observation {
-                services: case.observed.into_iter().map(|o| ("web".to_string(), o)).collect(),
+                services: observed.into_iter().map(|o| ("web".to_string(), o)).collect(),
                 ..Default::default()
             };
-            let skip = if case.skip { BTreeSet::from(["web".to_string()]) } else { BTreeSet::new() };
+            let skip = if skipped { BTreeSet::from(["web".to_string()]) } else { BTreeSet::new() };
             let lookups = registry_lookups(&model, &observation, &skip);
             let remote: BTreeMap<String, Result<String, String>> = lookups
                 .iter()
                 .map(|r| {
                     (
                         r.clone(),
-                        case.remote.expect("asked the registry unexpectedly").map(String::from).map_err(String::from),
+                        answer.expect("asked the registry unexpectedly").map(String::from).map_err(String::from),
                     )
                 })
                 .collect();
             let plan = image_plan(&model, &observation, &skip, &remote);
-            assert_eq!(plan.services[0].state, case.want, "{}", case.name);
-            assert_eq!(plan.changes.len(), usize::from(case.want_change), "{}", case.name);
-            assert_eq!(plan.kind, if case.want_change { PlanKind::Image } else { PlanKind::None }, "{}", case.name);
-            if case.want == ServiceState::RegistryError {
+            assert_eq!(plan.services[0].state, want, "{}", name);
+            assert_eq!(plan.changes.len(), usize::from(want_change), "{}", name);
+            assert_eq!(plan.kind, if want_change { PlanKind::Image } else { PlanKind::None }, "{}", name);
+            if want == ServiceState::RegistryError {
                 assert!(plan.services[0].detail.as_deref().unwrap().contains("127.0.0.1:5000"));
             }
         }
