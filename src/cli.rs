@@ -57,8 +57,54 @@ pub enum Command {
     /// Pull and recreate the services with updates, health-gated, rolling
     /// back a service that does not become healthy
     Apply(ApplyArgs),
+    /// Return the stack to the previous good revision, or to --to REV
+    ///
+    /// Restores that revision's compose files (git stacks) and image ids,
+    /// recreates only what differs, waits for health, and records a new
+    /// revision. The revision rolled away from is rejected: `apply --auto`
+    /// will not apply it again.
+    Rollback(RollbackArgs),
+    /// Stop unattended applies (`apply --auto`) of the stacks
+    Pause(PauseArgs),
+    /// Allow unattended applies again
+    Resume,
     /// Show each service's image, digest and health, and recent revisions
     Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Revision to return to: its number, a git commit prefix, or a time
+    /// (the last good revision started by then, e.g. 2026-11-24T18:00:00Z)
+    #[arg(long, value_name = "REV")]
+    pub to: Option<String>,
+
+    /// List the recorded revisions and change nothing
+    #[arg(long, conflicts_with_all = ["to", "dry_run"])]
+    pub list: bool,
+
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Roll back without asking for confirmation
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// Why, for whoever finds the stack paused
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+
+    /// End the pause by itself after this long (e.g. 2h, 30m)
+    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "until")]
+    pub duration: Option<std::time::Duration>,
+
+    /// End the pause by itself at this time (RFC 3339, e.g. 2026-11-26T06:00:00Z)
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<jiff::Timestamp>,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +129,11 @@ pub struct ApplyArgs {
     /// anonymous volume, a removed or reconfigured named volume)
     #[arg(long)]
     pub accept_data_risk: bool,
+
+    /// Apply even targets that failed before or that an operator rolled
+    /// back from (unattended runs otherwise hold them back)
+    #[arg(long)]
+    pub retry: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,12 +1,15 @@
 mod cli;
+mod clock;
 mod commands;
 mod exit;
+mod ops;
 mod output;
 mod pipeline;
 mod reference;
 mod seams;
 mod settings;
 mod state;
+mod window;
 
 use std::process::ExitCode;
 

@@ -35,7 +35,13 @@ pub struct StackSettings {
     pub state_dir: PathBuf,
     pub git: Option<GitSource>,
     pub policy: Policy,
+    /// How many revisions' rollback images stay tagged.
+    pub keep_images: usize,
+    /// When `apply --auto` may act; empty: any time.
+    pub windows: Vec<crate::window::Window>,
 }
+
+pub const DEFAULT_KEEP_IMAGES: usize = 3;
 
 /// A stack whose compose files come from a branch of a git repository.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +107,9 @@ struct StackEntry {
     git: Option<GitEntry>,
     #[serde(default)]
     auto: Policy,
+    keep_images: Option<usize>,
+    #[serde(default, deserialize_with = "windows")]
+    window: Vec<crate::window::Window>,
     #[serde(default)]
     compose_files: Vec<PathBuf>,
     project: Option<String>,
@@ -141,6 +150,20 @@ struct HealthEntry {
 struct ServiceEntry {
     #[serde(default)]
     skip: bool,
+}
+
+fn windows<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<crate::window::Window>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let texts = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(t) => vec![t],
+        OneOrMany::Many(ts) => ts,
+    };
+    texts.iter().map(|t| t.parse().map_err(serde::de::Error::custom)).collect()
 }
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -252,6 +275,8 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
             project: entry.project.or_else(|| git.as_ref().map(|_| entry.name.clone())),
             git,
             policy: entry.auto,
+            keep_images: entry.keep_images.unwrap_or(DEFAULT_KEEP_IMAGES),
+            windows: entry.window,
             health: HealthSettings {
                 timeout: entry.health.timeout.unwrap_or(defaults.timeout),
                 stability: entry.health.stability.unwrap_or(defaults.stability),
@@ -286,6 +311,8 @@ pub fn from_directory(dir: &Path, state_dir: Option<&Path>) -> Result<StackSetti
         skip: BTreeSet::new(),
         git: None,
         policy: Policy::default(),
+        keep_images: DEFAULT_KEEP_IMAGES,
+        windows: Vec::new(),
     })
 }
 

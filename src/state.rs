@@ -1,9 +1,11 @@
-//! The per-stack state directory: the journal of revisions and the lock.
+//! The per-stack state directory: the journal of revisions and rejected
+//! targets, the pause marker, and the lock.
 //!
 //! The journal is JSON Lines, one event per line, each appended and
 //! fsynced before the action it announces. A crash can only tear the last
 //! line, which readers detect and skip; the next writer starts a fresh line.
 
+use std::collections::BTreeMap;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -18,6 +20,7 @@ use crate::pipeline::classify::Plan;
 
 const JOURNAL: &str = "journal.jsonl";
 const LOCK: &str = "lock";
+const PAUSE: &str = "pause.json";
 
 /// One apply: what it set out to do and how it ended.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -31,6 +34,27 @@ pub struct Revision {
     /// None while the revision is in progress (or was interrupted).
     pub outcome: Option<Outcome>,
     pub error: Option<String>,
+    /// Every running service's image id when the revision ended: what a
+    /// rollback to this revision restores.
+    #[serde(default)]
+    pub images: BTreeMap<String, String>,
+}
+
+impl Revision {
+    /// The revision ended with the stack in its target state.
+    pub fn is_good(&self) -> bool {
+        self.outcome == Some(Outcome::Applied)
+    }
+
+    /// Digest updates this revision set out to apply, as (service, digest).
+    pub fn target_digests(&self) -> Vec<(String, String)> {
+        self.plan
+            .changes
+            .iter()
+            .filter(|c| c.is_digest_update())
+            .filter_map(|c| Some((c.service.clone(), c.to.clone()?)))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -38,6 +62,7 @@ pub struct Revision {
 pub enum Trigger {
     Manual,
     Auto,
+    Rollback,
 }
 
 /// The image a service ran before the revision, kept under `backup_tag`
@@ -55,7 +80,62 @@ pub struct ServiceImages {
 #[serde(tag = "event", rename_all = "snake_case")]
 enum Event {
     Begin { revision: Box<Revision> },
-    End { id: u64, finished: String, outcome: Outcome, error: Option<String>, after: Vec<(String, String)> },
+    End {
+        id: u64,
+        finished: String,
+        outcome: Outcome,
+        error: Option<String>,
+        after: Vec<(String, String)>,
+        #[serde(default)]
+        images: BTreeMap<String, String>,
+    },
+    Reject(Rejection),
+}
+
+/// A target that must not be applied unattended again: the commit and the
+/// image digests of a revision that failed or that an operator left.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Rejection {
+    pub revision: u64,
+    pub time: String,
+    pub commit: Option<String>,
+    pub digests: Vec<(String, String)>,
+    pub reason: String,
+}
+
+/// How a revision ended.
+pub struct Ending {
+    pub outcome: Outcome,
+    pub error: Option<String>,
+    pub after: Vec<(String, String)>,
+    pub images: BTreeMap<String, String>,
+}
+
+/// Everything the journal says.
+#[derive(Debug, Default)]
+pub struct Journal {
+    pub revisions: Vec<Revision>,
+    pub rejections: Vec<Rejection>,
+}
+
+impl Journal {
+    pub fn rejected_commit(&self, commit: &str) -> Option<&Rejection> {
+        self.rejections.iter().rev().find(|r| r.commit.as_deref() == Some(commit))
+    }
+
+    pub fn rejected_digest(&self, service: &str, digest: &str) -> Option<&Rejection> {
+        self.rejections.iter().rev().find(|r| r.digests.iter().any(|(s, d)| s == service && d == digest))
+    }
+}
+
+/// Who stopped unattended applies, why, and until when.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Pause {
+    pub by: String,
+    pub since: String,
+    pub reason: Option<String>,
+    /// RFC 3339; None: until `clusterup resume`.
+    pub until: Option<String>,
 }
 
 pub struct StateDir {
@@ -119,8 +199,40 @@ impl StateDir {
         Ok(StackLock { _file: file })
     }
 
-    pub fn revisions(&self) -> Result<Vec<Revision>> {
-        read_revisions(&self.dir.join(JOURNAL))
+        pub fn revisions(&self) -> Result<Vec<Revision>> {
+        Ok(self.journal()?.revisions)
+    }
+
+    pub fn journal(&self) -> Result<Journal> {
+        read_journal(&self.dir.join(JOURNAL))
+    }
+
+    pub fn reject(&self, rejection: Rejection) -> Result<()> {
+        self.append(&Event::Reject(rejection))
+    }
+
+    pub fn pause(&self) -> Result<Option<Pause>> {
+        let path = self.dir.join(PAUSE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| format!("reading {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    pub fn set_pause(&self, pause: &Pause) -> Result<()> {
+        write_atomic(&self.dir.join(PAUSE), &serde_json::to_vec_pretty(pause)?)
+    }
+
+    pub fn clear_pause(&self) -> Result<bool> {
+        match std::fs::remove_file(self.dir.join(PAUSE)) {
+            Ok(()) => {
+                sync_dir(&self.dir)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).context("removing the pause marker"),
+        }
     }
 
     pub fn next_revision_id(&self) -> Result<u64> {
@@ -131,8 +243,9 @@ impl StateDir {
         self.append(&Event::Begin { revision: Box::new(revision.clone()) })
     }
 
-    pub fn end(&self, id: u64, outcome: Outcome, error: Option<String>, after: Vec<(String, String)>) -> Result<()> {
-        self.append(&Event::End { id, finished: now(), outcome, error, after })
+        pub fn end(&self, id: u64, ending: Ending) -> Result<()> {
+        let Ending { outcome, error, after, images } = ending;
+        self.append(&Event::End { id, finished: now(), outcome, error, after, images })
     }
 
     fn append(&self, event: &Event) -> Result<()> {
@@ -151,14 +264,27 @@ impl StateDir {
         file.write_all(line.as_bytes())
             .and_then(|()| file.sync_data())
             .with_context(|| format!("writing journal {}", path.display()))?;
-        if created {
+                if created {
             // The new file's name lives in the directory: make it durable too.
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .with_context(|| format!("syncing {}", self.dir.display()))?;
+            sync_dir(&self.dir)?;
         }
         Ok(())
     }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))
+}
+
+/// Temp file in the same directory, fsync, rename, fsync the directory:
+/// the file is the old one or the new one, never a mix, after a crash.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing {}", path.display()))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_data()?;
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    sync_dir(dir)
 }
 
 /// Held for the life of a run; the kernel releases it if we die.
@@ -184,13 +310,14 @@ fn drop_torn_tail(file: &mut File) -> Result<()> {
     Ok(())
 }
 
-fn read_revisions(path: &Path) -> Result<Vec<Revision>> {
+fn read_journal(path: &Path) -> Result<Journal> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Journal::default()),
         Err(e) => return Err(e).with_context(|| format!("reading journal {}", path.display())),
     };
     let mut revisions: Vec<Revision> = Vec::new();
+    let mut rejections = Vec::new();
     for (n, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
         // A record is complete only with its newline: anything after the
         // last one is a torn write, never acknowledged, so not a record.
@@ -208,11 +335,13 @@ fn read_revisions(path: &Path) -> Result<Vec<Revision>> {
         })?;
         match event {
             Event::Begin { revision } => revisions.push(*revision),
-            Event::End { id, finished, outcome, error, after } => {
+            Event::Reject(r) => rejections.push(r),
+            Event::End { id, finished, outcome, error, after, images } => {
                 if let Some(rev) = revisions.iter_mut().rev().find(|r| r.id == id) {
                     rev.finished = Some(finished);
                     rev.outcome = Some(outcome);
                     rev.error = error;
+                    rev.images = images;
                     for (service, image) in after {
                         if let Some(s) = rev.services.iter_mut().find(|s| s.service == service) {
                             s.after = Some(image);
@@ -222,7 +351,7 @@ fn read_revisions(path: &Path) -> Result<Vec<Revision>> {
             }
         }
     }
-    Ok(revisions)
+    Ok(Journal { revisions, rejections })
 }
 
 pub fn now() -> String {
@@ -262,6 +391,7 @@ mod tests {
             }],
             outcome: None,
             error: None,
+            images: BTreeMap::new(),
         }
     }
 
@@ -270,11 +400,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let state = StateDir::open(&tmp.path().join("stack")).unwrap();
         state.begin(&revision(1)).unwrap();
-        state.end(1, Outcome::Applied, None, vec![("web".into(), "sha256:new".into())]).unwrap();
+        let images = BTreeMap::from([("web".to_string(), "sha256:new".to_string())]);
+        let ending = Ending { outcome: Outcome::Applied, error: None, after: vec![("web".into(), "sha256:new".into())], images };
+        state.end(1, ending).unwrap();
         let revs = state.revisions().unwrap();
         assert_eq!(revs.len(), 1);
         assert_eq!(revs[0].outcome, Some(Outcome::Applied));
         assert_eq!(revs[0].services[0].after.as_deref(), Some("sha256:new"));
+        assert_eq!(revs[0].images["web"], "sha256:new");
         assert_eq!(state.next_revision_id().unwrap(), 2);
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&tmp.path().join("stack")), 0o700);
@@ -292,7 +425,9 @@ mod tests {
         let revs = state.revisions().unwrap();
         assert_eq!(revs.len(), 1);
         assert_eq!(revs[0].outcome, None, "the torn end record must not count");
-        state.end(1, Outcome::RolledBack, Some("unhealthy".into()), vec![]).unwrap();
+        let ending =
+            Ending { outcome: Outcome::RolledBack, error: Some("unhealthy".into()), after: vec![], images: BTreeMap::new() };
+        state.end(1, ending).unwrap();
         assert_eq!(state.revisions().unwrap()[0].outcome, Some(Outcome::RolledBack));
         let text = std::fs::read(&path).unwrap();
         assert_eq!(text.iter().filter(|b| **b == b'\n').count(), 2, "the torn bytes are gone");
@@ -310,5 +445,35 @@ mod tests {
         let err = state.lock("s").err().expect("second lock must fail");
         let held = err.downcast_ref::<LockHeld>().expect("LockHeld");
         assert_eq!(held.holder, std::process::id().to_string());
+    }
+
+    #[test]
+    fn rejections_and_pauses_survive_reopening() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(tmp.path()).unwrap();
+        state.begin(&revision(1)).unwrap();
+        state
+            .reject(Rejection {
+                revision: 1,
+                time: now(),
+                commit: Some("abc".into()),
+                digests: vec![("web".into(), "sha256:bad".into())],
+                reason: "rolled back".into(),
+            })
+            .unwrap();
+        let journal = StateDir::open(tmp.path()).unwrap().journal().unwrap();
+        assert_eq!(journal.revisions.len(), 1);
+        assert!(journal.rejected_commit("abc").is_some() && journal.rejected_commit("def").is_none());
+        assert!(journal.rejected_digest("web", "sha256:bad").is_some());
+        assert!(journal.rejected_digest("db", "sha256:bad").is_none());
+
+        assert_eq!(state.pause().unwrap(), None);
+        let pause = Pause { by: "alice".into(), since: now(), reason: Some("incident".into()), until: None };
+        state.set_pause(&pause).unwrap();
+        assert_eq!(state.pause().unwrap(), Some(pause));
+        let mode = std::fs::metadata(tmp.path().join(PAUSE)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(state.clear_pause().unwrap());
+        assert_eq!(state.pause().unwrap(), None);
     }
 }

@@ -1,21 +1,22 @@
-//! `clusterup apply`: check, then back up, pull, switch files, recreate and
-//! health-check, rolling back what fails. Every revision is journaled
-//! before it acts.
+//! `clusterup apply`: recover an interrupted run, check, then back up,
+//! pull, switch files, recreate and health-check, rolling back what fails.
+//! Unattended runs respect pauses, update windows, the approval policy and
+//! rejected targets.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{Value, json};
 
 use super::{each_stack, plural, to_value};
 use crate::cli::ApplyArgs;
 use crate::exit::{ExitStatus, usage};
+use crate::ops::Ctx;
 use crate::output::Printer;
 use crate::pipeline::classify::{self, Plan};
-use crate::pipeline::execute::{Execution, Executor, Files};
-use crate::pipeline::{self, Outcome, backup};
-use crate::seams::compose::ComposeCli;
+use crate::pipeline::execute::Files;
+use crate::pipeline::{self, Outcome};
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
-use crate::state::{Revision, StateDir, Trigger, now};
+use crate::state::{Journal, Pause, StateDir, Trigger};
 
 /// What the operator allowed, independent of how it was asked.
 #[derive(Debug, Clone, Copy, Default)]
@@ -23,11 +24,12 @@ pub struct ApplyOptions {
     pub auto: bool,
     pub yes: bool,
     pub accept_data_risk: bool,
+    pub retry: bool,
 }
 
 impl From<&ApplyArgs> for ApplyOptions {
     fn from(a: &ApplyArgs) -> Self {
-        ApplyOptions { auto: a.auto, yes: a.yes, accept_data_risk: a.accept_data_risk }
+        ApplyOptions { auto: a.auto, yes: a.yes, accept_data_risk: a.accept_data_risk, retry: a.retry }
     }
 }
 
@@ -35,9 +37,16 @@ pub fn run(engine: &dyn Engine, stacks: &[StackSettings], opts: ApplyOptions, pr
     Ok(each_stack(stacks, printer, |stack| apply_one(engine, stack, opts, printer)))
 }
 
-fn report(plan: &Plan, outcome: Outcome, revision: Option<u64>, error: Option<String>, held_back: &[String]) -> Value {
+pub fn report(
+    command: &str,
+    plan: &Plan,
+    outcome: Outcome,
+    revision: Option<u64>,
+    error: Option<String>,
+    held_back: &[String],
+) -> Value {
     let mut v = to_value(plan);
-    v["command"] = json!("apply");
+    v["command"] = json!(command);
     v["outcome"] = to_value(&outcome);
     v["revision"] = json!(revision);
     v["error"] = json!(error);
@@ -45,20 +54,77 @@ fn report(plan: &Plan, outcome: Outcome, revision: Option<u64>, error: Option<St
     v
 }
 
-fn apply_one(
-    engine: &dyn Engine,
-    stack: &StackSettings,
-    opts: ApplyOptions,
-    printer: &Printer,
-) -> Result<(ExitStatus, Value)> {
+/// Exit status and report for a run that did nothing on purpose.
+fn skipped(stack: &StackSettings, why: String, printer: &Printer) -> (ExitStatus, Value) {
+    printer.human(format!("stack {}: not applied: {why}\n", stack.name));
+    let v = json!({"command": "apply", "stack": stack.name, "outcome": "skipped", "revision": null, "held_back": [why]});
+    (ExitStatus::Skipped, v)
+}
+
+/// The pause in force, if any; one whose time has passed is lifted.
+pub fn active_pause(state: &StateDir) -> Result<Option<Pause>> {
+    let Some(pause) = state.pause()? else { return Ok(None) };
+    let now = crate::clock::now()?;
+    let expired = pause.until.as_deref().and_then(|u| u.parse::<jiff::Timestamp>().ok()).is_some_and(|u| u <= now);
+    if expired {
+        state.clear_pause()?;
+        return Ok(None);
+    }
+    Ok(Some(pause))
+}
+
+pub fn describe_pause(p: &Pause) -> String {
+    let mut text = format!("paused by {} since {}", p.by, p.since);
+    if let Some(r) = &p.reason {
+        text.push_str(&format!(" ({r})"));
+    }
+    match &p.until {
+        Some(u) => text.push_str(&format!(", until {u}")),
+        None => text.push_str(", until `clusterup resume`"),
+    }
+    text
+}
+
+fn apply_one(engine: &dyn Engine, stack: &StackSettings, opts: ApplyOptions, printer: &Printer) -> Result<(ExitStatus, Value)> {
     let state = StateDir::open(&stack.state_dir)?;
     let _lock = state.lock(&stack.name)?;
+    let ctx = Ctx { engine, stack, state: &state, printer };
+    if let Some((id, outcome)) = ctx.recover()? {
+        printer.human(format!("stack {}: recovered interrupted revision {id}: {}\n", stack.name, outcome_text(outcome)));
+        if outcome == Outcome::RollbackFailed {
+            let v = json!({"command": "apply", "stack": stack.name, "outcome": "rollback_failed", "revision": id});
+            return Ok((ExitStatus::RollbackFailed, v));
+        }
+    }
+    let pause = active_pause(&state)?;
+    if opts.auto {
+        if let Some(p) = &pause {
+            return Ok(skipped(stack, describe_pause(p), printer));
+        }
+        if let Err(next) = crate::window::check(&stack.windows, crate::clock::now()?) {
+            let when = next.map_or_else(|| "never".to_string(), |z| z.to_string());
+            let windows: Vec<String> = stack.windows.iter().map(ToString::to_string).collect();
+            return Ok(skipped(
+                stack,
+                format!("outside the update window ({}); the next opens {when}", windows.join(", ")),
+                printer,
+            ));
+        }
+    }
+
     let checked = pipeline::check(engine, stack)?;
     printer.human(super::check::summary(&checked.plan, &checked.file_diff, printer));
     let registry_failed = checked.plan.registry_errors().next().is_some();
-
+    let journal = state.journal()?;
     let (plan, held_back) = if opts.auto {
-        classify::unattended(&checked.plan, stack.policy, opts.accept_data_risk)
+        let (plan, mut held) = classify::unattended(&checked.plan, stack.policy, opts.accept_data_risk);
+        if opts.retry {
+            (plan, held)
+        } else {
+            let (plan, rejected) = hold_back_rejected(plan, &journal);
+            held.extend(rejected);
+            (plan, held)
+        }
     } else {
         (checked.plan.clone(), Vec::new())
     };
@@ -74,85 +140,115 @@ fn apply_one(
         for reason in &held_back {
             printer.human(format!("not applied: {reason}\n"));
         }
-        return Ok((quiet_status, report(&plan, Outcome::UpToDate, None, None, &held_back)));
+        return Ok((quiet_status, report("apply", &plan, Outcome::UpToDate, None, None, &held_back)));
     }
-    if !opts.auto
-        && let Some(declined) = confirm(&plan, stack, opts, printer)?
-    {
-        printer.human(format!("nothing applied: {declined}\n"));
-        return Ok((ExitStatus::Skipped, report(&plan, Outcome::UpToDate, None, None, &[declined])));
+    if !opts.auto {
+        let mut warnings: Vec<String> = pause.iter().map(describe_pause).collect();
+        if !opts.retry {
+            warnings.extend(rejected_parts(&plan, &journal));
+        }
+        if let Some(declined) = confirm(&plan, stack, opts, &warnings, printer)? {
+            printer.human(format!("nothing applied: {declined}\n"));
+            return Ok((ExitStatus::Skipped, report("apply", &plan, Outcome::UpToDate, None, None, &[declined])));
+        }
     }
 
-    let id = state.next_revision_id()?;
-    let backups = backup::backups_for(&plan, &checked.observation, id);
-    let revision = Revision {
-        id,
-        trigger: if opts.auto { Trigger::Auto } else { Trigger::Manual },
-        started: now(),
-        finished: None,
-        plan: plan.clone(),
-        services: backups.clone(),
-        outcome: None,
-        error: None,
-    };
-    state.begin(&revision).context("journaling the revision before acting")?;
-    for b in &backups {
-        printer.detail(format!("keeping the image {} runs now as {}", b.service, b.backup_tag));
-    }
-    let compose = ComposeCli::new(stack);
     let files = checked.git.as_ref().filter(|_| moves_commit).map(|g| g as &dyn Files);
-    let execution = match backup::keep_images(engine, &backups) {
-        Ok(()) => Executor { engine, compose: &compose, printer, health: stack.health }.execute(&plan, &backups, files),
-        Err(e) => Execution {
-            outcome: Outcome::Failed,
-            error: Some(format!("keeping the current images for rollback: {e:#}; nothing was changed")),
-            after: Vec::new(),
-        },
+    let trigger = if opts.auto { Trigger::Auto } else { Trigger::Manual };
+    let (id, execution) = ctx.run_revision(&plan, &checked.observation, files, trigger)?;
+    let status = match execution.outcome {
+        Outcome::Applied | Outcome::UpToDate => quiet_status,
+        Outcome::RolledBack | Outcome::Failed => ExitStatus::Failed,
+        Outcome::RollbackFailed => ExitStatus::RollbackFailed,
     };
-
-    let (mut status, line) = match execution.outcome {
-        Outcome::Applied | Outcome::UpToDate => (quiet_status, "applied"),
-        Outcome::RolledBack => (ExitStatus::Failed, "failed and rolled back"),
-        Outcome::Failed => (ExitStatus::Failed, "failed"),
-        Outcome::RollbackFailed => (ExitStatus::RollbackFailed, "failed, and the rollback failed: a human is needed"),
-    };
-    // The outcome stands even if the journal cannot record it: a failed
-    // rollback must still exit 3.
-    if let Err(e) = state.end(id, execution.outcome, execution.error.clone(), execution.after.clone()) {
-        eprintln!("error: stack {}: journaling the end of revision {id}: {e:#}", stack.name);
-        status = status.worst(ExitStatus::Failed);
-    }
-    printer.human(format!("revision {id}: {line}\n"));
+    printer.human(format!("revision {id}: {}\n", outcome_text(execution.outcome)));
     for reason in &held_back {
         printer.human(format!("not applied: {reason}\n"));
     }
     if let Some(e) = &execution.error {
         eprintln!("error: stack {}: {e}", stack.name);
     }
-    Ok((status, report(&plan, execution.outcome, Some(id), execution.error, &held_back)))
+    Ok((status, report("apply", &plan, execution.outcome, Some(id), execution.error, &held_back)))
+}
+
+pub fn outcome_text(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Applied => "applied",
+        Outcome::UpToDate => "up to date",
+        Outcome::RolledBack => "failed and rolled back",
+        Outcome::Failed => "failed; nothing was changed",
+        Outcome::RollbackFailed => "failed, and the rollback failed: a human is needed",
+    }
+}
+
+/// The parts of `plan` an earlier failure or rollback rejected.
+fn rejected_parts(plan: &Plan, journal: &Journal) -> Vec<String> {
+    let mut out = Vec::new();
+    let moves = plan.commit.is_some() && plan.commit != plan.deployed_commit;
+    if moves
+        && let Some(r) = plan.commit.as_deref().and_then(|c| journal.rejected_commit(c))
+    {
+        out.push(format!("commit {} was rejected ({})", &plan.commit.as_deref().unwrap_or("")[..12.min(plan.commit.as_deref().unwrap_or("").len())], r.reason));
+    }
+    for c in plan.changes.iter().filter(|c| c.is_digest_update()) {
+        if let Some(r) = c.to.as_deref().and_then(|d| journal.rejected_digest(&c.service, d)) {
+            out.push(format!("{}'s image {} was rejected ({})", c.service, c.to.as_deref().unwrap_or(""), r.reason));
+        }
+    }
+    out
+}
+
+/// Unattended runs never apply a rejected target again: it stays held
+/// back until something newer appears or an operator passes --retry.
+fn hold_back_rejected(mut plan: Plan, journal: &Journal) -> (Plan, Vec<String>) {
+    let mut held: Vec<String> =
+        rejected_parts(&plan, journal).into_iter().map(|r| format!("{r}; `clusterup apply --retry` tries it again")).collect();
+    let commit_rejected = plan.commit.is_some()
+        && plan.commit != plan.deployed_commit
+        && plan.commit.as_deref().is_some_and(|c| journal.rejected_commit(c).is_some());
+    if commit_rejected {
+        plan.changes.retain(|c| !c.is_structural());
+        plan.commit = plan.deployed_commit.clone();
+    }
+    plan.changes.retain(|c| {
+        !(c.is_digest_update() && c.to.as_deref().is_some_and(|d| journal.rejected_digest(&c.service, d).is_some()))
+    });
+    plan.kind = classify::kind_of(&plan.changes);
+    held.dedup();
+    (plan, held)
 }
 
 /// Asks the operator when they must be asked. None: go ahead; Some: why not.
-fn confirm(plan: &Plan, stack: &StackSettings, opts: ApplyOptions, printer: &Printer) -> Result<Option<String>> {
+fn confirm(
+    plan: &Plan,
+    stack: &StackSettings,
+    opts: ApplyOptions,
+    warnings: &[String],
+    printer: &Printer,
+) -> Result<Option<String>> {
     let risky = !plan.data_risks.is_empty() && !opts.accept_data_risk;
+    for w in warnings {
+        printer.human(format!("note: {w}\n"));
+    }
     if !risky && opts.yes {
         return Ok(None);
     }
     if !printer.can_ask() {
         if risky {
-            return Ok(Some(
-                "this plan puts data at risk; confirm on a terminal or pass --accept-data-risk".to_string(),
-            ));
+            return Ok(Some("this plan puts data at risk; confirm on a terminal or pass --accept-data-risk".to_string()));
         }
         return Err(usage(
             "apply asks for confirmation, and there is no terminal to ask on: pass --yes to apply anyway, \
              or --auto for unattended runs",
         ));
     }
-    let question = if risky {
+    let mut question = if risky {
         format!("This puts data at risk ({}). Apply anyway?", plan.data_risks.join("; "))
     } else {
         format!("Apply {} to stack {}?", plural(plan.changes.len(), "change", "changes"), stack.name)
     };
+    if !warnings.is_empty() {
+        question = format!("{} — {question}", warnings.join("; "));
+    }
     Ok((!printer.confirm(&question)?).then(|| "declined".to_string()))
 }

@@ -3,6 +3,8 @@
 
 pub mod apply;
 pub mod check;
+pub mod pause;
+pub mod rollback;
 pub mod status;
 
 use std::fmt::Write as _;
@@ -27,11 +29,15 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
         stack: cli.global.stack.as_deref(),
         cwd: &cwd,
     })?;
-    let engine = DockerEngine::connect()?;
+    // Pausing must work while the engine is down, in an incident.
+    let engine = DockerEngine::connect;
     match cli.command {
-        Command::Check(args) => check::run(&engine, &stacks, &args, printer),
-        Command::Apply(args) => apply::run(&engine, &stacks, (&args).into(), printer),
-        Command::Status(args) => status::run(&engine, &stacks, &args, printer),
+        Command::Check(args) => check::run(&engine()?, &stacks, &args, printer),
+        Command::Apply(args) => apply::run(&engine()?, &stacks, (&args).into(), printer),
+        Command::Rollback(args) => rollback::run(&engine()?, &stacks, &args, printer),
+        Command::Pause(args) => pause::pause(&stacks, &args, printer),
+        Command::Resume => pause::resume(&stacks, printer),
+        Command::Status(args) => status::run(&engine()?, &stacks, &args, printer),
     }
 }
 

@@ -41,7 +41,12 @@ pub fn keep_images(engine: &dyn Engine, backups: &[ServiceImages]) -> Result<()>
 /// `clusterup/<stack>/<service>:rev-<n>`, each part reduced to what a
 /// repository path component allows.
 pub fn backup_tag(stack: &str, service: &str, revision: u64) -> String {
-    format!("{BACKUP_REPOSITORY}/{}/{}:rev-{revision}", component(stack), component(service))
+    format!("{}{}:rev-{revision}", backup_prefix(stack), component(service))
+}
+
+/// The repository prefix of all of a stack's backup tags.
+pub fn backup_prefix(stack: &str) -> String {
+    format!("{BACKUP_REPOSITORY}/{}/", component(stack))
 }
 
 fn component(name: &str) -> String {

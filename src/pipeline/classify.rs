@@ -50,6 +50,9 @@ pub struct Change {
     pub pull: bool,
     /// Recreate even where Compose's config hash sees no change.
     pub force: bool,
+    /// A rollback: the local image id to put back under `image` first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_image: Option<String>,
     /// Why: changed fields, shared networks, renames, new digests.
     pub reasons: Vec<String>,
 }
@@ -62,7 +65,9 @@ impl Change {
     /// Same reference, new digest: the tag moves, and moves back on
     /// rollback.
     pub fn is_digest_update(&self) -> bool {
-        self.kind == ChangeKind::Image && self.to.as_deref().is_some_and(|t| t.starts_with("sha256:"))
+        self.kind == ChangeKind::Image
+            && self.restore_image.is_none()
+            && self.to.as_deref().is_some_and(|t| t.starts_with("sha256:"))
     }
 }
 
@@ -159,6 +164,9 @@ pub struct Inputs<'a> {
     pub deployed_commit: Option<String>,
     /// Files the new commit changed (git stacks), as deployed paths.
     pub changed_files: &'a [std::path::PathBuf],
+    /// A rollback: the image id each service must run (instead of asking
+    /// registries).
+    pub target_images: Option<&'a BTreeMap<String, String>>,
 }
 
 /// What can be said of a service before asking any registry.
@@ -232,6 +240,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
             to: None,
             pull: false,
             force: false,
+            restore_image: None,
             reasons: Vec::new(),
         });
         if entry.kind == ChangeKind::Image {
@@ -315,6 +324,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
                                     to: new_ref.clone(),
                                     pull: true,
                                     force: false,
+                                    restore_image: None,
                                     reasons: vec![format!(
                                         "image {} -> {}",
                                         old_ref.as_deref().unwrap_or("none"),
@@ -434,6 +444,12 @@ pub fn classify(inputs: &Inputs) -> Plan {
         }
     }
 
+    if let Some(target) = inputs.target_images {
+        for c in ordered.iter_mut().filter(|c| matches!(c.kind, ChangeKind::Create | ChangeKind::Recreate)) {
+            c.restore_image = target.get(&c.service).cloned();
+            c.pull &= c.restore_image.is_none();
+        }
+    }
     let kind = kind_of(&ordered);
     let images = ordered.iter().any(|c| c.kind == ChangeKind::Image);
     let structural = ordered.iter().any(Change::is_structural);
@@ -487,7 +503,7 @@ pub fn unattended(plan: &Plan, policy: Policy, accept_data_risk: bool) -> (Plan,
     (out, held_back)
 }
 
-fn kind_of(changes: &[Change]) -> PlanKind {
+pub fn kind_of(changes: &[Change]) -> PlanKind {
     let images = changes.iter().any(|c| c.kind == ChangeKind::Image);
     let structural = changes.iter().any(Change::is_structural);
     match (images, structural) {
@@ -496,6 +512,46 @@ fn kind_of(changes: &[Change]) -> PlanKind {
         (false, true) => PlanKind::Structural,
         (true, true) => PlanKind::Mixed,
     }
+}
+
+/// A rollback compares what runs with the image ids the target revision
+/// ran: any difference is put back from the local image kept by tag.
+fn restore_states(inputs: &Inputs, target: &BTreeMap<String, String>) -> (Vec<ServiceReport>, BTreeMap<String, Change>) {
+    let mut services = Vec::new();
+    let mut changed = BTreeMap::new();
+    for (name, svc) in &inputs.new.services {
+        let running = inputs.observation.services.get(name).and_then(|o| o.containers.iter().find(|c| c.is_running()));
+        let mut state = ServiceState::UpToDate;
+        if let (Some(c), Some(want), Some(image)) = (running, target.get(name), &svc.image)
+            && c.image_id != *want
+            && !inputs.skip.contains(name)
+        {
+            state = ServiceState::UpdateAvailable;
+            changed.insert(
+                name.clone(),
+                Change {
+                    service: name.clone(),
+                    kind: ChangeKind::Image,
+                    image: Some(image.clone()),
+                    from: Some(c.image_id.clone()),
+                    to: Some(want.clone()),
+                    pull: false,
+                    force: false,
+                    restore_image: Some(want.clone()),
+                    reasons: vec!["the image the target revision ran".to_string()],
+                },
+            );
+        }
+        services.push(ServiceReport {
+            service: name.clone(),
+            image: svc.image.clone(),
+            running_digest: None,
+            available_digest: None,
+            state,
+            detail: None,
+        });
+    }
+    (services, changed)
 }
 
 fn has_running(o: &ServiceObservation) -> bool {
@@ -523,6 +579,7 @@ fn create(name: &str, svc: &ComposeService, observation: &Observation, reason: O
         to: svc.image.clone(),
         pull: svc.image.is_some() && !svc.build && !local,
         force: false,
+        restore_image: None,
         reasons: reason.into_iter().collect(),
     }
 }
@@ -536,6 +593,7 @@ fn remove(name: &str, svc: &ComposeService, reason: Option<String>) -> Change {
         to: None,
         pull: false,
         force: false,
+        restore_image: None,
         reasons: reason.into_iter().collect(),
     }
 }
@@ -543,6 +601,9 @@ fn remove(name: &str, svc: &ComposeService, reason: Option<String>) -> Change {
 /// Per service: its image state (asking the registry's answers), and the
 /// image-only changes.
 fn image_states(inputs: &Inputs) -> (Vec<ServiceReport>, BTreeMap<String, Change>) {
+    if let Some(target) = inputs.target_images {
+        return restore_states(inputs, target);
+    }
     let mut services = Vec::new();
     let mut changed = BTreeMap::new();
     for (name, svc) in &inputs.new.services {
@@ -575,6 +636,7 @@ fn image_states(inputs: &Inputs) -> (Vec<ServiceReport>, BTreeMap<String, Change
                                     to: Some(available.clone()),
                                     pull: true,
                                     force: false,
+                                    restore_image: None,
                                     reasons: Vec::new(),
                                 },
                             );
@@ -658,6 +720,7 @@ mod tests {
             commit: None,
             deployed_commit: None,
             changed_files: &[],
+            target_images: None,
         })
     }
 
@@ -797,6 +860,7 @@ mod tests {
             commit: Some("new".into()),
             deployed_commit: Some("old".into()),
             changed_files: &[],
+            target_images: None,
         })
     }
 
@@ -924,6 +988,7 @@ mod tests {
             commit: None,
             deployed_commit: None,
             changed_files: &[],
+            target_images: None,
         });
         assert_eq!(steps(&plan), [(ChangeKind::Recreate, "web")]);
     }
@@ -942,6 +1007,7 @@ mod tests {
             commit: Some("c".into()),
             deployed_commit: None,
             changed_files: &[],
+            target_images: None,
         });
         assert_eq!(steps(&plan), [(ChangeKind::Create, "new"), (ChangeKind::Recreate, "web")]);
     }
@@ -968,6 +1034,7 @@ mod tests {
             commit: Some("new".into()),
             deployed_commit: Some("old".into()),
             changed_files: &changed,
+            target_images: None,
         });
         assert_eq!(steps(&plan), [(ChangeKind::Recreate, "api"), (ChangeKind::Recreate, "web")]);
         assert!(plan.changes.iter().all(|c| c.force));

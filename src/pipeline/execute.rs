@@ -110,6 +110,7 @@ impl Executor<'_> {
             {
                 result = self.engine.tag(pinned, repo, tag);
             }
+            crate::ops::crash_point("pulled");
             let summary = match &result {
                 Ok(()) => format!("pulled {source}"),
                 Err(e) => format!("pull of {source} failed: {e:#}"),
@@ -129,6 +130,9 @@ impl Executor<'_> {
             self.remove_service(project, service)?;
             return Ok(None);
         }
+        if let (Some(id), Some((repo, tag))) = (&change.restore_image, change.image.as_deref().and_then(split_tag)) {
+            self.engine.tag(id, repo, tag).map_err(|e| format!("{e:#}"))?;
+        }
         let expected = match change.image.as_deref() {
             Some(image) => self.engine.image(image).map_err(|e| format!("{e:#}"))?.map(|i| i.id),
             None => None,
@@ -137,6 +141,7 @@ impl Executor<'_> {
         let why = if change.reasons.is_empty() { String::new() } else { format!(" ({})", change.reasons.join("; ")) };
         self.printer.step(format!("{verb} {service}{why}"));
         self.compose.up(project, service, change.force).map_err(|e| format!("{e:#}"))?;
+        crate::ops::crash_point("recreated");
         self.printer.step(format!("waiting for {service} to be healthy"));
         wait_healthy(self.engine, project, service, expected.as_deref(), self.health, POLL)?;
         self.printer.step(format!("{service} is healthy"));
@@ -150,6 +155,14 @@ impl Executor<'_> {
             self.engine.remove_container(&c.id).map_err(|e| format!("{e:#}"))?;
         }
         Ok(())
+    }
+
+    /// Returns the stack to where `plan` started, as if every change had
+    /// been made: for a revision that was interrupted at an unknown point.
+    pub fn restore(&self, plan: &Plan, backups: &[ServiceImages], files: Option<&dyn Files>, error: String) -> Execution {
+        let backups: BTreeMap<&str, &ServiceImages> = backups.iter().map(|b| (b.service.as_str(), b)).collect();
+        let all: Vec<&Change> = plan.changes.iter().collect();
+        self.roll_back(plan, &all, &backups, files, error)
     }
 
     fn roll_back(
@@ -168,7 +181,7 @@ impl Executor<'_> {
         }
         // Every pulled tag goes back, also of services not reached yet: an
         // untested image must not wait under the tag for the next `up`.
-        for change in plan.changes.iter().filter(|c| c.is_digest_update()) {
+        for change in plan.changes.iter().filter(|c| c.is_digest_update() || c.restore_image.is_some()) {
             if let (Some(b), Some((repo, tag))) =
                 (backups.get(change.service.as_str()), change.image.as_deref().and_then(split_tag))
                 && let Err(e) = self.engine.tag(&b.before, repo, tag)
@@ -279,6 +292,12 @@ mod tests {
             self.tags.borrow_mut().insert(format!("{repo}:{tag}"), id);
             Ok(())
         }
+        fn tags_under(&self, _: &str) -> Result<Vec<String>> {
+            unreachable!()
+        }
+        fn untag(&self, _: &str) -> Result<()> {
+            unreachable!()
+        }
         fn remove_container(&self, id: &str) -> Result<()> {
             self.log.borrow_mut().push(format!("rm {id}"));
             self.running.borrow_mut().retain(|s, i| format!("{s}-{i}") != id);
@@ -338,6 +357,7 @@ mod tests {
             to: to.map(String::from),
             pull: kind == ChangeKind::Image,
             force: false,
+            restore_image: None,
             reasons: vec![],
         }
     }

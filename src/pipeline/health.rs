@@ -69,6 +69,7 @@ pub fn wait_healthy(
             }
         }
         std::thread::sleep(poll);
+        crate::ops::crash_point("health-wait");
     }
 }
 
@@ -103,6 +104,12 @@ mod tests {
             unreachable!()
         }
         fn tag(&self, _: &str, _: &str, _: &str) -> anyhow::Result<()> {
+            unreachable!()
+        }
+        fn tags_under(&self, _: &str) -> anyhow::Result<Vec<String>> {
+            unreachable!()
+        }
+        fn untag(&self, _: &str) -> anyhow::Result<()> {
             unreachable!()
         }
         fn remove_container(&self, _: &str) -> anyhow::Result<()> {

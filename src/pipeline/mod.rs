@@ -22,6 +22,7 @@ use crate::seams::compose::{Compose, ComposeCli, ComposeModel};
 use crate::seams::engine::Engine;
 use crate::seams::git::{GitRepo, short};
 use crate::settings::StackSettings;
+use crate::state::Revision;
 use classify::{Baseline, Inputs, Plan};
 use observe::Observation;
 
@@ -69,21 +70,49 @@ impl execute::Files for GitDeploy {
     }
 }
 
+/// What a plan leads to.
+pub enum Goal<'a> {
+    /// The branch head and the registries' current digests.
+    Latest,
+    /// A recorded revision: its commit and the image ids it ran.
+    Revision(&'a Revision),
+}
+
 pub fn check(engine: &dyn Engine, stack: &StackSettings) -> Result<Checked> {
+    plan(engine, stack, Goal::Latest)
+}
+
+pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Checked> {
     let compose = ComposeCli::new(stack);
     let mut file_diff = String::new();
     let mut changed_files = Vec::new();
     let (model, old_model, hashes, git) = match &stack.git {
         None => {
             let model = compose.model()?;
-            let hashes = compose.hashes()?;
-            (model, None, Some(hashes), None)
+            match goal {
+                Goal::Latest => {
+                    let hashes = compose.hashes()?;
+                    (model, None, Some(hashes), None)
+                }
+                // Directory stacks keep no copies of files: a rollback
+                // there restores images.
+                Goal::Revision(_) => (model.clone(), Some(model), None, None),
+            }
         }
         Some(source) => {
             let repo = GitRepo::open(&stack.state_dir.join("git"), source)?;
-            let new = repo.fetch()?;
             let old = repo.head();
-            if let Some(old) = old
+            let new = match goal {
+                Goal::Latest => repo.fetch()?,
+                Goal::Revision(r) => r
+                    .plan
+                    .commit
+                    .as_deref()
+                    .and_then(|c| Oid::from_str(c).ok())
+                    .or(old)
+                    .ok_or_else(|| anyhow!("revision {} records no commit", r.id))?,
+            };
+            if let (Some(old), Goal::Latest) = (old, &goal)
                 && !repo.descends_from(new, old)?
             {
                 return Err(anyhow!(
@@ -133,8 +162,14 @@ pub fn check(engine: &dyn Engine, stack: &StackSettings) -> Result<Checked> {
             model.services.keys().cloned().collect::<Vec<_>>().join(", ")
         )));
     }
-    let lookups = classify::registry_lookups(&model, &observation, &stack.skip);
-    let remote = fetch::fetch(engine, &lookups);
+    let target_images = match goal {
+        Goal::Revision(r) => Some(&r.images),
+        Goal::Latest => None,
+    };
+    let remote = match target_images {
+        Some(_) => Default::default(),
+        None => fetch::fetch(engine, &classify::registry_lookups(&model, &observation, &stack.skip)),
+    };
     let baseline = match (&hashes, &old_model, &git) {
         (Some(h), _, _) => Baseline::Running(h),
         (None, Some(old), _) => Baseline::Deployed(old),
@@ -151,6 +186,7 @@ pub fn check(engine: &dyn Engine, stack: &StackSettings) -> Result<Checked> {
         commit: git.as_ref().map(|g| g.new.to_string()),
         deployed_commit: git.as_ref().and_then(|g| g.old.map(|o| o.to_string())),
         changed_files: &changed_files,
+        target_images,
     });
     Ok(Checked { plan, observation, file_diff, git })
 }

@@ -7,8 +7,8 @@ use anyhow::{Context, Result, anyhow};
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{
-    CreateImageOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder, TagImageOptionsBuilder,
+    CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, StopContainerOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -73,8 +73,12 @@ pub trait Engine {
     fn pull(&self, reference: &str, progress: &mut dyn FnMut(&PullProgress)) -> Result<()>;
     /// Gives `image` (an id or reference) the name `repo:tag`.
     fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()>;
-    /// Stops and removes a container, never its volumes.
+        /// Stops and removes a container, never its volumes.
     fn remove_container(&self, id: &str) -> Result<()>;
+    /// Local tags (`repo:tag`) whose repository starts with `prefix`.
+    fn tags_under(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Removes one tag; the image goes only if nothing else names or uses it.
+    fn untag(&self, tag: &str) -> Result<()>;
 }
 
 pub struct DockerEngine {
@@ -241,6 +245,22 @@ impl Engine for DockerEngine {
             }
             self.docker.remove_container(id, Some(remove)).await.with_context(|| format!("removing container {id}"))
         })
+    }
+
+        fn tags_under(&self, prefix: &str) -> Result<Vec<String>> {
+        let filters = HashMap::from([("reference", vec![format!("{prefix}*")])]);
+        let options = ListImagesOptionsBuilder::default().filters(&filters).build();
+        let images = self.runtime.block_on(self.docker.list_images(Some(options))).context("listing images")?;
+        Ok(images.into_iter().flat_map(|i| i.repo_tags).filter(|t| t.starts_with(prefix)).collect())
+    }
+
+    fn untag(&self, tag: &str) -> Result<()> {
+        let options = RemoveImageOptionsBuilder::default().force(false).noprune(false).build();
+        match self.runtime.block_on(self.docker.remove_image(tag, Some(options), None)) {
+            // A container still runs it: the tag stays, and so does the image.
+            Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing tag {tag}")),
+        }
     }
 
     fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()> {

@@ -1,0 +1,179 @@
+//! `clusterup rollback`: back to the previous good revision, or to any
+//! recorded one; `--list` shows them.
+
+use anyhow::{Result, anyhow};
+use serde_json::{Value, json};
+
+use super::apply::{outcome_text, report};
+use super::{each_stack, table, to_value};
+use crate::cli::RollbackArgs;
+use crate::exit::{ExitStatus, usage};
+use crate::ops::Ctx;
+use crate::output::Printer;
+use crate::pipeline::execute::Files;
+use crate::pipeline::health::short;
+use crate::pipeline::{self, Goal, Outcome};
+use crate::seams::engine::Engine;
+use crate::settings::StackSettings;
+use crate::state::{Revision, StateDir, Trigger};
+
+pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &RollbackArgs, printer: &Printer) -> Result<ExitStatus> {
+    Ok(each_stack(stacks, printer, |stack| {
+        if args.list { list(stack, printer) } else { rollback_one(engine, stack, args, printer) }
+    }))
+}
+
+fn list(stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Value)> {
+    let revisions = match StateDir::existing(&stack.state_dir) {
+        Some(state) => state.revisions()?,
+        None => Vec::new(),
+    };
+    let rows: Vec<[String; 6]> = revisions
+        .iter()
+        .rev()
+        .map(|r| {
+            let images: Vec<String> = r.images.iter().map(|(s, i)| format!("{s}={}", short(i))).collect();
+            [
+                r.id.to_string(),
+                r.started.clone(),
+                to_value(&r.trigger).as_str().unwrap_or("").to_string(),
+                r.plan.commit.as_deref().map(|c| c[..c.len().min(12)].to_string()).unwrap_or_else(|| "-".into()),
+                r.outcome.map_or("unfinished", outcome_text).to_string(),
+                images.join(" "),
+            ]
+        })
+        .collect();
+    printer.human(format!("stack {}\n{}", stack.name, table(&["REV", "STARTED", "TRIGGER", "COMMIT", "OUTCOME", "IMAGES"], &rows)));
+    Ok((ExitStatus::Success, json!({"command": "rollback", "stack": stack.name, "revisions": revisions})))
+}
+
+/// The revision `spec` names: a number, a commit prefix, or a time (the
+/// last good revision started by then).
+fn resolve<'a>(spec: &str, revisions: &'a [Revision]) -> Result<&'a Revision> {
+    let good = || revisions.iter().rev().filter(|r| r.is_good());
+    if let Ok(id) = spec.parse::<u64>() {
+        let r = revisions.iter().find(|r| r.id == id).ok_or_else(|| usage(format!("there is no revision {id}")))?;
+        if !r.is_good() {
+            return Err(usage(format!(
+                "revision {id} did not apply ({}); roll back to a revision that did (see --list)",
+                r.outcome.map_or("unfinished", outcome_text)
+            )));
+        }
+        return Ok(r);
+    }
+    if spec.len() >= 4 && spec.chars().all(|c| c.is_ascii_hexdigit()) {
+        return good()
+            .find(|r| r.plan.commit.as_deref().is_some_and(|c| c.starts_with(spec)))
+            .ok_or_else(|| usage(format!("no good revision deployed a commit starting with {spec}")));
+    }
+    let time: jiff::Timestamp = spec.parse().map_err(|_| {
+        usage(format!("--to {spec:?} is neither a revision number, a commit prefix nor an RFC 3339 time"))
+    })?;
+    good()
+        .find(|r| r.started.parse::<jiff::Timestamp>().is_ok_and(|s| s <= time))
+        .ok_or_else(|| usage(format!("no good revision started before {spec}")))
+}
+
+fn rollback_one(engine: &dyn Engine, stack: &StackSettings, args: &RollbackArgs, printer: &Printer) -> Result<(ExitStatus, Value)> {
+    let state = StateDir::open(&stack.state_dir)?;
+    let _lock = state.lock(&stack.name)?;
+    let ctx = Ctx { engine, stack, state: &state, printer };
+    if let Some((id, outcome)) = ctx.recover()? {
+        printer.human(format!("stack {}: recovered interrupted revision {id}: {}\n", stack.name, outcome_text(outcome)));
+    }
+    let journal = state.journal()?;
+    let current = journal
+        .revisions
+        .iter()
+        .rev()
+        .find(|r| r.is_good())
+        .ok_or_else(|| anyhow!("nothing to roll back: no revision of stack {} was applied yet", stack.name))?;
+    let target = match &args.to {
+        Some(spec) => resolve(spec, &journal.revisions)?,
+        None => journal.revisions.iter().rev().filter(|r| r.is_good() && r.id < current.id).find(|r| !r.images.is_empty()).ok_or_else(
+            || usage(format!("revision {} is the only good revision; there is nothing earlier to return to", current.id)),
+        )?,
+    };
+    if target.id == current.id {
+        return Err(usage(format!("revision {} is what runs now", target.id)));
+    }
+    let checked = pipeline::plan(engine, stack, Goal::Revision(target))?;
+    let plan = &checked.plan;
+    printer.human(format!("rollback of stack {} from revision {} to revision {}\n", stack.name, current.id, target.id));
+    printer.human(super::check::summary(plan, &checked.file_diff, printer));
+    let moves_commit = plan.commit.is_some() && plan.commit != plan.deployed_commit;
+    if args.dry_run || (plan.changes.is_empty() && !moves_commit) {
+        return Ok((ExitStatus::Success, report("rollback", plan, Outcome::UpToDate, None, None, &[])));
+    }
+    if !args.yes {
+        if !printer.can_ask() {
+            return Err(usage("rollback asks for confirmation, and there is no terminal to ask on: pass --yes"));
+        }
+        if !printer.confirm(&format!("Roll stack {} back to revision {}?", stack.name, target.id))? {
+            return Ok((ExitStatus::Skipped, report("rollback", plan, Outcome::UpToDate, None, Some("declined".into()), &[])));
+        }
+    }
+    let files = checked.git.as_ref().filter(|_| moves_commit).map(|g| g as &dyn Files);
+    let (id, execution) = ctx.run_revision(plan, &checked.observation, files, Trigger::Rollback)?;
+    if execution.outcome == Outcome::Applied {
+        ctx.reject(current, "an operator rolled back from it")?;
+    }
+    let status = match execution.outcome {
+        Outcome::Applied | Outcome::UpToDate => ExitStatus::Success,
+        Outcome::RolledBack | Outcome::Failed => ExitStatus::Failed,
+        Outcome::RollbackFailed => ExitStatus::RollbackFailed,
+    };
+    printer.human(format!("revision {id}: {}\n", outcome_text(execution.outcome)));
+    if let Some(e) = &execution.error {
+        eprintln!("error: stack {}: {e}", stack.name);
+    }
+    Ok((status, report("rollback", plan, execution.outcome, Some(id), execution.error, &[])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::classify::{Plan, PlanKind};
+
+    fn rev(id: u64, outcome: Outcome, commit: &str, started: &str) -> Revision {
+        Revision {
+            id,
+            trigger: Trigger::Auto,
+            started: started.into(),
+            finished: None,
+            plan: Plan {
+                stack: "s".into(),
+                project: "s".into(),
+                kind: PlanKind::Image,
+                commit: Some(commit.into()),
+                deployed_commit: None,
+                changes: vec![],
+                services: vec![],
+                diff: Default::default(),
+                data_risks: vec![],
+                needs_approval: vec![],
+            },
+            services: vec![],
+            outcome: Some(outcome),
+            error: None,
+            images: Default::default(),
+        }
+    }
+
+    #[test]
+    fn revisions_are_found_by_number_commit_or_time() {
+        let revs = vec![
+            rev(1, Outcome::Applied, "aaaa1111", "2026-11-20T10:00:00Z"),
+            rev(2, Outcome::RolledBack, "bbbb2222", "2026-11-21T10:00:00Z"),
+            rev(3, Outcome::Applied, "cccc3333", "2026-11-22T10:00:00Z"),
+        ];
+        assert_eq!(resolve("1", &revs).unwrap().id, 1);
+        assert!(format!("{:#}", resolve("2", &revs).unwrap_err()).contains("did not apply"));
+        assert!(resolve("9", &revs).is_err());
+        assert_eq!(resolve("cccc", &revs).unwrap().id, 3);
+        assert!(resolve("bbbb", &revs).is_err(), "a failed revision is no rollback target");
+        assert_eq!(resolve("2026-11-21T12:00:00Z", &revs).unwrap().id, 1);
+        assert_eq!(resolve("2026-11-23T00:00:00Z", &revs).unwrap().id, 3);
+        assert!(format!("{:#}", resolve("yesterday", &revs).unwrap_err()).contains("neither"));
+    }
+}

@@ -1,0 +1,234 @@
+//! Operations on a stack's revisions, shared by the commands: run one
+//! revision (journal, backup, execute, reject on failure, prune), recover
+//! an interrupted one, and the crash points the recovery tests use.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+
+use crate::output::Printer;
+use crate::pipeline::classify::{ChangeKind, Plan};
+use crate::pipeline::execute::{Execution, Executor, Files};
+use crate::pipeline::health::wait_healthy;
+use crate::pipeline::observe::Observation;
+use crate::pipeline::{GitDeploy, Outcome, backup};
+use crate::reference::Reference;
+use crate::seams::compose::{Compose, ComposeCli};
+use crate::seams::engine::Engine;
+use crate::seams::git::GitRepo;
+use crate::settings::StackSettings;
+use crate::state::{Ending, Rejection, Revision, StateDir, Trigger, now};
+
+/// Stops the process dead at a named point when `CLUSTERUP_CRASH_AT` names
+/// it: the recovery tests' stand-in for SIGKILL, OOM or power loss.
+pub fn crash_point(name: &str) {
+    if std::env::var("CLUSTERUP_CRASH_AT").is_ok_and(|at| at == name) {
+        std::process::abort();
+    }
+}
+
+pub struct Ctx<'a> {
+    pub engine: &'a dyn Engine,
+    pub stack: &'a StackSettings,
+    pub state: &'a StateDir,
+    pub printer: &'a Printer,
+}
+
+impl Ctx<'_> {
+    fn executor<'a>(&'a self, compose: &'a ComposeCli) -> Executor<'a> {
+        Executor { engine: self.engine, compose, printer: self.printer, health: self.stack.health }
+    }
+
+    /// Every running service's image id now.
+    fn snapshot(&self, project: &str) -> BTreeMap<String, String> {
+        self.engine
+            .containers(project)
+            .map(|cs| cs.into_iter().filter(|c| c.is_running()).map(|c| (c.service, c.image_id)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Journals, backs up and executes `plan` as revision N; a failure
+    /// rejects its target so no unattended run tries it again.
+    pub fn run_revision(
+        &self,
+        plan: &Plan,
+        observation: &Observation,
+        files: Option<&dyn Files>,
+        trigger: Trigger,
+    ) -> Result<(u64, Execution)> {
+        let id = self.state.next_revision_id()?;
+        let backups = backup::backups_for(plan, observation, id);
+        let revision = Revision {
+            id,
+            trigger,
+            started: now(),
+            finished: None,
+            plan: plan.clone(),
+            services: backups.clone(),
+            outcome: None,
+            error: None,
+            images: BTreeMap::new(),
+        };
+        self.state.begin(&revision).context("journaling the revision before acting")?;
+        crash_point("journaled");
+        for b in &backups {
+            self.printer.detail(format!("keeping the image {} runs now as {}", b.service, b.backup_tag));
+        }
+        let compose = ComposeCli::new(self.stack);
+        let execution = match backup::keep_images(self.engine, &backups) {
+            Ok(()) => self.executor(&compose).execute(plan, &backups, files),
+            Err(e) => Execution {
+                outcome: Outcome::Failed,
+                error: Some(format!("keeping the current images for rollback: {e:#}; nothing was changed")),
+                after: Vec::new(),
+            },
+        };
+        self.finish(&revision, &execution)?;
+        Ok((id, execution))
+    }
+
+    fn finish(&self, revision: &Revision, execution: &Execution) -> Result<()> {
+        let images = self.snapshot(&revision.plan.project);
+        let ending = Ending {
+            outcome: execution.outcome,
+            error: execution.error.clone(),
+            after: execution.after.clone(),
+            images,
+        };
+        self.state.end(revision.id, ending).with_context(|| format!("journaling the end of revision {}", revision.id))?;
+        if matches!(execution.outcome, Outcome::RolledBack | Outcome::RollbackFailed) {
+            self.reject(revision, "it failed and was rolled back")?;
+        }
+        if execution.outcome == Outcome::Applied
+            && let Err(e) = self.prune()
+        {
+            self.printer.step(format!("pruning old rollback images: {e:#}"));
+        }
+        Ok(())
+    }
+
+    /// Marks `revision`'s target (its commit, if it moved, and its image
+    /// digests) as not to be applied unattended again.
+    pub fn reject(&self, revision: &Revision, why: &str) -> Result<()> {
+        let moved = revision.plan.commit.is_some() && revision.plan.commit != revision.plan.deployed_commit;
+        let rejection = Rejection {
+            revision: revision.id,
+            time: now(),
+            commit: if moved { revision.plan.commit.clone() } else { None },
+            digests: revision.target_digests(),
+            reason: format!("revision {}: {why}", revision.id),
+        };
+        if rejection.commit.is_none() && rejection.digests.is_empty() {
+            return Ok(());
+        }
+        self.state.reject(rejection)
+    }
+
+    /// Keeps the rollback images of the last `keep_images` revisions and
+    /// untags older ones. Only `clusterup/<stack>/...` tags are touched; an
+    /// image a container still uses keeps its tag.
+    pub fn prune(&self) -> Result<()> {
+        let revisions = self.state.revisions()?;
+        let keep: Vec<String> =
+            revisions.iter().rev().take(self.stack.keep_images).map(|r| format!("rev-{}", r.id)).collect();
+        let prefix = backup::backup_prefix(&self.stack.name);
+        for tag in self.engine.tags_under(&prefix)? {
+            let rev = tag.rsplit_once(':').map(|(_, t)| t.to_string()).unwrap_or_default();
+            if !keep.contains(&rev) {
+                self.engine.untag(&tag)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every run first finishes what a killed run left: if the interrupted
+    /// revision's target runs and is healthy it is completed, otherwise the
+    /// stack goes back to where the revision started.
+    pub fn recover(&self) -> Result<Option<(u64, Outcome)>> {
+        let journal = self.state.journal()?;
+        let Some(last) = journal.revisions.last().filter(|r| r.outcome.is_none()) else { return Ok(None) };
+        self.printer.step(format!("revision {} was interrupted; recovering it first", last.id));
+        let plan = &last.plan;
+        self.remove_leftovers(&plan.project)?;
+        let git = match &self.stack.git {
+            Some(source) => {
+                let repo = GitRepo::open(&self.stack.state_dir.join("git"), source)?;
+                let oid = |c: &Option<String>| c.as_deref().and_then(|c| git2::Oid::from_str(c).ok());
+                match oid(&plan.commit) {
+                    Some(new) => Some(GitDeploy { repo, new, old: oid(&plan.deployed_commit) }),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let compose = ComposeCli::new(self.stack);
+        let execution = if self.target_reached(plan, git.as_ref(), &compose)? {
+            self.printer.step(format!("revision {} had reached its target; completing it", last.id));
+            Execution { outcome: Outcome::Applied, error: None, after: Vec::new() }
+        } else {
+            let files = git.as_ref().map(|g| g as &dyn Files);
+            let error = format!("revision {} was interrupted before it finished", last.id);
+            self.executor(&compose).restore(plan, &last.services, files, error)
+        };
+        self.finish(last, &execution)?;
+        Ok(Some((last.id, execution.outcome)))
+    }
+
+    /// Compose renames a recreated container into place last; a recreate
+    /// cut short leaves `<id12>_<name>` behind.
+    fn remove_leftovers(&self, project: &str) -> Result<()> {
+        for c in self.engine.containers(project)? {
+            let (prefix, rest) = c.name.split_at(c.name.len().min(13));
+            if rest.len() > 0 && prefix.len() == 13 && prefix.ends_with('_') && prefix[..12].chars().all(|ch| ch.is_ascii_hexdigit()) {
+                self.printer.step(format!("removing {} left by an interrupted recreate", c.name));
+                self.engine.remove_container(&c.id)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn target_reached(&self, plan: &Plan, git: Option<&GitDeploy>, compose: &dyn Compose) -> Result<bool> {
+        if let Some(g) = git
+            && g.repo.head() != Some(g.new)
+        {
+            return Ok(false);
+        }
+        let containers = self.engine.containers(&plan.project)?;
+        let hashes = compose.hashes().unwrap_or_default();
+        for change in &plan.changes {
+            let mine: Vec<_> = containers.iter().filter(|c| c.service == change.service).collect();
+            if change.kind == ChangeKind::Remove {
+                if !mine.is_empty() {
+                    return Ok(false);
+                }
+                continue;
+            }
+            if mine.is_empty() || mine.iter().any(|c| c.config_hash.is_some() && c.config_hash != hashes.get(&change.service).cloned()) {
+                return Ok(false);
+            }
+            let expected = match (&change.image, &change.to) {
+                (Some(image), Some(digest)) if change.is_digest_update() => {
+                    let Some(info) = self.engine.image(image)? else { return Ok(false) };
+                    let reference = Reference::parse(image);
+                    if !info.repo_digests.iter().any(|d| reference.digest_in(d) == Some(digest.as_str())) {
+                        return Ok(false);
+                    }
+                    Some(info.id)
+                }
+                _ => None,
+            };
+            let healthy = wait_healthy(
+                self.engine,
+                &plan.project,
+                &change.service,
+                expected.as_deref(),
+                self.stack.health,
+                std::time::Duration::from_millis(500),
+            );
+            if healthy.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
