@@ -181,7 +181,7 @@ mod tests {
             ("25:00-26:00", "not a time of day"),
             ("02:00-02:00", "empty"),
             ("02:00-03:00 Mars/Olympus", "unknown time zone"),
-            ("0200-0300", "not HH:MM"),
+            ("Mon 0200-0300", "not HH:MM"),
         ] {
             let err = text.parse::<Window>().unwrap_err();
             assert!(err.contains(want), "{text}: {err}");
