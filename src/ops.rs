@@ -83,11 +83,13 @@ impl Ctx<'_> {
                 after: Vec::new(),
             },
         };
-        self.finish(&revision, &execution)?;
+        self.finish(&revision, &execution, true)?;
         Ok((id, execution))
     }
 
-    fn finish(&self, revision: &Revision, execution: &Execution) -> Result<()> {
+    /// `reject`: a revision that failed on its merits is not retried
+    /// unattended; one that was merely interrupted is.
+    fn finish(&self, revision: &Revision, execution: &Execution, reject: bool) -> Result<()> {
         let images = self.snapshot(&revision.plan.project);
         let ending = Ending {
             outcome: execution.outcome,
@@ -96,7 +98,7 @@ impl Ctx<'_> {
             images,
         };
         self.state.end(revision.id, ending).with_context(|| format!("journaling the end of revision {}", revision.id))?;
-        if matches!(execution.outcome, Outcome::RolledBack | Outcome::RollbackFailed) {
+        if reject && matches!(execution.outcome, Outcome::RolledBack | Outcome::RollbackFailed) {
             self.reject(revision, "it failed and was rolled back")?;
         }
         if execution.outcome == Outcome::Applied
@@ -170,7 +172,7 @@ impl Ctx<'_> {
             let error = format!("revision {} was interrupted before it finished", last.id);
             self.executor(&compose).restore(plan, &last.services, files, error)
         };
-        self.finish(last, &execution)?;
+        self.finish(last, &execution, false)?;
         Ok(Some((last.id, execution.outcome)))
     }
 

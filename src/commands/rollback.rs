@@ -74,6 +74,20 @@ fn resolve<'a>(spec: &str, revisions: &'a [Revision]) -> Result<&'a Revision> {
         .ok_or_else(|| usage(format!("no good revision started before {spec}")))
 }
 
+/// The stack as it was before `rev`: its commit and, per service, the
+/// image kept as `before`.
+fn state_before(rev: &Revision) -> Revision {
+    let mut target = rev.clone();
+    target.plan.commit = rev.plan.deployed_commit.clone();
+    for s in &rev.services {
+        target.images.insert(s.service.clone(), s.before.clone());
+    }
+    for c in rev.plan.changes.iter().filter(|c| c.kind == crate::pipeline::classify::ChangeKind::Create) {
+        target.images.remove(&c.service);
+    }
+    target
+}
+
 fn rollback_one(engine: &dyn Engine, stack: &StackSettings, args: &RollbackArgs, printer: &Printer) -> Result<(ExitStatus, Value)> {
     let state = StateDir::open(&stack.state_dir)?;
     let _lock = state.lock(&stack.name)?;
@@ -88,18 +102,25 @@ fn rollback_one(engine: &dyn Engine, stack: &StackSettings, args: &RollbackArgs,
         .rev()
         .find(|r| r.is_good())
         .ok_or_else(|| anyhow!("nothing to roll back: no revision of stack {} was applied yet", stack.name))?;
+    let before_current;
     let target = match &args.to {
         Some(spec) => resolve(spec, &journal.revisions)?,
-        None => journal.revisions.iter().rev().filter(|r| r.is_good() && r.id < current.id).find(|r| !r.images.is_empty()).ok_or_else(
-            || usage(format!("revision {} is the only good revision; there is nothing earlier to return to", current.id)),
-        )?,
+        None => match journal.revisions.iter().rev().find(|r| r.is_good() && r.id < current.id) {
+            Some(r) => r,
+            None => {
+                // The first revision: go back to what ran before it.
+                before_current = state_before(current);
+                &before_current
+            }
+        },
     };
-    if target.id == current.id {
+    if target.id == current.id && args.to.is_some() {
         return Err(usage(format!("revision {} is what runs now", target.id)));
     }
     let checked = pipeline::plan(engine, stack, Goal::Revision(target))?;
     let plan = &checked.plan;
-    printer.human(format!("rollback of stack {} from revision {} to revision {}\n", stack.name, current.id, target.id));
+    let to = if target.id == current.id { format!("the state before revision {}", current.id) } else { format!("revision {}", target.id) };
+    printer.human(format!("rollback of stack {} from revision {} to {to}\n", stack.name, current.id));
     printer.human(super::check::summary(plan, &checked.file_diff, printer));
     let moves_commit = plan.commit.is_some() && plan.commit != plan.deployed_commit;
     if args.dry_run || (plan.changes.is_empty() && !moves_commit) {
@@ -109,7 +130,7 @@ fn rollback_one(engine: &dyn Engine, stack: &StackSettings, args: &RollbackArgs,
         if !printer.can_ask() {
             return Err(usage("rollback asks for confirmation, and there is no terminal to ask on: pass --yes"));
         }
-        if !printer.confirm(&format!("Roll stack {} back to revision {}?", stack.name, target.id))? {
+        if !printer.confirm(&format!("Roll stack {} back to {to}?", stack.name))? {
             return Ok((ExitStatus::Skipped, report("rollback", plan, Outcome::UpToDate, None, Some("declined".into()), &[])));
         }
     }

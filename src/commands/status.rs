@@ -72,6 +72,10 @@ fn status_one(
         None => Vec::new(),
     };
     let recent: Vec<&Revision> = revisions.iter().rev().take(args.revisions).collect();
+    let pause = match StateDir::existing(&stack.state_dir) {
+        Some(state) => super::apply::active_pause(&state)?,
+        None => None,
+    };
 
     let rows: Vec<[String; 5]> = services
         .iter()
@@ -111,8 +115,12 @@ fn status_one(
             ));
         }
     }
+    if let Some(p) = &pause {
+        text.push_str(&format!("unattended applies {}\n", super::apply::describe_pause(p)));
+    }
     printer.human(text);
     let report = json!({
+        "paused": pause,
         "command": "status",
         "stack": stack.name,
         "project": model.project,

@@ -5,6 +5,7 @@ mod support;
 
 mod image_updates;
 mod inputs;
+mod revisions;
 mod safety;
 mod structural;
 mod terminal;

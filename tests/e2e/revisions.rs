@@ -1,0 +1,183 @@
+//! Revisions and recovery: no flapping, rollback, crash recovery, pause,
+//! update windows, pruning of rollback images.
+
+use crate::support::{Stack, docker, image_id};
+
+/// `web` (and `other`) from this stack's repositories, running v1; then
+/// `next` is pushed for both.
+fn running_then_pushed(test: &str, next: &str, extra_config: &str) -> Stack {
+    let mut stack = Stack::new(test);
+    let (web, other) = (stack.image("web"), stack.image("other"));
+    stack.publish("v1", &web);
+    stack.publish("v1", &other);
+    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n  other:\n    image: {other}\n    depends_on: [web]\n"));
+    stack.write_config(extra_config);
+    stack.up();
+    stack.publish(next, &web);
+    stack.publish(next, &other);
+    stack
+}
+
+fn journal_outcomes(stack: &Stack) -> Vec<String> {
+    let run = stack.clusterup(&["rollback", "--list", "--json"]);
+    let mut revs: Vec<(u64, String)> = run.json()["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_u64().unwrap(), r["outcome"].as_str().unwrap_or("unfinished").to_string()))
+        .collect();
+    revs.sort();
+    revs.into_iter().map(|(_, o)| o).collect()
+}
+
+#[test]
+fn a_rolled_back_image_is_not_retried_until_a_newer_one_appears() {
+    let mut stack = running_then_pushed("noflap", "bad", "");
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let ids = (stack.container_id("web"), stack.container_id("other"));
+    for _ in 0..5 {
+        let run = stack.clusterup(&["apply", "--auto"]);
+        assert_eq!(run.code, 4, "{run:?}");
+        assert!(run.stdout.contains("rejected") && run.stdout.contains("--retry"), "{run:?}");
+        assert_eq!((stack.container_id("web"), stack.container_id("other")), ids, "left untouched");
+    }
+    assert_eq!(journal_outcomes(&stack), ["rolled_back"], "no further revisions were attempted");
+
+    let web = stack.image("web");
+    stack.publish("v2", &web);
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 4, "web's new image applies, other's rejected one is still held back: {run:?}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+    assert_eq!(stack.running_image("other"), image_id("clusterup-fixture/web:v1"));
+}
+
+#[test]
+fn rollback_returns_to_the_state_before_and_auto_does_not_reapply() {
+    let stack = running_then_pushed("rollbackimg", "v2", "");
+    assert_eq!(stack.clusterup(&["apply", "--auto"]).code, 0);
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+
+    let run = stack.clusterup(&["rollback", "--dry-run"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"), "--dry-run changes nothing");
+
+    let run = stack.clusterup(&["rollback", "--yes", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    for svc in ["web", "other"] {
+        assert_eq!(stack.running_image(svc), image_id("clusterup-fixture/web:v1"), "{svc}");
+        assert_eq!(stack.health(svc), "running/healthy");
+    }
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 4, "the images rolled away from are rejected: {run:?}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
+    let run = stack.clusterup(&["apply", "--auto", "--retry"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+    let list = stack.clusterup(&["rollback", "--list"]);
+    assert!(list.stdout.contains("rollback") && list.stdout.contains("auto"), "{list:?}");
+}
+
+/// Kills `apply --auto` at `stage`, then checks that the next run recovers
+/// and finishes the update.
+fn crash_at(test: &str, stage: &str, completed: bool) {
+    let stack = running_then_pushed(test, "v2", "");
+    let out = stack.clusterup_command(&stack.dir, &["apply", "--auto"]).env("CLUSTERUP_CRASH_AT", stage).output().unwrap();
+    assert!(!out.status.success(), "the run must have died at {stage}");
+
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("recovered interrupted revision 1"), "{run:?}");
+    for svc in ["web", "other"] {
+        assert_eq!(stack.running_image(svc), image_id("clusterup-fixture/web:v2"), "{stage}: {svc}");
+        assert_eq!(stack.health(svc), "running/healthy", "{stage}: {svc}");
+    }
+    let outcomes = journal_outcomes(&stack);
+    if completed {
+        assert_eq!(outcomes, ["applied"], "{stage}: the interrupted revision had done its work");
+    } else {
+        assert_eq!(outcomes, ["rolled_back", "applied"], "{stage}: rolled back, then applied afresh");
+    }
+    let names = docker(&["ps", "-a", "--format", "{{.Names}}", "--filter", &format!("label=com.docker.compose.project={}", stack.name)]);
+    assert_eq!(String::from_utf8_lossy(&names.stdout).lines().count(), 2, "no leftover containers");
+}
+
+#[test]
+fn killed_after_the_journal_record_recovers() {
+    crash_at("crashjournal", "journaled", false);
+}
+
+#[test]
+fn killed_mid_pull_recovers() {
+    crash_at("crashpull", "pulled", false);
+}
+
+#[test]
+fn killed_after_the_first_of_two_recreates_recovers() {
+    crash_at("crashrecreate", "recreated", false);
+}
+
+#[test]
+fn killed_during_the_health_wait_recovers() {
+    crash_at("crashhealth", "health-wait", false);
+}
+
+#[test]
+fn pause_stops_unattended_applies_until_resumed_or_expired() {
+    let stack = running_then_pushed("pause", "v2", "");
+    let run = stack.clusterup(&["pause", "--reason", "incident 42"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stdout.contains("paused by") && run.stdout.contains("incident 42"), "{run:?}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
+    assert_eq!(stack.clusterup(&["check"]).code, 100, "check still works");
+    assert!(stack.clusterup(&["status"]).stdout.contains("incident 42"));
+    assert_eq!(stack.clusterup(&["resume"]).code, 0);
+    assert_eq!(stack.clusterup(&["apply", "--auto"]).code, 0);
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+
+    let run = stack.clusterup(&["pause", "--for", "1h"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2)).to_string();
+    let mut cmd = stack.clusterup_command(&stack.dir, &["apply", "--auto"]);
+    let out = cmd.env("CLUSTERUP_NOW", &later).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "a pause --for ends by itself: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn an_update_window_holds_unattended_applies() {
+    let stack = running_then_pushed("window", "v2", "    window: \"Mon 02:00-03:00 UTC\"\n");
+    let at = |now: &str| stack.clusterup_command(&stack.dir, &["apply", "--auto"]).env("CLUSTERUP_NOW", now).output().unwrap();
+    let out = at("2026-11-25T12:00:00Z");
+    assert_eq!(out.status.code(), Some(4));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("outside the update window") && text.contains("2026-11-30T02:00:00"), "{text}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
+    let out = at("2026-11-30T02:30:00Z");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+}
+
+#[test]
+fn pruning_keeps_the_configured_number_of_rollback_images() {
+    let mut stack = running_then_pushed("prune", "v2", "    keep_images: 2\n");
+    let user_tag = format!("{}-user/keep:1", stack.name);
+    stack.tag_local("v1", &user_tag);
+    let web = stack.image("web");
+    let other = stack.image("other");
+    for (n, next) in ["v2", "v1", "v2"].iter().enumerate() {
+        if n > 0 {
+            stack.publish(next, &web);
+            stack.publish(next, &other);
+        }
+        let run = stack.clusterup(&["apply", "--auto"]);
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let tags = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}", &format!("clusterup/{}/*", stack.name)]);
+    let mut tags: Vec<String> = String::from_utf8_lossy(&tags.stdout).lines().map(|l| l.rsplit(':').next().unwrap().to_string()).collect();
+    tags.sort();
+    tags.dedup();
+    assert_eq!(tags, ["rev-2", "rev-3"], "the last two revisions keep their images");
+    assert!(docker(&["image", "inspect", &user_tag]).status.success(), "an image clusterup did not tag is never touched");
+}
