@@ -259,3 +259,48 @@ fn a_changed_bind_mounted_file_redeploys_its_service() {
     let out = crate::support::docker(&["exec", &stack.container_id("web"), "/bin/cat", "/www/version"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "two");
 }
+
+#[test]
+fn rollback_of_a_structural_update_restores_files_and_containers() {
+    let base = "  web:\n    image: IMG_web:latest\n    environment: {MODE: one}\n";
+    let (stack, remote) = deployed("gitrollback", |s| services(s, base));
+    let first = std::fs::read_to_string(stack.checkout().join("compose.yaml")).unwrap();
+    remote.commit_compose(
+        &services(&stack, "  web:\n    image: IMG_web:latest\n    environment: {MODE: two}\n  db:\n    image: IMG_db:latest\n"),
+        "more",
+    );
+    assert_eq!(stack.clusterup(&["apply", "--auto"]).code, 0);
+    assert!(stack.has_container("db"));
+
+    let run = stack.clusterup(&["rollback", "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!stack.has_container("db"), "the service the rolled-back commit added is gone");
+    let env = crate::support::docker(&["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", &stack.container_id("web")]);
+    assert!(String::from_utf8_lossy(&env.stdout).contains("MODE=one"));
+    assert_eq!(std::fs::read_to_string(stack.checkout().join("compose.yaml")).unwrap(), first);
+
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 4, "the rolled-back commit is not applied again: {run:?}");
+    assert!(run.stdout.contains("rejected"), "{run:?}");
+    assert!(!stack.has_container("db"));
+}
+
+#[test]
+fn rollback_to_two_revisions_back() {
+    let body = |mode: &str| format!("  web:\n    image: IMG_web:latest\n    environment: {{MODE: {mode}}}\n");
+    let (stack, remote) = deployed("gitrollbackto", |s| services(s, &body("one")));
+    let first_commit = std::fs::read_to_string(stack.checkout().join("compose.yaml")).unwrap();
+    for mode in ["two", "three"] {
+        remote.commit_compose(&services(&stack, &body(mode)), mode);
+        assert_eq!(stack.clusterup(&["apply", "--auto"]).code, 0);
+    }
+    let run = stack.clusterup(&["rollback", "--to", "1", "--yes", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json()["revision"], 4);
+    let env = crate::support::docker(&["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", &stack.container_id("web")]);
+    assert!(String::from_utf8_lossy(&env.stdout).contains("MODE=one"));
+    assert_eq!(std::fs::read_to_string(stack.checkout().join("compose.yaml")).unwrap(), first_commit);
+    let list = stack.clusterup(&["rollback", "--list", "--json"]).json();
+    let triggers: Vec<&str> = list["revisions"].as_array().unwrap().iter().map(|r| r["trigger"].as_str().unwrap()).collect();
+    assert_eq!(triggers, ["manual", "auto", "auto", "rollback"]);
+}
