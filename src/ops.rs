@@ -97,7 +97,9 @@ impl Ctx<'_> {
             after: execution.after.clone(),
             images,
         };
-        self.state.end(revision.id, ending).with_context(|| format!("journaling the end of revision {}", revision.id))?;
+        self.state
+            .end(revision.id, ending)
+            .with_context(|| format!("journaling the end of revision {}", revision.id))?;
         if reject && matches!(execution.outcome, Outcome::RolledBack | Outcome::RollbackFailed) {
             self.reject(revision, "it failed and was rolled back")?;
         }
@@ -156,10 +158,7 @@ impl Ctx<'_> {
             Some(source) => {
                 let repo = GitRepo::open(&self.stack.state_dir.join("git"), source)?;
                 let oid = |c: &Option<String>| c.as_deref().and_then(|c| git2::Oid::from_str(c).ok());
-                match oid(&plan.commit) {
-                    Some(new) => Some(GitDeploy { repo, new, old: oid(&plan.deployed_commit) }),
-                    None => None,
-                }
+                oid(&plan.commit).map(|new| GitDeploy { repo, new, old: oid(&plan.deployed_commit) })
             }
             None => None,
         };
@@ -173,6 +172,9 @@ impl Ctx<'_> {
             self.executor(&compose).restore(plan, &last.services, files, error)
         };
         self.finish(last, &execution, false)?;
+        let outcome = execution.outcome.describe();
+        self.printer
+            .human(format!("stack {}: recovered interrupted revision {}: {outcome}\n", self.stack.name, last.id));
         Ok(Some((last.id, execution.outcome)))
     }
 
@@ -180,8 +182,11 @@ impl Ctx<'_> {
     /// cut short leaves `<id12>_<name>` behind.
     fn remove_leftovers(&self, project: &str) -> Result<()> {
         for c in self.engine.containers(project)? {
-            let (prefix, rest) = c.name.split_at(c.name.len().min(13));
-            if rest.len() > 0 && prefix.len() == 13 && prefix.ends_with('_') && prefix[..12].chars().all(|ch| ch.is_ascii_hexdigit()) {
+            let leftover = c.name.len() > 13
+                && c.name
+                    .get(..13)
+                    .is_some_and(|p| p.ends_with('_') && p[..12].chars().all(|ch| ch.is_ascii_hexdigit()));
+            if leftover {
                 self.printer.step(format!("removing {} left by an interrupted recreate", c.name));
                 self.engine.remove_container(&c.id)?;
             }
@@ -205,7 +210,9 @@ impl Ctx<'_> {
                 }
                 continue;
             }
-            if mine.is_empty() || mine.iter().any(|c| c.config_hash.is_some() && c.config_hash != hashes.get(&change.service).cloned()) {
+            if mine.is_empty()
+                || mine.iter().any(|c| c.config_hash.is_some() && c.config_hash != hashes.get(&change.service).cloned())
+            {
                 return Ok(false);
             }
             let expected = match (&change.image, &change.to) {

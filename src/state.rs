@@ -79,7 +79,9 @@ pub struct ServiceImages {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 enum Event {
-    Begin { revision: Box<Revision> },
+    Begin {
+        revision: Box<Revision>,
+    },
     End {
         id: u64,
         finished: String,
@@ -199,7 +201,7 @@ impl StateDir {
         Ok(StackLock { _file: file })
     }
 
-        pub fn revisions(&self) -> Result<Vec<Revision>> {
+    pub fn revisions(&self) -> Result<Vec<Revision>> {
         Ok(self.journal()?.revisions)
     }
 
@@ -214,7 +216,9 @@ impl StateDir {
     pub fn pause(&self) -> Result<Option<Pause>> {
         let path = self.dir.join(PAUSE);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| format!("reading {}", path.display())),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map(Some).with_context(|| format!("reading {}", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -243,7 +247,7 @@ impl StateDir {
         self.append(&Event::Begin { revision: Box::new(revision.clone()) })
     }
 
-        pub fn end(&self, id: u64, ending: Ending) -> Result<()> {
+    pub fn end(&self, id: u64, ending: Ending) -> Result<()> {
         let Ending { outcome, error, after, images } = ending;
         self.append(&Event::End { id, finished: now(), outcome, error, after, images })
     }
@@ -264,7 +268,7 @@ impl StateDir {
         file.write_all(line.as_bytes())
             .and_then(|()| file.sync_data())
             .with_context(|| format!("writing journal {}", path.display()))?;
-                if created {
+        if created {
             // The new file's name lives in the directory: make it durable too.
             sync_dir(&self.dir)?;
         }
@@ -370,18 +374,7 @@ mod tests {
             trigger: Trigger::Auto,
             started: now(),
             finished: None,
-            plan: Plan {
-                stack: "s".into(),
-                project: "s".into(),
-                kind: PlanKind::Image,
-                commit: None,
-                deployed_commit: None,
-                changes: vec![],
-                services: vec![],
-                diff: Default::default(),
-                data_risks: vec![],
-                needs_approval: vec![],
-            },
+            plan: Plan { kind: PlanKind::Image, commit: None, ..Plan::empty("s") },
             services: vec![ServiceImages {
                 service: "web".into(),
                 image: Some("r/web:1".into()),
@@ -401,7 +394,8 @@ mod tests {
         let state = StateDir::open(&tmp.path().join("stack")).unwrap();
         state.begin(&revision(1)).unwrap();
         let images = BTreeMap::from([("web".to_string(), "sha256:new".to_string())]);
-        let ending = Ending { outcome: Outcome::Applied, error: None, after: vec![("web".into(), "sha256:new".into())], images };
+        let ending =
+            Ending { outcome: Outcome::Applied, error: None, after: vec![("web".into(), "sha256:new".into())], images };
         state.end(1, ending).unwrap();
         let revs = state.revisions().unwrap();
         assert_eq!(revs.len(), 1);
@@ -425,8 +419,12 @@ mod tests {
         let revs = state.revisions().unwrap();
         assert_eq!(revs.len(), 1);
         assert_eq!(revs[0].outcome, None, "the torn end record must not count");
-        let ending =
-            Ending { outcome: Outcome::RolledBack, error: Some("unhealthy".into()), after: vec![], images: BTreeMap::new() };
+        let ending = Ending {
+            outcome: Outcome::RolledBack,
+            error: Some("unhealthy".into()),
+            after: vec![],
+            images: BTreeMap::new(),
+        };
         state.end(1, ending).unwrap();
         assert_eq!(state.revisions().unwrap()[0].outcome, Some(Outcome::RolledBack));
         let text = std::fs::read(&path).unwrap();

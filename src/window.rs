@@ -36,7 +36,9 @@ impl FromStr for Window {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Window, String> {
-        let bad = |why: String| format!("invalid window {text:?}: {why}; write e.g. \"Mon-Fri 02:00-05:00\" or \"Sat,Sun 00:00-06:00 UTC\"");
+        let bad = |why: String| {
+            format!("invalid window {text:?}: {why}; write e.g. \"Mon-Fri 02:00-05:00\" or \"Sat,Sun 00:00-06:00 UTC\"")
+        };
         let mut parts: Vec<&str> = text.split_whitespace().collect();
         let mut days = [true; 7];
         if parts.first().is_some_and(|p| !p.contains(':')) {
@@ -86,7 +88,10 @@ fn parse_days(text: &str) -> Result<[bool; 7], String> {
 
 fn minutes(hhmm: &str) -> Result<u16, String> {
     let (h, m) = hhmm.split_once(':').ok_or_else(|| format!("{hhmm:?} is not HH:MM"))?;
-    let (h, m): (u16, u16) = (h.parse().map_err(|_| format!("{hhmm:?} is not HH:MM"))?, m.parse().map_err(|_| format!("{hhmm:?} is not HH:MM"))?);
+    let (h, m): (u16, u16) = (
+        h.parse().map_err(|_| format!("{hhmm:?} is not HH:MM"))?,
+        m.parse().map_err(|_| format!("{hhmm:?} is not HH:MM"))?,
+    );
     // 24:00 closes a window at midnight.
     if h > 24 || m > 59 || (h == 24 && m > 0) {
         return Err(format!("{hhmm:?} is not a time of day"));
@@ -119,7 +124,10 @@ impl Window {
             if !self.days[weekday(date)] {
                 return None;
             }
-            let opens = date.at((self.start / 60) as i8, (self.start % 60) as i8, 0, 0).to_zoned_datetime(self.tz.clone()).ok()?;
+            let opens = date
+                .at((self.start / 60) as i8, (self.start % 60) as i8, 0, 0)
+                .to_zoned_datetime(self.tz.clone())
+                .ok()?;
             (opens.timestamp() > now).then_some(opens)
         })
     }

@@ -57,7 +57,8 @@ pub fn report(
 /// Exit status and report for a run that did nothing on purpose.
 fn skipped(stack: &StackSettings, why: String, printer: &Printer) -> (ExitStatus, Value) {
     printer.human(format!("stack {}: not applied: {why}\n", stack.name));
-    let v = json!({"command": "apply", "stack": stack.name, "outcome": "skipped", "revision": null, "held_back": [why]});
+    let v =
+        json!({"command": "apply", "stack": stack.name, "outcome": "skipped", "revision": null, "held_back": [why]});
     (ExitStatus::Skipped, v)
 }
 
@@ -85,12 +86,16 @@ pub fn describe_pause(p: &Pause) -> String {
     text
 }
 
-fn apply_one(engine: &dyn Engine, stack: &StackSettings, opts: ApplyOptions, printer: &Printer) -> Result<(ExitStatus, Value)> {
+fn apply_one(
+    engine: &dyn Engine,
+    stack: &StackSettings,
+    opts: ApplyOptions,
+    printer: &Printer,
+) -> Result<(ExitStatus, Value)> {
     let state = StateDir::open(&stack.state_dir)?;
     let _lock = state.lock(&stack.name)?;
     let ctx = Ctx { engine, stack, state: &state, printer };
     if let Some((id, outcome)) = ctx.recover()? {
-        printer.human(format!("stack {}: recovered interrupted revision {id}: {}\n", stack.name, outcome_text(outcome)));
         if outcome == Outcome::RollbackFailed {
             let v = json!({"command": "apply", "stack": stack.name, "outcome": "rollback_failed", "revision": id});
             return Ok((ExitStatus::RollbackFailed, v));
@@ -161,7 +166,7 @@ fn apply_one(engine: &dyn Engine, stack: &StackSettings, opts: ApplyOptions, pri
         Outcome::RolledBack | Outcome::Failed => ExitStatus::Failed,
         Outcome::RollbackFailed => ExitStatus::RollbackFailed,
     };
-    printer.human(format!("revision {id}: {}\n", outcome_text(execution.outcome)));
+    printer.human(format!("revision {id}: {}\n", execution.outcome.describe()));
     for reason in &held_back {
         printer.human(format!("not applied: {reason}\n"));
     }
@@ -171,24 +176,15 @@ fn apply_one(engine: &dyn Engine, stack: &StackSettings, opts: ApplyOptions, pri
     Ok((status, report("apply", &plan, execution.outcome, Some(id), execution.error, &held_back)))
 }
 
-pub fn outcome_text(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Applied => "applied",
-        Outcome::UpToDate => "up to date",
-        Outcome::RolledBack => "failed and rolled back",
-        Outcome::Failed => "failed; nothing was changed",
-        Outcome::RollbackFailed => "failed, and the rollback failed: a human is needed",
-    }
-}
-
 /// The parts of `plan` an earlier failure or rollback rejected.
 fn rejected_parts(plan: &Plan, journal: &Journal) -> Vec<String> {
     let mut out = Vec::new();
     let moves = plan.commit.is_some() && plan.commit != plan.deployed_commit;
     if moves
-        && let Some(r) = plan.commit.as_deref().and_then(|c| journal.rejected_commit(c))
+        && let Some(commit) = plan.commit.as_deref()
+        && let Some(r) = journal.rejected_commit(commit)
     {
-        out.push(format!("commit {} was rejected ({})", &plan.commit.as_deref().unwrap_or("")[..12.min(plan.commit.as_deref().unwrap_or("").len())], r.reason));
+        out.push(format!("commit {} was rejected ({})", &commit[..commit.len().min(12)], r.reason));
     }
     for c in plan.changes.iter().filter(|c| c.is_digest_update()) {
         if let Some(r) = c.to.as_deref().and_then(|d| journal.rejected_digest(&c.service, d)) {
@@ -201,8 +197,10 @@ fn rejected_parts(plan: &Plan, journal: &Journal) -> Vec<String> {
 /// Unattended runs never apply a rejected target again: it stays held
 /// back until something newer appears or an operator passes --retry.
 fn hold_back_rejected(mut plan: Plan, journal: &Journal) -> (Plan, Vec<String>) {
-    let mut held: Vec<String> =
-        rejected_parts(&plan, journal).into_iter().map(|r| format!("{r}; `clusterup apply --retry` tries it again")).collect();
+    let mut held: Vec<String> = rejected_parts(&plan, journal)
+        .into_iter()
+        .map(|r| format!("{r}; `clusterup apply --retry` tries it again"))
+        .collect();
     let commit_rejected = plan.commit.is_some()
         && plan.commit != plan.deployed_commit
         && plan.commit.as_deref().is_some_and(|c| journal.rejected_commit(c).is_some());
@@ -235,7 +233,9 @@ fn confirm(
     }
     if !printer.can_ask() {
         if risky {
-            return Ok(Some("this plan puts data at risk; confirm on a terminal or pass --accept-data-risk".to_string()));
+            return Ok(Some(
+                "this plan puts data at risk; confirm on a terminal or pass --accept-data-risk".to_string(),
+            ));
         }
         return Err(usage(
             "apply asks for confirmation, and there is no terminal to ask on: pass --yes to apply anyway, \

@@ -4,7 +4,7 @@
 use anyhow::{Result, anyhow};
 use serde_json::{Value, json};
 
-use super::apply::{outcome_text, report};
+use super::apply::report;
 use super::{each_stack, table, to_value};
 use crate::cli::RollbackArgs;
 use crate::exit::{ExitStatus, usage};
@@ -17,7 +17,12 @@ use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
 use crate::state::{Revision, StateDir, Trigger};
 
-pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &RollbackArgs, printer: &Printer) -> Result<ExitStatus> {
+pub fn run(
+    engine: &dyn Engine,
+    stacks: &[StackSettings],
+    args: &RollbackArgs,
+    printer: &Printer,
+) -> Result<ExitStatus> {
     Ok(each_stack(stacks, printer, |stack| {
         if args.list { list(stack, printer) } else { rollback_one(engine, stack, args, printer) }
     }))
@@ -38,12 +43,16 @@ fn list(stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Value)>
                 r.started.clone(),
                 to_value(&r.trigger).as_str().unwrap_or("").to_string(),
                 r.plan.commit.as_deref().map(|c| c[..c.len().min(12)].to_string()).unwrap_or_else(|| "-".into()),
-                r.outcome.map_or("unfinished", outcome_text).to_string(),
+                r.outcome.map_or("unfinished", Outcome::describe).to_string(),
                 images.join(" "),
             ]
         })
         .collect();
-    printer.human(format!("stack {}\n{}", stack.name, table(&["REV", "STARTED", "TRIGGER", "COMMIT", "OUTCOME", "IMAGES"], &rows)));
+    printer.human(format!(
+        "stack {}\n{}",
+        stack.name,
+        table(&["REV", "STARTED", "TRIGGER", "COMMIT", "OUTCOME", "IMAGES"], &rows)
+    ));
     Ok((ExitStatus::Success, json!({"command": "rollback", "stack": stack.name, "revisions": revisions})))
 }
 
@@ -56,7 +65,7 @@ fn resolve<'a>(spec: &str, revisions: &'a [Revision]) -> Result<&'a Revision> {
         if !r.is_good() {
             return Err(usage(format!(
                 "revision {id} did not apply ({}); roll back to a revision that did (see --list)",
-                r.outcome.map_or("unfinished", outcome_text)
+                r.outcome.map_or("unfinished", Outcome::describe)
             )));
         }
         return Ok(r);
@@ -88,13 +97,16 @@ fn state_before(rev: &Revision) -> Revision {
     target
 }
 
-fn rollback_one(engine: &dyn Engine, stack: &StackSettings, args: &RollbackArgs, printer: &Printer) -> Result<(ExitStatus, Value)> {
+fn rollback_one(
+    engine: &dyn Engine,
+    stack: &StackSettings,
+    args: &RollbackArgs,
+    printer: &Printer,
+) -> Result<(ExitStatus, Value)> {
     let state = StateDir::open(&stack.state_dir)?;
     let _lock = state.lock(&stack.name)?;
     let ctx = Ctx { engine, stack, state: &state, printer };
-    if let Some((id, outcome)) = ctx.recover()? {
-        printer.human(format!("stack {}: recovered interrupted revision {id}: {}\n", stack.name, outcome_text(outcome)));
-    }
+    ctx.recover()?;
     let journal = state.journal()?;
     let current = journal
         .revisions
@@ -119,7 +131,11 @@ fn rollback_one(engine: &dyn Engine, stack: &StackSettings, args: &RollbackArgs,
     }
     let checked = pipeline::plan(engine, stack, Goal::Revision(target))?;
     let plan = &checked.plan;
-    let to = if target.id == current.id { format!("the state before revision {}", current.id) } else { format!("revision {}", target.id) };
+    let to = if target.id == current.id {
+        format!("the state before revision {}", current.id)
+    } else {
+        format!("revision {}", target.id)
+    };
     printer.human(format!("rollback of stack {} from revision {} to {to}\n", stack.name, current.id));
     printer.human(super::check::summary(plan, &checked.file_diff, printer));
     let moves_commit = plan.commit.is_some() && plan.commit != plan.deployed_commit;
@@ -131,7 +147,10 @@ fn rollback_one(engine: &dyn Engine, stack: &StackSettings, args: &RollbackArgs,
             return Err(usage("rollback asks for confirmation, and there is no terminal to ask on: pass --yes"));
         }
         if !printer.confirm(&format!("Roll stack {} back to {to}?", stack.name))? {
-            return Ok((ExitStatus::Skipped, report("rollback", plan, Outcome::UpToDate, None, Some("declined".into()), &[])));
+            return Ok((
+                ExitStatus::Skipped,
+                report("rollback", plan, Outcome::UpToDate, None, Some("declined".into()), &[]),
+            ));
         }
     }
     let files = checked.git.as_ref().filter(|_| moves_commit).map(|g| g as &dyn Files);
@@ -144,7 +163,7 @@ fn rollback_one(engine: &dyn Engine, stack: &StackSettings, args: &RollbackArgs,
         Outcome::RolledBack | Outcome::Failed => ExitStatus::Failed,
         Outcome::RollbackFailed => ExitStatus::RollbackFailed,
     };
-    printer.human(format!("revision {id}: {}\n", outcome_text(execution.outcome)));
+    printer.human(format!("revision {id}: {}\n", execution.outcome.describe()));
     if let Some(e) = &execution.error {
         eprintln!("error: stack {}: {e}", stack.name);
     }
@@ -162,18 +181,7 @@ mod tests {
             trigger: Trigger::Auto,
             started: started.into(),
             finished: None,
-            plan: Plan {
-                stack: "s".into(),
-                project: "s".into(),
-                kind: PlanKind::Image,
-                commit: Some(commit.into()),
-                deployed_commit: None,
-                changes: vec![],
-                services: vec![],
-                diff: Default::default(),
-                data_risks: vec![],
-                needs_approval: vec![],
-            },
+            plan: Plan { kind: PlanKind::Image, commit: Some(commit.into()), ..Plan::empty("s") },
             services: vec![],
             outcome: Some(outcome),
             error: None,

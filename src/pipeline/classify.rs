@@ -135,6 +135,22 @@ pub struct Plan {
 }
 
 impl Plan {
+    #[cfg(test)]
+    pub fn empty(stack: &str) -> Plan {
+        Plan {
+            stack: stack.into(),
+            project: stack.into(),
+            kind: PlanKind::None,
+            commit: None,
+            deployed_commit: None,
+            changes: vec![],
+            services: vec![],
+            diff: ModelDiff::default(),
+            data_risks: vec![],
+            needs_approval: vec![],
+        }
+    }
+
     pub fn registry_errors(&self) -> impl Iterator<Item = &ServiceReport> {
         self.services.iter().filter(|s| s.state == ServiceState::RegistryError)
     }
@@ -516,7 +532,10 @@ pub fn kind_of(changes: &[Change]) -> PlanKind {
 
 /// A rollback compares what runs with the image ids the target revision
 /// ran: any difference is put back from the local image kept by tag.
-fn restore_states(inputs: &Inputs, target: &BTreeMap<String, String>) -> (Vec<ServiceReport>, BTreeMap<String, Change>) {
+fn restore_states(
+    inputs: &Inputs,
+    target: &BTreeMap<String, String>,
+) -> (Vec<ServiceReport>, BTreeMap<String, Change>) {
     let mut services = Vec::new();
     let mut changed = BTreeMap::new();
     for (name, svc) in &inputs.new.services {

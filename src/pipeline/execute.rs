@@ -159,7 +159,13 @@ impl Executor<'_> {
 
     /// Returns the stack to where `plan` started, as if every change had
     /// been made: for a revision that was interrupted at an unknown point.
-    pub fn restore(&self, plan: &Plan, backups: &[ServiceImages], files: Option<&dyn Files>, error: String) -> Execution {
+    pub fn restore(
+        &self,
+        plan: &Plan,
+        backups: &[ServiceImages],
+        files: Option<&dyn Files>,
+        error: String,
+    ) -> Execution {
         let backups: BTreeMap<&str, &ServiceImages> = backups.iter().map(|b| (b.service.as_str(), b)).collect();
         let all: Vec<&Change> = plan.changes.iter().collect();
         self.roll_back(plan, &all, &backups, files, error)
@@ -373,18 +379,7 @@ mod tests {
     }
 
     fn run(f: &Fake, changes: Vec<Change>, backups: &[ServiceImages], files: bool) -> Execution {
-        let plan = Plan {
-            stack: "p".into(),
-            project: "p".into(),
-            kind: PlanKind::Image,
-            commit: None,
-            deployed_commit: None,
-            changes,
-            services: vec![],
-            diff: ModelDiff::default(),
-            data_risks: vec![],
-            needs_approval: vec![],
-        };
+        let plan = Plan { kind: PlanKind::Image, commit: None, changes, ..Plan::empty("p") };
         let printer = Printer::new(false, true, 0);
         let health = HealthSettings { timeout: Duration::from_millis(50), stability: Duration::ZERO };
         let files = files.then_some(f as &dyn Files);

@@ -39,6 +39,18 @@ pub enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::UpToDate => "up to date",
+            Outcome::RolledBack => "failed and rolled back",
+            Outcome::Failed => "failed; nothing was changed",
+            Outcome::RollbackFailed => "failed, and the rollback failed: a human is needed",
+        }
+    }
+}
+
 /// The stack's plan as of now, with what was observed to make it (the
 /// backup stage needs the image ids) and the git state to deploy it.
 pub struct Checked {

@@ -73,7 +73,7 @@ pub trait Engine {
     fn pull(&self, reference: &str, progress: &mut dyn FnMut(&PullProgress)) -> Result<()>;
     /// Gives `image` (an id or reference) the name `repo:tag`.
     fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()>;
-        /// Stops and removes a container, never its volumes.
+    /// Stops and removes a container, never its volumes.
     fn remove_container(&self, id: &str) -> Result<()>;
     /// Local tags (`repo:tag`) whose repository starts with `prefix`.
     fn tags_under(&self, prefix: &str) -> Result<Vec<String>>;
@@ -247,7 +247,7 @@ impl Engine for DockerEngine {
         })
     }
 
-        fn tags_under(&self, prefix: &str) -> Result<Vec<String>> {
+    fn tags_under(&self, prefix: &str) -> Result<Vec<String>> {
         let filters = HashMap::from([("reference", vec![format!("{prefix}*")])]);
         let options = ListImagesOptionsBuilder::default().filters(&filters).build();
         let images = self.runtime.block_on(self.docker.list_images(Some(options))).context("listing images")?;

@@ -10,7 +10,9 @@ fn running_then_pushed(test: &str, next: &str, extra_config: &str) -> Stack {
     let (web, other) = (stack.image("web"), stack.image("other"));
     stack.publish("v1", &web);
     stack.publish("v1", &other);
-    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n  other:\n    image: {other}\n    depends_on: [web]\n"));
+    stack.write_compose(&format!(
+        "services:\n  web:\n    image: {web}\n  other:\n    image: {other}\n    depends_on: [web]\n"
+    ));
     stack.write_config(extra_config);
     stack.up();
     stack.publish(next, &web);
@@ -82,7 +84,8 @@ fn rollback_returns_to_the_state_before_and_auto_does_not_reapply() {
 /// and finishes the update.
 fn crash_at(test: &str, stage: &str, completed: bool) {
     let stack = running_then_pushed(test, "v2", "");
-    let out = stack.clusterup_command(&stack.dir, &["apply", "--auto"]).env("CLUSTERUP_CRASH_AT", stage).output().unwrap();
+    let out =
+        stack.clusterup_command(&stack.dir, &["apply", "--auto"]).env("CLUSTERUP_CRASH_AT", stage).output().unwrap();
     assert!(!out.status.success(), "the run must have died at {stage}");
 
     let run = stack.clusterup(&["apply", "--auto"]);
@@ -98,7 +101,14 @@ fn crash_at(test: &str, stage: &str, completed: bool) {
     } else {
         assert_eq!(outcomes, ["rolled_back", "applied"], "{stage}: rolled back, then applied afresh");
     }
-    let names = docker(&["ps", "-a", "--format", "{{.Names}}", "--filter", &format!("label=com.docker.compose.project={}", stack.name)]);
+    let names = docker(&[
+        "ps",
+        "-a",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        &format!("label=com.docker.compose.project={}", stack.name),
+    ]);
     assert_eq!(String::from_utf8_lossy(&names.stdout).lines().count(), 2, "no leftover containers");
 }
 
@@ -148,7 +158,9 @@ fn pause_stops_unattended_applies_until_resumed_or_expired() {
 #[test]
 fn an_update_window_holds_unattended_applies() {
     let stack = running_then_pushed("window", "v2", "    window: \"Mon 02:00-03:00 UTC\"\n");
-    let at = |now: &str| stack.clusterup_command(&stack.dir, &["apply", "--auto"]).env("CLUSTERUP_NOW", now).output().unwrap();
+    let at = |now: &str| {
+        stack.clusterup_command(&stack.dir, &["apply", "--auto"]).env("CLUSTERUP_NOW", now).output().unwrap()
+    };
     let out = at("2026-11-25T12:00:00Z");
     assert_eq!(out.status.code(), Some(4));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -175,9 +187,13 @@ fn pruning_keeps_the_configured_number_of_rollback_images() {
         assert_eq!(run.code, 0, "{run:?}");
     }
     let tags = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}", &format!("clusterup/{}/*", stack.name)]);
-    let mut tags: Vec<String> = String::from_utf8_lossy(&tags.stdout).lines().map(|l| l.rsplit(':').next().unwrap().to_string()).collect();
+    let mut tags: Vec<String> =
+        String::from_utf8_lossy(&tags.stdout).lines().map(|l| l.rsplit(':').next().unwrap().to_string()).collect();
     tags.sort();
     tags.dedup();
     assert_eq!(tags, ["rev-2", "rev-3"], "the last two revisions keep their images");
-    assert!(docker(&["image", "inspect", &user_tag]).status.success(), "an image clusterup did not tag is never touched");
+    assert!(
+        docker(&["image", "inspect", &user_tag]).status.success(),
+        "an image clusterup did not tag is never touched"
+    );
 }

@@ -266,7 +266,10 @@ fn rollback_of_a_structural_update_restores_files_and_containers() {
     let (stack, remote) = deployed("gitrollback", |s| services(s, base));
     let first = std::fs::read_to_string(stack.checkout().join("compose.yaml")).unwrap();
     remote.commit_compose(
-        &services(&stack, "  web:\n    image: IMG_web:latest\n    environment: {MODE: two}\n  db:\n    image: IMG_db:latest\n"),
+        &services(
+            &stack,
+            "  web:\n    image: IMG_web:latest\n    environment: {MODE: two}\n  db:\n    image: IMG_db:latest\n",
+        ),
         "more",
     );
     assert_eq!(stack.clusterup(&["apply", "--auto"]).code, 0);
@@ -275,7 +278,12 @@ fn rollback_of_a_structural_update_restores_files_and_containers() {
     let run = stack.clusterup(&["rollback", "--yes"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(!stack.has_container("db"), "the service the rolled-back commit added is gone");
-    let env = crate::support::docker(&["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", &stack.container_id("web")]);
+    let env = crate::support::docker(&[
+        "inspect",
+        "-f",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        &stack.container_id("web"),
+    ]);
     assert!(String::from_utf8_lossy(&env.stdout).contains("MODE=one"));
     assert_eq!(std::fs::read_to_string(stack.checkout().join("compose.yaml")).unwrap(), first);
 
@@ -297,10 +305,16 @@ fn rollback_to_two_revisions_back() {
     let run = stack.clusterup(&["rollback", "--to", "1", "--yes", "--json"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.json()["revision"], 4);
-    let env = crate::support::docker(&["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", &stack.container_id("web")]);
+    let env = crate::support::docker(&[
+        "inspect",
+        "-f",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        &stack.container_id("web"),
+    ]);
     assert!(String::from_utf8_lossy(&env.stdout).contains("MODE=one"));
     assert_eq!(std::fs::read_to_string(stack.checkout().join("compose.yaml")).unwrap(), first_commit);
     let list = stack.clusterup(&["rollback", "--list", "--json"]).json();
-    let triggers: Vec<&str> = list["revisions"].as_array().unwrap().iter().map(|r| r["trigger"].as_str().unwrap()).collect();
+    let triggers: Vec<&str> =
+        list["revisions"].as_array().unwrap().iter().map(|r| r["trigger"].as_str().unwrap()).collect();
     assert_eq!(triggers, ["manual", "auto", "auto", "rollback"]);
 }

@@ -395,6 +395,11 @@ impl Stack {
         docker_ok(&["exec", &id, "/bin/sh", "-c", script]);
     }
 
+    /// The service container's environment, one `KEY=value` a line.
+    pub fn env(&self, service: &str) -> String {
+        self.inspect(service, "{{range .Config.Env}}{{println .}}{{end}}")
+    }
+
     pub fn has_container(&self, service: &str) -> bool {
         let out = self.compose(&["ps", "--all", "--quiet", service]);
         !String::from_utf8_lossy(&out.stdout).trim().is_empty()
