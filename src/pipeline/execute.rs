@@ -240,7 +240,6 @@ impl Executor<'_> {
 mod tests {
     use super::*;
     use crate::pipeline::classify::PlanKind;
-    use crate::pipeline::diff::ModelDiff;
     use crate::seams::compose::ComposeModel;
     use crate::seams::engine::{ContainerInfo, ImageInfo, PullProgress};
     use anyhow::{Result, bail};

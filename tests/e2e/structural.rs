@@ -150,13 +150,8 @@ fn an_env_change_recreates_with_the_new_env_and_shows_no_values() {
     assert!(run.stdout.contains("environment"), "{run:?}");
     let run = stack.clusterup(&["apply", "--auto", "--json"]);
     assert_eq!(run.code, 0, "{run:?}");
-    let env = crate::support::docker(&[
-        "inspect",
-        "-f",
-        "{{range .Config.Env}}{{println .}}{{end}}",
-        &stack.container_id("web"),
-    ]);
-    assert!(String::from_utf8_lossy(&env.stdout).contains("MODE=two"));
+    let env = stack.env("web");
+    assert!(env.contains("MODE=two"));
     assert_eq!(stack.container_id("other"), other);
     for text in [run.all(), stack.journal(), stack.clusterup(&["check"]).all()] {
         assert!(!text.contains("tok-one-secret") && !text.contains("tok-two-secret"), "an env value leaked: {text}");
@@ -182,13 +177,8 @@ fn a_failing_new_service_rolls_the_whole_revision_back() {
     assert_eq!(stack.health("other"), "running/healthy", "the service the commit removed is still there");
     assert_eq!(stack.health("web"), "running/healthy");
     assert_ne!(stack.container_id("web"), web, "web was recreated, then restored");
-    let env = crate::support::docker(&[
-        "inspect",
-        "-f",
-        "{{range .Config.Env}}{{println .}}{{end}}",
-        &stack.container_id("web"),
-    ]);
-    assert!(!String::from_utf8_lossy(&env.stdout).contains("MODE=new"), "web runs the old configuration");
+    let env = stack.env("web");
+    assert!(!env.contains("MODE=new"), "web runs the old configuration");
     assert_eq!(
         std::fs::read_to_string(stack.checkout().join("compose.yaml")).unwrap(),
         first,
@@ -278,13 +268,8 @@ fn rollback_of_a_structural_update_restores_files_and_containers() {
     let run = stack.clusterup(&["rollback", "--yes"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(!stack.has_container("db"), "the service the rolled-back commit added is gone");
-    let env = crate::support::docker(&[
-        "inspect",
-        "-f",
-        "{{range .Config.Env}}{{println .}}{{end}}",
-        &stack.container_id("web"),
-    ]);
-    assert!(String::from_utf8_lossy(&env.stdout).contains("MODE=one"));
+    let env = stack.env("web");
+    assert!(env.contains("MODE=one"));
     assert_eq!(std::fs::read_to_string(stack.checkout().join("compose.yaml")).unwrap(), first);
 
     let run = stack.clusterup(&["apply", "--auto"]);
@@ -305,13 +290,8 @@ fn rollback_to_two_revisions_back() {
     let run = stack.clusterup(&["rollback", "--to", "1", "--yes", "--json"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.json()["revision"], 4);
-    let env = crate::support::docker(&[
-        "inspect",
-        "-f",
-        "{{range .Config.Env}}{{println .}}{{end}}",
-        &stack.container_id("web"),
-    ]);
-    assert!(String::from_utf8_lossy(&env.stdout).contains("MODE=one"));
+    let env = stack.env("web");
+    assert!(env.contains("MODE=one"));
     assert_eq!(std::fs::read_to_string(stack.checkout().join("compose.yaml")).unwrap(), first_commit);
     let list = stack.clusterup(&["rollback", "--list", "--json"]).json();
     let triggers: Vec<&str> =
