@@ -1,6 +1,8 @@
 mod cli;
 mod clock;
 mod commands;
+#[cfg(test)]
+mod docs;
 mod exit;
 mod ops;
 mod output;
