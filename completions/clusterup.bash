@@ -65,7 +65,7 @@ _clusterup() {
 
     case "${cmd}" in
         clusterup)
-            opts="-v -q -h -V --config --stack --json --state-dir --verbose --quiet --help --version check apply rollback pause resume status help"
+            opts="-v -q -h -V --config --stack --json --state-dir --metrics-file --verbose --quiet --help --version check apply rollback pause resume status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -83,6 +83,10 @@ _clusterup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -91,7 +95,7 @@ _clusterup() {
             return 0
             ;;
         clusterup__subcmd__apply)
-            opts="-y -v -q -h -V --auto --yes --accept-data-risk --retry --config --stack --json --state-dir --verbose --quiet --help --version"
+            opts="-y -v -q -h -V --auto --yes --accept-data-risk --retry --config --stack --json --state-dir --metrics-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -106,6 +110,10 @@ _clusterup() {
                     return 0
                     ;;
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -117,7 +125,7 @@ _clusterup() {
             return 0
             ;;
         clusterup__subcmd__check)
-            opts="-v -q -h -V --only --config --stack --json --state-dir --verbose --quiet --help --version"
+            opts="-v -q -h -V --only --config --stack --json --state-dir --metrics-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -132,6 +140,10 @@ _clusterup() {
                     return 0
                     ;;
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -255,7 +267,7 @@ _clusterup() {
             return 0
             ;;
         clusterup__subcmd__pause)
-            opts="-v -q -h -V --reason --for --until --config --stack --json --state-dir --verbose --quiet --help --version"
+            opts="-v -q -h -V --reason --for --until --config --stack --json --state-dir --metrics-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -285,6 +297,10 @@ _clusterup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -293,7 +309,7 @@ _clusterup() {
             return 0
             ;;
         clusterup__subcmd__resume)
-            opts="-v -q -h -V --config --stack --json --state-dir --verbose --quiet --help --version"
+            opts="-v -q -h -V --config --stack --json --state-dir --metrics-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -311,6 +327,10 @@ _clusterup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -319,7 +339,7 @@ _clusterup() {
             return 0
             ;;
         clusterup__subcmd__rollback)
-            opts="-y -v -q -h -V --to --list --dry-run --yes --config --stack --json --state-dir --verbose --quiet --help --version"
+            opts="-y -v -q -h -V --to --list --dry-run --yes --config --stack --json --state-dir --metrics-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -341,6 +361,10 @@ _clusterup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -349,7 +373,7 @@ _clusterup() {
             return 0
             ;;
         clusterup__subcmd__status)
-            opts="-v -q -h -V --revisions --config --stack --json --state-dir --verbose --quiet --help --version"
+            opts="-v -q -h -V --revisions --watch --config --stack --json --state-dir --metrics-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -368,6 +392,10 @@ _clusterup() {
                     return 0
                     ;;
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_clusterup_global_optspecs
-    string join \n config= stack= json state-dir= v/verbose q/quiet h/help V/version
+    string join \n config= stack= json state-dir= metrics-file= v/verbose q/quiet h/help V/version
 end
 
 function __fish_clusterup_needs_command
@@ -27,8 +27,9 @@ end
 complete -c clusterup -n "__fish_clusterup_needs_command" -l config -d 'Configuration file [default: /etc/clusterup/clusterup.yaml; without one, the current directory is the stack]' -r -F
 complete -c clusterup -n "__fish_clusterup_needs_command" -l stack -d 'Only this stack (by name) from the configuration' -r
 complete -c clusterup -n "__fish_clusterup_needs_command" -l state-dir -d 'Where journals, backups and locks live [default: /var/lib/clusterup]' -r -F
+complete -c clusterup -n "__fish_clusterup_needs_command" -l metrics-file -d 'Write node_exporter textfile-collector metrics here after the run' -r -F
 complete -c clusterup -n "__fish_clusterup_needs_command" -l json -d 'Print one JSON document instead of human output'
-complete -c clusterup -n "__fish_clusterup_needs_command" -s v -l verbose -d 'More detail (repeat for more)'
+complete -c clusterup -n "__fish_clusterup_needs_command" -s v -l verbose -d 'More detail'
 complete -c clusterup -n "__fish_clusterup_needs_command" -s q -l quiet -d 'Only errors and the final result'
 complete -c clusterup -n "__fish_clusterup_needs_command" -s h -l help -d 'Print help'
 complete -c clusterup -n "__fish_clusterup_needs_command" -s V -l version -d 'Print version'
@@ -42,21 +43,23 @@ complete -c clusterup -n "__fish_clusterup_needs_command" -f -a "help" -d 'Print
 complete -c clusterup -n "__fish_clusterup_using_subcommand check" -l config -d 'Configuration file [default: /etc/clusterup/clusterup.yaml; without one, the current directory is the stack]' -r -F
 complete -c clusterup -n "__fish_clusterup_using_subcommand check" -l stack -d 'Only this stack (by name) from the configuration' -r
 complete -c clusterup -n "__fish_clusterup_using_subcommand check" -l state-dir -d 'Where journals, backups and locks live [default: /var/lib/clusterup]' -r -F
+complete -c clusterup -n "__fish_clusterup_using_subcommand check" -l metrics-file -d 'Write node_exporter textfile-collector metrics here after the run' -r -F
 complete -c clusterup -n "__fish_clusterup_using_subcommand check" -l only -d 'Only report; never offer to apply'
 complete -c clusterup -n "__fish_clusterup_using_subcommand check" -l json -d 'Print one JSON document instead of human output'
-complete -c clusterup -n "__fish_clusterup_using_subcommand check" -s v -l verbose -d 'More detail (repeat for more)'
+complete -c clusterup -n "__fish_clusterup_using_subcommand check" -s v -l verbose -d 'More detail'
 complete -c clusterup -n "__fish_clusterup_using_subcommand check" -s q -l quiet -d 'Only errors and the final result'
 complete -c clusterup -n "__fish_clusterup_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c clusterup -n "__fish_clusterup_using_subcommand check" -s V -l version -d 'Print version'
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l config -d 'Configuration file [default: /etc/clusterup/clusterup.yaml; without one, the current directory is the stack]' -r -F
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l stack -d 'Only this stack (by name) from the configuration' -r
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l state-dir -d 'Where journals, backups and locks live [default: /var/lib/clusterup]' -r -F
+complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l metrics-file -d 'Write node_exporter textfile-collector metrics here after the run' -r -F
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l auto -d 'Unattended: apply what policy allows, never prompt (for timers)'
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -s y -l yes -d 'Apply without asking for confirmation (changes that put data at risk still need --accept-data-risk)'
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l accept-data-risk -d 'Also apply changes that put data at risk (a removed service with an anonymous volume, a removed or reconfigured named volume)'
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l retry -d 'Apply even targets that failed before or that an operator rolled back from (unattended runs otherwise hold them back)'
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l json -d 'Print one JSON document instead of human output'
-complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -s v -l verbose -d 'More detail (repeat for more)'
+complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -s v -l verbose -d 'More detail'
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -s q -l quiet -d 'Only errors and the final result'
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -s h -l help -d 'Print help'
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -s V -l version -d 'Print version'
@@ -64,11 +67,12 @@ complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l to -d '
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l config -d 'Configuration file [default: /etc/clusterup/clusterup.yaml; without one, the current directory is the stack]' -r -F
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l stack -d 'Only this stack (by name) from the configuration' -r
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l state-dir -d 'Where journals, backups and locks live [default: /var/lib/clusterup]' -r -F
+complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l metrics-file -d 'Write node_exporter textfile-collector metrics here after the run' -r -F
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l list -d 'List the recorded revisions and change nothing'
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l dry-run -d 'Print the plan and change nothing'
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -s y -l yes -d 'Roll back without asking for confirmation'
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l json -d 'Print one JSON document instead of human output'
-complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -s v -l verbose -d 'More detail (repeat for more)'
+complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -s v -l verbose -d 'More detail'
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -s q -l quiet -d 'Only errors and the final result'
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -s V -l version -d 'Print version'
@@ -78,16 +82,18 @@ complete -c clusterup -n "__fish_clusterup_using_subcommand pause" -l until -d '
 complete -c clusterup -n "__fish_clusterup_using_subcommand pause" -l config -d 'Configuration file [default: /etc/clusterup/clusterup.yaml; without one, the current directory is the stack]' -r -F
 complete -c clusterup -n "__fish_clusterup_using_subcommand pause" -l stack -d 'Only this stack (by name) from the configuration' -r
 complete -c clusterup -n "__fish_clusterup_using_subcommand pause" -l state-dir -d 'Where journals, backups and locks live [default: /var/lib/clusterup]' -r -F
+complete -c clusterup -n "__fish_clusterup_using_subcommand pause" -l metrics-file -d 'Write node_exporter textfile-collector metrics here after the run' -r -F
 complete -c clusterup -n "__fish_clusterup_using_subcommand pause" -l json -d 'Print one JSON document instead of human output'
-complete -c clusterup -n "__fish_clusterup_using_subcommand pause" -s v -l verbose -d 'More detail (repeat for more)'
+complete -c clusterup -n "__fish_clusterup_using_subcommand pause" -s v -l verbose -d 'More detail'
 complete -c clusterup -n "__fish_clusterup_using_subcommand pause" -s q -l quiet -d 'Only errors and the final result'
 complete -c clusterup -n "__fish_clusterup_using_subcommand pause" -s h -l help -d 'Print help'
 complete -c clusterup -n "__fish_clusterup_using_subcommand pause" -s V -l version -d 'Print version'
 complete -c clusterup -n "__fish_clusterup_using_subcommand resume" -l config -d 'Configuration file [default: /etc/clusterup/clusterup.yaml; without one, the current directory is the stack]' -r -F
 complete -c clusterup -n "__fish_clusterup_using_subcommand resume" -l stack -d 'Only this stack (by name) from the configuration' -r
 complete -c clusterup -n "__fish_clusterup_using_subcommand resume" -l state-dir -d 'Where journals, backups and locks live [default: /var/lib/clusterup]' -r -F
+complete -c clusterup -n "__fish_clusterup_using_subcommand resume" -l metrics-file -d 'Write node_exporter textfile-collector metrics here after the run' -r -F
 complete -c clusterup -n "__fish_clusterup_using_subcommand resume" -l json -d 'Print one JSON document instead of human output'
-complete -c clusterup -n "__fish_clusterup_using_subcommand resume" -s v -l verbose -d 'More detail (repeat for more)'
+complete -c clusterup -n "__fish_clusterup_using_subcommand resume" -s v -l verbose -d 'More detail'
 complete -c clusterup -n "__fish_clusterup_using_subcommand resume" -s q -l quiet -d 'Only errors and the final result'
 complete -c clusterup -n "__fish_clusterup_using_subcommand resume" -s h -l help -d 'Print help'
 complete -c clusterup -n "__fish_clusterup_using_subcommand resume" -s V -l version -d 'Print version'
@@ -95,8 +101,10 @@ complete -c clusterup -n "__fish_clusterup_using_subcommand status" -l revisions
 complete -c clusterup -n "__fish_clusterup_using_subcommand status" -l config -d 'Configuration file [default: /etc/clusterup/clusterup.yaml; without one, the current directory is the stack]' -r -F
 complete -c clusterup -n "__fish_clusterup_using_subcommand status" -l stack -d 'Only this stack (by name) from the configuration' -r
 complete -c clusterup -n "__fish_clusterup_using_subcommand status" -l state-dir -d 'Where journals, backups and locks live [default: /var/lib/clusterup]' -r -F
+complete -c clusterup -n "__fish_clusterup_using_subcommand status" -l metrics-file -d 'Write node_exporter textfile-collector metrics here after the run' -r -F
+complete -c clusterup -n "__fish_clusterup_using_subcommand status" -l watch -d 'Redraw every 2 seconds (on a terminal)'
 complete -c clusterup -n "__fish_clusterup_using_subcommand status" -l json -d 'Print one JSON document instead of human output'
-complete -c clusterup -n "__fish_clusterup_using_subcommand status" -s v -l verbose -d 'More detail (repeat for more)'
+complete -c clusterup -n "__fish_clusterup_using_subcommand status" -s v -l verbose -d 'More detail'
 complete -c clusterup -n "__fish_clusterup_using_subcommand status" -s q -l quiet -d 'Only errors and the final result'
 complete -c clusterup -n "__fish_clusterup_using_subcommand status" -s h -l help -d 'Print help'
 complete -c clusterup -n "__fish_clusterup_using_subcommand status" -s V -l version -d 'Print version'

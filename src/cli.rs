@@ -38,7 +38,11 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "CLUSTERUP_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// More detail (repeat for more)
+    /// Write node_exporter textfile-collector metrics here after the run
+    #[arg(long, global = true, env = "CLUSTERUP_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// More detail
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
 
@@ -141,4 +145,8 @@ pub struct StatusArgs {
     /// How many recent revisions to show
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub revisions: usize,
+
+    /// Redraw every 2 seconds (on a terminal)
+    #[arg(long)]
+    pub watch: bool,
 }

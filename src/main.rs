@@ -4,6 +4,7 @@ mod commands;
 #[cfg(test)]
 mod docs;
 mod exit;
+mod metrics;
 mod ops;
 mod output;
 mod pipeline;

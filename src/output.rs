@@ -34,6 +34,10 @@ impl Printer {
         }
     }
 
+    pub fn is_terminal(&self) -> bool {
+        self.color || (std::io::stdout().is_terminal() && !self.json)
+    }
+
     /// Whether a question may be asked: a person at a terminal, and stdout
     /// is not being parsed as JSON.
     pub fn can_ask(&self) -> bool {

@@ -39,6 +39,8 @@ pub struct StackSettings {
     pub keep_images: usize,
     /// When `apply --auto` may act; empty: any time.
     pub windows: Vec<crate::window::Window>,
+    /// node_exporter textfile metrics, written after each run (global).
+    pub metrics_file: Option<PathBuf>,
 }
 
 pub const DEFAULT_KEEP_IMAGES: usize = 3;
@@ -95,6 +97,7 @@ impl Default for HealthSettings {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     state_dir: Option<PathBuf>,
+    metrics_file: Option<PathBuf>,
     #[serde(default)]
     stacks: Vec<StackEntry>,
 }
@@ -277,6 +280,7 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
             policy: entry.auto,
             keep_images: entry.keep_images.unwrap_or(DEFAULT_KEEP_IMAGES),
             windows: entry.window,
+            metrics_file: file.metrics_file.clone(),
             health: HealthSettings {
                 timeout: entry.health.timeout.unwrap_or(defaults.timeout),
                 stability: entry.health.stability.unwrap_or(defaults.stability),
@@ -313,6 +317,7 @@ pub fn from_directory(dir: &Path, state_dir: Option<&Path>) -> Result<StackSetti
         policy: Policy::default(),
         keep_images: DEFAULT_KEEP_IMAGES,
         windows: Vec::new(),
+        metrics_file: None,
     })
 }
 

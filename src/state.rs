@@ -21,6 +21,7 @@ use crate::pipeline::classify::Plan;
 const JOURNAL: &str = "journal.jsonl";
 const LOCK: &str = "lock";
 const PAUSE: &str = "pause.json";
+const LAST_RUN: &str = "last_run.json";
 
 /// One apply: what it set out to do and how it ended.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -130,6 +131,17 @@ impl Journal {
     }
 }
 
+/// The last `check` or `apply` of a stack, for `status` and metrics.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LastRun {
+    pub time: String,
+    pub command: String,
+    pub exit_code: u8,
+    /// Changes the plan held (applied or not), and of what kind.
+    pub pending: usize,
+    pub kind: crate::pipeline::classify::PlanKind,
+}
+
 /// Who stopped unattended applies, why, and until when.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Pause {
@@ -213,15 +225,16 @@ impl StateDir {
         self.append(&Event::Reject(rejection))
     }
 
+    pub fn last_run(&self) -> Result<Option<LastRun>> {
+        read_json(&self.dir.join(LAST_RUN))
+    }
+
+    pub fn record_run(&self, run: &LastRun) -> Result<()> {
+        write_atomic(&self.dir.join(LAST_RUN), &serde_json::to_vec_pretty(run)?)
+    }
+
     pub fn pause(&self) -> Result<Option<Pause>> {
-        let path = self.dir.join(PAUSE);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map(Some).with_context(|| format!("reading {}", path.display()))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        read_json(&self.dir.join(PAUSE))
     }
 
     pub fn set_pause(&self, pause: &Pause) -> Result<()> {
@@ -276,15 +289,29 @@ impl StateDir {
     }
 }
 
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| format!("reading {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))
 }
 
 /// Temp file in the same directory, fsync, rename, fsync the directory:
 /// the file is the old one or the new one, never a mix, after a crash.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_mode(path, bytes, 0o600)
+}
+
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing {}", path.display()))?;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_data()?;
     tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;

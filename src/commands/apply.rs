@@ -34,7 +34,11 @@ impl From<&ApplyArgs> for ApplyOptions {
 }
 
 pub fn run(engine: &dyn Engine, stacks: &[StackSettings], opts: ApplyOptions, printer: &Printer) -> Result<ExitStatus> {
-    Ok(each_stack(stacks, printer, |stack| apply_one(engine, stack, opts, printer)))
+    Ok(each_stack(stacks, printer, |stack| {
+        let result = apply_one(engine, stack, opts, printer);
+        super::record_run(stack, "apply", &result);
+        result
+    }))
 }
 
 pub fn report(

@@ -19,7 +19,9 @@ pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &CheckArgs, prin
     let mut pending: Vec<StackSettings> = Vec::new();
     let mut others = ExitStatus::Success;
     let status = each_stack(stacks, printer, |stack| {
-        let (status, report) = check_one(engine, stack, printer)?;
+        let result = check_one(engine, stack, printer);
+        super::record_run(stack, "check", &result);
+        let (status, report) = result?;
         if status == ExitStatus::UpdatesPending {
             pending.push(stack.clone());
         } else {

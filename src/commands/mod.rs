@@ -29,6 +29,17 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
         stack: cli.global.stack.as_deref(),
         cwd: &cwd,
     })?;
+    let metrics = cli.global.metrics_file.clone().or_else(|| stacks.first().and_then(|s| s.metrics_file.clone()));
+    let status = dispatch(cli, &stacks, printer);
+    if let Some(path) = metrics
+        && let Err(e) = crate::metrics::write(&path, &stacks)
+    {
+        eprintln!("warning: writing metrics to {}: {e:#}", path.display());
+    }
+    status
+}
+
+fn dispatch(cli: Cli, stacks: &[StackSettings], printer: &Printer) -> Result<ExitStatus> {
     // Pausing must work while the engine is down, in an incident.
     let engine = DockerEngine::connect;
     match cli.command {
@@ -77,6 +88,27 @@ pub fn each_stack(
         printer.json(&doc);
     }
     status
+}
+
+/// Remembers how a `check` or `apply` of `stack` ended, for `status` and
+/// the metrics file. Never fails the run it records.
+pub fn record_run(stack: &StackSettings, command: &str, result: &Result<(ExitStatus, Value)>) {
+    let (exit_code, report) = match result {
+        Ok((status, report)) => (status.code(), Some(report)),
+        Err(e) => (status_of(e).code(), None),
+    };
+    let run = crate::state::LastRun {
+        time: crate::state::now(),
+        command: command.to_string(),
+        exit_code,
+        pending: report.and_then(|r| r["changes"].as_array()).map_or(0, Vec::len),
+        kind: report
+            .and_then(|r| serde_json::from_value(r["kind"].clone()).ok())
+            .unwrap_or(crate::pipeline::classify::PlanKind::None),
+    };
+    if let Err(e) = crate::state::StateDir::open(&stack.state_dir).and_then(|s| s.record_run(&run)) {
+        eprintln!("warning: stack {}: recording the run: {e:#}", stack.name);
+    }
 }
 
 pub fn to_value(v: &impl Serialize) -> Value {

@@ -1,13 +1,18 @@
-//! `clusterup status`: what runs now, and what clusterup did recently.
+//! `clusterup status`: what runs now, what the last check found, and what
+//! clusterup did recently, with success rate and update durations.
+
+use std::fmt::Write as _;
 
 use anyhow::Result;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::apply::{active_pause, describe_pause};
 use super::{each_stack, short_digest, table, to_value};
 use crate::cli::StatusArgs;
-use crate::exit::ExitStatus;
+use crate::exit::{ExitStatus, usage};
 use crate::output::Printer;
+use crate::pipeline::Outcome;
 use crate::pipeline::health::short;
 use crate::pipeline::observe::observe;
 use crate::reference::Reference;
@@ -25,10 +30,54 @@ struct ServiceStatus {
     health: Option<String>,
     image_id: Option<String>,
     digest: Option<String>,
+    uptime_seconds: Option<i64>,
+}
+
+/// What the journal says about how updates go.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Stats {
+    pub revisions: usize,
+    /// Share of finished revisions that applied, 0..=1.
+    pub success_rate: Option<f64>,
+    pub median_seconds: Option<f64>,
+    pub p95_seconds: Option<f64>,
+}
+
+pub fn stats(revisions: &[Revision]) -> Stats {
+    let finished: Vec<&Revision> = revisions.iter().filter(|r| r.outcome.is_some()).collect();
+    let good = finished.iter().filter(|r| r.outcome == Some(Outcome::Applied)).count();
+    let mut durations: Vec<f64> = finished
+        .iter()
+        .filter_map(|r| {
+            let start: jiff::Timestamp = r.started.parse().ok()?;
+            let end: jiff::Timestamp = r.finished.as_deref()?.parse().ok()?;
+            Some(end.duration_since(start).as_secs_f64())
+        })
+        .collect();
+    durations.sort_by(f64::total_cmp);
+    // Nearest rank: the smallest value with at least p of the data at or below it.
+    let rank =
+        |p: f64| (!durations.is_empty()).then(|| durations[((p * durations.len() as f64).ceil() as usize).max(1) - 1]);
+    Stats {
+        revisions: revisions.len(),
+        success_rate: (!finished.is_empty()).then(|| good as f64 / finished.len() as f64),
+        median_seconds: rank(0.5),
+        p95_seconds: rank(0.95),
+    }
 }
 
 pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &StatusArgs, printer: &Printer) -> Result<ExitStatus> {
-    Ok(each_stack(stacks, printer, |stack| status_one(engine, stack, args, printer)))
+    if !args.watch {
+        return Ok(each_stack(stacks, printer, |stack| status_one(engine, stack, args, printer)));
+    }
+    if !printer.is_terminal() {
+        return Err(usage("--watch redraws a terminal; without one, run `clusterup status` from a timer"));
+    }
+    loop {
+        print!("\x1b[2J\x1b[H");
+        each_stack(stacks, printer, |stack| status_one(engine, stack, args, printer));
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
 }
 
 fn status_one(
@@ -43,6 +92,7 @@ fn status_one(
     }
     let model = ComposeCli::new(stack).model()?;
     let observation = observe(engine, &model.project, &[])?;
+    let now = crate::clock::now()?;
     let services: Vec<ServiceStatus> = model
         .services
         .iter()
@@ -56,6 +106,10 @@ fn status_one(
                 }
                 _ => None,
             };
+            let uptime = container
+                .filter(|c| c.is_running())
+                .and_then(|c| c.started_at.as_deref()?.parse::<jiff::Timestamp>().ok())
+                .map(|started| now.duration_since(started).as_secs());
             ServiceStatus {
                 service: name.clone(),
                 image: svc.image.clone(),
@@ -64,40 +118,79 @@ fn status_one(
                 health: container.and_then(|c| c.health.clone()),
                 image_id: container.map(|c| c.image_id.clone()),
                 digest,
+                uptime_seconds: uptime,
             }
         })
         .collect();
-    let revisions: Vec<Revision> = match StateDir::existing(&stack.state_dir) {
-        Some(state) => state.revisions()?,
+    let state = StateDir::existing(&stack.state_dir);
+    let revisions: Vec<Revision> = match &state {
+        Some(s) => s.revisions()?,
         None => Vec::new(),
     };
-    let recent: Vec<&Revision> = revisions.iter().rev().take(args.revisions).collect();
-    let pause = match StateDir::existing(&stack.state_dir) {
-        Some(state) => super::apply::active_pause(&state)?,
-        None => None,
+    let (pause, last_run) = match &state {
+        Some(s) => (active_pause(s)?, s.last_run()?),
+        None => (None, None),
     };
+    let deployed = revisions.iter().rev().find(|r| r.is_good());
+    let recent: Vec<&Revision> = revisions.iter().rev().take(args.revisions).collect();
+    let stats = stats(&revisions);
 
-    let rows: Vec<[String; 5]> = services
+    let rows: Vec<[String; 6]> = services
         .iter()
         .map(|s| {
             [
                 s.service.clone(),
                 s.state.clone(),
                 s.health.clone().unwrap_or_else(|| "-".into()),
+                s.uptime_seconds.map_or_else(
+                    || "-".into(),
+                    |u| humantime::format_duration(std::time::Duration::from_secs(u.max(0) as u64)).to_string(),
+                ),
                 s.image.clone().unwrap_or_else(|| "(build)".into()),
                 s.digest.as_deref().or(s.image_id.as_deref()).map(short_digest).unwrap_or("-").to_string(),
             ]
         })
         .collect();
     let mut text = format!("stack {} (project {})\n", stack.name, model.project);
-    text.push_str(&table(&["SERVICE", "STATE", "HEALTH", "IMAGE", "DIGEST"], &rows));
+    if let Some(d) = deployed {
+        let commit = d.plan.commit.as_deref().map(|c| format!(" commit {}", &c[..c.len().min(12)])).unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "deployed: revision {}{commit}, {} ({})",
+            d.id,
+            d.finished.as_deref().unwrap_or(&d.started),
+            to_value(&d.trigger).as_str().unwrap_or("")
+        );
+    }
+    text.push_str(&table(&["SERVICE", "STATE", "HEALTH", "UP", "IMAGE", "DIGEST"], &rows));
+    if let Some(run) = &last_run {
+        let _ = writeln!(
+            text,
+            "last run: {} {} exited {}; {} pending ({})",
+            run.time,
+            run.command,
+            run.exit_code,
+            run.pending,
+            to_value(&run.kind).as_str().unwrap_or("")
+        );
+    }
+    if let Some(p) = &pause {
+        let _ = writeln!(text, "unattended applies {}", describe_pause(p));
+    }
+    if let (Some(rate), Some(median), Some(p95)) = (stats.success_rate, stats.median_seconds, stats.p95_seconds) {
+        let _ = writeln!(
+            text,
+            "{} revisions, {:.0}% applied; update duration median {median:.1}s, 95th percentile {p95:.1}s",
+            stats.revisions,
+            rate * 100.0
+        );
+    }
     if recent.is_empty() {
         text.push_str("no revisions yet\n");
     } else {
         text.push_str("recent revisions:\n");
         for r in &recent {
-            let outcome =
-                r.outcome.map_or_else(|| "unfinished".to_string(), |o| to_value(&o).as_str().unwrap_or("").to_string());
+            let outcome = r.outcome.map_or("unfinished", Outcome::describe);
             let changes: Vec<String> = r
                 .services
                 .iter()
@@ -105,27 +198,63 @@ fn status_one(
                     format!("{} {}->{}", s.service, short(&s.before), s.after.as_deref().map(short).unwrap_or("?"))
                 })
                 .collect();
-            text.push_str(&format!(
-                "  #{} {} {} {} {}\n",
+            let _ = writeln!(
+                text,
+                "  #{} {} {} {outcome} {}",
                 r.id,
                 r.started,
                 to_value(&r.trigger).as_str().unwrap_or(""),
-                outcome,
                 changes.join(", ")
-            ));
+            );
         }
-    }
-    if let Some(p) = &pause {
-        text.push_str(&format!("unattended applies {}\n", super::apply::describe_pause(p)));
     }
     printer.human(text);
     let report = json!({
-        "paused": pause,
         "command": "status",
         "stack": stack.name,
         "project": model.project,
+        "deployed": deployed.map(|d| json!({"revision": d.id, "commit": d.plan.commit, "when": d.finished, "trigger": d.trigger})),
+        "paused": pause,
+        "last_run": last_run,
+        "stats": stats,
         "services": services,
         "revisions": recent,
     });
     Ok((ExitStatus::Success, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::classify::{Plan, PlanKind};
+    use crate::state::Trigger;
+
+    fn rev(outcome: Option<Outcome>, started: &str, finished: &str) -> Revision {
+        Revision {
+            id: 1,
+            trigger: Trigger::Auto,
+            started: started.into(),
+            finished: Some(finished.into()),
+            plan: Plan { kind: PlanKind::Image, ..Plan::empty("s") },
+            services: vec![],
+            outcome,
+            error: None,
+            images: Default::default(),
+        }
+    }
+
+    #[test]
+    fn success_rate_and_duration_percentiles() {
+        let mut revs: Vec<Revision> = (1..=19)
+            .map(|s| rev(Some(Outcome::Applied), "2026-11-25T10:00:00Z", &format!("2026-11-25T10:00:{s:02}Z")))
+            .collect();
+        revs.push(rev(Some(Outcome::RolledBack), "2026-11-25T10:00:00Z", "2026-11-25T10:01:40Z"));
+        revs.push(rev(None, "2026-11-25T10:00:00Z", "2026-11-25T10:00:00Z"));
+        let s = stats(&revs);
+        assert_eq!(s.revisions, 21);
+        assert_eq!(s.success_rate, Some(19.0 / 20.0));
+        assert_eq!(s.median_seconds, Some(10.0));
+        assert_eq!(s.p95_seconds, Some(19.0));
+        assert_eq!(stats(&[]), Stats { revisions: 0, success_rate: None, median_seconds: None, p95_seconds: None });
+    }
 }

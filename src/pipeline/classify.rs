@@ -754,6 +754,7 @@ mod tests {
                 restart_count: 0,
                 image_id: "sha256:img".into(),
                 config_hash: None,
+                started_at: None,
             }],
             image: Some(ImageInfo {
                 id: "sha256:img".into(),

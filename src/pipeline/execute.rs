@@ -274,6 +274,7 @@ mod tests {
                     restart_count: 0,
                     image_id: image.clone(),
                     config_hash: None,
+                    started_at: None,
                 })
                 .collect())
         }

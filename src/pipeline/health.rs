@@ -127,6 +127,7 @@ mod tests {
             restart_count: restarts,
             image_id: image.into(),
             config_hash: None,
+            started_at: None,
         }]
     }
 

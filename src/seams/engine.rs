@@ -39,6 +39,8 @@ pub struct ContainerInfo {
     pub image_id: String,
     /// The Compose config hash the container was created with.
     pub config_hash: Option<String>,
+    /// RFC 3339, as the engine reports it.
+    pub started_at: Option<String>,
 }
 
 impl ContainerInfo {
@@ -172,6 +174,7 @@ impl Engine for DockerEngine {
                     restart_count: inspect.restart_count.unwrap_or(0),
                     image_id: inspect.image.unwrap_or_default(),
                     config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
+                    started_at: state.started_at.clone(),
                     id,
                 });
             }
