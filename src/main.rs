@@ -4,7 +4,9 @@ mod commands;
 #[cfg(test)]
 mod docs;
 mod exit;
+mod labels;
 mod metrics;
+mod notify;
 mod ops;
 mod output;
 mod pipeline;

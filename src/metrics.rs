@@ -12,7 +12,11 @@ use crate::state::StateDir;
 
 const METRICS: [(&str, &str, &str); 8] = [
     ("clusterup_last_run_timestamp_seconds", "gauge", "When the last check or apply of the stack ran."),
-    ("clusterup_last_run_exit_code", "gauge", "Exit code of that run (0 ok, 100 pending, 1 rolled back, 3 rollback failed, 4 skipped)."),
+    (
+        "clusterup_last_run_exit_code",
+        "gauge",
+        "Exit code of that run (0 ok, 100 pending, 1 rolled back, 3 rollback failed, 4 skipped).",
+    ),
     ("clusterup_pending_changes", "gauge", "Changes the last run's plan held."),
     ("clusterup_paused", "gauge", "1 while unattended applies are paused."),
     ("clusterup_revision", "gauge", "The stack's latest revision number."),

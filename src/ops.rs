@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
+use crate::labels::ServicePolicy;
 use crate::output::Printer;
 use crate::pipeline::classify::{ChangeKind, Plan};
 use crate::pipeline::execute::{Execution, Executor, Files};
@@ -35,8 +36,17 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn executor<'a>(&'a self, compose: &'a ComposeCli) -> Executor<'a> {
-        Executor { engine: self.engine, compose, printer: self.printer, health: self.stack.health }
+    fn executor<'a>(&'a self, compose: &'a ComposeCli, policies: &'a BTreeMap<String, ServicePolicy>) -> Executor<'a> {
+        Executor {
+            engine: self.engine,
+            compose,
+            printer: self.printer,
+            health: self.stack.health,
+            stack: &self.stack.name,
+            policies,
+            hooks: &self.stack.hooks,
+            hook_timeout: self.stack.hook_timeout,
+        }
     }
 
     /// Every running service's image id now.
@@ -53,6 +63,7 @@ impl Ctx<'_> {
         &self,
         plan: &Plan,
         observation: &Observation,
+        policies: &BTreeMap<String, ServicePolicy>,
         files: Option<&dyn Files>,
         trigger: Trigger,
     ) -> Result<(u64, Execution)> {
@@ -76,12 +87,8 @@ impl Ctx<'_> {
         }
         let compose = ComposeCli::new(self.stack);
         let execution = match backup::keep_images(self.engine, &backups) {
-            Ok(()) => self.executor(&compose).execute(plan, &backups, files),
-            Err(e) => Execution {
-                outcome: Outcome::Failed,
-                error: Some(format!("keeping the current images for rollback: {e:#}; nothing was changed")),
-                after: Vec::new(),
-            },
+            Ok(()) => self.executor(&compose, policies).execute(plan, &backups, files),
+            Err(e) => Execution::failed(format!("keeping the current images for rollback: {e:#}; nothing was changed")),
         };
         self.finish(&revision, &execution, true)?;
         Ok((id, execution))
@@ -165,11 +172,11 @@ impl Ctx<'_> {
         let compose = ComposeCli::new(self.stack);
         let execution = if self.target_reached(plan, git.as_ref(), &compose)? {
             self.printer.step(format!("revision {} had reached its target; completing it", last.id));
-            Execution { outcome: Outcome::Applied, error: None, after: Vec::new() }
+            Execution { outcome: Outcome::Applied, error: None, after: Vec::new(), skipped: Vec::new() }
         } else {
             let files = git.as_ref().map(|g| g as &dyn Files);
             let error = format!("revision {} was interrupted before it finished", last.id);
-            self.executor(&compose).restore(plan, &last.services, files, error)
+            self.executor(&compose, &BTreeMap::new()).restore(plan, &last.services, files, error)
         };
         self.finish(last, &execution, false)?;
         let outcome = execution.outcome.describe();
@@ -232,6 +239,7 @@ impl Ctx<'_> {
                 &change.service,
                 expected.as_deref(),
                 self.stack.health,
+                None,
                 std::time::Duration::from_millis(500),
             );
             if healthy.is_err() {

@@ -41,7 +41,17 @@ pub struct StackSettings {
     pub windows: Vec<crate::window::Window>,
     /// node_exporter textfile metrics, written after each run (global).
     pub metrics_file: Option<PathBuf>,
+    pub services: BTreeMap<String, ServiceOverrides>,
+    pub hooks: Hooks,
+    pub hook_timeout: Duration,
+    /// Watchtower's `--label-enable`: only services labelled enable=true.
+    pub label_enable: bool,
+    /// Watchtower's `--scope`: only services with this scope label.
+    pub scope: Option<String>,
+    pub notify: Vec<NotifyTarget>,
 }
+
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub const DEFAULT_KEEP_IMAGES: usize = 3;
 
@@ -99,6 +109,8 @@ struct ConfigFile {
     state_dir: Option<PathBuf>,
     metrics_file: Option<PathBuf>,
     #[serde(default)]
+    notify: Vec<NotifyTarget>,
+    #[serde(default)]
     stacks: Vec<StackEntry>,
 }
 
@@ -120,6 +132,12 @@ struct StackEntry {
     health: HealthEntry,
     #[serde(default)]
     services: BTreeMap<String, ServiceEntry>,
+    #[serde(default)]
+    hooks: HooksEntry,
+    #[serde(default)]
+    label_enable: bool,
+    scope: Option<String>,
+    notify: Option<Vec<NotifyTarget>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +171,70 @@ struct HealthEntry {
 struct ServiceEntry {
     #[serde(default)]
     skip: bool,
+    health_url: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    health_timeout: Option<Duration>,
+    pre_update: Option<String>,
+    post_update: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HooksEntry {
+    pre_update: Option<String>,
+    post_update: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    timeout: Option<Duration>,
+}
+
+/// Where notifications go, and which events.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyTarget {
+    #[serde(rename = "type")]
+    pub kind: NotifyKind,
+    /// webhook and slack: where to POST.
+    pub url: Option<String>,
+    /// github: owner/name.
+    pub repo: Option<String>,
+    /// github: the API base, for GitHub Enterprise.
+    #[serde(default = "github_api")]
+    pub api_url: String,
+    /// github: the token comes from this environment variable...
+    pub token_env: Option<String>,
+    /// ...or this file; never from the configuration itself.
+    pub token_file: Option<PathBuf>,
+    /// Empty: every event.
+    #[serde(default)]
+    pub events: Vec<crate::notify::Event>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyKind {
+    Webhook,
+    Slack,
+    Github,
+}
+
+fn github_api() -> String {
+    "https://api.github.com".to_string()
+}
+
+/// Commands run around an update (on the host for configured hooks, in the
+/// container for `clusterup.pre-update`/`post-update` labels).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hooks {
+    pub pre_update: Option<String>,
+    pub post_update: Option<String>,
+}
+
+/// Per-service settings from the configuration; labels add to them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceOverrides {
+    pub health_url: Option<String>,
+    pub health_timeout: Option<Duration>,
+    pub hooks: Hooks,
 }
 
 fn windows<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<crate::window::Window>, D::Error> {
@@ -285,7 +367,20 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
                 timeout: entry.health.timeout.unwrap_or(defaults.timeout),
                 stability: entry.health.stability.unwrap_or(defaults.stability),
             },
-            skip: entry.services.into_iter().filter(|(_, s)| s.skip).map(|(n, _)| n).collect(),
+            skip: entry.services.iter().filter(|(_, s)| s.skip).map(|(n, _)| n.clone()).collect(),
+            services: entry
+                .services
+                .into_iter()
+                .map(|(n, s)| {
+                    let hooks = Hooks { pre_update: s.pre_update, post_update: s.post_update };
+                    (n, ServiceOverrides { health_url: s.health_url, health_timeout: s.health_timeout, hooks })
+                })
+                .collect(),
+            hooks: Hooks { pre_update: entry.hooks.pre_update, post_update: entry.hooks.post_update },
+            hook_timeout: entry.hooks.timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT),
+            label_enable: entry.label_enable,
+            scope: entry.scope,
+            notify: entry.notify.unwrap_or_else(|| file.notify.clone()),
             name: entry.name,
         });
     }
@@ -318,6 +413,12 @@ pub fn from_directory(dir: &Path, state_dir: Option<&Path>) -> Result<StackSetti
         keep_images: DEFAULT_KEEP_IMAGES,
         windows: Vec::new(),
         metrics_file: None,
+        services: BTreeMap::new(),
+        hooks: Hooks::default(),
+        hook_timeout: DEFAULT_HOOK_TIMEOUT,
+        label_enable: false,
+        scope: None,
+        notify: Vec::new(),
     })
 }
 

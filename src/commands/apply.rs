@@ -36,7 +36,7 @@ impl From<&ApplyArgs> for ApplyOptions {
 pub fn run(engine: &dyn Engine, stacks: &[StackSettings], opts: ApplyOptions, printer: &Printer) -> Result<ExitStatus> {
     Ok(each_stack(stacks, printer, |stack| {
         let result = apply_one(engine, stack, opts, printer);
-        super::record_run(stack, "apply", &result);
+        super::after_run(stack, "apply", &result);
         result
     }))
 }
@@ -164,7 +164,7 @@ fn apply_one(
 
     let files = checked.git.as_ref().filter(|_| moves_commit).map(|g| g as &dyn Files);
     let trigger = if opts.auto { Trigger::Auto } else { Trigger::Manual };
-    let (id, execution) = ctx.run_revision(&plan, &checked.observation, files, trigger)?;
+    let (id, execution) = ctx.run_revision(&plan, &checked.observation, &checked.policies, files, trigger)?;
     let status = match execution.outcome {
         Outcome::Applied | Outcome::UpToDate => quiet_status,
         Outcome::RolledBack | Outcome::Failed => ExitStatus::Failed,
@@ -177,7 +177,9 @@ fn apply_one(
     if let Some(e) = &execution.error {
         eprintln!("error: stack {}: {e}", stack.name);
     }
-    Ok((status, report("apply", &plan, execution.outcome, Some(id), execution.error, &held_back)))
+    let mut v = report("apply", &plan, execution.outcome, Some(id), execution.error, &held_back);
+    v["skipped"] = json!(execution.skipped);
+    Ok((status, v))
 }
 
 /// The parts of `plan` an earlier failure or rollback rejected.

@@ -90,9 +90,19 @@ pub fn each_stack(
     status
 }
 
-/// Remembers how a `check` or `apply` of `stack` ended, for `status` and
-/// the metrics file. Never fails the run it records.
-pub fn record_run(stack: &StackSettings, command: &str, result: &Result<(ExitStatus, Value)>) {
+/// After a `check`, `apply` or `rollback` of `stack`: remember how it
+/// ended (for `status` and metrics) and notify. Never fails the run.
+pub fn after_run(stack: &StackSettings, command: &str, result: &Result<(ExitStatus, Value)>) {
+    if command != "rollback" {
+        record_run(stack, command, result);
+    }
+    match result {
+        Ok((status, report)) => crate::notify::send(stack, command, *status, report),
+        Err(e) => crate::notify::send(stack, command, status_of(e), &json!({"error": format!("{e:#}")})),
+    }
+}
+
+fn record_run(stack: &StackSettings, command: &str, result: &Result<(ExitStatus, Value)>) {
     let (exit_code, report) = match result {
         Ok((status, report)) => (status.code(), Some(report)),
         Err(e) => (status_of(e).code(), None),

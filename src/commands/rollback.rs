@@ -24,7 +24,12 @@ pub fn run(
     printer: &Printer,
 ) -> Result<ExitStatus> {
     Ok(each_stack(stacks, printer, |stack| {
-        if args.list { list(stack, printer) } else { rollback_one(engine, stack, args, printer) }
+        if args.list {
+            return list(stack, printer);
+        }
+        let result = rollback_one(engine, stack, args, printer);
+        super::after_run(stack, "rollback", &result);
+        result
     }))
 }
 
@@ -154,7 +159,7 @@ fn rollback_one(
         }
     }
     let files = checked.git.as_ref().filter(|_| moves_commit).map(|g| g as &dyn Files);
-    let (id, execution) = ctx.run_revision(plan, &checked.observation, files, Trigger::Rollback)?;
+    let (id, execution) = ctx.run_revision(plan, &checked.observation, &checked.policies, files, Trigger::Rollback)?;
     if execution.outcome == Outcome::Applied {
         ctx.reject(current, "an operator rolled back from it")?;
     }

@@ -11,11 +11,13 @@ use anyhow::Result;
 use super::Outcome;
 use super::classify::{Change, ChangeKind, Plan};
 use super::health::{short, wait_healthy};
+use crate::labels::ServicePolicy;
 use crate::output::Printer;
 use crate::reference::{split_tag, with_digest};
 use crate::seams::compose::Compose;
 use crate::seams::engine::Engine;
-use crate::settings::HealthSettings;
+use crate::seams::hooks;
+use crate::settings::{HealthSettings, Hooks};
 use crate::state::ServiceImages;
 
 const POLL: Duration = Duration::from_millis(500);
@@ -25,6 +27,20 @@ pub struct Execution {
     pub error: Option<String>,
     /// (service, image id) each changed service runs at the end.
     pub after: Vec<(String, String)>,
+    /// Services left as they were because their pre-update hook failed.
+    pub skipped: Vec<String>,
+}
+
+impl Execution {
+    pub fn failed(error: String) -> Execution {
+        Execution { outcome: Outcome::Failed, error: Some(error), after: Vec::new(), skipped: Vec::new() }
+    }
+}
+
+/// How one change went.
+enum Step {
+    Done(Option<String>),
+    Skipped(String),
 }
 
 /// Moves the stack's files between the deployed and the new revision (a
@@ -39,15 +55,21 @@ pub struct Executor<'a> {
     pub compose: &'a dyn Compose,
     pub printer: &'a Printer,
     pub health: HealthSettings,
+    pub stack: &'a str,
+    pub policies: &'a BTreeMap<String, ServicePolicy>,
+    /// The stack's own hooks, around the whole update.
+    pub hooks: &'a Hooks,
+    pub hook_timeout: Duration,
 }
 
 impl Executor<'_> {
     pub fn execute(&self, plan: &Plan, backups: &[ServiceImages], files: Option<&dyn Files>) -> Execution {
-        let failed = |e: String| Execution {
-            outcome: Outcome::Failed,
-            error: Some(format!("{e}; nothing was changed")),
-            after: Vec::new(),
-        };
+        let failed = |e: String| Execution::failed(format!("{e}; nothing was changed"));
+        if let Some(hook) = &self.hooks.pre_update
+            && let Err(e) = self.run_hook("pre-update", hook, None, None)
+        {
+            return failed(format!("the stack's pre-update hook failed ({e})"));
+        }
         if let Err(e) = self.pull_all(plan) {
             return failed(e);
         }
@@ -62,25 +84,85 @@ impl Executor<'_> {
                     outcome: Outcome::RollbackFailed,
                     error: Some(format!("{e:#}; restoring the previous files failed: {r:#}")),
                     after: Vec::new(),
+                    skipped: Vec::new(),
                 },
             };
         }
         let backups: BTreeMap<&str, &ServiceImages> = backups.iter().map(|b| (b.service.as_str(), b)).collect();
         let mut done: Vec<&Change> = Vec::new();
         let mut after = Vec::new();
+        let mut skipped = Vec::new();
         for change in &plan.changes {
-            done.push(change);
             match self.apply_one(&plan.project, change) {
-                Ok(Some(id)) => after.push((change.service.clone(), id)),
-                Ok(None) => {}
+                Ok(Step::Done(id)) => {
+                    done.push(change);
+                    after.extend(id.map(|id| (change.service.clone(), id)));
+                }
+                Ok(Step::Skipped(why)) => {
+                    self.printer.step(format!("{} left as it was: {why}", change.service));
+                    skipped.push(format!("{}: {why}", change.service));
+                }
                 Err(reason) => {
+                    done.push(change);
                     let error = format!("service {}: {reason}", change.service);
                     self.printer.step(format!("{error}; rolling back"));
                     return self.roll_back(plan, &done, &backups, files, error);
                 }
             }
         }
-        Execution { outcome: Outcome::Applied, error: None, after }
+        if let Some(hook) = &self.hooks.post_update
+            && let Err(e) = self.run_hook("post-update", hook, None, None)
+        {
+            self.printer.step(format!("warning: the stack's post-update hook failed ({e})"));
+        }
+        Execution { outcome: Outcome::Applied, error: None, after, skipped }
+    }
+
+    fn health_for(&self, service: &str) -> (HealthSettings, Option<&str>) {
+        let policy = self.policies.get(service);
+        let timeout = policy.and_then(|p| p.health_timeout).unwrap_or(self.health.timeout);
+        (HealthSettings { timeout, ..self.health }, policy.and_then(|p| p.health_url.as_deref()))
+    }
+
+    /// Runs one hook with the update's details in its environment.
+    fn run_hook(
+        &self,
+        which: &str,
+        command: &str,
+        change: Option<&Change>,
+        container: Option<&str>,
+    ) -> Result<(), String> {
+        let mut env = vec![("CLUSTERUP_STACK", self.stack.to_string()), ("CLUSTERUP_HOOK", which.to_string())];
+        if let Some(c) = change {
+            env.push(("CLUSTERUP_SERVICE", c.service.clone()));
+            env.push(("CLUSTERUP_CHANGE", format!("{:?}", c.kind).to_lowercase()));
+            env.push(("CLUSTERUP_IMAGE", c.image.clone().unwrap_or_default()));
+            env.push(("CLUSTERUP_OLD_DIGEST", c.from.clone().unwrap_or_default()));
+            env.push(("CLUSTERUP_NEW_DIGEST", c.to.clone().unwrap_or_default()));
+        }
+        let place = if container.is_some() { " in the container" } else { "" };
+        self.printer.step(format!("running {which} hook{place}: {command}"));
+        hooks::run(command, container, &env, self.hook_timeout)
+    }
+
+    /// The service's hooks for one moment: on the host, then in its
+    /// container (when it has one).
+    fn service_hooks(&self, which: &str, project: &str, change: &Change) -> Result<(), String> {
+        let Some(policy) = self.policies.get(&change.service) else { return Ok(()) };
+        let (host, inside) = match which {
+            "pre-update" => (&policy.host_hooks.pre_update, &policy.container_hooks.pre_update),
+            _ => (&policy.host_hooks.post_update, &policy.container_hooks.post_update),
+        };
+        if let Some(cmd) = host {
+            self.run_hook(which, cmd, Some(change), None)?;
+        }
+        if let Some(cmd) = inside {
+            let containers = self.engine.containers(project).map_err(|e| format!("{e:#}"))?;
+            if let Some(c) = containers.iter().find(|c| c.service == change.service && c.is_running()) {
+                self.run_hook(which, cmd, Some(change), Some(&c.id))?;
+            }
+        }
+        Ok(())
     }
 
     /// All pulls succeed before any container is touched, so a registry
@@ -123,12 +205,15 @@ impl Executor<'_> {
 
     /// Applies one change; the image id the service runs afterwards, if it
     /// still exists.
-    fn apply_one(&self, project: &str, change: &Change) -> Result<Option<String>, String> {
+    fn apply_one(&self, project: &str, change: &Change) -> Result<Step, String> {
         let service = &change.service;
+        if let Err(e) = self.service_hooks("pre-update", project, change) {
+            return Ok(Step::Skipped(format!("its pre-update hook failed ({e})")));
+        }
         if change.kind == ChangeKind::Remove {
             self.printer.step(format!("removing {service} (its volumes stay)"));
             self.remove_service(project, service)?;
-            return Ok(None);
+            return Ok(Step::Done(None));
         }
         if let (Some(id), Some((repo, tag))) = (&change.restore_image, change.image.as_deref().and_then(split_tag)) {
             self.engine.tag(id, repo, tag).map_err(|e| format!("{e:#}"))?;
@@ -143,10 +228,14 @@ impl Executor<'_> {
         self.compose.up(project, service, change.force).map_err(|e| format!("{e:#}"))?;
         crate::ops::crash_point("recreated");
         self.printer.step(format!("waiting for {service} to be healthy"));
-        wait_healthy(self.engine, project, service, expected.as_deref(), self.health, POLL)?;
+        let (health, url) = self.health_for(service);
+        wait_healthy(self.engine, project, service, expected.as_deref(), health, url, POLL)?;
         self.printer.step(format!("{service} is healthy"));
+        if let Err(e) = self.service_hooks("post-update", project, change) {
+            self.printer.step(format!("warning: {service}'s post-update hook failed ({e})"));
+        }
         let running = self.engine.containers(project).map_err(|e| format!("{e:#}"))?;
-        Ok(running.into_iter().find(|c| c.service == *service).map(|c| c.image_id))
+        Ok(Step::Done(running.into_iter().find(|c| c.service == *service).map(|c| c.image_id)))
     }
 
     fn remove_service(&self, project: &str, service: &str) -> Result<(), String> {
@@ -212,7 +301,10 @@ impl Executor<'_> {
                     self.compose
                         .up(&plan.project, service, change.force)
                         .map_err(|e| format!("{e:#}"))
-                        .and_then(|()| wait_healthy(self.engine, &plan.project, service, before, self.health, POLL))
+                        .and_then(|()| {
+                            let (health, url) = self.health_for(service);
+                            wait_healthy(self.engine, &plan.project, service, before, health, url, POLL)
+                        })
                         .map(|()| {
                             if let Some(b) = before {
                                 after.push((service.to_string(), b.to_string()));
@@ -225,12 +317,13 @@ impl Executor<'_> {
             }
         }
         if failures.is_empty() {
-            Execution { outcome: Outcome::RolledBack, error: Some(error), after }
+            Execution { outcome: Outcome::RolledBack, error: Some(error), after, skipped: Vec::new() }
         } else {
             Execution {
                 outcome: Outcome::RollbackFailed,
                 error: Some(format!("{error}; rollback failed: {}", failures.join("; "))),
                 after,
+                skipped: Vec::new(),
             }
         }
     }
@@ -383,7 +476,19 @@ mod tests {
         let printer = Printer::new(false, true, 0);
         let health = HealthSettings { timeout: Duration::from_millis(50), stability: Duration::ZERO };
         let files = files.then_some(f as &dyn Files);
-        Executor { engine: f, compose: f, printer: &printer, health }.execute(&plan, backups, files)
+        let policies = BTreeMap::new();
+        let hooks = Hooks::default();
+        let executor = Executor {
+            engine: f,
+            compose: f,
+            printer: &printer,
+            health,
+            stack: "p",
+            policies: &policies,
+            hooks: &hooks,
+            hook_timeout: Duration::from_secs(5),
+        };
+        executor.execute(&plan, backups, files)
     }
 
     fn image_updates(f: &Fake, new: [&str; 2]) -> Execution {

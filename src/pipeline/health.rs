@@ -16,6 +16,7 @@ pub fn wait_healthy(
     service: &str,
     expected_image: Option<&str>,
     settings: HealthSettings,
+    url: Option<&str>,
     poll: Duration,
 ) -> Result<(), String> {
     let start = Instant::now();
@@ -51,6 +52,12 @@ pub fn wait_healthy(
         if containers.is_empty() {
             waiting_for = Some("no container".to_string());
         }
+        if waiting_for.is_none()
+            && let Some(url) = url
+            && let Err(e) = probe(url)
+        {
+            waiting_for = Some(format!("health URL {url}: {e}"));
+        }
         match waiting_for {
             None => {
                 let since = *stable_since.get_or_insert_with(Instant::now);
@@ -71,6 +78,12 @@ pub fn wait_healthy(
         std::thread::sleep(poll);
         crate::ops::crash_point("health-wait");
     }
+}
+
+/// An HTTP health URL answers 2xx within a few seconds.
+fn probe(url: &str) -> Result<(), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
+    agent.get(url).call().map(|_| ()).map_err(|e| e.to_string())
 }
 
 pub fn short(id: &str) -> &str {
@@ -134,7 +147,7 @@ mod tests {
     fn judge(states: Vec<Vec<ContainerInfo>>) -> Result<(), String> {
         let engine = Scripted { states: RefCell::new(states) };
         let settings = HealthSettings { timeout: Duration::from_millis(200), stability: Duration::from_millis(20) };
-        wait_healthy(&engine, "p", "web", Some("new"), settings, Duration::from_millis(5))
+        wait_healthy(&engine, "p", "web", Some("new"), settings, None, Duration::from_millis(5))
     }
 
     #[test]

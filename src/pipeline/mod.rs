@@ -59,6 +59,8 @@ pub struct Checked {
     /// Unified diff of the stack's files, secrets redacted (git stacks).
     pub file_diff: String,
     pub git: Option<GitDeploy>,
+    /// Per service: health and hook settings from configuration and labels.
+    pub policies: std::collections::BTreeMap<String, crate::labels::ServicePolicy>,
 }
 
 /// The checkout move an apply makes, and undoes on rollback.
@@ -167,7 +169,9 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
     };
     let references: Vec<String> = model.services.values().filter_map(|s| s.image.clone()).collect();
     let observation = observe::observe(engine, &model.project, &references)?;
-    if let Some(unknown) = stack.skip.iter().find(|s| !model.services.contains_key(*s)) {
+    let labels = crate::labels::resolve(stack, &model).map_err(|e| usage(format!("stack {}: {e}", stack.name)))?;
+    let skip = labels.skip;
+    if let Some(unknown) = stack.skip.iter().chain(stack.services.keys()).find(|s| !model.services.contains_key(*s)) {
         return Err(usage(format!(
             "stack {}: `services.{unknown}.skip` names no service of the compose files (services: {})",
             stack.name,
@@ -180,7 +184,7 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
     };
     let remote = match target_images {
         Some(_) => Default::default(),
-        None => fetch::fetch(engine, &classify::registry_lookups(&model, &observation, &stack.skip)),
+        None => fetch::fetch(engine, &classify::registry_lookups(&model, &observation, &skip)),
     };
     let baseline = match (&hashes, &old_model, &git) {
         (Some(h), _, _) => Baseline::Running(h),
@@ -192,7 +196,7 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
         new: &model,
         baseline,
         observation: &observation,
-        skip: &stack.skip,
+        skip: &skip,
         remote: &remote,
         policy: stack.policy,
         commit: git.as_ref().map(|g| g.new.to_string()),
@@ -200,5 +204,5 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
         changed_files: &changed_files,
         target_images,
     });
-    Ok(Checked { plan, observation, file_diff, git })
+    Ok(Checked { plan, observation, file_diff, git, policies: labels.policies })
 }

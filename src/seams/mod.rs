@@ -6,3 +6,4 @@ pub mod compose;
 pub mod credentials;
 pub mod engine;
 pub mod git;
+pub mod hooks;

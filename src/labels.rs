@@ -1,0 +1,164 @@
+//! Service labels, read from the compose model: clusterup's own, and
+//! Watchtower's so stacks that used Watchtower move over unchanged.
+//!
+//! | label | effect |
+//! |---|---|
+//! | `clusterup.enable=false`, `com.centurylinklabs.watchtower.enable=false` | never touched |
+//! | `…enable=true` | with `label_enable: true`, only these are touched |
+//! | `com.centurylinklabs.watchtower.scope=X` | with `scope: X`, only these are touched |
+//! | `clusterup.health-url`, `clusterup.health-timeout` | health check overrides |
+//! | `clusterup.pre-update`, `clusterup.post-update` | hooks run inside the container |
+//! | `clusterup.strategy` | `stop-first` (the default) |
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::seams::compose::{ComposeModel, ComposeService};
+use crate::settings::{Hooks, StackSettings};
+
+pub const ENABLE: &str = "clusterup.enable";
+pub const WATCHTOWER_ENABLE: &str = "com.centurylinklabs.watchtower.enable";
+pub const WATCHTOWER_SCOPE: &str = "com.centurylinklabs.watchtower.scope";
+const HEALTH_URL: &str = "clusterup.health-url";
+const HEALTH_TIMEOUT: &str = "clusterup.health-timeout";
+const PRE_UPDATE: &str = "clusterup.pre-update";
+const POST_UPDATE: &str = "clusterup.post-update";
+const STRATEGY: &str = "clusterup.strategy";
+
+/// Everything that decides how one service is updated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServicePolicy {
+    pub health_url: Option<String>,
+    pub health_timeout: Option<Duration>,
+    /// Run on the host (configuration).
+    pub host_hooks: Hooks,
+    /// Run inside the service's container (labels).
+    pub container_hooks: Hooks,
+}
+
+pub struct Resolved {
+    pub skip: BTreeSet<String>,
+    pub policies: BTreeMap<String, ServicePolicy>,
+}
+
+fn labels(svc: &ComposeService) -> BTreeMap<String, String> {
+    match svc.raw.get("labels") {
+        Some(Value::Object(m)) => {
+            m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect()
+        }
+        Some(Value::Array(a)) => {
+            a.iter().filter_map(|v| v.as_str()?.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect()
+        }
+        _ => BTreeMap::new(),
+    }
+}
+
+fn flag(value: Option<&String>) -> Option<bool> {
+    value.map(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// Labels and configuration merged per service; configuration wins. Err:
+/// a label clusterup cannot honour, named with its service.
+pub fn resolve(stack: &StackSettings, model: &ComposeModel) -> Result<Resolved, String> {
+    let mut skip = stack.skip.clone();
+    let mut policies = BTreeMap::new();
+    for (name, svc) in &model.services {
+        let l = labels(svc);
+        let enabled = flag(l.get(ENABLE)).or(flag(l.get(WATCHTOWER_ENABLE)));
+        let out_of_scope = stack.scope.as_ref().is_some_and(|scope| l.get(WATCHTOWER_SCOPE) != Some(scope));
+        if enabled == Some(false) || (stack.label_enable && enabled != Some(true)) || out_of_scope {
+            skip.insert(name.clone());
+        }
+        match l.get(STRATEGY).map(String::as_str) {
+            None | Some("stop-first") => {}
+            Some(other) => {
+                return Err(format!(
+                    "service {name}: label {STRATEGY}={other} is not supported; use stop-first (the default)"
+                ));
+            }
+        }
+        let timeout = match l.get(HEALTH_TIMEOUT) {
+            Some(t) => Some(
+                humantime::parse_duration(t)
+                    .map_err(|e| format!("service {name}: label {HEALTH_TIMEOUT}={t:?}: {e}; write e.g. 90s"))?,
+            ),
+            None => None,
+        };
+        let configured = stack.services.get(name).cloned().unwrap_or_default();
+        policies.insert(
+            name.clone(),
+            ServicePolicy {
+                health_url: configured.health_url.or_else(|| l.get(HEALTH_URL).cloned()),
+                health_timeout: configured.health_timeout.or(timeout),
+                host_hooks: configured.hooks,
+                container_hooks: Hooks {
+                    pre_update: l.get(PRE_UPDATE).cloned(),
+                    post_update: l.get(POST_UPDATE).cloned(),
+                },
+            },
+        );
+    }
+    Ok(Resolved { skip, policies })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn model(services: Value) -> ComposeModel {
+        ComposeModel::from_json(&json!({"name": "p", "services": services})).unwrap()
+    }
+
+    fn stack() -> StackSettings {
+        crate::settings::from_config(
+            std::path::Path::new("/c.yaml"),
+            "stacks:\n  - name: s\n    directory: /s\n    services: {cfg: {health_url: 'http://x/cfg'}}\n",
+            None,
+        )
+        .unwrap()
+        .remove(0)
+    }
+
+    #[test]
+    fn enable_labels_opt_in_mode_and_scope() {
+        let m = model(json!({
+            "plain": {"image": "a"},
+            "off": {"image": "a", "labels": {"clusterup.enable": "false"}},
+            "wt_off": {"image": "a", "labels": ["com.centurylinklabs.watchtower.enable=false"]},
+            "wt_on": {"image": "a", "labels": {"com.centurylinklabs.watchtower.enable": "true", "com.centurylinklabs.watchtower.scope": "prod"}},
+        }));
+        let mut s = stack();
+        let skip = |s: &StackSettings| resolve(s, &m).unwrap().skip.into_iter().collect::<Vec<_>>();
+        assert_eq!(skip(&s), ["off", "wt_off"]);
+        s.label_enable = true;
+        assert_eq!(skip(&s), ["off", "plain", "wt_off"], "opt-in: only enable=true");
+        s.label_enable = false;
+        s.scope = Some("prod".into());
+        assert_eq!(skip(&s), ["off", "plain", "wt_off"], "scope: only services of that scope");
+    }
+
+    #[test]
+    fn health_and_hook_labels_with_configuration_winning() {
+        let m = model(json!({
+            "cfg": {"image": "a", "labels": {"clusterup.health-url": "http://x/label"}},
+            "lab": {"image": "a", "labels": {"clusterup.health-url": "http://x/l", "clusterup.health-timeout": "30s", "clusterup.pre-update": "touch /x"}},
+        }));
+        let r = resolve(&stack(), &m).unwrap();
+        assert_eq!(r.policies["cfg"].health_url.as_deref(), Some("http://x/cfg"));
+        assert_eq!(r.policies["lab"].health_url.as_deref(), Some("http://x/l"));
+        assert_eq!(r.policies["lab"].health_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(r.policies["lab"].container_hooks.pre_update.as_deref(), Some("touch /x"));
+    }
+
+    #[test]
+    fn labels_that_cannot_be_honoured_are_errors() {
+        for labels in [json!({"clusterup.strategy": "start-first"}), json!({"clusterup.health-timeout": "soon"})] {
+            let m = model(json!({"web": {"image": "a", "labels": labels}}));
+            let err = resolve(&stack(), &m).err().unwrap();
+            assert!(err.starts_with("service web: label clusterup."), "{err}");
+        }
+    }
+}

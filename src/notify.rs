@@ -1,0 +1,264 @@
+//! Notifications: a generic JSON webhook, Slack-compatible incoming
+//! webhooks, and GitHub issues (one open issue per stack and problem,
+//! commented on instead of duplicated, closed when the stack is healthy
+//! again). A notifier that fails is logged; it never fails the update.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::exit::ExitStatus;
+use crate::settings::{NotifyKind, NotifyTarget, StackSettings};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    UpdateAvailable,
+    Applied,
+    Failed,
+    RolledBack,
+    NeedsApproval,
+    RollbackFailed,
+}
+
+impl Event {
+    fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    }
+
+    /// Worth a GitHub issue until the stack is healthy again.
+    fn is_problem(self) -> bool {
+        matches!(self, Event::Failed | Event::RolledBack | Event::NeedsApproval | Event::RollbackFailed)
+    }
+}
+
+/// What a finished command means for notifications, and whether the stack
+/// is healthy (closing open problem issues).
+pub fn events_for(command: &str, status: ExitStatus, report: &Value) -> (Vec<Event>, bool) {
+    let mut events = Vec::new();
+    let outcome = report["outcome"].as_str().unwrap_or("");
+    if command == "check" {
+        if status == ExitStatus::UpdatesPending {
+            events.push(Event::UpdateAvailable);
+        }
+        if status == ExitStatus::Failed {
+            events.push(Event::Failed);
+        }
+        return (events, false);
+    }
+    match outcome {
+        "applied" if !report["revision"].is_null() => events.push(Event::Applied),
+        "rolled_back" => events.push(Event::RolledBack),
+        "rollback_failed" => events.push(Event::RollbackFailed),
+        "failed" => events.push(Event::Failed),
+        _ if status == ExitStatus::Failed => events.push(Event::Failed),
+        _ => {}
+    }
+    let held = report["held_back"].as_array().is_some_and(|h| !h.is_empty());
+    if held && outcome != "skipped" {
+        events.push(Event::NeedsApproval);
+    }
+    let healthy = matches!(outcome, "applied" | "up_to_date") && status == ExitStatus::Success;
+    (events, healthy)
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn summary(stack: &str, host: &str, event: Event, report: &Value) -> String {
+    let mut text = format!("clusterup: stack {stack} on {host}: {}", event.name().replace('_', " "));
+    if let Some(rev) = report["revision"].as_u64() {
+        text.push_str(&format!(" (revision {rev})"));
+    }
+    let changes: Vec<String> = report["changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| format!("{} {}", c["kind"].as_str().unwrap_or(""), c["service"].as_str().unwrap_or("")))
+        .collect();
+    if !changes.is_empty() {
+        text.push_str(&format!("\nchanges: {}", changes.join(", ")));
+    }
+    for key in ["error"] {
+        if let Some(e) = report[key].as_str() {
+            text.push_str(&format!("\n{key}: {e}"));
+        }
+    }
+    if let Some(held) = report["held_back"].as_array().filter(|h| !h.is_empty()) {
+        let reasons: Vec<&str> = held.iter().filter_map(Value::as_str).collect();
+        text.push_str(&format!("\nheld back: {}", reasons.join("; ")));
+    }
+    text
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().into()
+}
+
+/// Sends what `command`'s result calls for to every target; failures are
+/// logged on stderr and otherwise ignored.
+pub fn send(stack: &StackSettings, command: &str, status: ExitStatus, report: &Value) {
+    if stack.notify.is_empty() {
+        return;
+    }
+    let (events, healthy) = events_for(command, status, report);
+    let host = host();
+    for target in &stack.notify {
+        let wanted: Vec<Event> =
+            events.iter().copied().filter(|e| target.events.is_empty() || target.events.contains(e)).collect();
+        let result = match target.kind {
+            NotifyKind::Webhook | NotifyKind::Slack => {
+                wanted.iter().try_for_each(|e| post(target, &stack.name, &host, *e, report))
+            }
+            NotifyKind::Github => github(target, &stack.name, &host, &wanted, healthy, report),
+        };
+        if let Err(e) = result {
+            eprintln!("warning: stack {}: notification ({:?}) failed: {e:#}", stack.name, target.kind);
+        }
+    }
+}
+
+fn post(target: &NotifyTarget, stack: &str, host: &str, event: Event, report: &Value) -> Result<()> {
+    let url = target.url.as_deref().context("`url` is required for webhook and slack notifications")?;
+    let text = summary(stack, host, event, report);
+    let body = match target.kind {
+        NotifyKind::Slack => json!({"text": text}),
+        _ => json!({
+            "schema_version": crate::output::SCHEMA_VERSION,
+            "event": event,
+            "stack": stack,
+            "host": host,
+            "time": crate::state::now(),
+            "summary": text,
+            "report": report,
+        }),
+    };
+    agent().post(url).send_json(&body).map_err(|e| anyhow!("POST {url}: {e}"))?;
+    Ok(())
+}
+
+fn token(target: &NotifyTarget) -> Result<String> {
+    if let Some(file) = &target.token_file {
+        let t = std::fs::read_to_string(file).with_context(|| format!("reading token file {}", file.display()))?;
+        return Ok(t.trim().to_string());
+    }
+    let var = target.token_env.as_deref().unwrap_or("GITHUB_TOKEN");
+    std::env::var(var).map_err(|_| anyhow!("no GitHub token: set {var} (or `token_file`)"))
+}
+
+#[derive(Deserialize)]
+struct Issue {
+    number: u64,
+    title: String,
+}
+
+fn github(
+    target: &NotifyTarget,
+    stack: &str,
+    host: &str,
+    events: &[Event],
+    healthy: bool,
+    report: &Value,
+) -> Result<()> {
+    let repo = target.repo.as_deref().context("`repo` (owner/name) is required for github notifications")?;
+    let api = target.api_url.trim_end_matches('/');
+    let token = token(target)?;
+    let agent = agent();
+    let auth = format!("Bearer {token}");
+    let request = |method: &str, path: &str| {
+        let url = format!("{api}/repos/{repo}{path}");
+        let builder = match method {
+            "GET" => agent.get(&url).force_send_body(),
+            "PATCH" => agent.patch(&url),
+            _ => agent.post(&url),
+        };
+        builder
+            .header("Authorization", &auth)
+            .header("Accept", "application/vnd.github+json")
+            .header("User-Agent", "clusterup")
+    };
+    let prefix = format!("clusterup: stack {stack} on {host}:");
+    let open: Vec<Issue> = request("GET", "/issues?state=open&labels=clusterup&per_page=100")
+        .send_empty()
+        .map_err(|e| anyhow!("listing issues of {repo}: {e}"))?
+        .body_mut()
+        .read_json()
+        .context("reading the issue list")?;
+    for event in events.iter().filter(|e| e.is_problem()) {
+        let title = format!("{prefix} {}", event.name().replace('_', " "));
+        let body = summary(stack, host, *event, report);
+        match open.iter().find(|i| i.title == title) {
+            Some(issue) => {
+                request("POST", &format!("/issues/{}/comments", issue.number))
+                    .send_json(json!({"body": body}))
+                    .map_err(|e| anyhow!("commenting on issue {}: {e}", issue.number))?;
+            }
+            None => {
+                request("POST", "/issues")
+                    .send_json(json!({"title": title, "body": body, "labels": ["clusterup"]}))
+                    .map_err(|e| anyhow!("opening an issue in {repo}: {e}"))?;
+            }
+        }
+    }
+    if healthy {
+        for issue in open.iter().filter(|i| i.title.starts_with(&prefix)) {
+            request("POST", &format!("/issues/{}/comments", issue.number))
+                .send_json(json!({"body": format!("{prefix} healthy again")}))
+                .map_err(|e| anyhow!("commenting on issue {}: {e}", issue.number))?;
+            request("PATCH", &format!("/issues/{}", issue.number))
+                .send_json(json!({"state": "closed"}))
+                .map_err(|e| anyhow!("closing issue {}: {e}", issue.number))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_follow_outcomes() {
+        let r = |outcome: &str, revision: Value, held: Value| json!({"outcome": outcome, "revision": revision, "held_back": held});
+        assert_eq!(events_for("check", ExitStatus::UpdatesPending, &json!({})), (vec![Event::UpdateAvailable], false));
+        assert_eq!(
+            events_for("apply", ExitStatus::Success, &r("applied", json!(3), json!([]))),
+            (vec![Event::Applied], true)
+        );
+        assert_eq!(events_for("apply", ExitStatus::Success, &r("up_to_date", Value::Null, json!([]))), (vec![], true));
+        assert_eq!(
+            events_for("apply", ExitStatus::Failed, &r("rolled_back", json!(3), json!([]))),
+            (vec![Event::RolledBack], false)
+        );
+        assert_eq!(
+            events_for("apply", ExitStatus::RollbackFailed, &r("rollback_failed", json!(3), json!([]))),
+            (vec![Event::RollbackFailed], false)
+        );
+        assert_eq!(
+            events_for(
+                "apply",
+                ExitStatus::Skipped,
+                &r("up_to_date", Value::Null, json!(["structural changes need approval"]))
+            ),
+            (vec![Event::NeedsApproval], false)
+        );
+        assert_eq!(
+            events_for("apply", ExitStatus::Skipped, &r("skipped", Value::Null, json!(["paused"]))),
+            (vec![], false)
+        );
+    }
+
+    #[test]
+    fn summaries_name_stack_host_and_what_happened() {
+        let report =
+            json!({"revision": 4, "changes": [{"kind": "image", "service": "web"}], "error": "service web: unhealthy"});
+        let text = summary("shop", "h1", Event::RolledBack, &report);
+        assert!(text.starts_with("clusterup: stack shop on h1: rolled back (revision 4)"), "{text}");
+        assert!(text.contains("image web") && text.contains("unhealthy"), "{text}");
+    }
+}
