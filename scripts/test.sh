@@ -9,5 +9,7 @@ cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (rustup, Rust >= 1.89)"
 ensure_testbed
+# The Debian package builds, installs with its units in place, and goes.
+PROFILE=dev bash scripts/package-deb.sh --check
 # E2E tests mostly wait on containers: run more of them than there are cores.
 cargo test --locked -- --test-threads "${CLUSTERUP_TEST_THREADS:-6}" "$@"

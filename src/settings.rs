@@ -540,4 +540,13 @@ mod tests {
         let err = select(stacks, Some("b")).unwrap_err();
         assert!(err.to_string().contains("known stacks: a"));
     }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/clusterup.yaml");
+        let stacks = from_config(&path, &std::fs::read_to_string(&path).unwrap(), None).unwrap();
+        assert_eq!(stacks.len(), 2);
+        assert_eq!(stacks[0].windows.len(), 1);
+        assert!(stacks[1].git.is_some());
+    }
 }
