@@ -43,8 +43,10 @@ pub struct Resolved {
     pub policies: BTreeMap<String, ServicePolicy>,
 }
 
+/// `docker compose config` keeps `$$` escaped so its output loads again;
+/// the container gets `$`.
 fn labels(svc: &ComposeService) -> BTreeMap<String, String> {
-    match svc.raw.get("labels") {
+    let raw: BTreeMap<String, String> = match svc.raw.get("labels") {
         Some(Value::Object(m)) => {
             m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect()
         }
@@ -52,7 +54,8 @@ fn labels(svc: &ComposeService) -> BTreeMap<String, String> {
             a.iter().filter_map(|v| v.as_str()?.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect()
         }
         _ => BTreeMap::new(),
-    }
+    };
+    raw.into_iter().map(|(k, v)| (k, v.replace("$$", "$"))).collect()
 }
 
 fn flag(value: Option<&String>) -> Option<bool> {

@@ -5,6 +5,8 @@ mod support;
 
 mod image_updates;
 mod inputs;
+mod operations;
+mod receiver;
 mod revisions;
 mod safety;
 mod structural;

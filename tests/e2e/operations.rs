@@ -1,0 +1,182 @@
+//! The operations surface: notifications, hooks, labels, status, metrics.
+
+use crate::receiver::Receiver;
+use crate::support::{Stack, docker, image_id};
+
+const TOKEN: &str = "ghp_test-token-never-printed";
+
+fn pending(test: &str, next: &str, compose_extra: &str, config: &str) -> Stack {
+    let mut stack = Stack::new(test);
+    let (web, other) = (stack.image("web"), stack.image("other"));
+    stack.publish("v1", &web);
+    stack.publish("v1", &other);
+    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n{compose_extra}  other:\n    image: {other}\n"));
+    stack.write_config(config);
+    stack.up();
+    stack.publish(next, &web);
+    stack
+}
+
+#[test]
+fn notifications_reach_webhook_slack_and_one_github_issue_per_problem() {
+    let rx = Receiver::start();
+    let dead = crate::support::free_port();
+    let config = format!(
+        "    notify:\n      - {{type: webhook, url: '{}'}}\n      - {{type: slack, url: '{}', events: [rolled_back]}}\n      - {{type: github, repo: o/r, api_url: '{}', token_env: CU_TEST_TOKEN}}\n      - {{type: webhook, url: 'http://127.0.0.1:{dead}/gone'}}\n",
+        rx.url("/hook"),
+        rx.url("/slack"),
+        rx.url("/gh")
+    );
+    let mut stack = pending("notify", "bad", "", &config);
+    let web = stack.image("web");
+    let apply = |stack: &Stack, args: &[&str]| {
+        let out = stack.clusterup_command(&stack.dir, args).env("CU_TEST_TOKEN", TOKEN).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!text.contains(TOKEN), "the token leaked: {text}");
+        (out.status.code(), text)
+    };
+    let (code, text) = apply(&stack, &["apply", "--auto"]);
+    assert_eq!(code, Some(1), "a failing notifier does not change the outcome: {text}");
+    assert!(text.contains("notification") && text.contains("failed"), "the failing notifier is logged: {text}");
+
+    let hooks = rx.to("/hook");
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].body["event"], "rolled_back");
+    assert_eq!(hooks[0].body["stack"], stack.name.as_str());
+    assert_eq!(hooks[0].body["report"]["outcome"], "rolled_back");
+    let slack = rx.to("/slack");
+    assert!(slack[0].body["text"].as_str().unwrap().contains("rolled back"), "{slack:?}");
+    assert_eq!(rx.open_issues().len(), 1);
+    assert_eq!(rx.to("/gh").iter().filter(|r| r.method == "GET").count(), 1);
+    assert!(rx.to("/gh").iter().all(|r| r.authorization.as_deref() == Some(&format!("Bearer {TOKEN}") as &str)));
+
+    let (code, _) = apply(&stack, &["apply", "--auto", "--retry"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(rx.open_issues().len(), 1, "the same problem again is a comment, not a second issue");
+    assert!(rx.to("/gh/repos/o/r/issues/1/comments").len() == 1);
+
+    stack.publish("v2", &web);
+    let (code, text) = apply(&stack, &["apply", "--auto"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(rx.open_issues().is_empty(), "healthy again: the issue is closed");
+    assert!(rx.to("/hook").iter().any(|r| r.body["event"] == "applied"));
+    let slack = rx.to("/slack");
+    assert_eq!(slack.len(), 2, "slack wanted only the two rollbacks");
+    assert!(slack.iter().all(|r| r.body["text"].as_str().unwrap().contains("rolled back")));
+}
+
+#[test]
+fn hooks_get_the_update_details_and_a_failing_pre_hook_skips_its_service() {
+    let stack_dir_file = std::env::temp_dir().join(format!("cu-hooks-{}.env", std::process::id()));
+    let config = format!(
+        "    hooks:\n      pre_update: 'env | grep ^CLUSTERUP_ | sort > {}'\n    services:\n      other:\n        pre_update: 'exit 7'\n",
+        stack_dir_file.display()
+    );
+    // `$$`: Compose would interpolate a single `$` itself.
+    let labels = "    labels:\n      clusterup.post-update: 'echo $$CLUSTERUP_NEW_DIGEST > /www/hooked'\n";
+    let mut stack = pending("hooks", "v2", labels, &config);
+    let other = stack.image("other");
+    stack.publish("v2", &other);
+    let run = stack.clusterup(&["apply", "--auto", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    assert!(report["skipped"][0].as_str().unwrap().starts_with("other: its pre-update hook failed"), "{run:?}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+    assert_eq!(stack.running_image("other"), image_id("clusterup-fixture/web:v1"), "skipped, left as it was");
+
+    let env = std::fs::read_to_string(&stack_dir_file).unwrap();
+    let _ = std::fs::remove_file(&stack_dir_file);
+    assert!(env.contains(&format!("CLUSTERUP_STACK={}", stack.name)), "{env}");
+    let id = stack.container_id("web");
+    let out = docker(&["exec", &id, "/bin/cat", "/www/hooked"]);
+    let digest = report["changes"].as_array().unwrap().iter().find(|c| c["service"] == "web").unwrap()["to"].clone();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        digest.as_str().unwrap(),
+        "the label hook ran in the new container"
+    );
+}
+
+#[test]
+fn watchtower_labels_are_honoured() {
+    let mut stack = Stack::new("watchtower");
+    let image = |s: &Stack, n: &str| s.image(n);
+    let names = ["off", "plain", "on", "scoped"];
+    for n in names {
+        let r = image(&stack, n);
+        stack.publish("v1", &r);
+    }
+    let label = |l: &str| format!("    labels: [\"{l}\"]\n");
+    stack.write_compose(&format!(
+        "services:\n  off:\n    image: {}\n{}  plain:\n    image: {}\n  on:\n    image: {}\n{}  scoped:\n    image: {}\n{}",
+        image(&stack, "off"),
+        label("com.centurylinklabs.watchtower.enable=false"),
+        image(&stack, "plain"),
+        image(&stack, "on"),
+        label("com.centurylinklabs.watchtower.enable=true"),
+        image(&stack, "scoped"),
+        label("com.centurylinklabs.watchtower.scope=prod"),
+    ));
+    stack.write_config("    label_enable: true\n");
+    stack.up();
+    for n in names {
+        let r = image(&stack, n);
+        stack.publish("v2", &r);
+    }
+    let run = stack.clusterup(&["check", "--json"]);
+    let states: Vec<(String, String)> = run.json()["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["service"].as_str().unwrap().into(), s["state"].as_str().unwrap().into()))
+        .collect();
+    let want: Vec<(String, String)> =
+        [("off", "skipped"), ("on", "update_available"), ("plain", "skipped"), ("scoped", "skipped")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+    assert_eq!(states, want, "label-enable mode: only enable=true");
+    stack.write_config("    scope: prod\n");
+    let run = stack.clusterup(&["apply", "--auto", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    let changed: Vec<&str> =
+        report["changes"].as_array().unwrap().iter().map(|c| c["service"].as_str().unwrap()).collect();
+    assert_eq!(changed, ["scoped"], "scope: only services of that scope");
+    assert_eq!(stack.running_image("off"), image_id("clusterup-fixture/web:v1"));
+}
+
+#[test]
+fn status_and_metrics_tell_what_happened() {
+    let stack = pending("statusmetrics", "v2", "", "");
+    let metrics = stack.dir.join("clusterup.prom");
+    let metrics_arg = metrics.to_string_lossy().to_string();
+    let run = stack.clusterup(&["--metrics-file", &metrics_arg, "apply", "--auto"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = stack.clusterup(&["status", "--json"]);
+    let status = run.json();
+    assert_eq!(status["deployed"]["revision"], 1, "{run:?}");
+    assert_eq!(status["last_run"]["command"], "apply");
+    assert_eq!(status["last_run"]["exit_code"], 0);
+    assert_eq!(status["stats"]["success_rate"], 1.0);
+    let web = status["services"].as_array().unwrap().iter().find(|s| s["service"] == "web").unwrap().clone();
+    assert_eq!(web["health"], "healthy");
+    assert!(web["uptime_seconds"].as_i64().unwrap() >= 0);
+    let human = stack.clusterup(&["status"]).stdout;
+    assert!(human.contains("deployed: revision 1") && human.contains("100% applied"), "{human}");
+
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let value = |name: &str| -> f64 {
+        let prefix = format!("{name}{{stack=\"{}\"", stack.name);
+        text.lines().find(|l| l.starts_with(&prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(-1.0)
+    };
+    assert_eq!(value("clusterup_revision"), 1.0, "{text}");
+    assert_eq!(value("clusterup_last_run_exit_code"), 0.0);
+    assert_eq!(value("clusterup_paused"), 0.0);
+    assert!(value("clusterup_last_run_timestamp_seconds") > 1.7e9);
+    assert!(text.contains(&format!("clusterup_revisions_total{{stack=\"{}\",outcome=\"applied\"}} 1", stack.name)));
+    assert!(
+        text.lines().filter(|l| !l.starts_with('#')).all(|l| l.rsplit(' ').next().unwrap().parse::<f64>().is_ok()),
+        "{text}"
+    );
+}

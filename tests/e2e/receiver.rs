@@ -1,0 +1,120 @@
+//! A recording HTTP server on loopback that also plays the small part of
+//! GitHub's issues API clusterup uses.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct State {
+    requests: Vec<Request>,
+    /// (number, title, open)
+    issues: Vec<(u64, String, bool)>,
+}
+
+pub struct Receiver {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+                let (mut length, mut authorization) = (0, None);
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                        break;
+                    }
+                    let (name, value) = header.split_once(':').unwrap_or(("", ""));
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap_or(0),
+                        "authorization" => authorization = Some(value.trim().to_string()),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let reply = {
+                    let mut s = shared.lock().unwrap();
+                    s.requests.push(Request {
+                        method: method.clone(),
+                        path: path.clone(),
+                        authorization,
+                        body: body.clone(),
+                    });
+                    github(&mut s, &method, &path, &body)
+                };
+                let text = reply.to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        Receiver { port, state }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn to(&self, prefix: &str) -> Vec<Request> {
+        self.requests().into_iter().filter(|r| r.path.starts_with(prefix)).collect()
+    }
+
+    pub fn open_issues(&self) -> Vec<String> {
+        self.state.lock().unwrap().issues.iter().filter(|i| i.2).map(|i| i.1.clone()).collect()
+    }
+}
+
+fn github(s: &mut State, method: &str, path: &str, body: &Value) -> Value {
+    let Some(rest) = path.strip_prefix("/gh/repos/o/r/issues") else { return json!({}) };
+    match (method, rest) {
+        ("GET", _) => {
+            json!(s.issues.iter().filter(|i| i.2).map(|i| json!({"number": i.0, "title": i.1})).collect::<Vec<_>>())
+        }
+        ("POST", "") => {
+            let number = s.issues.len() as u64 + 1;
+            s.issues.push((number, body["title"].as_str().unwrap_or("").to_string(), true));
+            json!({"number": number})
+        }
+        ("PATCH", n) => {
+            let n: u64 = n.trim_start_matches('/').parse().unwrap_or(0);
+            if body["state"] == "closed" {
+                s.issues.iter_mut().filter(|i| i.0 == n).for_each(|i| i.2 = false);
+            }
+            json!({"number": n})
+        }
+        _ => json!({}),
+    }
+}
