@@ -99,11 +99,11 @@ fn apply_one(
     let state = StateDir::open(&stack.state_dir)?;
     let _lock = state.lock(&stack.name)?;
     let ctx = Ctx { engine, stack, state: &state, printer };
-    if let Some((id, outcome)) = ctx.recover()? {
-        if outcome == Outcome::RollbackFailed {
-            let v = json!({"command": "apply", "stack": stack.name, "outcome": "rollback_failed", "revision": id});
-            return Ok((ExitStatus::RollbackFailed, v));
-        }
+    if let Some((id, outcome)) = ctx.recover()?
+        && outcome == Outcome::RollbackFailed
+    {
+        let v = json!({"command": "apply", "stack": stack.name, "outcome": "rollback_failed", "revision": id});
+        return Ok((ExitStatus::RollbackFailed, v));
     }
     let pause = active_pause(&state)?;
     if opts.auto {

@@ -43,12 +43,12 @@ fn dispatch(cli: Cli, stacks: &[StackSettings], printer: &Printer) -> Result<Exi
     // Pausing must work while the engine is down, in an incident.
     let engine = DockerEngine::connect;
     match cli.command {
-        Command::Check(args) => check::run(&engine()?, &stacks, &args, printer),
-        Command::Apply(args) => apply::run(&engine()?, &stacks, (&args).into(), printer),
-        Command::Rollback(args) => rollback::run(&engine()?, &stacks, &args, printer),
-        Command::Pause(args) => pause::pause(&stacks, &args, printer),
-        Command::Resume => pause::resume(&stacks, printer),
-        Command::Status(args) => status::run(&engine()?, &stacks, &args, printer),
+        Command::Check(args) => check::run(&engine()?, stacks, &args, printer),
+        Command::Apply(args) => apply::run(&engine()?, stacks, (&args).into(), printer),
+        Command::Rollback(args) => rollback::run(&engine()?, stacks, &args, printer),
+        Command::Pause(args) => pause::pause(stacks, &args, printer),
+        Command::Resume => pause::resume(stacks, printer),
+        Command::Status(args) => status::run(&engine()?, stacks, &args, printer),
     }
 }
 
