@@ -50,6 +50,7 @@ complete -c clusterup -n "__fish_clusterup_using_subcommand check" -s v -l verbo
 complete -c clusterup -n "__fish_clusterup_using_subcommand check" -s q -l quiet -d 'Only errors and the final result'
 complete -c clusterup -n "__fish_clusterup_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c clusterup -n "__fish_clusterup_using_subcommand check" -s V -l version -d 'Print version'
+complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l expect-revision -d 'Deploy this commit of the branch (a prefix is enough) instead of its head: a fleet rollout applies what was checked on the first host even if the branch moves meanwhile' -r
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l config -d 'Configuration file [default: /etc/clusterup/clusterup.yaml; without one, the current directory is the stack]' -r -F
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l stack -d 'Only this stack (by name) from the configuration' -r
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l state-dir -d 'Where journals, backups and locks live [default: /var/lib/clusterup]' -r -F

@@ -138,6 +138,12 @@ pub struct ApplyArgs {
     /// back from (unattended runs otherwise hold them back)
     #[arg(long)]
     pub retry: bool,
+
+    /// Deploy this commit of the branch (a prefix is enough) instead of its
+    /// head: a fleet rollout applies what was checked on the first host
+    /// even if the branch moves meanwhile
+    #[arg(long, value_name = "COMMIT")]
+    pub expect_revision: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -19,23 +19,30 @@ use crate::settings::StackSettings;
 use crate::state::{Journal, Pause, StateDir, Trigger};
 
 /// What the operator allowed, independent of how it was asked.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
     pub auto: bool,
     pub yes: bool,
     pub accept_data_risk: bool,
     pub retry: bool,
+    pub expect_revision: Option<String>,
 }
 
 impl From<&ApplyArgs> for ApplyOptions {
     fn from(a: &ApplyArgs) -> Self {
-        ApplyOptions { auto: a.auto, yes: a.yes, accept_data_risk: a.accept_data_risk, retry: a.retry }
+        ApplyOptions {
+            auto: a.auto,
+            yes: a.yes,
+            accept_data_risk: a.accept_data_risk,
+            retry: a.retry,
+            expect_revision: a.expect_revision.clone(),
+        }
     }
 }
 
 pub fn run(engine: &dyn Engine, stacks: &[StackSettings], opts: ApplyOptions, printer: &Printer) -> Result<ExitStatus> {
     Ok(each_stack(stacks, printer, |stack| {
-        let result = apply_one(engine, stack, opts, printer);
+        let result = apply_one(engine, stack, &opts, printer);
         super::after_run(stack, "apply", &result);
         result
     }))
@@ -93,7 +100,7 @@ pub fn describe_pause(p: &Pause) -> String {
 fn apply_one(
     engine: &dyn Engine,
     stack: &StackSettings,
-    opts: ApplyOptions,
+    opts: &ApplyOptions,
     printer: &Printer,
 ) -> Result<(ExitStatus, Value)> {
     let state = StateDir::open(&stack.state_dir)?;
@@ -121,7 +128,11 @@ fn apply_one(
         }
     }
 
-    let checked = pipeline::check(engine, stack)?;
+    let goal = match &opts.expect_revision {
+        Some(commit) => pipeline::Goal::Commit(commit),
+        None => pipeline::Goal::Latest,
+    };
+    let checked = pipeline::plan(engine, stack, goal)?;
     printer.human(super::check::summary(&checked.plan, &checked.file_diff, printer));
     let registry_failed = checked.plan.registry_errors().next().is_some();
     let journal = state.journal()?;
@@ -226,7 +237,7 @@ fn hold_back_rejected(mut plan: Plan, journal: &Journal) -> (Plan, Vec<String>) 
 fn confirm(
     plan: &Plan,
     stack: &StackSettings,
-    opts: ApplyOptions,
+    opts: &ApplyOptions,
     warnings: &[String],
     printer: &Printer,
 ) -> Result<Option<String>> {

@@ -90,6 +90,9 @@ pub enum Goal<'a> {
     Latest,
     /// A recorded revision: its commit and the image ids it ran.
     Revision(&'a Revision),
+    /// A commit of the branch (by prefix) instead of its head: a fleet
+    /// rollout deploys what was checked on the first host.
+    Commit(&'a str),
 }
 
 pub fn check(engine: &dyn Engine, stack: &StackSettings) -> Result<Checked> {
@@ -111,6 +114,9 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
                 // Directory stacks keep no copies of files: a rollback
                 // there restores images.
                 Goal::Revision(_) => (model.clone(), Some(model), None, None),
+                Goal::Commit(_) => {
+                    return Err(usage("--expect-revision names a git commit; this stack has no git source"));
+                }
             }
         }
         Some(source) => {
@@ -118,6 +124,18 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
             let old = repo.head();
             let new = match goal {
                 Goal::Latest => repo.fetch()?,
+                Goal::Commit(prefix) => {
+                    let head = repo.fetch()?;
+                    let commit = repo.resolve(prefix)?;
+                    if !repo.descends_from(head, commit)? {
+                        return Err(anyhow!(
+                            "commit {prefix} is not on branch {} of {}; nothing was changed",
+                            source.branch,
+                            source.url
+                        ));
+                    }
+                    commit
+                }
                 Goal::Revision(r) => r
                     .plan
                     .commit
@@ -126,7 +144,7 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
                     .or(old)
                     .ok_or_else(|| anyhow!("revision {} records no commit", r.id))?,
             };
-            if let (Some(old), Goal::Latest) = (old, &goal)
+            if let (Some(old), Goal::Latest | Goal::Commit(_)) = (old, &goal)
                 && !repo.descends_from(new, old)?
             {
                 return Err(anyhow!(
@@ -180,7 +198,7 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
     }
     let target_images = match goal {
         Goal::Revision(r) => Some(&r.images),
-        Goal::Latest => None,
+        Goal::Latest | Goal::Commit(_) => None,
     };
     let remote = match target_images {
         Some(_) => Default::default(),

@@ -58,6 +58,13 @@ impl GitRepo {
         Ok(oid)
     }
 
+    /// The commit a (possibly abbreviated) id names.
+    pub fn resolve(&self, prefix: &str) -> Result<Oid> {
+        self.repo.revparse_single(prefix).and_then(|o| o.peel_to_commit()).map(|c| c.id()).map_err(|_| {
+            anyhow!("commit {prefix} is not in {} (branch {} was fetched)", self.source.url, self.source.branch)
+        })
+    }
+
     /// Whether `new` contains `old` in its history: the branch moved
     /// forward. A force-push or rewritten history answers no.
     pub fn descends_from(&self, new: Oid, old: Oid) -> Result<bool> {
