@@ -127,9 +127,21 @@ DOCKERFILE
 
 file_is_static() { ! ldd "$1" >/dev/null 2>&1; }
 
+ensure_ansible() {
+    command -v ansible-playbook >/dev/null && return
+    say "installing ansible-core from PyPI"
+    command -v pip3 >/dev/null || python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    python3 -m pip install -q ansible-core 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages ansible-core \
+        || die "pip install ansible-core failed"
+    hash -r
+    command -v ansible-playbook >/dev/null || die "ansible-playbook is not on PATH after installing ansible-core"
+}
+
 ensure_testbed() {
     command -v curl >/dev/null || apt_install curl
     command -v tmux >/dev/null || apt_install tmux
+    ensure_ansible
     ensure_docker
     ensure_compose_v2
     start_registry registry "$REGISTRY" open

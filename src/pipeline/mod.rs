@@ -161,6 +161,12 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
                 .tempdir_in(&stack.state_dir)
                 .context("creating a scratch directory in the state dir")?;
             repo.export(new, incoming.path())?;
+            // An untracked `.env` in the checkout is the host's own (ports,
+            // secrets): the new commit is read with it, as it will run.
+            let local_env = stack.directory.join(".env");
+            if local_env.is_file() && !incoming.path().join(".env").exists() {
+                std::fs::copy(&local_env, incoming.path().join(".env")).context("reading the checkout's .env")?;
+            }
             let new_compose = ComposeCli::at(stack, incoming.path());
             let model = new_compose.model().map_err(|e| {
                 let cause = e.to_string().replace(&incoming.path().display().to_string(), "");
