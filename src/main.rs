@@ -23,6 +23,9 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let printer = output::Printer::new(cli.global.json, cli.global.quiet, cli.global.verbose);
+    if let Err(e) = ops::install_signal_handlers() {
+        eprintln!("warning: cannot handle SIGTERM gracefully: {e}");
+    }
     match commands::run(cli, &printer) {
         Ok(status) => status.into(),
         Err(err) => {

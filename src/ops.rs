@@ -20,6 +20,25 @@ use crate::seams::git::GitRepo;
 use crate::settings::StackSettings;
 use crate::state::{Ending, Rejection, Revision, StateDir, Trigger, now};
 
+static STOP: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> = std::sync::OnceLock::new();
+
+/// SIGTERM (systemd stopping the unit) and SIGINT (Ctrl-C) ask the run to
+/// stop: the change in progress finishes or is rolled back, then the run
+/// ends. A second signal ends it at once; the next run recovers.
+pub fn install_signal_handlers() -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = STOP.get_or_init(Default::default).clone();
+    for sig in [SIGTERM, SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone())?;
+        signal_hook::flag::register(sig, flag.clone())?;
+    }
+    Ok(())
+}
+
+pub fn stop_requested() -> bool {
+    STOP.get().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 /// Stops the process dead at a named point when `CLUSTERUP_CRASH_AT` names
 /// it: the recovery tests' stand-in for SIGKILL, OOM or power loss.
 pub fn crash_point(name: &str) {
@@ -107,7 +126,8 @@ impl Ctx<'_> {
         self.state
             .end(revision.id, ending)
             .with_context(|| format!("journaling the end of revision {}", revision.id))?;
-        if reject && matches!(execution.outcome, Outcome::RolledBack | Outcome::RollbackFailed) {
+        // A run stopped by a signal says nothing about its target.
+        if reject && !stop_requested() && matches!(execution.outcome, Outcome::RolledBack | Outcome::RollbackFailed) {
             self.reject(revision, "it failed and was rolled back")?;
         }
         if execution.outcome == Outcome::Applied
@@ -241,6 +261,7 @@ impl Ctx<'_> {
                 self.stack.health,
                 None,
                 std::time::Duration::from_millis(500),
+                false,
             );
             if healthy.is_err() {
                 return Ok(false);

@@ -270,7 +270,10 @@ pub fn resolve(src: &Sources) -> Result<Vec<StackSettings>> {
     let explicit = src.config.is_some();
     let config_path = src.config.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let stacks = match std::fs::read_to_string(&config_path) {
-        Ok(text) => from_config(&config_path, &text, src.state_dir)?,
+        Ok(text) => {
+            refuse_writable_by_others(&config_path)?;
+            from_config(&config_path, &text, src.state_dir)?
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             vec![from_directory(src.cwd, src.state_dir)?]
         }
@@ -429,6 +432,22 @@ fn project_name_of(dir: &Path) -> String {
     kept.trim_start_matches(['_', '-']).to_string()
 }
 
+/// The configuration names commands (hooks) that clusterup runs as root:
+/// a file anyone may write is a way to root, and is refused.
+fn refuse_writable_by_others(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0);
+    if mode & 0o002 != 0 {
+        return Err(usage(format!(
+            "configuration file {} is writable by every user, and clusterup runs its hooks as root; \
+             fix it with: chmod o-w {}",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 fn escapes(path: &Path) -> bool {
     path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir))
 }
@@ -548,5 +567,55 @@ mod tests {
         assert_eq!(stacks.len(), 2);
         assert_eq!(stacks[0].windows.len(), 1);
         assert!(stacks[1].git.is_some());
+    }
+
+    /// Each bad configuration is refused with the file, where, and what is
+    /// wrong or expected.
+    #[test]
+    fn malformed_configurations() {
+        let head = "stacks:\n  - name: web\n    directory: /srv\n";
+        let cases: Vec<(String, &str)> = vec![
+            ("stacks: [\n".into(), "line"),
+            ("stacks:\n  - name: web\n    directory: /srv\n  directory: /x\n".into(), "line"),
+            ("stacks:\n\t- name: web\n".into(), "line 2"),
+            ("stacks: {name: web}\n".into(), "expected a sequence"),
+            ("stacks:\n  - name: web\n    directory: /srv\n    directory: /other\n".into(), "duplicate"),
+            ("stacks:\n  - directory: /srv\n".into(), "missing field `name`"),
+            ("stacks:\n  - name: web\n".into(), "needs a `directory` or a `git` source"),
+            ("stacks:\n  - name: ''\n    directory: /srv\n".into(), "not a valid stack name"),
+            ("stacks:\n  - name: ../etc\n    directory: /srv\n".into(), "not a valid stack name"),
+            ("colour: blue\nstacks: []\n".into(), "unknown field `colour`"),
+            (format!("{head}    colour: blue\n"), "unknown field `colour`"),
+            (format!("{head}    health: {{timeout: soon}}\n"), "invalid duration"),
+            (format!("{head}    health: {{timeout: 30}}\n"), "line 4"),
+            (format!("{head}    health: {{stability: -1s}}\n"), "invalid duration"),
+            (format!("{head}    health: {{timeout: 30s, retries: 3}}\n"), "unknown field `retries`"),
+            (format!("{head}    compose_files: compose.yaml\n"), "line 4"),
+            (format!("{head}    compose_files: [../../etc/compose.yaml]\n"), "inside the stack directory"),
+            (format!("{head}    compose_files: [/etc/compose.yaml]\n"), "inside the stack directory"),
+            ("stacks:\n  - name: web\n    git: {url: u, path: ../up}\n".into(), "inside the repository"),
+            ("stacks:\n  - name: web\n    git: {branch: main}\n".into(), "missing field `url`"),
+            ("stacks:\n  - name: web\n    git: {url: u, depth: 1}\n".into(), "unknown field `depth`"),
+            (format!("{head}    auto: {{images: maybe}}\n"), "line 4"),
+            (format!("{head}    auto: {{everything: true}}\n"), "unknown field `everything`"),
+            (format!("{head}    window: \"Mon-Fry 02:00-03:00\"\n"), "not a day"),
+            (format!("{head}    window: \"Mon 2-3\"\n"), "not HH:MM"),
+            (format!("{head}    window: [\"Mon 02:00-03:00 Mars/Base\"]\n"), "unknown time zone"),
+            (format!("{head}    keep_images: many\n"), "line 4"),
+            (format!("{head}    services: {{db: {{skip: yes please}}}}\n"), "line 4"),
+            (format!("{head}    services: {{db: {{health_timeout: 1 fortnightish}}}}\n"), "invalid duration"),
+            (format!("{head}    notify: [{{type: pager, url: x}}]\n"), "unknown variant `pager`"),
+            (format!("{head}    notify: [{{type: github, repo: o/r, token: secret}}]\n"), "unknown field `token`"),
+            (format!("{head}    hooks: {{pre_update: x, timeout: never}}\n"), "invalid duration"),
+            (format!("{head}  - name: web\n    directory: /other\n"), "configured twice"),
+        ];
+        for (text, want) in cases {
+            let err = match parse(&text) {
+                Ok(_) => panic!("accepted: {text:?}"),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(err.starts_with("configuration file /etc/clusterup/clusterup.yaml: "), "{err}");
+            assert!(err.contains(want), "{text:?}: wanted {want:?} in {err}");
+        }
     }
 }

@@ -171,6 +171,7 @@ impl StateDir {
             }
             Err(e) => return Err(e).with_context(|| format!("creating state directory {}", dir.display())),
         }
+        refuse_foreign_owner(dir)?;
         Ok(StateDir { dir: dir.to_path_buf() })
     }
 
@@ -287,6 +288,24 @@ impl StateDir {
         }
         Ok(())
     }
+}
+
+/// Another user who owns the state dir could plant a journal that makes
+/// root recreate services from images of their choosing.
+fn refuse_foreign_owner(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?.uid();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if owner != me {
+        return Err(crate::exit::usage(format!(
+            "state directory {} belongs to uid {owner}, not to this user (uid {me}); refusing to use it. \
+             Fix the owner (chown -R {me} {}) or choose another with --state-dir",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {

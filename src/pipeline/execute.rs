@@ -73,6 +73,9 @@ impl Executor<'_> {
         if let Err(e) = self.pull_all(plan) {
             return failed(e);
         }
+        if crate::ops::stop_requested() {
+            return failed("interrupted by a signal after pulling".to_string());
+        }
         if let Some(files) = files
             && let Err(e) = files.deploy_new()
         {
@@ -93,6 +96,11 @@ impl Executor<'_> {
         let mut after = Vec::new();
         let mut skipped = Vec::new();
         for change in &plan.changes {
+            if crate::ops::stop_requested() {
+                let error = "interrupted by a signal before all changes were made".to_string();
+                self.printer.step(format!("{error}; rolling back"));
+                return self.roll_back(plan, &done, &backups, files, error);
+            }
             match self.apply_one(&plan.project, change) {
                 Ok(Step::Done(id)) => {
                     done.push(change);
@@ -121,7 +129,10 @@ impl Executor<'_> {
     fn health_for(&self, service: &str) -> (HealthSettings, Option<&str>) {
         let policy = self.policies.get(service);
         let timeout = policy.and_then(|p| p.health_timeout).unwrap_or(self.health.timeout);
-        (HealthSettings { timeout, ..self.health }, policy.and_then(|p| p.health_url.as_deref()))
+        // Stopping (SIGTERM) restores and checks health, but does not sit
+        // out the stability period against a stop timeout.
+        let stability = if crate::ops::stop_requested() { Duration::ZERO } else { self.health.stability };
+        (HealthSettings { timeout, stability }, policy.and_then(|p| p.health_url.as_deref()))
     }
 
     /// Runs one hook with the update's details in its environment.
@@ -229,7 +240,7 @@ impl Executor<'_> {
         crate::ops::crash_point("recreated");
         self.printer.step(format!("waiting for {service} to be healthy"));
         let (health, url) = self.health_for(service);
-        wait_healthy(self.engine, project, service, expected.as_deref(), health, url, POLL)?;
+        wait_healthy(self.engine, project, service, expected.as_deref(), health, url, POLL, true)?;
         self.printer.step(format!("{service} is healthy"));
         if let Err(e) = self.service_hooks("post-update", project, change) {
             self.printer.step(format!("warning: {service}'s post-update hook failed ({e})"));
@@ -303,7 +314,7 @@ impl Executor<'_> {
                         .map_err(|e| format!("{e:#}"))
                         .and_then(|()| {
                             let (health, url) = self.health_for(service);
-                            wait_healthy(self.engine, &plan.project, service, before, health, url, POLL)
+                            wait_healthy(self.engine, &plan.project, service, before, health, url, POLL, false)
                         })
                         .map(|()| {
                             if let Some(b) = before {

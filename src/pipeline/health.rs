@@ -18,6 +18,7 @@ pub fn wait_healthy(
     settings: HealthSettings,
     url: Option<&str>,
     poll: Duration,
+    interruptible: bool,
 ) -> Result<(), String> {
     let start = Instant::now();
     let mut restarts: HashMap<String, i64> = HashMap::new();
@@ -77,6 +78,9 @@ pub fn wait_healthy(
         }
         std::thread::sleep(poll);
         crate::ops::crash_point("health-wait");
+        if interruptible && crate::ops::stop_requested() {
+            return Err("interrupted by a signal while waiting for health".to_string());
+        }
     }
 }
 
@@ -147,7 +151,7 @@ mod tests {
     fn judge(states: Vec<Vec<ContainerInfo>>) -> Result<(), String> {
         let engine = Scripted { states: RefCell::new(states) };
         let settings = HealthSettings { timeout: Duration::from_millis(200), stability: Duration::from_millis(20) };
-        wait_healthy(&engine, "p", "web", Some("new"), settings, None, Duration::from_millis(5))
+        wait_healthy(&engine, "p", "web", Some("new"), settings, None, Duration::from_millis(5), true)
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! and to recreate one service at a time.
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -171,8 +172,10 @@ impl ComposeCli {
             cmd.arg("--file").arg(f);
         }
         // Compose may ask questions (e.g. "Recreate volume (data will be
-        // lost)?"); no one must ever answer yes on its behalf.
-        cmd.current_dir(&self.directory).stdin(Stdio::null());
+        // lost)?"); no one must ever answer yes on its behalf. Its own
+        // process group keeps a terminal's Ctrl-C from killing it halfway
+        // through a recreate: clusterup decides when to stop.
+        cmd.current_dir(&self.directory).stdin(Stdio::null()).process_group(0);
         cmd
     }
 

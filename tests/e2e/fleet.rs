@@ -34,7 +34,11 @@ impl Fleet {
         let mut text = String::from("[clusterup]\n");
         for (i, host) in hosts.iter().enumerate() {
             std::fs::write(host.config_path(), config(host, &remote)).unwrap();
-            text.push_str(&format!("host{} ansible_connection=local clusterup_config={}\n", i + 1, host.config_path().display()));
+            text.push_str(&format!(
+                "host{} ansible_connection=local clusterup_config={}\n",
+                i + 1,
+                host.config_path().display()
+            ));
         }
         text.push_str(&format!(
             "[clusterup:vars]\nclusterup_bin={}\nansible_python_interpreter={}\n",
@@ -53,7 +57,10 @@ impl Fleet {
 
     fn commit(&self, mode: &str) -> String {
         let image = self.hosts[0].image("web");
-        self.remote.commit_compose(&format!("services:\n  web:\n    image: {image}\n    environment: {{MODE: {mode}}}\n"), mode)
+        self.remote.commit_compose(
+            &format!("services:\n  web:\n    image: {image}\n    environment: {{MODE: {mode}}}\n"),
+            mode,
+        )
     }
 
     /// A revision that publishes web on the port each host's untracked

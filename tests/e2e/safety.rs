@@ -53,3 +53,100 @@ fn a_second_concurrent_apply_exits_75() {
     assert!(first.wait().unwrap().success());
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
 }
+
+#[test]
+fn sigterm_during_the_health_wait_rolls_back_cleanly_and_does_not_reject() {
+    let (stack, _) = Stack::web_update_pending("sigterm", |s| s.image("web"));
+    let config = stack.config_path();
+    let text = std::fs::read_to_string(&config).unwrap().replace("stability: 1s", "stability: 20s");
+    std::fs::write(&config, text).unwrap();
+    let mut child = stack
+        .clusterup_command(&stack.dir, &["apply", "--auto"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let v2 = image_id("clusterup-fixture/web:v2");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stack.running_image("web") != v2 {
+        assert!(Instant::now() < deadline, "web was never recreated");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "rolled back");
+    assert!(started.elapsed() < Duration::from_secs(20), "it stopped well within a systemd stop timeout");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
+    assert_eq!(stack.health("web"), "running/healthy");
+    assert!(stack.journal().contains(r#""outcome":"rolled_back""#));
+
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("stability: 20s", "stability: 1s"))
+        .unwrap();
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 0, "an interrupted update is not rejected: {run:?}");
+    assert_eq!(stack.running_image("web"), v2);
+}
+
+#[test]
+fn a_world_writable_config_and_a_foreign_state_dir_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let (stack, _) = Stack::web_update_pending("perms", |s| s.image("web"));
+    let container = stack.container_id("web");
+    let config = stack.config_path();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("writable by every user") && run.stderr.contains("chmod o-w"), "{run:?}");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let state = stack.state.join(&stack.name);
+    std::fs::create_dir_all(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("belongs to uid 65534"), "{run:?}");
+    assert_eq!(stack.container_id("web"), container, "nothing changed");
+    std::os::unix::fs::chown(&state, Some(0), Some(0)).unwrap();
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for entry in std::fs::read_dir(&state).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+}
+
+#[test]
+fn malformed_compose_files_change_nothing() {
+    let (stack, _) = Stack::web_update_pending("badcomposes", |s| s.image("web"));
+    let container = stack.container_id("web");
+    let compose = stack.dir.join("compose.yaml");
+    let good = std::fs::read_to_string(&compose).unwrap();
+    let web = stack.image("web");
+    let cases = [
+        (format!("services:\n  web:\n    image: {web}\n    depends_on: [ghost]\n"), "ghost"),
+        (
+            format!(
+                "services:\n  web:\n    image: {web}\n    depends_on: [db]\n  db:\n    image: {web}\n    depends_on: [web]\n"
+            ),
+            "cycle",
+        ),
+        (format!("services:\n  web:\n    image: {web}\n    ports: [\"notaport\"]\n"), "port"),
+        ("services:\n  web:\n    image: ${NOT_SET?please set NOT_SET}\n".to_string(), "NOT_SET"),
+        (format!("services:\n  web:\n    image: {web}\n    image: again\n"), "image"),
+        ("services: [web]\n".to_string(), "services"),
+    ];
+    for (broken, want) in cases {
+        std::fs::write(&compose, &broken).unwrap();
+        let run = stack.clusterup(&["apply", "--auto"]);
+        assert_eq!(run.code, 2, "{broken}: {run:?}");
+        assert!(run.stderr.contains(&compose.display().to_string()), "{run:?}");
+        assert!(run.stderr.to_lowercase().contains(&want.to_lowercase()), "{broken}: wanted {want}: {run:?}");
+        assert_eq!(stack.container_id("web"), container);
+    }
+    std::fs::write(&compose, good).unwrap();
+}
