@@ -4,6 +4,8 @@ mod commands;
 #[cfg(test)]
 mod docs;
 mod exit;
+#[cfg(test)]
+mod fuzz;
 mod labels;
 mod metrics;
 mod notify;

@@ -1,0 +1,122 @@
+//! Property tests: the configuration parser and the planner on generated
+//! input. Bounded in cases so they run in every `cargo test`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use proptest::prelude::*;
+use serde_json::json;
+
+use crate::pipeline::classify::{Baseline, ChangeKind, Inputs, classify, dependency_order};
+use crate::pipeline::observe::Observation;
+use crate::seams::compose::ComposeModel;
+use crate::settings::{Policy, from_config};
+
+fn yaml_like() -> impl Strategy<Value = String> {
+    let atoms = prop::sample::select(vec![
+        "stacks:",
+        "\n",
+        "  - ",
+        "name: ",
+        "web",
+        "directory: ",
+        "/srv",
+        "git: {url: u}",
+        "health: {timeout: 3s}",
+        "window: \"Mon 01:00-02:00\"",
+        "auto: {structural: true}",
+        "[",
+        "]",
+        "{",
+        "}",
+        ": ",
+        "\t",
+        "'",
+        "\"",
+        "#",
+        "-",
+        "services: {db: {skip: true}}",
+        "keep_images: 2",
+        "..",
+        "\u{feff}",
+        "&a",
+        "*a",
+        "<<: *a",
+        "!!str",
+    ]);
+    prop::collection::vec(atoms, 0..40).prop_map(|parts| parts.concat())
+}
+
+/// A model of up to 6 services with random images and dependencies.
+fn model() -> impl Strategy<Value = ComposeModel> {
+    let names = ["a", "b", "c", "d", "e", "f"];
+    prop::collection::vec((any::<bool>(), prop::sample::subsequence(names.to_vec(), 0..3), 0u8..3), 1..6).prop_map(
+        move |specs| {
+            let mut services = serde_json::Map::new();
+            for (i, (has_image, deps, tag)) in specs.into_iter().enumerate() {
+                let mut svc = json!({"depends_on": deps, "environment": {"T": tag.to_string()}});
+                if has_image {
+                    svc["image"] = json!(format!("r/{}:{tag}", names[i]));
+                } else {
+                    svc["build"] = json!({"context": "."});
+                }
+                services.insert(names[i].to_string(), svc);
+            }
+            ComposeModel::from_json(&json!({"name": "p", "services": services})).unwrap()
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_config_parser_never_panics(text in yaml_like()) {
+        // Ok or a usage error naming the file; never a panic.
+        if let Err(e) = from_config(Path::new("/c.yaml"), &text, None) {
+            let message = format!("{:#}", e);
+            prop_assert!(message.starts_with("configuration file /c.yaml: "), "{}", message);
+        }
+    }
+
+    #[test]
+    fn plans_respect_dependencies_and_never_invent_services(old in model(), new in model()) {
+        let observation = Observation {
+            services: old.services.keys().map(|n| (n.clone(), Default::default())).collect(),
+            ..Default::default()
+        };
+        let plan = classify(&Inputs {
+            stack: "s",
+            new: &new,
+            baseline: Baseline::Deployed(&old),
+            observation: &observation,
+            skip: &BTreeSet::new(),
+            remote: &BTreeMap::new(),
+            policy: Policy::default(),
+            commit: Some("n".into()),
+            deployed_commit: Some("o".into()),
+            changed_files: &[],
+            target_images: None,
+        });
+        let order = dependency_order(&new);
+        let position = |s: &str| order.iter().position(|n| n == s);
+        let mut seen = BTreeSet::new();
+        let mut last_non_remove = None;
+        for (i, c) in plan.changes.iter().enumerate() {
+            prop_assert!(seen.insert(c.service.clone()), "one change per service");
+            match c.kind {
+                ChangeKind::Remove => prop_assert!(old.services.contains_key(&c.service) && !new.services.contains_key(&c.service)),
+                _ => {
+                    prop_assert!(new.services.contains_key(&c.service));
+                    if let Some(prev) = last_non_remove {
+                        let prev: &crate::pipeline::classify::Change = &plan.changes[prev];
+                        if prev.kind != ChangeKind::Remove {
+                            prop_assert!(position(&prev.service) <= position(&c.service), "dependency order");
+                        }
+                    }
+                    last_non_remove = Some(i);
+                }
+            }
+        }
+    }
+}
