@@ -10,7 +10,7 @@ use crate::labels::ServicePolicy;
 use crate::output::Printer;
 use crate::pipeline::classify::{ChangeKind, Plan};
 use crate::pipeline::execute::{Execution, Executor, Files};
-use crate::pipeline::health::wait_healthy;
+use crate::pipeline::health::{Check, wait_healthy};
 use crate::pipeline::observe::Observation;
 use crate::pipeline::{GitDeploy, Outcome, backup};
 use crate::reference::Reference;
@@ -253,16 +253,13 @@ impl Ctx<'_> {
                 }
                 _ => None,
             };
-            let healthy = wait_healthy(
-                self.engine,
-                &plan.project,
-                &change.service,
-                expected.as_deref(),
-                self.stack.health,
-                None,
-                std::time::Duration::from_millis(500),
-                false,
-            );
+            let check = Check {
+                settings: self.stack.health,
+                url: None,
+                poll: std::time::Duration::from_millis(500),
+                interruptible: false,
+            };
+            let healthy = wait_healthy(self.engine, &plan.project, &change.service, expected.as_deref(), &check);
             if healthy.is_err() {
                 return Ok(false);
             }

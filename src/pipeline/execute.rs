@@ -10,7 +10,7 @@ use anyhow::Result;
 
 use super::Outcome;
 use super::classify::{Change, ChangeKind, Plan};
-use super::health::{short, wait_healthy};
+use super::health::{Check, short, wait_healthy};
 use crate::labels::ServicePolicy;
 use crate::output::Printer;
 use crate::reference::{split_tag, with_digest};
@@ -240,7 +240,8 @@ impl Executor<'_> {
         crate::ops::crash_point("recreated");
         self.printer.step(format!("waiting for {service} to be healthy"));
         let (health, url) = self.health_for(service);
-        wait_healthy(self.engine, project, service, expected.as_deref(), health, url, POLL, true)?;
+        let check = Check { settings: health, url, poll: POLL, interruptible: true };
+        wait_healthy(self.engine, project, service, expected.as_deref(), &check)?;
         self.printer.step(format!("{service} is healthy"));
         if let Err(e) = self.service_hooks("post-update", project, change) {
             self.printer.step(format!("warning: {service}'s post-update hook failed ({e})"));
@@ -314,7 +315,8 @@ impl Executor<'_> {
                         .map_err(|e| format!("{e:#}"))
                         .and_then(|()| {
                             let (health, url) = self.health_for(service);
-                            wait_healthy(self.engine, &plan.project, service, before, health, url, POLL, false)
+                            let check = Check { settings: health, url, poll: POLL, interruptible: false };
+                            wait_healthy(self.engine, &plan.project, service, before, &check)
                         })
                         .map(|()| {
                             if let Some(b) = before {

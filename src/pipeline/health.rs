@@ -7,6 +7,17 @@ use std::time::{Duration, Instant};
 use crate::seams::engine::{ContainerInfo, Engine};
 use crate::settings::HealthSettings;
 
+/// How one health wait is judged.
+pub struct Check<'a> {
+    pub settings: HealthSettings,
+    /// Must answer 2xx too, when given.
+    pub url: Option<&'a str>,
+    pub poll: Duration,
+    /// A stop request (SIGTERM) ends the wait as a failure; a rollback's
+    /// wait is not interruptible.
+    pub interruptible: bool,
+}
+
 /// Waits until every container of `service` runs `expected_image`, is
 /// running and healthy (or has no HEALTHCHECK), and stays so with no
 /// restart for the stability period. Err carries the reason for the report.
@@ -15,11 +26,9 @@ pub fn wait_healthy(
     project: &str,
     service: &str,
     expected_image: Option<&str>,
-    settings: HealthSettings,
-    url: Option<&str>,
-    poll: Duration,
-    interruptible: bool,
+    check: &Check,
 ) -> Result<(), String> {
+    let Check { settings, url, poll, interruptible } = *check;
     let start = Instant::now();
     let mut restarts: HashMap<String, i64> = HashMap::new();
     let mut stable_since: Option<Instant> = None;
@@ -151,7 +160,8 @@ mod tests {
     fn judge(states: Vec<Vec<ContainerInfo>>) -> Result<(), String> {
         let engine = Scripted { states: RefCell::new(states) };
         let settings = HealthSettings { timeout: Duration::from_millis(200), stability: Duration::from_millis(20) };
-        wait_healthy(&engine, "p", "web", Some("new"), settings, None, Duration::from_millis(5), true)
+        let check = Check { settings, url: None, poll: Duration::from_millis(5), interruptible: true };
+        wait_healthy(&engine, "p", "web", Some("new"), &check)
     }
 
     #[test]
