@@ -3,6 +3,7 @@
 
 mod support;
 
+mod faults;
 mod fleet;
 mod image_updates;
 mod inputs;

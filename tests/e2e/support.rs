@@ -272,7 +272,7 @@ impl Stack {
 
     /// A registry of this test's own on a free port, to be stopped at will.
     pub fn start_own_registry(&mut self) -> String {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let dir = self.root.path().join("own-registry");
         std::fs::create_dir_all(&dir).unwrap();
@@ -294,6 +294,19 @@ impl Stack {
             std::thread::sleep(Duration::from_millis(100));
         }
         addr
+    }
+
+    /// Where the test's own registry keeps blobs (`sha256:…` → its dir).
+    pub fn own_registry_blob(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.root.path().join("own-registry/data/docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex)
+    }
+
+    /// A directory under this test's temp dir, for mounts.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let dir = self.root.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     pub fn stop_own_registry(&mut self) {

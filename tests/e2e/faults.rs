@@ -1,0 +1,116 @@
+//! Faults injected against the real engine: the stack afterwards runs the
+//! previous revision, healthy, and the journal tells the truth.
+
+use std::process::{Command, Stdio};
+
+use crate::support::{Stack, docker, image_id};
+
+/// Mounts a tmpfs (root in the test's own temp dir), unmounted on drop.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &std::path::Path, options: &str) -> Mount {
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(at).status().unwrap().success();
+        assert!(ok, "mount -t tmpfs -o {options} failed: the fault tests need root and mount");
+        Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_registry_that_fails_mid_pull_changes_nothing() {
+    let mut stack = Stack::new("pullfault");
+    let registry = stack.start_own_registry();
+    let web = format!("{registry}/{}/web:latest", stack.name);
+    stack.publish("v1", &web);
+    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
+    stack.write_config("");
+    stack.up();
+    let container = stack.container_id("web");
+
+    // A new image this host has never seen, whose config blob the registry
+    // then loses: the manifest answers, the pull fails halfway.
+    let unique = format!("{}-unique:v3", stack.name);
+    let dir = stack.scratch("build");
+    std::fs::write(dir.join("Dockerfile"), format!("FROM clusterup-fixture/web:v2\nLABEL test={}\n", stack.name)).unwrap();
+    let built = Command::new("docker").args(["build", "-q", "-t", &unique]).arg(&dir).env("DOCKER_BUILDKIT", "0").stdout(Stdio::null()).status().unwrap();
+    assert!(built.success());
+    let config_blob = image_id(&unique);
+    assert!(docker(&["tag", &unique, &web]).status.success());
+    assert!(docker(&["push", "-q", &web]).status.success());
+    assert!(docker(&["tag", "clusterup-fixture/web:v1", &web]).status.success());
+    assert!(docker(&["image", "rm", "--force", &config_blob]).status.success(), "the host forgets the new image");
+    std::fs::remove_dir_all(stack.own_registry_blob(&config_blob)).unwrap();
+
+    let run = stack.clusterup(&["apply", "--auto", "--json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["outcome"], "failed");
+    assert!(report["error"].as_str().unwrap().contains("nothing was changed"), "{run:?}");
+    assert_eq!(stack.container_id("web"), container, "no container was touched");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
+    assert!(stack.journal().contains(r#""outcome":"failed""#));
+}
+
+#[test]
+fn ten_concurrent_runs_apply_once() {
+    let (stack, _) = Stack::web_update_pending("ten", |s| s.image("web"));
+    let children: Vec<_> = (0..10)
+        .map(|_| {
+            stack
+                .clusterup_command(&stack.dir, &["apply", "--auto"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<i32> = children.into_iter().map(|c| c.wait_with_output().unwrap().status.code().unwrap_or(-1)).collect();
+    assert!(codes.iter().all(|c| *c == 0 || *c == 75), "{codes:?}");
+    assert!(codes.contains(&75), "some runs met the lock: {codes:?}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+    assert_eq!(stack.journal().matches(r#""event":"begin""#).count(), 1, "exactly one revision");
+}
+
+#[test]
+fn a_read_only_state_dir_is_an_error_and_changes_nothing() {
+    let (stack, _) = Stack::web_update_pending("rostate", |s| s.image("web"));
+    let container = stack.container_id("web");
+    let state = stack.state.join(&stack.name);
+    std::fs::create_dir_all(&state).unwrap();
+    let _ro = Mount::tmpfs(&state, "ro,mode=0700");
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("Read-only file system"), "{run:?}");
+    assert_eq!(stack.container_id("web"), container);
+}
+
+#[test]
+fn a_full_disk_while_journaling_changes_nothing_and_recovers() {
+    let (stack, _) = Stack::web_update_pending("diskfull", |s| s.image("web"));
+    let container = stack.container_id("web");
+    let state = stack.state.join(&stack.name);
+    std::fs::create_dir_all(&state).unwrap();
+    let mount = Mount::tmpfs(&state, "size=64k,mode=0700");
+    std::fs::write(state.join("lock"), "0000").unwrap();
+    // Fill every page that is left.
+    let _ = Command::new("dd").args(["if=/dev/zero", "bs=4096"]).arg(format!("of={}", state.join("filler").display())).stderr(Stdio::null()).status();
+
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("No space left"), "{run:?}");
+    assert_eq!(stack.container_id("web"), container, "nothing was touched before the journal record was safe");
+
+    std::fs::remove_file(state.join("filler")).unwrap();
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 0, "with space again it applies: {run:?}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+    let run = stack.clusterup(&["rollback", "--list", "--json"]);
+    assert_eq!(run.json()["revisions"].as_array().unwrap().len(), 1, "the failed write left no record behind");
+    drop(mount);
+}
