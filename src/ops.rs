@@ -41,9 +41,15 @@ pub fn stop_requested() -> bool {
 
 /// Stops the process dead at a named point when `CLUSTERUP_CRASH_AT` names
 /// it: the recovery tests' stand-in for SIGKILL, OOM or power loss.
+/// `CLUSTERUP_TERM_AT` sends the process SIGTERM there instead, to test
+/// the graceful stop at each point.
 pub fn crash_point(name: &str) {
     if std::env::var("CLUSTERUP_CRASH_AT").is_ok_and(|at| at == name) {
         std::process::abort();
+    }
+    if std::env::var("CLUSTERUP_TERM_AT").is_ok_and(|at| at == name) {
+        // SAFETY: raise has no preconditions; the handler only sets a flag.
+        unsafe { libc::raise(libc::SIGTERM) };
     }
 }
 

@@ -97,7 +97,8 @@ start_registry() {
 # HEALTHCHECK fails. SIGKILL as stop signal: busybox as PID 1 ignores
 # SIGTERM and every stop would cost 10 s.
 build_fixtures() {
-    if [ -z "${CLUSTERUP_REBUILD_FIXTURES:-}" ] && docker image inspect clusterup-fixture/web:v1 clusterup-fixture/web:v2 clusterup-fixture/web:bad >/dev/null 2>&1; then
+    if [ -z "${CLUSTERUP_REBUILD_FIXTURES:-}" ] && docker image inspect clusterup-fixture/web:v1 clusterup-fixture/web:v2 clusterup-fixture/web:bad \
+        clusterup-fixture/web:crash clusterup-fixture/web:slow >/dev/null 2>&1; then
         return
     fi
     [ -x /bin/busybox ] && file_is_static /bin/busybox || apt_install busybox-static
@@ -120,6 +121,15 @@ DOCKERFILE
         [ "$v" = bad ] || echo ok >"$ctx/www-$v/health"
         say "building fixture image clusterup-fixture/web:$v"
         DOCKER_BUILDKIT=0 docker build -q --build-arg VERSION=$v -t "clusterup-fixture/web:$v" "$ctx" >/dev/null 2>"$ctx/build.log" \
+            || { cat "$ctx/build.log" >&2; die "building fixture image $v failed"; }
+    done
+    # crash: healthy for a moment, then exits (a crash loop under
+    # `restart: always`); slow: its health check never finishes.
+    printf 'FROM clusterup-fixture/web:v2\nCMD ["/bin/sh", "-c", "/bin/httpd -p 8080 -h /www; sleep 4; exit 1"]\n' >"$ctx/Dockerfile.crash"
+    printf 'FROM clusterup-fixture/web:v2\nHEALTHCHECK --interval=1s --timeout=600s CMD ["/bin/sleep", "600"]\n' >"$ctx/Dockerfile.slow"
+    for v in crash slow; do
+        say "building fixture image clusterup-fixture/web:$v"
+        DOCKER_BUILDKIT=0 docker build -q -f "$ctx/Dockerfile.$v" -t "clusterup-fixture/web:$v" "$ctx" >/dev/null 2>"$ctx/build.log" \
             || { cat "$ctx/build.log" >&2; die "building fixture image $v failed"; }
     done
     rm -rf "$ctx"

@@ -10,7 +10,8 @@ struct Mount(std::path::PathBuf);
 
 impl Mount {
     fn tmpfs(at: &std::path::Path, options: &str) -> Mount {
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(at).status().unwrap().success();
+        let ok =
+            Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(at).status().unwrap().success();
         assert!(ok, "mount -t tmpfs -o {options} failed: the fault tests need root and mount");
         Mount(at.to_path_buf())
     }
@@ -37,8 +38,15 @@ fn a_registry_that_fails_mid_pull_changes_nothing() {
     // then loses: the manifest answers, the pull fails halfway.
     let unique = format!("{}-unique:v3", stack.name);
     let dir = stack.scratch("build");
-    std::fs::write(dir.join("Dockerfile"), format!("FROM clusterup-fixture/web:v2\nLABEL test={}\n", stack.name)).unwrap();
-    let built = Command::new("docker").args(["build", "-q", "-t", &unique]).arg(&dir).env("DOCKER_BUILDKIT", "0").stdout(Stdio::null()).status().unwrap();
+    std::fs::write(dir.join("Dockerfile"), format!("FROM clusterup-fixture/web:v2\nLABEL test={}\n", stack.name))
+        .unwrap();
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", &unique])
+        .arg(&dir)
+        .env("DOCKER_BUILDKIT", "0")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(built.success());
     let config_blob = image_id(&unique);
     assert!(docker(&["tag", &unique, &web]).status.success());
@@ -70,7 +78,8 @@ fn ten_concurrent_runs_apply_once() {
                 .unwrap()
         })
         .collect();
-    let codes: Vec<i32> = children.into_iter().map(|c| c.wait_with_output().unwrap().status.code().unwrap_or(-1)).collect();
+    let codes: Vec<i32> =
+        children.into_iter().map(|c| c.wait_with_output().unwrap().status.code().unwrap_or(-1)).collect();
     assert!(codes.iter().all(|c| *c == 0 || *c == 75), "{codes:?}");
     assert!(codes.contains(&75), "some runs met the lock: {codes:?}");
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
@@ -99,7 +108,11 @@ fn a_full_disk_while_journaling_changes_nothing_and_recovers() {
     let mount = Mount::tmpfs(&state, "size=64k,mode=0700");
     std::fs::write(state.join("lock"), "0000").unwrap();
     // Fill every page that is left.
-    let _ = Command::new("dd").args(["if=/dev/zero", "bs=4096"]).arg(format!("of={}", state.join("filler").display())).stderr(Stdio::null()).status();
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4096"])
+        .arg(format!("of={}", state.join("filler").display()))
+        .stderr(Stdio::null())
+        .status();
 
     let run = stack.clusterup(&["apply", "--auto"]);
     assert_eq!(run.code, 1, "{run:?}");
@@ -113,4 +126,79 @@ fn a_full_disk_while_journaling_changes_nothing_and_recovers() {
     let run = stack.clusterup(&["rollback", "--list", "--json"]);
     assert_eq!(run.json()["revisions"].as_array().unwrap().len(), 1, "the failed write left no record behind");
     drop(mount);
+}
+
+/// web on v1 under `restart: always`, `next` pushed; stability 5s.
+fn restart_always(test: &str, next: &str) -> Stack {
+    let mut stack = Stack::new(test);
+    let web = stack.image("web");
+    stack.publish("v1", &web);
+    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n    restart: always\n"));
+    stack.write_config("");
+    let config = stack.config_path();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("stability: 1s", "stability: 6s")
+        .replace("timeout: 30s", "timeout: 8s");
+    std::fs::write(&config, text).unwrap();
+    stack.up();
+    stack.publish(next, &web);
+    stack
+}
+
+#[test]
+fn a_crash_loop_that_briefly_passes_its_health_check_is_rolled_back() {
+    let stack = restart_always("crashloop", "crash");
+    let run = stack.clusterup(&["apply", "--auto", "--json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let report = run.json();
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("restarted") || error.contains("exited") || error.contains("restarting"), "{error}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
+    assert_eq!(stack.health("web"), "running/healthy");
+}
+
+#[test]
+fn a_health_check_that_never_finishes_times_out_and_rolls_back() {
+    let stack = restart_always("slowhealth", "slow");
+    let run = stack.clusterup(&["apply", "--auto", "--json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.json()["error"].as_str().unwrap().contains("not healthy within 8s"), "{run:?}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
+    assert_eq!(stack.health("web"), "running/healthy");
+}
+
+/// SIGTERM at `stage` of an update of two services: the run ends on its
+/// own with everything on v1 and healthy, and the next run applies.
+fn term_at(test: &str, stage: &str) {
+    let (stack, _) = Stack::web_update_pending(test, |s| s.image("web"));
+    let out =
+        stack.clusterup_command(&stack.dir, &["apply", "--auto"]).env("CLUSTERUP_TERM_AT", stage).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stage}: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"), "{stage}");
+    assert_eq!(stack.health("web"), "running/healthy", "{stage}");
+    let journal = stack.journal();
+    assert!(
+        journal.contains(r#""outcome":"rolled_back""#) || journal.contains(r#""outcome":"failed""#),
+        "{stage}: {journal}"
+    );
+    assert!(!journal.contains(r#""event":"reject""#), "{stage}: a stop is not a verdict on the target");
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 0, "{stage}: {run:?}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+}
+
+#[test]
+fn sigterm_after_the_journal_record() {
+    term_at("termjournal", "journaled");
+}
+
+#[test]
+fn sigterm_after_the_pull() {
+    term_at("termpull", "pulled");
+}
+
+#[test]
+fn sigterm_after_the_recreate() {
+    term_at("termrecreate", "recreated");
 }

@@ -47,10 +47,12 @@ pub fn bed() -> &'static Bed {
                 "clusterup-fixture/web:v1",
                 "clusterup-fixture/web:v2",
                 "clusterup-fixture/web:bad",
+                "clusterup-fixture/web:crash",
+                "clusterup-fixture/web:slow",
             ])
             .status
             .success(),
-            "fixture images clusterup-fixture/web:{v1,v2,bad} are missing",
+            "fixture images clusterup-fixture/web:{v1,v2,bad,crash,slow} are missing",
         );
         for r in [&bed.registry, &bed.auth_registry] {
             need(std::net::TcpStream::connect(r.as_str()).is_ok(), &format!("no registry on {r}"));
