@@ -139,7 +139,7 @@ fn restart_always(test: &str, next: &str) -> Stack {
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("stability: 1s", "stability: 6s")
-        .replace("timeout: 30s", "timeout: 8s");
+        .replace("timeout: 30s", "timeout: 15s");
     std::fs::write(&config, text).unwrap();
     stack.up();
     stack.publish(next, &web);
@@ -163,7 +163,7 @@ fn a_health_check_that_never_finishes_times_out_and_rolls_back() {
     let stack = restart_always("slowhealth", "slow");
     let run = stack.clusterup(&["apply", "--auto", "--json"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.json()["error"].as_str().unwrap().contains("not healthy within 8s"), "{run:?}");
+    assert!(run.json()["error"].as_str().unwrap().contains("not healthy within 15s"), "{run:?}");
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
     assert_eq!(stack.health("web"), "running/healthy");
 }

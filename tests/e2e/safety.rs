@@ -68,7 +68,7 @@ fn sigterm_during_the_health_wait_rolls_back_cleanly_and_does_not_reject() {
         .unwrap();
     let v2 = image_id("clusterup-fixture/web:v2");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while stack.running_image("web") != v2 {
+    while stack.try_running_image("web").as_ref() != Some(&v2) {
         assert!(Instant::now() < deadline, "web was never recreated");
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -260,6 +260,18 @@ impl Stack {
         id
     }
 
+    /// The image the service runs, or None while Compose is mid-recreate
+    /// (two containers) or before it exists.
+    pub fn try_running_image(&self, service: &str) -> Option<String> {
+        let out = self.compose(&["ps", "--all", "--quiet", service]);
+        let ids = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if ids.is_empty() || ids.contains('\n') {
+            return None;
+        }
+        let out = docker(&["inspect", "-f", "{{.Image}}", &ids]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     pub fn running_image(&self, service: &str) -> String {
         self.inspect(service, "{{.Image}}")
     }

@@ -12,7 +12,9 @@ struct Tmux {
 
 impl Tmux {
     fn start(stack: &Stack, args: &str) -> Tmux {
-        let session = stack.name.clone();
+        // A server of its own per session: parallel tests never share one.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let session = format!("{}-{}", stack.name, N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let script = format!(
             "cd '{}' && CLUSTERUP_CONFIG='{}' CLUSTERUP_STATE_DIR='{}' DOCKER_CONFIG='{}' '{}' {args}; echo EXIT=$?; sleep 60",
             stack.dir.display(),
@@ -22,7 +24,7 @@ impl Tmux {
             env!("CARGO_BIN_EXE_clusterup"),
         );
         let ok = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", "sh", "-c", &script])
+            .args(["-L", &session, "new-session", "-d", "-s", &session, "-x", "200", "-y", "50", "sh", "-c", &script])
             .status()
             .expect("tmux (scripts/test.sh installs it)")
             .success();
@@ -31,7 +33,10 @@ impl Tmux {
     }
 
     fn screen(&self) -> String {
-        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.session]).output().unwrap();
+        let out = Command::new("tmux")
+            .args(["-L", &self.session, "capture-pane", "-p", "-t", &self.session])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
@@ -48,13 +53,13 @@ impl Tmux {
     }
 
     fn keys(&self, keys: &str) {
-        Command::new("tmux").args(["send-keys", "-t", &self.session, keys]).status().unwrap();
+        Command::new("tmux").args(["-L", &self.session, "send-keys", "-t", &self.session, keys]).status().unwrap();
     }
 }
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.session]).status();
+        let _ = Command::new("tmux").args(["-L", &self.session, "kill-server"]).status();
     }
 }
 
