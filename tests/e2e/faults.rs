@@ -25,13 +25,7 @@ impl Drop for Mount {
 
 #[test]
 fn a_registry_that_fails_mid_pull_changes_nothing() {
-    let mut stack = Stack::new("pullfault");
-    let registry = stack.start_own_registry();
-    let web = format!("{registry}/{}/web:latest", stack.name);
-    stack.publish("v1", &web);
-    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
-    stack.write_config("");
-    stack.up();
+    let (stack, web) = Stack::web_from_own_registry("pullfault");
     let container = stack.container_id("web");
 
     // A new image this host has never seen, whose config blob the registry
@@ -201,4 +195,94 @@ fn sigterm_after_the_pull() {
 #[test]
 fn sigterm_after_the_recreate() {
     term_at("termrecreate", "recreated");
+}
+
+#[test]
+fn git_faults_are_clear_errors_and_change_nothing() {
+    let mut stack = Stack::new("gitfaults");
+    let web = stack.image("web");
+    stack.publish("v1", &web);
+    let remote = stack.remote();
+    remote.commit_compose(&format!("services:\n  web:\n    image: {web}\n"), "first");
+    stack.write_git_config(&remote, "    auto: {structural: true}\n");
+    assert_eq!(stack.clusterup(&["apply", "--yes"]).code, 0);
+    let container = stack.container_id("web");
+    let config = stack.config_path();
+    let good = std::fs::read_to_string(&config).unwrap();
+
+    // Unreachable remote.
+    let gone = stack.scratch("gone.git");
+    std::fs::write(
+        &config,
+        good.replace(&remote.bare.display().to_string(), &gone.join("missing").display().to_string()),
+    )
+    .unwrap();
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("missing"), "the remote is named: {run:?}");
+    assert_eq!(stack.container_id("web"), container);
+
+    // The branch was deleted on the remote.
+    std::fs::write(&config, &good).unwrap();
+    let deleted = Command::new("git")
+        .args(["-C"])
+        .arg(&remote.bare)
+        .args(["update-ref", "-d", "refs/heads/main"])
+        .status()
+        .unwrap();
+    assert!(deleted.success());
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("main") && run.stderr.contains("does not exist"), "{run:?}");
+    assert_eq!(stack.container_id("web"), container);
+    assert_eq!(stack.health("web"), "running/healthy");
+}
+
+#[test]
+fn a_clock_jumping_backwards_keeps_pauses_and_windows_sane() {
+    let (stack, _) = Stack::web_update_pending("clockjump", |s| s.image("web"));
+    let at = |now: &str, args: &[&str]| {
+        stack.clusterup_command(&stack.dir, args).env("CLUSTERUP_NOW", now).output().unwrap()
+    };
+    let out = at("2026-11-25T12:00:00Z", &["pause", "--for", "1h"]);
+    assert!(out.status.success());
+    // The clock jumps back a day: the pause still holds (it ends at a
+    // fixed time, not after an elapsed span).
+    let out = at("2026-11-24T12:00:00Z", &["apply", "--auto"]);
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stdout));
+    // And forward past its end: it has ended.
+    let out = at("2026-11-25T14:00:00Z", &["apply", "--auto"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+    let run = stack.clusterup(&["status", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[test]
+fn a_manifest_for_another_platform_fails_the_pull_and_changes_nothing() {
+    let mut stack = Stack::new("platform");
+    let web = stack.image("web");
+    stack.publish("v1", &web);
+    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
+    stack.write_config("");
+    stack.up();
+    let container = stack.container_id("web");
+    // A manifest list whose only entry claims linux/arm64.
+    let source = format!("{}/{}/web:amd64src", crate::support::bed().registry, stack.name);
+    stack.publish("v2", &source);
+    let manifest = |args: &[&str]| {
+        let out = docker(&[&["manifest"], args].concat());
+        assert!(out.status.success(), "docker manifest {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    manifest(&["create", "--insecure", "--amend", &web, &source]);
+    manifest(&["annotate", "--os", "linux", "--arch", "arm64", &web, &source]);
+    manifest(&["push", "--insecure", "--purge", &web]);
+
+    let run = stack.clusterup(&["apply", "--auto", "--json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["outcome"], "failed", "{run:?}");
+    assert!(report["error"].as_str().unwrap().contains("no matching manifest"), "{run:?}");
+    assert_eq!(stack.container_id("web"), container);
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
 }

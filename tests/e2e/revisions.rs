@@ -20,18 +20,6 @@ fn running_then_pushed(test: &str, next: &str, extra_config: &str) -> Stack {
     stack
 }
 
-fn journal_outcomes(stack: &Stack) -> Vec<String> {
-    let run = stack.clusterup(&["rollback", "--list", "--json"]);
-    let mut revs: Vec<(u64, String)> = run.json()["revisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["id"].as_u64().unwrap(), r["outcome"].as_str().unwrap_or("unfinished").to_string()))
-        .collect();
-    revs.sort();
-    revs.into_iter().map(|(_, o)| o).collect()
-}
-
 #[test]
 fn a_rolled_back_image_is_not_retried_until_a_newer_one_appears() {
     let mut stack = running_then_pushed("noflap", "bad", "");
@@ -44,7 +32,7 @@ fn a_rolled_back_image_is_not_retried_until_a_newer_one_appears() {
         assert!(run.stdout.contains("rejected") && run.stdout.contains("--retry"), "{run:?}");
         assert_eq!((stack.container_id("web"), stack.container_id("other")), ids, "left untouched");
     }
-    assert_eq!(journal_outcomes(&stack), ["rolled_back"], "no further revisions were attempted");
+    assert_eq!(stack.outcomes(), ["rolled_back"], "no further revisions were attempted");
 
     let web = stack.image("web");
     stack.publish("v2", &web);
@@ -95,7 +83,7 @@ fn crash_at(test: &str, stage: &str, completed: bool) {
         assert_eq!(stack.running_image(svc), image_id("clusterup-fixture/web:v2"), "{stage}: {svc}");
         assert_eq!(stack.health(svc), "running/healthy", "{stage}: {svc}");
     }
-    let outcomes = journal_outcomes(&stack);
+    let outcomes = stack.outcomes();
     if completed {
         assert_eq!(outcomes, ["applied"], "{stage}: the interrupted revision had done its work");
     } else {

@@ -6,13 +6,8 @@ use crate::support::{Stack, image_id};
 
 #[test]
 fn unreachable_registry_is_named_and_nothing_changes() {
-    let mut stack = Stack::new("unreachable");
-    let registry = stack.start_own_registry();
-    let web = format!("{registry}/{}/web:latest", stack.name);
-    stack.publish("v1", &web);
-    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
-    stack.write_config("");
-    stack.up();
+    let (mut stack, web) = Stack::web_from_own_registry("unreachable");
+    let registry = web.split('/').next().unwrap().to_string();
     let container = stack.container_id("web");
     stack.stop_own_registry();
 

@@ -143,6 +143,32 @@ impl Stack {
         (stack, web)
     }
 
+    /// `web` running v1 from a registry of the test's own (to be stopped
+    /// or broken at will); returns the stack and web's reference.
+    pub fn web_from_own_registry(test: &str) -> (Stack, String) {
+        let mut stack = Stack::new(test);
+        let registry = stack.start_own_registry();
+        let web = format!("{registry}/{}/web:latest", stack.name);
+        stack.publish("v1", &web);
+        stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
+        stack.write_config("");
+        stack.up();
+        (stack, web)
+    }
+
+    /// The outcome of each revision in the journal, oldest first.
+    pub fn outcomes(&self) -> Vec<String> {
+        let run = self.clusterup(&["rollback", "--list", "--json"]);
+        let mut revs: Vec<(u64, String)> = run.json()["revisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["id"].as_u64().unwrap(), r["outcome"].as_str().unwrap_or("unfinished").to_string()))
+            .collect();
+        revs.sort();
+        revs.into_iter().map(|(_, o)| o).collect()
+    }
+
     /// A reference in the shared test registry, private to this test.
     pub fn image(&self, service: &str) -> String {
         format!("{}/{}/{service}:latest", bed().registry, self.name)
