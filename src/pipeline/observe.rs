@@ -25,15 +25,27 @@ pub fn observe(engine: &dyn Engine, project: &str, references: &[String]) -> Res
     for container in engine.containers(project)? {
         services.entry(container.service.clone()).or_default().containers.push(container);
     }
-    for obs in services.values_mut() {
-        let chosen = obs.containers.iter().find(|c| c.is_running()).or(obs.containers.first());
-        if let Some(c) = chosen {
-            obs.image = engine.image(&c.image_id)?;
+    // Every image asked about at once: those the containers run, then the
+    // references of the compose model.
+    let chosen: Vec<(String, String)> = services
+        .iter()
+        .filter_map(|(name, obs)| {
+            let c = obs.containers.iter().find(|c| c.is_running()).or(obs.containers.first())?;
+            Some((name.clone(), c.image_id.clone()))
+        })
+        .collect();
+    let mut wanted: Vec<String> = chosen.iter().map(|(_, id)| id.clone()).collect();
+    wanted.extend(references.iter().cloned());
+    let mut found = engine.images(&wanted).into_iter();
+    for (name, _) in &chosen {
+        let image = found.next().expect("one answer per image")?;
+        if let Some(obs) = services.get_mut(name) {
+            obs.image = image;
         }
     }
     let mut local_images = BTreeSet::new();
-    for r in references {
-        if engine.image(r)?.is_some() {
+    for (r, image) in references.iter().zip(found) {
+        if image?.is_some() {
             local_images.insert(r.clone());
         }
     }

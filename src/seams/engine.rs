@@ -21,6 +21,9 @@ const SERVICE_LABEL: &str = "com.docker.compose.service";
 const ONEOFF_LABEL: &str = "com.docker.compose.oneoff";
 const CONFIG_HASH_LABEL: &str = "com.docker.compose.config-hash";
 
+/// How many engine requests run at once when there are many to make.
+const ENGINE_CONCURRENCY: usize = 16;
+
 /// How many registry lookups run at once: enough to hide latency, few
 /// enough that a registry does not answer 429.
 const REGISTRY_CONCURRENCY: usize = 8;
@@ -69,6 +72,10 @@ pub trait Engine {
     fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>>;
     /// The local image a reference or id names, if present.
     fn image(&self, reference: &str) -> Result<Option<ImageInfo>>;
+    /// `image` for many references, several in flight; input order kept.
+    fn images(&self, references: &[String]) -> Vec<Result<Option<ImageInfo>>> {
+        references.iter().map(|r| self.image(r)).collect()
+    }
     /// The registry's current manifest digest for each reference, without
     /// pulling. Lookups run concurrently; results keep the input order.
     fn registry_digests(&self, references: &[String]) -> Vec<Result<String>>;
@@ -151,33 +158,42 @@ impl Engine for DockerEngine {
                 .list_containers(Some(options))
                 .await
                 .with_context(|| format!("listing containers of compose project {project}"))?;
-            let mut out = Vec::new();
-            for summary in summaries {
-                let Some(id) = summary.id else { continue };
-                let inspect = match self.docker.inspect_container(&id, None).await {
-                    Ok(i) => i,
-                    // Removed between list and inspect: compose is mid-recreate.
-                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => continue,
-                    Err(e) => return Err(e).with_context(|| format!("inspecting container {id}")),
-                };
-                let labels = inspect.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
-                let state = inspect.state.unwrap_or_default();
-                out.push(ContainerInfo {
-                    name: inspect.name.unwrap_or_default().trim_start_matches('/').to_string(),
-                    service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
-                    state: state.status.map(|s| s.to_string()).unwrap_or_default(),
-                    health: state
-                        .health
-                        .and_then(|h| h.status)
-                        .map(|s| s.to_string())
-                        .filter(|s| !s.is_empty() && s != "none"),
-                    restart_count: inspect.restart_count.unwrap_or(0),
-                    image_id: inspect.image.unwrap_or_default(),
-                    config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
-                    started_at: state.started_at.clone(),
-                    id,
-                });
-            }
+            // One inspect per container, several in flight: the engine
+            // answers each in milliseconds, but there may be hundreds.
+            let inspected: Vec<Result<Option<ContainerInfo>>> =
+                futures_util::stream::iter(summaries.into_iter().filter_map(|s| s.id))
+                    .map(|id| async move {
+                        let inspect = match self.docker.inspect_container(&id, None).await {
+                            Ok(i) => i,
+                            // Removed between list and inspect: compose is mid-recreate.
+                            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                                return Ok(None);
+                            }
+                            Err(e) => return Err(e).with_context(|| format!("inspecting container {id}")),
+                        };
+                        let labels = inspect.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+                        let state = inspect.state.unwrap_or_default();
+                        Ok(Some(ContainerInfo {
+                            name: inspect.name.unwrap_or_default().trim_start_matches('/').to_string(),
+                            service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
+                            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+                            health: state
+                                .health
+                                .and_then(|h| h.status)
+                                .map(|s| s.to_string())
+                                .filter(|s| !s.is_empty() && s != "none"),
+                            restart_count: inspect.restart_count.unwrap_or(0),
+                            image_id: inspect.image.unwrap_or_default(),
+                            config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
+                            started_at: state.started_at.clone(),
+                            id,
+                        }))
+                    })
+                    .buffered(ENGINE_CONCURRENCY)
+                    .collect()
+                    .await;
+            let mut out: Vec<ContainerInfo> =
+                inspected.into_iter().filter_map(Result::transpose).collect::<Result<_>>()?;
             out.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
             Ok(out)
         })
@@ -191,6 +207,24 @@ impl Engine for DockerEngine {
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("inspecting image {reference}")),
         }
+    }
+
+    fn images(&self, references: &[String]) -> Vec<Result<Option<ImageInfo>>> {
+        self.runtime.block_on(
+            futures_util::stream::iter(references)
+                .map(|r| async move {
+                    match self.docker.inspect_image(r).await {
+                        Ok(i) => Ok(Some(ImageInfo {
+                            id: i.id.unwrap_or_default(),
+                            repo_digests: i.repo_digests.unwrap_or_default(),
+                        })),
+                        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+                        Err(e) => Err(e).with_context(|| format!("inspecting image {r}")),
+                    }
+                })
+                .buffered(ENGINE_CONCURRENCY)
+                .collect(),
+        )
     }
 
     fn registry_digests(&self, references: &[String]) -> Vec<Result<String>> {
