@@ -96,9 +96,16 @@ start_registry() {
 # /version and /health; the `bad` variant has no /health, so its
 # HEALTHCHECK fails. SIGKILL as stop signal: busybox as PID 1 ignores
 # SIGTERM and every stop would cost 10 s.
+# Bumped whenever the fixtures change, so machines that kept old ones
+# rebuild them.
+FIXTURE_VERSION=2
+
 build_fixtures() {
-    if [ -z "${CLUSTERUP_REBUILD_FIXTURES:-}" ] && docker image inspect clusterup-fixture/web:v1 clusterup-fixture/web:v2 clusterup-fixture/web:bad \
-        clusterup-fixture/web:crash clusterup-fixture/web:slow >/dev/null 2>&1; then
+    local have
+    have=$(docker image inspect -f '{{index .Config.Labels "clusterup.fixture"}}' clusterup-fixture/web:v1 2>/dev/null || true)
+    if [ -z "${CLUSTERUP_REBUILD_FIXTURES:-}" ] && [ "$have" = "$FIXTURE_VERSION" ] \
+        && docker image inspect clusterup-fixture/web:v2 clusterup-fixture/web:bad \
+            clusterup-fixture/web:crash clusterup-fixture/web:slow >/dev/null 2>&1; then
         return
     fi
     [ -x /bin/busybox ] && file_is_static /bin/busybox || apt_install busybox-static
@@ -110,11 +117,15 @@ COPY busybox /bin/busybox
 RUN ["/bin/busybox", "--install", "-s", "/bin"]
 ARG VERSION
 COPY www-${VERSION}/ /www/
-HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD ["/bin/wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/health"]
+# A loaded CI machine can take seconds to run a check: be patient with a
+# slow answer, but fail fast on a wrong one (the bad fixture's 404).
+HEALTHCHECK --interval=1s --timeout=10s --retries=3 CMD ["/bin/wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/health"]
+LABEL clusterup.fixture=FIXTURE_VERSION_PLACEHOLDER
 STOPSIGNAL SIGKILL
 EXPOSE 8080
 CMD ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]
 DOCKERFILE
+    sed -i "s/FIXTURE_VERSION_PLACEHOLDER/$FIXTURE_VERSION/" "$ctx/Dockerfile"
     for v in v1 v2 bad; do
         mkdir -p "$ctx/www-$v"
         echo "$v" >"$ctx/www-$v/version"
