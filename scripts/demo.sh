@@ -31,6 +31,7 @@ publish() { # fixture reference: push to the registry, keep the host's tag
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "start the demo stack at v1"
+rm -rf "$STATE"
 docker image rm "$REGISTRY/clusterup-demo/web:latest" "$REGISTRY/clusterup-demo/sidecar:latest" >/dev/null 2>&1 || true
 publish v1 "$REGISTRY/clusterup-demo/web:latest"
 publish v1 "$REGISTRY/clusterup-demo/sidecar:latest"

@@ -47,13 +47,16 @@ pub struct Change {
     /// image: the registry's digest; recreate/create: the new reference.
     pub to: Option<String>,
     /// Whether the image is pulled before any container is touched.
+    #[serde(default)]
     pub pull: bool,
     /// Recreate even where Compose's config hash sees no change.
+    #[serde(default)]
     pub force: bool,
     /// A rollback: the local image id to put back under `image` first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_image: Option<String>,
     /// Why: changed fields, shared networks, renames, new digests.
+    #[serde(default)]
     pub reasons: Vec<String>,
 }
 
@@ -121,16 +124,21 @@ pub struct Plan {
     pub project: String,
     pub kind: PlanKind,
     /// The commit this plan deploys, and the one deployed now (git stacks).
+    #[serde(default)]
     pub commit: Option<String>,
+    #[serde(default)]
     pub deployed_commit: Option<String>,
     /// In the order they will be applied: dependencies first, removals
     /// last.
     pub changes: Vec<Change>,
     pub services: Vec<ServiceReport>,
+    #[serde(default)]
     pub diff: ModelDiff,
     /// Changes that could lose data; never applied by `apply --auto`.
+    #[serde(default)]
     pub data_risks: Vec<String>,
     /// Why `apply --auto` would not apply this plan (empty: it would).
+    #[serde(default)]
     pub needs_approval: Vec<String>,
 }
 
