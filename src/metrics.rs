@@ -37,7 +37,7 @@ pub fn render(stacks: &[StackSettings]) -> Result<String> {
             lines.push((1, format!("{{{label}}} {}", run.exit_code)));
             lines.push((2, format!("{{{label}}} {}", run.pending)));
         }
-        let paused = crate::commands::apply::active_pause(&state)?.is_some();
+        let paused = state.active_pause()?.is_some();
         lines.push((3, format!("{{{label}}} {}", u8::from(paused))));
         let revisions = state.revisions()?;
         if let Some(last) = revisions.last() {

@@ -147,7 +147,7 @@ impl Ctx<'_> {
     /// Marks `revision`'s target (its commit, if it moved, and its image
     /// digests) as not to be applied unattended again.
     pub fn reject(&self, revision: &Revision, why: &str) -> Result<()> {
-        let moved = revision.plan.commit.is_some() && revision.plan.commit != revision.plan.deployed_commit;
+        let moved = revision.plan.moves_commit();
         let rejection = Rejection {
             revision: revision.id,
             time: now(),

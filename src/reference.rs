@@ -62,6 +62,13 @@ pub fn split_tag(reference: &str) -> Option<(&str, &str)> {
     })
 }
 
+/// An image id, digest or commit cut to its first 12 hex digits, as the
+/// Docker and git CLIs show them.
+pub fn short(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
+
 /// The same repository pinned to `digest`, for pulling exactly what was
 /// checked.
 pub fn with_digest(reference: &str, digest: &str) -> Option<String> {

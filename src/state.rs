@@ -152,6 +152,20 @@ pub struct Pause {
     pub until: Option<String>,
 }
 
+impl Pause {
+    pub fn describe(&self) -> String {
+        let mut text = format!("paused by {} since {}", self.by, self.since);
+        if let Some(r) = &self.reason {
+            text.push_str(&format!(" ({r})"));
+        }
+        match &self.until {
+            Some(u) => text.push_str(&format!(", until {u}")),
+            None => text.push_str(", until `clusterup resume`"),
+        }
+        text
+    }
+}
+
 pub struct StateDir {
     dir: PathBuf,
 }
@@ -236,6 +250,18 @@ impl StateDir {
 
     pub fn pause(&self) -> Result<Option<Pause>> {
         read_json(&self.dir.join(PAUSE))
+    }
+
+    /// The pause in force, if any; one whose time has passed is lifted.
+    pub fn active_pause(&self) -> Result<Option<Pause>> {
+        let Some(pause) = self.pause()? else { return Ok(None) };
+        let now = crate::clock::now()?;
+        let expired = pause.until.as_deref().and_then(|u| u.parse::<jiff::Timestamp>().ok()).is_some_and(|u| u <= now);
+        if expired {
+            self.clear_pause()?;
+            return Ok(None);
+        }
+        Ok(Some(pause))
     }
 
     pub fn set_pause(&self, pause: &Pause) -> Result<()> {

@@ -14,6 +14,7 @@ use crate::output::Printer;
 use crate::pipeline::classify::{self, Plan};
 use crate::pipeline::execute::Files;
 use crate::pipeline::{self, Outcome};
+use crate::reference::short;
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
 use crate::state::{Journal, Pause, StateDir, Trigger};
@@ -73,30 +74,6 @@ fn skipped(stack: &StackSettings, why: String, printer: &Printer) -> (ExitStatus
     (ExitStatus::Skipped, v)
 }
 
-/// The pause in force, if any; one whose time has passed is lifted.
-pub fn active_pause(state: &StateDir) -> Result<Option<Pause>> {
-    let Some(pause) = state.pause()? else { return Ok(None) };
-    let now = crate::clock::now()?;
-    let expired = pause.until.as_deref().and_then(|u| u.parse::<jiff::Timestamp>().ok()).is_some_and(|u| u <= now);
-    if expired {
-        state.clear_pause()?;
-        return Ok(None);
-    }
-    Ok(Some(pause))
-}
-
-pub fn describe_pause(p: &Pause) -> String {
-    let mut text = format!("paused by {} since {}", p.by, p.since);
-    if let Some(r) = &p.reason {
-        text.push_str(&format!(" ({r})"));
-    }
-    match &p.until {
-        Some(u) => text.push_str(&format!(", until {u}")),
-        None => text.push_str(", until `clusterup resume`"),
-    }
-    text
-}
-
 fn apply_one(
     engine: &dyn Engine,
     stack: &StackSettings,
@@ -112,10 +89,10 @@ fn apply_one(
         let v = json!({"command": "apply", "stack": stack.name, "outcome": "rollback_failed", "revision": id});
         return Ok((ExitStatus::RollbackFailed, v));
     }
-    let pause = active_pause(&state)?;
+    let pause = state.active_pause()?;
     if opts.auto {
         if let Some(p) = &pause {
-            return Ok(skipped(stack, describe_pause(p), printer));
+            return Ok(skipped(stack, p.describe(), printer));
         }
         if let Err(next) = crate::window::check(&stack.windows, crate::clock::now()?) {
             let when = next.map_or_else(|| "never".to_string(), |z| z.to_string());
@@ -148,7 +125,7 @@ fn apply_one(
     } else {
         (checked.plan.clone(), Vec::new())
     };
-    let moves_commit = plan.commit.is_some() && plan.commit != plan.deployed_commit;
+    let moves_commit = plan.moves_commit();
     let quiet_status = if registry_failed {
         ExitStatus::Failed
     } else if !held_back.is_empty() {
@@ -163,7 +140,7 @@ fn apply_one(
         return Ok((quiet_status, report("apply", &plan, Outcome::UpToDate, None, None, &held_back)));
     }
     if !opts.auto {
-        let mut warnings: Vec<String> = pause.iter().map(describe_pause).collect();
+        let mut warnings: Vec<String> = pause.iter().map(Pause::describe).collect();
         if !opts.retry {
             warnings.extend(rejected_parts(&plan, &journal));
         }
@@ -196,12 +173,11 @@ fn apply_one(
 /// The parts of `plan` an earlier failure or rollback rejected.
 fn rejected_parts(plan: &Plan, journal: &Journal) -> Vec<String> {
     let mut out = Vec::new();
-    let moves = plan.commit.is_some() && plan.commit != plan.deployed_commit;
-    if moves
+    if plan.moves_commit()
         && let Some(commit) = plan.commit.as_deref()
         && let Some(r) = journal.rejected_commit(commit)
     {
-        out.push(format!("commit {} was rejected ({})", &commit[..commit.len().min(12)], r.reason));
+        out.push(format!("commit {} was rejected ({})", short(commit), r.reason));
     }
     for c in plan.changes.iter().filter(|c| c.is_digest_update()) {
         if let Some(r) = c.to.as_deref().and_then(|d| journal.rejected_digest(&c.service, d)) {
@@ -218,9 +194,8 @@ fn hold_back_rejected(mut plan: Plan, journal: &Journal) -> (Plan, Vec<String>) 
         .into_iter()
         .map(|r| format!("{r}; `clusterup apply --retry` tries it again"))
         .collect();
-    let commit_rejected = plan.commit.is_some()
-        && plan.commit != plan.deployed_commit
-        && plan.commit.as_deref().is_some_and(|c| journal.rejected_commit(c).is_some());
+    let commit_rejected =
+        plan.moves_commit() && plan.commit.as_deref().is_some_and(|c| journal.rejected_commit(c).is_some());
     if commit_rejected {
         plan.changes.retain(|c| !c.is_structural());
         plan.commit = plan.deployed_commit.clone();

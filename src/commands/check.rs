@@ -12,6 +12,7 @@ use crate::exit::ExitStatus;
 use crate::output::Printer;
 use crate::pipeline::classify::{ChangeKind, Plan, PlanKind};
 use crate::pipeline::{self};
+use crate::reference::short;
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
 
@@ -94,8 +95,4 @@ pub fn summary(plan: &Plan, file_diff: &str, printer: &Printer) -> String {
         out.push_str(&printer.paint_diff(file_diff));
     }
     out
-}
-
-fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(12)]
 }

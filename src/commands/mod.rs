@@ -17,7 +17,7 @@ use crate::cli::{Cli, Command};
 use crate::exit::{ExitStatus, status_of};
 use crate::output::{Printer, SCHEMA_VERSION};
 use crate::pipeline::classify::{Plan, ServiceReport, ServiceState};
-use crate::pipeline::health::short;
+use crate::reference::short;
 use crate::seams::engine::DockerEngine;
 use crate::settings::{self, StackSettings};
 
@@ -138,17 +138,13 @@ pub fn plan_table(plan: &Plan) -> String {
             [
                 s.service.clone(),
                 s.image.clone().unwrap_or_else(|| "(build)".into()),
-                s.running_digest.as_deref().map(short_digest).unwrap_or("-").to_string(),
-                s.available_digest.as_deref().map(short_digest).unwrap_or("-").to_string(),
+                s.running_digest.as_deref().map(short).unwrap_or("-").to_string(),
+                s.available_digest.as_deref().map(short).unwrap_or("-").to_string(),
                 state,
             ]
         })
         .collect();
     table(&["SERVICE", "IMAGE", "RUNNING", "AVAILABLE", "STATE"], &rows)
-}
-
-pub fn short_digest(d: &str) -> &str {
-    short(d)
 }
 
 pub fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {

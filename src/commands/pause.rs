@@ -5,7 +5,6 @@
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::apply::describe_pause;
 use super::each_stack;
 use crate::cli::PauseArgs;
 use crate::exit::ExitStatus;
@@ -31,7 +30,7 @@ pub fn pause(stacks: &[StackSettings], args: &PauseArgs, printer: &Printer) -> R
         Pause { by: who(), since: now.to_string(), reason: args.reason.clone(), until: until.map(|u| u.to_string()) };
     Ok(each_stack(stacks, printer, |stack| {
         StateDir::open(&stack.state_dir)?.set_pause(&pause)?;
-        printer.human(format!("stack {}: {}\n", stack.name, describe_pause(&pause)));
+        printer.human(format!("stack {}: {}\n", stack.name, pause.describe()));
         Ok((ExitStatus::Success, json!({"command": "pause", "stack": stack.name, "pause": pause})))
     }))
 }

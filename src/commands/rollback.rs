@@ -11,8 +11,8 @@ use crate::exit::{ExitStatus, usage};
 use crate::ops::Ctx;
 use crate::output::Printer;
 use crate::pipeline::execute::Files;
-use crate::pipeline::health::short;
 use crate::pipeline::{self, Goal, Outcome};
+use crate::reference::short;
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
 use crate::state::{Revision, StateDir, Trigger};
@@ -47,7 +47,7 @@ fn list(stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Value)>
                 r.id.to_string(),
                 r.started.clone(),
                 to_value(&r.trigger).as_str().unwrap_or("").to_string(),
-                r.plan.commit.as_deref().map(|c| c[..c.len().min(12)].to_string()).unwrap_or_else(|| "-".into()),
+                r.plan.commit.as_deref().map(short).unwrap_or("-").to_string(),
                 r.outcome.map_or("unfinished", Outcome::describe).to_string(),
                 images.join(" "),
             ]
@@ -143,7 +143,7 @@ fn rollback_one(
     };
     printer.human(format!("rollback of stack {} from revision {} to {to}\n", stack.name, current.id));
     printer.human(super::check::summary(plan, &checked.file_diff, printer));
-    let moves_commit = plan.commit.is_some() && plan.commit != plan.deployed_commit;
+    let moves_commit = plan.moves_commit();
     if args.dry_run || (plan.changes.is_empty() && !moves_commit) {
         return Ok((ExitStatus::Success, report("rollback", plan, Outcome::UpToDate, None, None, &[])));
     }

@@ -7,15 +7,14 @@ use anyhow::Result;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::apply::{active_pause, describe_pause};
-use super::{each_stack, short_digest, table, to_value};
+use super::{each_stack, table, to_value};
 use crate::cli::StatusArgs;
 use crate::exit::{ExitStatus, usage};
 use crate::output::Printer;
 use crate::pipeline::Outcome;
-use crate::pipeline::health::short;
 use crate::pipeline::observe::observe;
 use crate::reference::Reference;
+use crate::reference::short;
 use crate::seams::compose::{Compose, ComposeCli};
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
@@ -128,7 +127,7 @@ fn status_one(
         None => Vec::new(),
     };
     let (pause, last_run) = match &state {
-        Some(s) => (active_pause(s)?, s.last_run()?),
+        Some(s) => (s.active_pause()?, s.last_run()?),
         None => (None, None),
     };
     let deployed = revisions.iter().rev().find(|r| r.is_good());
@@ -147,13 +146,13 @@ fn status_one(
                     |u| humantime::format_duration(std::time::Duration::from_secs(u.max(0) as u64)).to_string(),
                 ),
                 s.image.clone().unwrap_or_else(|| "(build)".into()),
-                s.digest.as_deref().or(s.image_id.as_deref()).map(short_digest).unwrap_or("-").to_string(),
+                s.digest.as_deref().or(s.image_id.as_deref()).map(short).unwrap_or("-").to_string(),
             ]
         })
         .collect();
     let mut text = format!("stack {} (project {})\n", stack.name, model.project);
     if let Some(d) = deployed {
-        let commit = d.plan.commit.as_deref().map(|c| format!(" commit {}", &c[..c.len().min(12)])).unwrap_or_default();
+        let commit = d.plan.commit.as_deref().map(|c| format!(" commit {}", short(c))).unwrap_or_default();
         let _ = writeln!(
             text,
             "deployed: revision {}{commit}, {} ({})",
@@ -175,7 +174,7 @@ fn status_one(
         );
     }
     if let Some(p) = &pause {
-        let _ = writeln!(text, "unattended applies {}", describe_pause(p));
+        let _ = writeln!(text, "unattended applies {}", p.describe());
     }
     if let (Some(rate), Some(median), Some(p95)) = (stats.success_rate, stats.median_seconds, stats.p95_seconds) {
         let _ = writeln!(

@@ -159,6 +159,11 @@ impl Plan {
         }
     }
 
+    /// Whether applying the plan checks out another commit.
+    pub fn moves_commit(&self) -> bool {
+        self.commit.is_some() && self.commit != self.deployed_commit
+    }
+
     pub fn registry_errors(&self) -> impl Iterator<Item = &ServiceReport> {
         self.services.iter().filter(|s| s.state == ServiceState::RegistryError)
     }

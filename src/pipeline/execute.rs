@@ -10,10 +10,10 @@ use anyhow::Result;
 
 use super::Outcome;
 use super::classify::{Change, ChangeKind, Plan};
-use super::health::{Check, short, wait_healthy};
+use super::health::{Check, wait_healthy};
 use crate::labels::ServicePolicy;
 use crate::output::Printer;
-use crate::reference::{split_tag, with_digest};
+use crate::reference::{short, split_tag, with_digest};
 use crate::seams::compose::Compose;
 use crate::seams::engine::Engine;
 use crate::seams::hooks;

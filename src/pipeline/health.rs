@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::reference::short;
 use crate::seams::engine::{ContainerInfo, Engine};
 use crate::settings::HealthSettings;
 
@@ -97,11 +98,6 @@ pub fn wait_healthy(
 fn probe(url: &str) -> Result<(), String> {
     let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
     agent.get(url).call().map(|_| ()).map_err(|e| e.to_string())
-}
-
-pub fn short(id: &str) -> &str {
-    let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    &hex[..hex.len().min(12)]
 }
 
 #[cfg(test)]

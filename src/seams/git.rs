@@ -205,7 +205,7 @@ fn auth_hint(e: &git2::Error) -> &'static str {
 }
 
 pub fn short(oid: Oid) -> String {
-    oid.to_string()[..12].to_string()
+    crate::reference::short(&oid.to_string()).to_string()
 }
 
 #[cfg(test)]
