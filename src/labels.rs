@@ -8,7 +8,8 @@
 //! | `com.centurylinklabs.watchtower.scope=X` | with `scope: X`, only these are touched |
 //! | `clusterup.health-url`, `clusterup.health-timeout` | health check overrides |
 //! | `clusterup.pre-update`, `clusterup.post-update` | hooks run inside the container |
-//! | `clusterup.strategy` | `stop-first` (the default) |
+//! | `clusterup.strategy` | `stop-first` (the default) or `start-first` |
+//! | `clusterup.strategy-fallback` | `stop-first`: where start-first cannot work |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::seams::compose::{ComposeModel, ComposeService};
-use crate::settings::{Hooks, StackSettings};
+use crate::settings::{Hooks, StackSettings, Strategy};
 
 pub const ENABLE: &str = "clusterup.enable";
 pub const WATCHTOWER_ENABLE: &str = "com.centurylinklabs.watchtower.enable";
@@ -26,6 +27,7 @@ const HEALTH_TIMEOUT: &str = "clusterup.health-timeout";
 const PRE_UPDATE: &str = "clusterup.pre-update";
 const POST_UPDATE: &str = "clusterup.post-update";
 const STRATEGY: &str = "clusterup.strategy";
+const STRATEGY_FALLBACK: &str = "clusterup.strategy-fallback";
 
 /// Everything that decides how one service is updated.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -36,6 +38,9 @@ pub struct ServicePolicy {
     pub host_hooks: Hooks,
     /// Run inside the service's container (labels).
     pub container_hooks: Hooks,
+    pub strategy: Strategy,
+    /// Why start-first was asked for but stop-first is used.
+    pub fallback_reason: Option<String>,
 }
 
 pub struct Resolved {
@@ -74,14 +79,27 @@ pub fn resolve(stack: &StackSettings, model: &ComposeModel) -> Result<Resolved, 
         if enabled == Some(false) || (stack.label_enable && enabled != Some(true)) || out_of_scope {
             skip.insert(name.clone());
         }
-        match l.get(STRATEGY).map(String::as_str) {
-            None | Some("stop-first") => {}
-            Some(other) => {
-                return Err(format!(
-                    "service {name}: label {STRATEGY}={other} is not supported; use stop-first (the default)"
-                ));
-            }
-        }
+        let configured = stack.services.get(name).cloned().unwrap_or_default();
+        let label_strategy = |key: &str| {
+            l.get(key)
+                .map(|v| v.parse::<Strategy>().map_err(|e| format!("service {name}: label {key}: {e}")))
+                .transpose()
+        };
+        let wanted = configured.strategy.or(label_strategy(STRATEGY)?).unwrap_or_default();
+        let fallback = configured.strategy_fallback.or(label_strategy(STRATEGY_FALLBACK)?);
+        let (strategy, fallback_reason) = match (wanted, start_first_blocker(svc)) {
+            (Strategy::StartFirst, Some(why)) => match fallback {
+                Some(f) => (f, Some(why)),
+                None => {
+                    return Err(format!(
+                        "service {name}: start-first is impossible because {why}: two containers cannot run \
+                         side by side; remove that, or set strategy_fallback: stop-first (label \
+                         {STRATEGY_FALLBACK}=stop-first) to stop the old container first for this service"
+                    ));
+                }
+            },
+            (s, _) => (s, None),
+        };
         let timeout = match l.get(HEALTH_TIMEOUT) {
             Some(t) => Some(
                 humantime::parse_duration(t)
@@ -89,7 +107,6 @@ pub fn resolve(stack: &StackSettings, model: &ComposeModel) -> Result<Resolved, 
             ),
             None => None,
         };
-        let configured = stack.services.get(name).cloned().unwrap_or_default();
         policies.insert(
             name.clone(),
             ServicePolicy {
@@ -100,10 +117,39 @@ pub fn resolve(stack: &StackSettings, model: &ComposeModel) -> Result<Resolved, 
                     pre_update: l.get(PRE_UPDATE).cloned(),
                     post_update: l.get(POST_UPDATE).cloned(),
                 },
+                strategy,
+                fallback_reason,
             },
         );
     }
     Ok(Resolved { skip, policies })
+}
+
+/// What keeps a second container of the service from starting while the
+/// first runs: a fixed name, a fixed host port, or another container's
+/// (or the host's) network namespace.
+fn start_first_blocker(svc: &ComposeService) -> Option<String> {
+    if let Some(name) = svc.raw.get("container_name").and_then(Value::as_str) {
+        return Some(format!("it sets container_name: {name}"));
+    }
+    if let Some(mode) = svc.raw.get("network_mode").and_then(Value::as_str)
+        && (mode == "host" || mode.starts_with("service:") || mode.starts_with("container:"))
+    {
+        return Some(format!("it uses network_mode: {mode}"));
+    }
+    let ports = svc.raw.get("ports").and_then(Value::as_array).into_iter().flatten();
+    for port in ports {
+        let published = match port.get("published") {
+            Some(Value::String(p)) => p.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => continue,
+        };
+        // A range lets Compose give the second container another port.
+        if !published.is_empty() && !published.contains('-') {
+            return Some(format!("it publishes the fixed host port {published}"));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -157,8 +203,38 @@ mod tests {
     }
 
     #[test]
+    fn start_first_is_refused_where_two_containers_cannot_coexist_unless_a_fallback_is_set() {
+        let m = model(json!({
+            "free": {"image": "a", "labels": {"clusterup.strategy": "start-first"}, "ports": [{"target": 80, "protocol": "tcp"}]},
+            "named": {"image": "a", "container_name": "n", "labels": {"clusterup.strategy": "start-first"}},
+        }));
+        let err = resolve(&stack(), &m).err().unwrap();
+        assert!(err.starts_with("service named: start-first is impossible because it sets container_name: n"), "{err}");
+        assert!(err.contains("strategy_fallback: stop-first"), "{err}");
+        for (raw, why) in [
+            (json!({"ports": [{"target": 80, "published": "8080"}]}), "fixed host port 8080"),
+            (json!({"network_mode": "service:db"}), "network_mode: service:db"),
+            (json!({"network_mode": "host"}), "network_mode: host"),
+        ] {
+            let mut svc = json!({"image": "a", "labels": {"clusterup.strategy": "start-first", "clusterup.strategy-fallback": "stop-first"}});
+            svc.as_object_mut().unwrap().extend(raw.as_object().unwrap().clone());
+            let r = resolve(&stack(), &model(json!({"web": svc}))).unwrap();
+            assert_eq!(r.policies["web"].strategy, Strategy::StopFirst);
+            assert!(r.policies["web"].fallback_reason.as_deref().unwrap().contains(why));
+        }
+        let m = model(
+            json!({"free": {"image": "a", "labels": {"clusterup.strategy": "start-first"}, "ports": [{"target": 80, "published": "8000-8010"}]}}),
+        );
+        assert_eq!(resolve(&stack(), &m).unwrap().policies["free"].strategy, Strategy::StartFirst);
+        let mut s = stack();
+        s.services.entry("cfg".into()).or_default().strategy = Some(Strategy::StartFirst);
+        let m = model(json!({"cfg": {"image": "a", "labels": {"clusterup.strategy": "stop-first"}}}));
+        assert_eq!(resolve(&s, &m).unwrap().policies["cfg"].strategy, Strategy::StartFirst, "configuration wins");
+    }
+
+    #[test]
     fn labels_that_cannot_be_honoured_are_errors() {
-        for labels in [json!({"clusterup.strategy": "start-first"}), json!({"clusterup.health-timeout": "soon"})] {
+        for labels in [json!({"clusterup.strategy": "blue-green"}), json!({"clusterup.health-timeout": "soon"})] {
             let m = model(json!({"web": {"image": "a", "labels": labels}}));
             let err = resolve(&stack(), &m).err().unwrap();
             assert!(err.starts_with("service web: label clusterup."), "{err}");

@@ -264,6 +264,7 @@ impl Ctx<'_> {
                 url: None,
                 poll: std::time::Duration::from_millis(500),
                 interruptible: false,
+                ignore: &[],
             };
             let healthy = wait_healthy(self.engine, &plan.project, &change.service, expected.as_deref(), &check);
             if healthy.is_err() {

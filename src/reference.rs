@@ -2,7 +2,7 @@
 
 /// `registry/repository[:tag][@digest]`, with Docker Hub's defaults made
 /// explicit so two spellings of one image compare equal.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Reference {
     pub registry: String,
     pub repository: String,

@@ -176,6 +176,8 @@ struct ServiceEntry {
     health_timeout: Option<Duration>,
     pre_update: Option<String>,
     post_update: Option<String>,
+    strategy: Option<Strategy>,
+    strategy_fallback: Option<Strategy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -229,12 +231,38 @@ pub struct Hooks {
     pub post_update: Option<String>,
 }
 
+/// How a service's container is replaced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Stop the old container, then start the new one (Compose's way).
+    #[default]
+    StopFirst,
+    /// Start the new container beside the old one and retire the old one
+    /// once the new one is healthy: no downtime.
+    StartFirst,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Strategy, String> {
+        match s.trim() {
+            "stop-first" => Ok(Strategy::StopFirst),
+            "start-first" => Ok(Strategy::StartFirst),
+            other => Err(format!("unknown strategy {other:?}; use stop-first or start-first")),
+        }
+    }
+}
+
 /// Per-service settings from the configuration; labels add to them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServiceOverrides {
     pub health_url: Option<String>,
     pub health_timeout: Option<Duration>,
     pub hooks: Hooks,
+    pub strategy: Option<Strategy>,
+    /// What to do instead where `strategy` cannot work; None: refuse.
+    pub strategy_fallback: Option<Strategy>,
 }
 
 fn windows<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<crate::window::Window>, D::Error> {
@@ -376,7 +404,14 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
                 .into_iter()
                 .map(|(n, s)| {
                     let hooks = Hooks { pre_update: s.pre_update, post_update: s.post_update };
-                    (n, ServiceOverrides { health_url: s.health_url, health_timeout: s.health_timeout, hooks })
+                    let overrides = ServiceOverrides {
+                        health_url: s.health_url,
+                        health_timeout: s.health_timeout,
+                        hooks,
+                        strategy: s.strategy,
+                        strategy_fallback: s.strategy_fallback,
+                    };
+                    (n, overrides)
                 })
                 .collect(),
             hooks: Hooks { pre_update: entry.hooks.pre_update, post_update: entry.hooks.post_update },

@@ -90,7 +90,7 @@ fn status_one(
         return Ok((ExitStatus::Success, json!({"command": "status", "stack": stack.name, "deployed": false})));
     }
     let model = ComposeCli::new(stack).model()?;
-    let observation = observe(engine, &model.project, &[])?;
+    let observation = observe(engine, &model.project, &[], true)?;
     let now = crate::clock::now()?;
     let services: Vec<ServiceStatus> = model
         .services

@@ -772,6 +772,7 @@ mod tests {
             image: Some(ImageInfo {
                 id: "sha256:img".into(),
                 repo_digests: repo_digests.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
             }),
         }
     }

@@ -17,7 +17,7 @@ use crate::reference::{short, split_tag, with_digest};
 use crate::seams::compose::Compose;
 use crate::seams::engine::Engine;
 use crate::seams::hooks;
-use crate::settings::{HealthSettings, Hooks};
+use crate::settings::{HealthSettings, Hooks, Strategy};
 use crate::state::ServiceImages;
 
 const POLL: Duration = Duration::from_millis(500);
@@ -233,21 +233,68 @@ impl Executor<'_> {
             Some(image) => self.engine.image(image).map_err(|e| format!("{e:#}"))?.map(|i| i.id),
             None => None,
         };
-        let verb = if change.kind == ChangeKind::Create { "creating" } else { "recreating" };
         let why = if change.reasons.is_empty() { String::new() } else { format!(" ({})", change.reasons.join("; ")) };
-        self.printer.step(format!("{verb} {service}{why}"));
-        self.compose.up(project, service, change.force).map_err(|e| format!("{e:#}"))?;
+        let policy = self.policies.get(service);
+        if let Some(reason) = policy.and_then(|p| p.fallback_reason.as_deref()) {
+            self.printer
+                .step(format!("{service}: stop-first, as configured where start-first is impossible ({reason})"));
+        }
+        let old: Vec<String> = match policy.map(|p| p.strategy) {
+            Some(Strategy::StartFirst) if change.kind != ChangeKind::Create => self
+                .engine
+                .containers(project)
+                .map_err(|e| format!("{e:#}"))?
+                .into_iter()
+                .filter(|c| c.service == *service)
+                .map(|c| c.id)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if old.is_empty() {
+            let verb = if change.kind == ChangeKind::Create { "creating" } else { "recreating" };
+            self.printer.step(format!("{verb} {service}{why}"));
+            self.compose.up(project, service, change.force).map_err(|e| format!("{e:#}"))?;
+        } else {
+            self.printer.step(format!("starting new {service} beside the old (start-first){why}"));
+            self.compose.scale_up(project, service, old.len() * 2).map_err(|e| format!("{e:#}"))?;
+        }
         crate::ops::crash_point("recreated");
         self.printer.step(format!("waiting for {service} to be healthy"));
         let (health, url) = self.health_for(service);
-        let check = Check { settings: health, url, poll: POLL, interruptible: true };
-        wait_healthy(self.engine, project, service, expected.as_deref(), &check)?;
+        let check = Check { settings: health, url, poll: POLL, interruptible: true, ignore: &old };
+        let healthy = wait_healthy(self.engine, project, service, expected.as_deref(), &check);
+        if let Err(reason) = healthy {
+            // The old containers never stopped: only the new ones go.
+            if !old.is_empty() {
+                self.retire(project, service, |id| !old.contains(&id.to_string()));
+            }
+            return Err(reason);
+        }
+        if !old.is_empty() {
+            self.printer.step(format!("retiring the old {service}"));
+            self.retire(project, service, |id| old.contains(&id.to_string()));
+        }
         self.printer.step(format!("{service} is healthy"));
         if let Err(e) = self.service_hooks("post-update", project, change) {
             self.printer.step(format!("warning: {service}'s post-update hook failed ({e})"));
         }
         let running = self.engine.containers(project).map_err(|e| format!("{e:#}"))?;
         Ok(Step::Done(running.into_iter().find(|c| c.service == *service).map(|c| c.image_id)))
+    }
+
+    /// Takes the chosen containers of a start-first update out of service.
+    /// A failure here leaves a redundant container, not a stopped service:
+    /// it is reported, and the next `up` scales the service back.
+    fn retire(&self, project: &str, service: &str, chosen: impl Fn(&str) -> bool) {
+        let containers = match self.engine.containers(project) {
+            Ok(c) => c,
+            Err(e) => return self.printer.step(format!("warning: listing {service}'s containers: {e:#}")),
+        };
+        for c in containers.iter().filter(|c| c.service == service && chosen(&c.id)) {
+            if let Err(e) = self.engine.retire_container(&c.id) {
+                self.printer.step(format!("warning: retiring container {}: {e:#}", c.name));
+            }
+        }
     }
 
     fn remove_service(&self, project: &str, service: &str) -> Result<(), String> {
@@ -315,7 +362,7 @@ impl Executor<'_> {
                         .map_err(|e| format!("{e:#}"))
                         .and_then(|()| {
                             let (health, url) = self.health_for(service);
-                            let check = Check { settings: health, url, poll: POLL, interruptible: false };
+                            let check = Check { settings: health, url, poll: POLL, interruptible: false, ignore: &[] };
                             wait_healthy(self.engine, &plan.project, service, before, &check)
                         })
                         .map(|()| {
@@ -385,10 +432,13 @@ mod tests {
                 .collect())
         }
         fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
-            Ok(self.tags.borrow().get(reference).map(|id| ImageInfo { id: id.clone(), repo_digests: vec![] }))
+            Ok(self.tags.borrow().get(reference).map(|id| ImageInfo { id: id.clone(), ..Default::default() }))
         }
         fn registry_digests(&self, _: &[String]) -> Vec<Result<String>> {
             unreachable!("execute never asks registries")
+        }
+        fn local_images(&self) -> Result<Vec<ImageInfo>> {
+            unreachable!("execute never lists images")
         }
         fn pull(&self, reference: &str, _: &mut dyn FnMut(&PullProgress)) -> Result<()> {
             self.log.borrow_mut().push(format!("pull {reference}"));
@@ -432,6 +482,9 @@ mod tests {
             }
             self.running.borrow_mut().insert(service.into(), id);
             Ok(())
+        }
+        fn scale_up(&self, _: &str, _: &str, _: usize) -> Result<()> {
+            unreachable!("no start-first service here")
         }
     }
 

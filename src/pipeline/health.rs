@@ -17,6 +17,9 @@ pub struct Check<'a> {
     /// A stop request (SIGTERM) ends the wait as a failure; a rollback's
     /// wait is not interruptible.
     pub interruptible: bool,
+    /// Containers not judged: the old ones a start-first update retires
+    /// once the new ones pass.
+    pub ignore: &'a [String],
 }
 
 /// Waits until every container of `service` runs `expected_image`, is
@@ -29,7 +32,7 @@ pub fn wait_healthy(
     expected_image: Option<&str>,
     check: &Check,
 ) -> Result<(), String> {
-    let Check { settings, url, poll, interruptible } = *check;
+    let Check { settings, url, poll, interruptible, ignore } = *check;
     let start = Instant::now();
     let mut restarts: HashMap<String, i64> = HashMap::new();
     let mut stable_since: Option<Instant> = None;
@@ -38,7 +41,7 @@ pub fn wait_healthy(
             .containers(project)
             .map_err(|e| format!("{e:#}"))?
             .into_iter()
-            .filter(|c| c.service == service)
+            .filter(|c| c.service == service && !ignore.contains(&c.id))
             .collect();
         let mut waiting_for = None;
         for c in &containers {
@@ -122,6 +125,9 @@ mod tests {
         fn registry_digests(&self, _: &[String]) -> Vec<anyhow::Result<String>> {
             unreachable!()
         }
+        fn local_images(&self) -> anyhow::Result<Vec<ImageInfo>> {
+            unreachable!()
+        }
         fn pull(&self, _: &str, _: &mut dyn FnMut(&PullProgress)) -> anyhow::Result<()> {
             unreachable!()
         }
@@ -156,7 +162,7 @@ mod tests {
     fn judge(states: Vec<Vec<ContainerInfo>>) -> Result<(), String> {
         let engine = Scripted { states: RefCell::new(states) };
         let settings = HealthSettings { timeout: Duration::from_millis(200), stability: Duration::from_millis(20) };
-        let check = Check { settings, url: None, poll: Duration::from_millis(5), interruptible: true };
+        let check = Check { settings, url: None, poll: Duration::from_millis(5), interruptible: true, ignore: &[] };
         wait_healthy(&engine, "p", "web", Some("new"), &check)
     }
 

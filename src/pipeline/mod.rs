@@ -105,15 +105,17 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
     let mut changed_files = Vec::new();
     let (model, old_model, hashes, git) = match &stack.git {
         None => {
-            let model = compose.model()?;
             match goal {
                 Goal::Latest => {
-                    let hashes = compose.hashes()?;
+                    let (model, hashes) = compose.model_and_hashes()?;
                     (model, None, Some(hashes), None)
                 }
                 // Directory stacks keep no copies of files: a rollback
                 // there restores images.
-                Goal::Revision(_) => (model.clone(), Some(model), None, None),
+                Goal::Revision(_) => {
+                    let model = compose.model()?;
+                    (model.clone(), Some(model), None, None)
+                }
                 Goal::Commit(_) => {
                     return Err(usage("--expect-revision names a git commit; this stack has no git source"));
                 }
@@ -192,7 +194,7 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
         }
     };
     let references: Vec<String> = model.services.values().filter_map(|s| s.image.clone()).collect();
-    let observation = observe::observe(engine, &model.project, &references)?;
+    let observation = observe::observe(engine, &model.project, &references, false)?;
     let labels = crate::labels::resolve(stack, &model).map_err(|e| usage(format!("stack {}: {e}", stack.name)))?;
     let skip = labels.skip;
     if let Some(unknown) = stack.skip.iter().chain(stack.services.keys()).find(|s| !model.services.contains_key(*s)) {

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 
+use crate::reference::Reference;
 use crate::seams::engine::{ContainerInfo, Engine, ImageInfo};
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -20,34 +21,30 @@ pub struct Observation {
     pub local_images: BTreeSet<String>,
 }
 
-pub fn observe(engine: &dyn Engine, project: &str, references: &[String]) -> Result<Observation> {
+/// `detailed`: also each container's restart count and start time, which
+/// cost one inspection per container.
+pub fn observe(engine: &dyn Engine, project: &str, references: &[String], detailed: bool) -> Result<Observation> {
+    let containers = if detailed { engine.containers(project)? } else { engine.container_summaries(project)? };
     let mut services: BTreeMap<String, ServiceObservation> = BTreeMap::new();
-    for container in engine.containers(project)? {
+    for container in containers {
         services.entry(container.service.clone()).or_default().containers.push(container);
     }
-    // Every image asked about at once: those the containers run, then the
-    // references of the compose model.
-    let chosen: Vec<(String, String)> = services
+    let images = engine.local_images()?;
+    for obs in services.values_mut() {
+        let chosen = obs.containers.iter().find(|c| c.is_running()).or(obs.containers.first());
+        obs.image = chosen.and_then(|c| images.iter().find(|i| i.id == c.image_id)).cloned();
+    }
+    let names: BTreeSet<Reference> =
+        images.iter().flat_map(|i| i.repo_tags.iter().chain(&i.repo_digests)).map(|n| Reference::parse(n)).collect();
+    let local_images = references
         .iter()
-        .filter_map(|(name, obs)| {
-            let c = obs.containers.iter().find(|c| c.is_running()).or(obs.containers.first())?;
-            Some((name.clone(), c.image_id.clone()))
+        .filter(|r| {
+            let r = Reference::parse(r);
+            // A digest-pinned reference is present when its digest is.
+            let by_digest = r.digest.as_ref().map(|_| Reference { tag: None, ..r.clone() });
+            names.contains(&r) || by_digest.is_some_and(|d| names.contains(&d))
         })
+        .cloned()
         .collect();
-    let mut wanted: Vec<String> = chosen.iter().map(|(_, id)| id.clone()).collect();
-    wanted.extend(references.iter().cloned());
-    let mut found = engine.images(&wanted).into_iter();
-    for (name, _) in &chosen {
-        let image = found.next().expect("one answer per image")?;
-        if let Some(obs) = services.get_mut(name) {
-            obs.image = image;
-        }
-    }
-    let mut local_images = BTreeSet::new();
-    for (r, image) in references.iter().zip(found) {
-        if image?.is_some() {
-            local_images.insert(r.clone());
-        }
-    }
     Ok(Observation { services, local_images })
 }

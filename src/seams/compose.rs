@@ -114,11 +114,17 @@ pub trait Compose {
     /// The config hash Compose would label each service's container with:
     /// which services `up` would recreate, asked without side effects.
     fn hashes(&self) -> Result<BTreeMap<String, String>>;
+    fn model_and_hashes(&self) -> Result<(ComposeModel, BTreeMap<String, String>)> {
+        Ok((self.model()?, self.hashes()?))
+    }
     /// Recreates one service if its container differs from the model (or
     /// its image id from the local tag), touching nothing else.
     /// `force`: recreate even if Compose sees no change (a bind-mounted
     /// file changed, or the container it shares a namespace with did).
     fn up(&self, project: &str, service: &str, force: bool) -> Result<()>;
+    /// Starts containers of `service` from the current model up to
+    /// `replicas`, leaving the existing ones as they are.
+    fn scale_up(&self, project: &str, service: &str, replicas: usize) -> Result<()>;
 }
 
 pub struct ComposeCli {
@@ -179,6 +185,22 @@ impl ComposeCli {
         cmd
     }
 
+    fn up_with(&self, project: &str, service: &str, options: &[&str]) -> Result<()> {
+        let mut cmd = self.command(Some(project));
+        cmd.args(["up", "--detach", "--no-deps", "--pull", "never", "--quiet-pull"]).args(options).arg(service);
+        let out = run(cmd, "recreating a service")?;
+        if !out.status.success() {
+            bail!("docker compose up {service} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
+
+    fn hash_command(&self) -> Command {
+        let mut cmd = self.command(None);
+        cmd.args(["config", "--hash", "*"]);
+        cmd
+    }
+
     fn describe_files(&self) -> String {
         let names: Vec<String> = self
             .source_files()
@@ -188,6 +210,17 @@ impl ComposeCli {
             .collect();
         if names.is_empty() { format!("the compose file in {}", self.directory.display()) } else { names.join(", ") }
     }
+}
+
+fn parse_hashes(out: Output) -> Result<BTreeMap<String, String>> {
+    if !out.status.success() {
+        bail!("docker compose config --hash failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(s, h)| (s.to_string(), h.trim().to_string()))
+        .collect())
 }
 
 fn run(mut cmd: Command, what: &str) -> Result<Output> {
@@ -236,31 +269,29 @@ impl Compose for ComposeCli {
     }
 
     fn hashes(&self) -> Result<BTreeMap<String, String>> {
-        let mut cmd = self.command(None);
-        cmd.args(["config", "--hash", "*"]);
-        let out = run(cmd, "reading compose config hashes")?;
-        if !out.status.success() {
-            bail!("docker compose config --hash failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(s, h)| (s.to_string(), h.trim().to_string()))
-            .collect())
+        let out = run(self.hash_command(), "reading compose config hashes")?;
+        parse_hashes(out)
+    }
+
+    fn model_and_hashes(&self) -> Result<(ComposeModel, BTreeMap<String, String>)> {
+        // Two processes at once: each spends most of its time starting up.
+        let hashing = self
+            .hash_command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("reading compose config hashes: running `docker compose`; is the Docker CLI installed?")?;
+        let model = self.model();
+        let hashes = hashing.wait_with_output().context("reading compose config hashes");
+        Ok((model?, parse_hashes(hashes?)?))
     }
 
     fn up(&self, project: &str, service: &str, force: bool) -> Result<()> {
-        let mut cmd = self.command(Some(project));
-        cmd.args(["up", "--detach", "--no-deps", "--pull", "never", "--quiet-pull"]);
-        if force {
-            cmd.arg("--force-recreate");
-        }
-        cmd.arg(service);
-        let out = run(cmd, "recreating a service")?;
-        if !out.status.success() {
-            bail!("docker compose up {service} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(())
+        self.up_with(project, service, if force { &["--force-recreate"] } else { &[] })
+    }
+
+    fn scale_up(&self, project: &str, service: &str, replicas: usize) -> Result<()> {
+        self.up_with(project, service, &["--no-recreate", "--scale", &format!("{service}={replicas}")])
     }
 }
 

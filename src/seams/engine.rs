@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use anyhow::{Context, Result, anyhow};
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
+use bollard::models::NetworkDisconnectRequest;
 use bollard::query_parameters::{
     CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
     RemoveImageOptionsBuilder, StopContainerOptionsBuilder, TagImageOptionsBuilder,
@@ -14,6 +15,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::credentials::Credentials;
+use super::registry::Registries;
 use crate::reference::Reference;
 
 const PROJECT_LABEL: &str = "com.docker.compose.project";
@@ -52,10 +54,11 @@ impl ContainerInfo {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ImageInfo {
     pub id: String,
     pub repo_digests: Vec<String>,
+    pub repo_tags: Vec<String>,
 }
 
 /// What a pull reports while it runs, for progress display.
@@ -70,12 +73,15 @@ pub trait Engine {
     /// Every container of the project's services (not `compose run`
     /// one-offs), stopped ones included.
     fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>>;
+    /// `containers` from one listing, without inspecting each: no restart
+    /// count or start time, which a plan does not need.
+    fn container_summaries(&self, project: &str) -> Result<Vec<ContainerInfo>> {
+        self.containers(project)
+    }
     /// The local image a reference or id names, if present.
     fn image(&self, reference: &str) -> Result<Option<ImageInfo>>;
-    /// `image` for many references, several in flight; input order kept.
-    fn images(&self, references: &[String]) -> Vec<Result<Option<ImageInfo>>> {
-        references.iter().map(|r| self.image(r)).collect()
-    }
+    /// Every local image, in one listing.
+    fn local_images(&self) -> Result<Vec<ImageInfo>>;
     /// The registry's current manifest digest for each reference, without
     /// pulling. Lookups run concurrently; results keep the input order.
     fn registry_digests(&self, references: &[String]) -> Vec<Result<String>>;
@@ -84,6 +90,12 @@ pub trait Engine {
     fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()>;
     /// Stops and removes a container, never its volumes.
     fn remove_container(&self, id: &str) -> Result<()>;
+    /// `remove_container` for a container whose replacement already
+    /// serves: out of its networks (and so out of service DNS) first, so
+    /// no new connection reaches it while it stops.
+    fn retire_container(&self, id: &str) -> Result<()> {
+        self.remove_container(id)
+    }
     /// Local tags (`repo:tag`) whose repository starts with `prefix`.
     fn tags_under(&self, prefix: &str) -> Result<Vec<String>>;
     /// Removes one tag; the image goes only if nothing else names or uses it.
@@ -96,6 +108,7 @@ pub struct DockerEngine {
     credentials: Credentials,
     /// Looked up once per registry and run: a credential helper can be slow.
     credential_cache: RefCell<HashMap<String, Option<DockerCredentials>>>,
+    registries: Registries,
 }
 
 impl DockerEngine {
@@ -112,6 +125,7 @@ impl DockerEngine {
             runtime,
             credentials: Credentials::load()?,
             credential_cache: RefCell::new(HashMap::new()),
+            registries: Registries::new(),
         })
     }
 
@@ -124,6 +138,15 @@ impl DockerEngine {
         })?;
         self.credential_cache.borrow_mut().insert(registry.to_string(), found.clone());
         Ok(found)
+    }
+
+    fn list(&self, project: &str) -> Result<Vec<bollard::models::ContainerSummary>> {
+        let filters =
+            HashMap::from([("label", vec![format!("{PROJECT_LABEL}={project}"), format!("{ONEOFF_LABEL}=False")])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        self.runtime
+            .block_on(self.docker.list_containers(Some(options)))
+            .with_context(|| format!("listing containers of compose project {project}"))
     }
 
     fn registry_error(&self, registry: &str, err: bollard::errors::Error) -> anyhow::Error {
@@ -149,15 +172,8 @@ impl DockerEngine {
 
 impl Engine for DockerEngine {
     fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>> {
-        let filters =
-            HashMap::from([("label", vec![format!("{PROJECT_LABEL}={project}"), format!("{ONEOFF_LABEL}=False")])]);
-        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let summaries = self.list(project)?;
         self.runtime.block_on(async {
-            let summaries = self
-                .docker
-                .list_containers(Some(options))
-                .await
-                .with_context(|| format!("listing containers of compose project {project}"))?;
             // One inspect per container, several in flight: the engine
             // answers each in milliseconds, but there may be hundreds.
             let inspected: Vec<Result<Option<ContainerInfo>>> =
@@ -199,56 +215,111 @@ impl Engine for DockerEngine {
         })
     }
 
+    fn container_summaries(&self, project: &str) -> Result<Vec<ContainerInfo>> {
+        let mut out: Vec<ContainerInfo> = self
+            .list(project)?
+            .into_iter()
+            .map(|s| {
+                let labels = s.labels.unwrap_or_default();
+                let status = s.status.unwrap_or_default();
+                // The listing tells health only inside its status text.
+                let health = ["healthy", "unhealthy", "starting"]
+                    .into_iter()
+                    .find(|h| status.contains(&format!("({h})")) || status.contains(&format!("(health: {h})")))
+                    .map(String::from);
+                ContainerInfo {
+                    id: s.id.unwrap_or_default(),
+                    name: s
+                        .names
+                        .unwrap_or_default()
+                        .first()
+                        .map(|n| n.trim_start_matches('/').to_string())
+                        .unwrap_or_default(),
+                    service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
+                    state: s.state.map(|s| s.to_string()).unwrap_or_default(),
+                    health,
+                    restart_count: 0,
+                    image_id: s.image_id.unwrap_or_default(),
+                    config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
+                    started_at: None,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+        Ok(out)
+    }
+
     fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
         match self.runtime.block_on(self.docker.inspect_image(reference)) {
-            Ok(i) => {
-                Ok(Some(ImageInfo { id: i.id.unwrap_or_default(), repo_digests: i.repo_digests.unwrap_or_default() }))
-            }
+            Ok(i) => Ok(Some(ImageInfo {
+                id: i.id.unwrap_or_default(),
+                repo_digests: i.repo_digests.unwrap_or_default(),
+                repo_tags: i.repo_tags.unwrap_or_default(),
+            })),
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("inspecting image {reference}")),
         }
     }
 
-    fn images(&self, references: &[String]) -> Vec<Result<Option<ImageInfo>>> {
-        self.runtime.block_on(
-            futures_util::stream::iter(references)
-                .map(|r| async move {
-                    match self.docker.inspect_image(r).await {
-                        Ok(i) => Ok(Some(ImageInfo {
-                            id: i.id.unwrap_or_default(),
-                            repo_digests: i.repo_digests.unwrap_or_default(),
-                        })),
-                        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
-                        Err(e) => Err(e).with_context(|| format!("inspecting image {r}")),
-                    }
-                })
-                .buffered(ENGINE_CONCURRENCY)
-                .collect(),
-        )
+    fn local_images(&self) -> Result<Vec<ImageInfo>> {
+        let options = ListImagesOptionsBuilder::default().build();
+        let images = self.runtime.block_on(self.docker.list_images(Some(options))).context("listing images")?;
+        Ok(images
+            .into_iter()
+            .map(|i| ImageInfo { id: i.id, repo_digests: i.repo_digests, repo_tags: i.repo_tags })
+            .collect())
     }
 
     fn registry_digests(&self, references: &[String]) -> Vec<Result<String>> {
-        let lookups: Vec<_> = references
+        let lookups: Vec<(Reference, Result<Option<DockerCredentials>>)> = references
             .iter()
             .map(|r| {
-                let registry = Reference::parse(r).registry;
-                (r.clone(), registry.clone(), self.credentials_for(&registry))
+                let reference = Reference::parse(r);
+                let creds = self.credentials_for(&reference.registry);
+                (reference, creds)
             })
             .collect();
-        self.runtime.block_on(
-            futures_util::stream::iter(lookups)
-                .map(|(reference, registry, creds)| async move {
-                    let creds = creds?;
-                    let inspect = self
-                        .docker
-                        .inspect_registry_image(&reference, creds)
-                        .await
-                        .map_err(|e| self.registry_error(&registry, e))?;
-                    inspect.descriptor.digest.ok_or_else(|| anyhow!("registry {registry}: no digest for {reference}"))
+        // Identity tokens need an OAuth exchange the engine already knows.
+        let direct: Vec<usize> = (0..lookups.len())
+            .filter(|&i| matches!(&lookups[i].1, Ok(c) if c.as_ref().is_none_or(|c| c.identitytoken.is_none())))
+            .collect();
+        let asks: Vec<(Reference, Option<DockerCredentials>)> =
+            direct.iter().map(|&i| (lookups[i].0.clone(), lookups[i].1.as_ref().ok().cloned().flatten())).collect();
+        let mut out: Vec<Option<Result<String>>> = lookups.iter().map(|_| None).collect();
+        for (i, answer) in direct.into_iter().zip(self.registries.digests(&asks)) {
+            out[i] = answer.ok().map(Ok);
+        }
+        // Whatever the direct lookup could not settle, the engine asks:
+        // mirrors, insecure-registries and proxies are configured there.
+        let slow: Vec<(usize, String, String, Result<Option<DockerCredentials>>)> = lookups
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| out[*i].is_none())
+            .map(|(i, (reference, creds))| (i, references[i].clone(), reference.registry, creds))
+            .collect();
+        let answers: Vec<(usize, Result<String>)> = self.runtime.block_on(
+            futures_util::stream::iter(slow)
+                .map(|(i, reference, registry, creds)| async move {
+                    let answer = async {
+                        let inspect = self
+                            .docker
+                            .inspect_registry_image(&reference, creds?)
+                            .await
+                            .map_err(|e| self.registry_error(&registry, e))?;
+                        inspect
+                            .descriptor
+                            .digest
+                            .ok_or_else(|| anyhow!("registry {registry}: no digest for {reference}"))
+                    };
+                    (i, answer.await)
                 })
                 .buffered(REGISTRY_CONCURRENCY)
                 .collect(),
-        )
+        );
+        for (i, answer) in answers {
+            out[i] = Some(answer);
+        }
+        out.into_iter().map(|r| r.expect("every reference looked up")).collect()
     }
 
     fn pull(&self, reference: &str, progress: &mut dyn FnMut(&PullProgress)) -> Result<()> {
@@ -282,6 +353,21 @@ impl Engine for DockerEngine {
             }
             self.docker.remove_container(id, Some(remove)).await.with_context(|| format!("removing container {id}"))
         })
+    }
+
+    fn retire_container(&self, id: &str) -> Result<()> {
+        let inspect = self
+            .runtime
+            .block_on(self.docker.inspect_container(id, None))
+            .with_context(|| format!("inspecting {id}"))?;
+        let networks = inspect.network_settings.and_then(|n| n.networks).unwrap_or_default();
+        for network in networks.keys() {
+            let request = NetworkDisconnectRequest { container: id.to_string(), force: Some(true) };
+            self.runtime
+                .block_on(self.docker.disconnect_network(network, request))
+                .with_context(|| format!("disconnecting container {id} from network {network}"))?;
+        }
+        self.remove_container(id)
     }
 
     fn tags_under(&self, prefix: &str) -> Result<Vec<String>> {

@@ -7,3 +7,4 @@ pub mod credentials;
 pub mod engine;
 pub mod git;
 pub mod hooks;
+pub mod registry;

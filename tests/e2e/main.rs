@@ -11,5 +11,6 @@ mod operations;
 mod receiver;
 mod revisions;
 mod safety;
+mod start_first;
 mod structural;
 mod terminal;

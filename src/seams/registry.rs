@@ -1,0 +1,314 @@
+//! Manifest digests straight from registries (the distribution API's
+//! `HEAD /v2/<name>/manifests/<tag>`), over reused connections with tokens
+//! cached for the run. The engine's own lookup costs ~30 ms per image and
+//! does not overlap; this is what makes a no-op run cheap. It is only a fast
+//! path: the engine asks whenever this client cannot answer for sure.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use base64::Engine as _;
+use bollard::auth::DockerCredentials;
+use serde::Deserialize;
+
+use crate::reference::{DOCKER_HUB, Reference};
+
+/// Every manifest kind a tag may point at. Without them a registry may
+/// answer with a converted schema-1 manifest, whose digest the engine
+/// would never report.
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.docker.distribution.manifest.v2+json, \
+    application/vnd.oci.image.manifest.v1+json";
+
+/// Enough lookups in flight to hide round trips, few enough that a
+/// registry does not answer 429.
+const CONCURRENCY: usize = 8;
+
+pub struct Registries {
+    agent: ureq::Agent,
+    /// `Authorization` values that worked, per registry and repository.
+    authorizations: Mutex<HashMap<(String, String), String>>,
+}
+
+impl Registries {
+    pub fn new() -> Registries {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_global(Some(Duration::from_secs(20)))
+            .max_idle_connections_per_host(CONCURRENCY)
+            .user_agent(concat!("clusterup/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Registries { agent, authorizations: Mutex::new(HashMap::new()) }
+    }
+
+    /// The digest of each `(reference, credentials)`, several in flight,
+    /// input order kept.
+    pub fn digests(&self, lookups: &[(Reference, Option<DockerCredentials>)]) -> Vec<Result<String>> {
+        let next = AtomicUsize::new(0);
+        let results: Vec<Mutex<Option<Result<String>>>> = lookups.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..CONCURRENCY.min(lookups.len()) {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((reference, creds)) = lookups.get(i) else { break };
+                        *results[i].lock().unwrap() = Some(self.digest(reference, creds.as_ref()));
+                    }
+                });
+            }
+        });
+        results.into_iter().map(|r| r.into_inner().unwrap().expect("every lookup ran")).collect()
+    }
+
+    pub fn digest(&self, reference: &Reference, creds: Option<&DockerCredentials>) -> Result<String> {
+        let target = reference.tag.as_deref().or(reference.digest.as_deref()).unwrap_or("latest");
+        let url = format!("{}/v2/{}/manifests/{}", base_url(&reference.registry), reference.repository, target);
+        let key = (reference.registry.clone(), reference.repository.clone());
+        let cached = self.authorizations.lock().unwrap().get(&key).cloned();
+        let mut response = self.head(&url, cached.as_deref())?;
+        if response.status() == 401 {
+            let challenge = header(&response, "www-authenticate").unwrap_or_default();
+            let authorization = self.authorize(&reference.registry, &reference.repository, &challenge, creds)?;
+            response = self.head(&url, Some(&authorization))?;
+            if response.status() == 401 {
+                bail!("registry {} refused the credentials", reference.registry);
+            }
+            self.authorizations.lock().unwrap().insert(key, authorization);
+        }
+        if response.status() != 200 {
+            bail!("registry {} answered {} for {url}", reference.registry, response.status());
+        }
+        header(&response, "docker-content-digest")
+            .filter(|d| d.starts_with("sha256:"))
+            .ok_or_else(|| anyhow!("registry {} sent no digest for {url}", reference.registry))
+    }
+
+    fn head(&self, url: &str, authorization: Option<&str>) -> Result<ureq::http::Response<ureq::Body>> {
+        let mut request = self.agent.head(url).header("Accept", ACCEPT);
+        if let Some(a) = authorization {
+            request = request.header("Authorization", a);
+        }
+        // The error names the URL only: headers may carry credentials.
+        request.call().map_err(|e| anyhow!("{url}: {e}"))
+    }
+
+    /// The `Authorization` value a 401's challenge asks for.
+    fn authorize(
+        &self,
+        registry: &str,
+        repository: &str,
+        challenge: &str,
+        creds: Option<&DockerCredentials>,
+    ) -> Result<String> {
+        let basic = creds.and_then(|c| Some(basic(c.username.as_deref()?, c.password.as_deref()?)));
+        let (scheme, params) = parse_challenge(challenge);
+        match scheme.to_ascii_lowercase().as_str() {
+            "basic" => {
+                // Basic sends the password with every request: only over TLS or loopback.
+                if !base_url(registry).starts_with("https://") && !is_loopback(registry) {
+                    bail!("registry {registry} asks for Basic auth over plain HTTP");
+                }
+                basic.ok_or_else(|| anyhow!("registry {registry} requires credentials"))
+            }
+            "bearer" => {
+                let realm =
+                    params.get("realm").ok_or_else(|| anyhow!("registry {registry}: challenge without realm"))?;
+                let realm_host = realm.trim_start_matches("https://").trim_start_matches("http://");
+                let realm_host = realm_host.split('/').next().unwrap_or_default();
+                if !realm.starts_with("https://") && !is_loopback(realm_host) {
+                    bail!("registry {registry} sends its token realm over plain HTTP");
+                }
+                let scope = format!("repository:{repository}:pull");
+                let mut request = self.agent.get(realm.as_str()).query("scope", &scope);
+                if let Some(service) = params.get("service") {
+                    request = request.query("service", service);
+                }
+                if let Some(b) = &basic {
+                    request = request.header("Authorization", b);
+                }
+                let mut response = request.call().map_err(|e| anyhow!("token from {realm}: {e}"))?;
+                if response.status() != 200 {
+                    bail!("registry {registry}: token service {realm} answered {}", response.status());
+                }
+                let token: Token =
+                    response.body_mut().read_json().map_err(|e| anyhow!("token from {realm} unreadable: {e}"))?;
+                let token = token.token.or(token.access_token).ok_or_else(|| anyhow!("no token from {realm}"))?;
+                Ok(format!("Bearer {token}"))
+            }
+            _ => bail!("registry {registry}: unsupported auth challenge {scheme:?}"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Token {
+    token: Option<String>,
+    access_token: Option<String>,
+}
+
+fn header(response: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String> {
+    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+fn basic(username: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")))
+}
+
+/// Docker talks plain HTTP to loopback registries unless told otherwise.
+fn base_url(registry: &str) -> String {
+    match registry {
+        DOCKER_HUB => "https://registry-1.docker.io".to_string(),
+        r if is_loopback(r) => format!("http://{r}"),
+        r => format!("https://{r}"),
+    }
+}
+
+fn is_loopback(host_port: &str) -> bool {
+    let host = match host_port.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `Bearer realm="...",service="...",scope="..."` into its scheme and
+/// parameters.
+fn parse_challenge(challenge: &str) -> (String, HashMap<String, String>) {
+    let (scheme, rest) = challenge.trim().split_once(' ').unwrap_or((challenge.trim(), ""));
+    let mut params = HashMap::new();
+    let mut rest = rest.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let (value, tail) = match after.strip_prefix('"') {
+            Some(quoted) => quoted.split_once('"').unwrap_or((quoted, "")),
+            None => after.split_once(',').unwrap_or((after, "")),
+        };
+        params.insert(key, value.to_string());
+        rest = tail.trim_start_matches(',').trim();
+    }
+    (scheme.to_string(), params)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn challenges_parse_with_commas_inside_quotes() {
+        let (scheme, p) = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="reg.example",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(scheme, "Bearer");
+        assert_eq!(p["realm"], "https://auth.example/token");
+        assert_eq!(p["service"], "reg.example");
+        assert_eq!(p["scope"], "repository:a/b:pull,push");
+        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#).0, "Basic");
+    }
+
+    #[test]
+    fn loopback_registries_are_plain_http_and_others_tls() {
+        assert_eq!(base_url("127.0.0.1:5550"), "http://127.0.0.1:5550");
+        assert_eq!(base_url("localhost:5000"), "http://localhost:5000");
+        assert_eq!(base_url("[::1]:5000"), "http://[::1]:5000");
+        assert_eq!(base_url("ghcr.io"), "https://ghcr.io");
+        assert_eq!(base_url("10.0.0.1:5000"), "https://10.0.0.1:5000");
+        assert_eq!(base_url(DOCKER_HUB), "https://registry-1.docker.io");
+    }
+
+    /// A registry that asks for a bearer token from its own token service,
+    /// as Docker Hub, GHCR and most hosted registries do; it records each
+    /// request line and `Authorization` header.
+    fn bearer_registry() -> (String, std::sync::Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let realm = format!("http://{addr}/token");
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let log = log.clone();
+                let realm = realm.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            break;
+                        }
+                        let request = line.trim().to_string();
+                        let mut auth = String::new();
+                        loop {
+                            let mut h = String::new();
+                            reader.read_line(&mut h).unwrap();
+                            if h.trim().is_empty() {
+                                break;
+                            }
+                            if let Some(v) = h.strip_prefix("authorization: ").or(h.strip_prefix("Authorization: ")) {
+                                auth = v.trim().to_string();
+                            }
+                        }
+                        log.lock().unwrap().push(format!("{request} [{auth}]"));
+                        let reply = if request.starts_with("GET /token") {
+                            assert_eq!(auth, basic("alice", "pw"));
+                            assert!(request.contains("scope=repository%3Ateam%2Fapp%3Apull"), "{request}");
+                            let body = r#"{"token":"t0k"}"#;
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+                        } else if auth == "Bearer t0k" {
+                            "HTTP/1.1 200 OK\r\ndocker-content-digest: sha256:abc\r\ncontent-length: 0\r\n\r\n"
+                                .to_string()
+                        } else {
+                            format!(
+                                "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer realm=\"{realm}\",service=\"reg\"\r\ncontent-length: 0\r\n\r\n"
+                            )
+                        };
+                        stream.write_all(reply.as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    #[test]
+    fn bearer_tokens_are_fetched_once_per_repository_and_reused() {
+        let (addr, seen) = bearer_registry();
+        let registries = Registries::new();
+        let creds =
+            DockerCredentials { username: Some("alice".into()), password: Some("pw".into()), ..Default::default() };
+        let reference = Reference::parse(&format!("{addr}/team/app:v2"));
+        for _ in 0..3 {
+            assert_eq!(registries.digest(&reference, Some(&creds)).unwrap(), "sha256:abc");
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.iter().filter(|r| r.starts_with("GET /token")).count(), 1, "{seen:#?}");
+        assert_eq!(seen.iter().filter(|r| r.starts_with("HEAD /v2/team/app/manifests/v2")).count(), 4, "{seen:#?}");
+    }
+
+    #[test]
+    fn a_registry_without_the_manifest_is_an_error_naming_it() {
+        let registries = Registries::new();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").unwrap();
+        });
+        let err = registries.digest(&Reference::parse(&format!("{addr}/app:v9")), None).unwrap_err().to_string();
+        assert!(err.contains(&addr) && err.contains("404"), "{err}");
+    }
+}
