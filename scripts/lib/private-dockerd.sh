@@ -5,8 +5,8 @@
 # other tests share. Source it, then:
 #   export DOCKER_HOST=$(private_dockerd_start DIR [--live-restore ...])
 #   private_dockerd_restart DIR; private_dockerd_stop DIR; private_dockerd_destroy DIR
-# DIR must be unique per test and short: containerd puts sockets 41
-# characters deep into it and a unix socket path has at most 107.
+# DIR must be unique per test and at most 66 characters: containerd puts
+# a socket 38 characters deep into it and allows paths of 104.
 
 PD_START_TIMEOUT=${PD_START_TIMEOUT:-30}
 PD_STOP_TIMEOUT=${PD_STOP_TIMEOUT:-30}
@@ -22,7 +22,7 @@ _pd_dir() {
 _pd_pid() {
     local pid
     pid=$(cat "$1/dockerd.pid" 2>/dev/null) || return 1
-    [ -n "$pid" ] && { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "--exec-root=$1/exec " || return 1
+    [ -n "$pid" ] && { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -F -- "--exec-root=$1/exec " >/dev/null || return 1
     echo "$pid"
 }
 
@@ -39,7 +39,7 @@ _pd_pool() {
             # A claim whose directory is gone was never destroyed: reuse it.
             [ -L "$c" ] && [ ! -d "$(readlink "$c")" ] && rm -f "$c"
             [ -L "$c" ] && continue
-            ip -4 route | grep -q "^10\.$n\." && continue
+            ip -4 route | grep "^10\.$n\." >/dev/null && continue
             ln -s "$1" "$c" && echo "10.$n.0.0/16" >"$1/pool" && exit 0
         done
         exit 1
@@ -66,6 +66,12 @@ private_dockerd_start() {
     local dir pid extra=()
     dir=$(_pd_dir "$1")
     shift
+    # containerd refuses socket paths over 104 characters and only says so
+    # in the log, after dockerd has waited 15 s for it.
+    if [ ${#dir} -gt 66 ]; then
+        echo "private-dockerd: $dir is longer than 66 characters" >&2
+        return 1
+    fi
     mkdir -p "$dir/data" "$dir/exec"
     # Arguments given once (e.g. --live-restore) stay for every restart.
     [ $# -gt 0 ] && printf '%s\n' "$@" >"$dir/extra-args"
@@ -77,12 +83,12 @@ private_dockerd_start() {
         # zombie for a live containerd, waits for its socket and gives up
         # after 15 s. A zombie's cmdline is empty, a live one names DIR.
         local cpid=$dir/exec/containerd/containerd.pid
-        { tr '\0' ' ' <"/proc/$(cat "$cpid")/cmdline"; } 2>/dev/null | grep -qF "$dir/exec/containerd/" || rm -f "$cpid"
+        { tr '\0' ' ' <"/proc/$(cat "$cpid")/cmdline"; } 2>/dev/null | grep -F "$dir/exec/containerd/" >/dev/null || rm -f "$cpid"
         # Without --live-restore dockerd stops whatever survived anyway;
         # but a shim orphaned by a kill -9 in the middle of a container
         # start makes every later start of that container fail with "task
         # ...: already exists", and only killing the shim clears it.
-        printf '%s\n' "${extra[@]}" | grep -qxE -- '--live-restore(=true)?' || _pd_kill_leftovers "$dir"
+        printf '%s\n' "${extra[@]}" | grep -xE -- '--live-restore(=true)?' >/dev/null || _pd_kill_leftovers "$dir"
         local pool
         pool=$(_pd_pool "$dir") || return 1
         _pd_forward -I "$dir"
