@@ -44,7 +44,7 @@ def median_of(fns):
 class Stack:
     """n services, each its own repository in the local registry."""
 
-    def __init__(self, n, tag):
+    def __init__(self, n, tag, extra="", compose=None):
         self.n = n
         self.name = f"bench{tag}-{os.getpid()}"
         self.dir = Path(tempfile.mkdtemp(prefix="clusterup-bench-")) / self.name
@@ -55,16 +55,31 @@ class Stack:
             list(pool.map(self.publish, self.images))
         # No health checks: 50 fixture checks a second would load the 2
         # cores more than anything measured here.
-        services = "".join(
-            f"  s{i}:\n    image: {img}\n    healthcheck: {{disable: true}}\n" for i, img in enumerate(self.images)
-        )
-        (self.dir / "compose.yaml").write_text(f"services:\n{services}")
-        sh("docker", "compose", "up", "-d", "--quiet-pull", cwd=self.dir)
+        self.compose = compose or (lambda stack, env: "services:\n" + "".join(
+            f"  s{i}:\n    image: {img}\n    healthcheck: {{disable: true}}\n"
+            + (f"    environment: {{BENCH: '{env}'}}\n" if i == 0 else "")
+            for i, img in enumerate(self.images)
+        ))
+        self.write(0)
+        (self.dir.parent / "clusterup.yaml").write_text(
+            f"stacks:\n  - name: {self.name}\n    directory: {self.dir}\n"
+            f"    health: {{timeout: 60s, stability: 1s}}\n    auto: {{structural: true}}\n{extra}")
+        os.chmod(self.dir.parent / "clusterup.yaml", 0o600)
+        sh("docker", "compose", "up", "-d", "--quiet-pull", "--wait", cwd=self.dir)
+
+    def write(self, env):
+        (self.dir / "compose.yaml").write_text(self.compose(self, env))
 
     @staticmethod
-    def publish(image):
-        sh("docker", "tag", "clusterup-fixture/web:v1", image)
+    def publish(image, fixture="v1"):
+        sh("docker", "tag", f"clusterup-fixture/web:{fixture}", image)
         sh("docker", "push", "-q", image)
+
+    def ids(self):
+        return set(sh("docker", "compose", "ps", "-aq", cwd=self.dir).stdout.split())
+
+    def configured(self, *args):
+        return self.clusterup("--config", str(self.dir.parent / "clusterup.yaml"), *args)
 
     def clusterup(self, *args):
         return subprocess.run([str(BIN), "--state-dir", str(self.state), *args], cwd=self.dir, capture_output=True, text=True)
@@ -101,8 +116,105 @@ def peak_rss_mb(cmd, cwd):
     return peak / 1024
 
 
+def structural(rows):
+    """One service of 20 changes (an environment variable): clusterup
+    recreates it alone; `down && up -d` recreates all."""
+    stack = Stack(20, "s20")
+    try:
+        counter = iter(range(1, 1000))
+        recreated = {"clusterup apply": [], "down && up -d": []}
+
+        def change_then(name, run):
+            def fn():
+                stack.write(next(counter))
+                before = stack.ids()
+                run()
+                recreated[name].append(len(stack.ids() - before))
+            return fn
+
+        def clusterup():
+            r = stack.configured("apply", "--auto")
+            assert r.returncode == 0, r.stdout + r.stderr
+
+        def down_up():
+            sh("docker", "compose", "down", "-t", "10", cwd=stack.dir)
+            sh("docker", "compose", "up", "-d", "--wait", cwd=stack.dir)
+
+        m = median_of({"clusterup apply": change_then("clusterup apply", clusterup),
+                       "down && up -d": change_then("down && up -d", down_up)})
+        base = m["down && up -d"]
+        for name, secs in m.items():
+            rows.append(("structural, 1 of 20", f"{name}: wall seconds", secs, secs / base))
+            rows.append(("structural, 1 of 20", f"{name}: containers recreated", statistics.median(recreated[name]), statistics.median(recreated[name]) / 20))
+    finally:
+        stack.down()
+
+
+PROBE = ("while :; do ip=$$(nslookup s0 127.0.0.11 | awk '/^Address: / {print $$2; exit}'); "
+         "if timeout 2 wget -q -O /dev/null http://$$ip:8080/health; then echo ok; else echo FAIL; fi; usleep 10000; done")
+
+
+def downtime(rows):
+    """An image update of one web service while a probe inside the compose
+    network asks it every 10 ms: failed requests and the longest time
+    without a successful one, per update."""
+    def compose(strategy):
+        return lambda stack, _env: (
+            "services:\n  s0:\n    image: " + stack.images[0] + "\n"
+            "    labels: {clusterup.strategy: " + strategy + "}\n"
+            "  probe:\n    image: clusterup-fixture/web:v1\n    labels: {clusterup.enable: 'false'}\n"
+            "    healthcheck: {test: [CMD, /bin/true], interval: 1s}\n"
+            '    command: [/bin/sh, -c, "' + PROBE + '"]\n')
+
+    results = {}
+    for variant in ["stop-first (clusterup)", "start-first (clusterup)", "docker compose up -d s0"]:
+        strategy = "start-first" if variant.startswith("start") else "stop-first"
+        stack = Stack(1, f"dt{len(results)}", compose=compose(strategy))
+        try:
+            fails, gaps = [], []
+            for rep in range(REPS):
+                Stack.publish(stack.images[0], "v2" if rep % 2 == 0 else "v1")
+                since = sh("date", "-u", "+%Y-%m-%dT%H:%M:%S.%NZ").stdout.strip()
+                if variant.startswith("docker"):
+                    sh("docker", "compose", "pull", "-q", "s0", cwd=stack.dir)
+                    sh("docker", "compose", "up", "-d", "--wait", "s0", cwd=stack.dir)
+                else:
+                    r = stack.configured("apply", "--auto")
+                    assert r.returncode == 0, r.stdout + r.stderr
+                time.sleep(2.5)  # requests in flight end (probe timeout 2 s)
+                logs = sh("docker", "compose", "logs", "-t", "--no-log-prefix", "--since", since, "probe", cwd=stack.dir).stdout
+                lines = [l.split(" ", 1) for l in logs.splitlines() if l.endswith((" ok", " FAIL"))]
+                fails.append(sum(1 for _, word in lines if word == "FAIL"))
+                stamps = [parse_ts(t) for t, word in lines if word == "ok"]
+                gaps.append(max((b - a for a, b in zip(stamps, stamps[1:])), default=0.0))
+            results[variant] = (statistics.median(fails), max(fails), statistics.median(gaps), max(gaps))
+        finally:
+            stack.down()
+    base_fail = results["docker compose up -d s0"][0] or 1
+    base_gap = results["docker compose up -d s0"][2] or 1
+    for variant, (fail_med, fail_max, gap_med, gap_max) in results.items():
+        rows.append(("downtime, image update", f"{variant}: failed requests (median)", fail_med, fail_med / base_fail))
+        rows.append(("downtime, image update", f"{variant}: failed requests (worst)", fail_max, fail_max / base_fail))
+        rows.append(("downtime, image update", f"{variant}: longest gap s (median)", gap_med, gap_med / base_gap))
+        rows.append(("downtime, image update", f"{variant}: longest gap s (worst)", gap_max, gap_max / base_gap))
+
+
+def parse_ts(text):
+    """Docker's RFC 3339 nanosecond timestamps, as seconds."""
+    from datetime import datetime
+    head, frac = text.rstrip("Z").split(".")
+    return datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").timestamp() + float("0." + frac)
+
+
 def main():
     rows = []
+    cases = os.environ.get("CASES", "check structural downtime").split()
+    if "structural" in cases:
+        structural(rows)
+    if "downtime" in cases:
+        downtime(rows)
+    if "check" not in cases:
+        SIZES.clear()
     checks = {}
     for n in SIZES:
         stack = Stack(n, n)

@@ -5,6 +5,9 @@
 # other tests share. Source it, then:
 #   export DOCKER_HOST=$(private_dockerd_start DIR [--live-restore ...])
 #   private_dockerd_restart DIR; private_dockerd_stop DIR; private_dockerd_destroy DIR
+# Extra dockerd arguments are kept in DIR for later starts; pass e.g.
+# --live-restore=false to change them. PD_STORAGE_DRIVER overrides the
+# storage driver dockerd picks (overlay2 on this machine's /tmp).
 # DIR must be unique per test and at most 66 characters: containerd puts
 # a socket 38 characters deep into it and allows paths of 104.
 
@@ -62,6 +65,23 @@ _pd_forward() {
     fi
 }
 
+# dockerd 20.10 deletes docker0, the main engine's default bridge, while a
+# second engine starts or stops (even one given a bridge of its own), and
+# the main engine's `docker run` and `docker build` fail until it is back.
+# Put it back as it was.
+_pd_keep_docker0() {
+    local saved=$PD_CLAIMS/docker0
+    mkdir -p "$PD_CLAIMS"
+    if ip link show docker0 >/dev/null 2>&1; then
+        [ -s "$saved" ] || { ip -o -4 addr show docker0 | awk '{print $4}' | head -1; cat /sys/class/net/docker0/mtu; } >"$saved"
+    elif [ -s "$saved" ]; then
+        local addr mtu
+        { read -r addr; read -r mtu; } <"$saved"
+        ip link add docker0 type bridge 2>/dev/null || true
+        ip addr replace "$addr" dev docker0 && ip link set docker0 mtu "$mtu" up
+    fi
+}
+
 private_dockerd_start() {
     local dir pid extra=()
     dir=$(_pd_dir "$1")
@@ -92,20 +112,27 @@ private_dockerd_start() {
         local pool
         pool=$(_pd_pool "$dir") || return 1
         _pd_forward -I "$dir"
+        # A default bridge of its own: with --bridge=none dockerd deletes
+        # docker0 at startup, and docker0 is the main engine's.
+        local n=${pool#10.} bridge
+        n=${n%%.*}
+        bridge=pdbr$n
+        ip link show "$bridge" >/dev/null 2>&1 || {
+            ip link add "$bridge" type bridge && ip addr add "10.$n.255.1/24" dev "$bridge" && ip link set "$bridge" up
+        } || return 1
         # Our own (empty) config file: the default /etc/docker/daemon.json
         # sets data-root, which dockerd refuses alongside --data-root.
         [ -f "$dir/daemon.json" ] || echo '{}' >"$dir/daemon.json"
         # --iptables=false: with it on, dockerd deletes and recreates the
         # DOCKER* chains at startup, which are the main engine's too.
         # Published ports then go through docker-proxy (userland proxy),
-        # which is enough for 127.0.0.1 ports. --bridge=none: no second
-        # docker0; compose makes its own networks anyway. No containerd
+        # which is enough for 127.0.0.1 ports. No containerd
         # given: dockerd runs its own, with state under exec/ and data/.
         # Not setsid: a SIGTERM to the test's process group should stop
         # this engine cleanly rather than leak it.
         dockerd --config-file="$dir/daemon.json" --data-root="$dir/data" --exec-root="$dir/exec" \
             --pidfile="$dir/dockerd.pid" --host="unix://$dir/docker.sock" \
-            --bridge=none --iptables=false --ip-forward=false --ip-masq=false --userland-proxy=true \
+            --bridge="$bridge" --iptables=false --ip-forward=false --ip-masq=false --userland-proxy=true \
             --default-address-pool="base=$pool,size=24" \
             ${PD_STORAGE_DRIVER:+--storage-driver="$PD_STORAGE_DRIVER"} \
             "${extra[@]}" </dev/null >>"$dir/dockerd.log" 2>&1 &
@@ -120,12 +147,14 @@ private_dockerd_start() {
         fi
         sleep 0.2
     done
+    _pd_keep_docker0
     echo "unix://$dir/docker.sock"
 }
 
 private_dockerd_stop() {
     local dir pid
     dir=$(_pd_dir "$1")
+    _pd_keep_docker0
     pid=$(_pd_pid "$dir") || return 0
     kill -TERM "$pid"
     local deadline=$((SECONDS + PD_STOP_TIMEOUT))
@@ -138,6 +167,7 @@ private_dockerd_stop() {
         fi
         sleep 0.1
     done
+    _pd_keep_docker0
 }
 
 private_dockerd_restart() {
@@ -179,15 +209,15 @@ private_dockerd_destroy() {
     host=unix://$dir/docker.sock
     # Through the engine first: removing containers and networks is what
     # unmounts layers and deletes netns, veths and bridges properly. A
-    # killed engine is started again for that (it adopts its containerd).
+    # killed engine is started again for that.
     if _pd_pid "$dir" >/dev/null || private_dockerd_start "$dir" >/dev/null 2>&1; then
         docker -H "$host" ps -aq | xargs -r docker -H "$host" rm -f >/dev/null || true
         docker -H "$host" network prune -f >/dev/null || true
     fi
     private_dockerd_stop "$dir" || true
     _pd_kill_leftovers "$dir"
-    # Deepest first: overlay and shm mounts, netns files, the private
-    # bind mount dockerd puts on data/overlay2.
+    # Deepest first: overlay and shm mounts, netns files, and the bind
+    # mount dockerd puts on data/ itself (left behind after a kill -9).
     awk -v d="$dir/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
         umount "$m" 2>/dev/null || umount -l "$m" || true
     done
@@ -200,4 +230,5 @@ private_dockerd_destroy() {
     fi
     _pd_forward -D "$dir"
     rm -rf "$dir"
+    _pd_keep_docker0
 }

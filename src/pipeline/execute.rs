@@ -282,6 +282,23 @@ impl Executor<'_> {
         Ok(Step::Done(running.into_iter().find(|c| c.service == *service).map(|c| c.image_id)))
     }
 
+    /// A rollback needs the engine: if it is away (restarting), give it
+    /// the health timeout to come back rather than fail every step at once.
+    fn await_engine(&self, project: &str) {
+        let deadline = std::time::Instant::now() + self.health.timeout;
+        let mut said = false;
+        while let Err(e) = self.engine.containers(project) {
+            if std::time::Instant::now() >= deadline {
+                return;
+            }
+            if !said {
+                self.printer.step(format!("waiting for the Docker engine to answer ({e:#})"));
+                said = true;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// Takes the chosen containers of a start-first update out of service.
     /// A failure here leaves a redundant container, not a stopped service:
     /// it is reported, and the next `up` scales the service back.
@@ -327,6 +344,7 @@ impl Executor<'_> {
         files: Option<&dyn Files>,
         error: String,
     ) -> Execution {
+        self.await_engine(&plan.project);
         let mut failures = Vec::new();
         if let Some(files) = files
             && let Err(e) = files.restore_old()

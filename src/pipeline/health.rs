@@ -37,13 +37,14 @@ pub fn wait_healthy(
     let mut restarts: HashMap<String, i64> = HashMap::new();
     let mut stable_since: Option<Instant> = None;
     loop {
-        let containers: Vec<ContainerInfo> = engine
-            .containers(project)
-            .map_err(|e| format!("{e:#}"))?
-            .into_iter()
-            .filter(|c| c.service == service && !ignore.contains(&c.id))
-            .collect();
-        let mut waiting_for = None;
+        // An engine that does not answer may be restarting (a package
+        // upgrade, a daemon.json change): wait for it like for a slow
+        // container, up to the same timeout.
+        let (containers, mut waiting_for) = match engine.containers(project) {
+            Ok(all) => (all.into_iter().filter(|c| c.service == service && !ignore.contains(&c.id)).collect(), None),
+            Err(e) => (Vec::new(), Some(format!("the Docker engine does not answer ({e:#})"))),
+        };
+        let containers: Vec<ContainerInfo> = containers;
         for c in &containers {
             let base = *restarts.entry(c.id.clone()).or_insert(c.restart_count);
             if c.restart_count > base {
@@ -63,7 +64,7 @@ pub fn wait_healthy(
                 waiting_for = Some(format!("container {} health is {h}", c.name));
             }
         }
-        if containers.is_empty() {
+        if containers.is_empty() && waiting_for.is_none() {
             waiting_for = Some("no container".to_string());
         }
         if waiting_for.is_none()

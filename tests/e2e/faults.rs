@@ -286,3 +286,133 @@ fn a_manifest_for_another_platform_fails_the_pull_and_changes_nothing() {
     assert_eq!(stack.container_id("web"), container);
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
 }
+
+/// A Docker engine of the test's own (scripts/lib/private-dockerd.sh), so
+/// it can be restarted in the middle of an apply without disturbing the
+/// engine the other tests share. Destroyed with everything in it on drop.
+struct PrivateEngine {
+    dir: std::path::PathBuf,
+    host: String,
+}
+
+impl PrivateEngine {
+    fn script(call: &str, dir: &std::path::Path) -> std::process::Output {
+        let lib = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lib/private-dockerd.sh");
+        Command::new("bash")
+            .args(["-c", &format!("source {lib} && {call} \"$1\""), "_"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    }
+
+    fn start(name: &str) -> PrivateEngine {
+        let dir = std::path::PathBuf::from(format!("/tmp/cu-pd-{name}-{}", std::process::id()));
+        let out = PrivateEngine::script("private_dockerd_start", &dir);
+        // Not a skip: without its own engine this fault cannot be injected.
+        assert!(out.status.success(), "starting a private dockerd failed: {}", String::from_utf8_lossy(&out.stderr));
+        let host = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        PrivateEngine { dir, host }
+    }
+
+    fn restart(&self) {
+        let out = PrivateEngine::script("private_dockerd_restart", &self.dir);
+        assert!(out.status.success(), "restarting the private dockerd: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        let out = Command::new("docker").args(["-H", &self.host]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        PrivateEngine::script("private_dockerd_destroy", &self.dir);
+    }
+}
+
+#[test]
+fn a_docker_daemon_restart_during_apply_ends_on_one_whole_revision() {
+    let engine = PrivateEngine::start("restart");
+    let mut stack = Stack::new("dockerd");
+    stack.docker_host = Some(engine.host.clone());
+    let web = stack.image("web");
+    stack.publish("v1", &web);
+    stack.write_compose(&format!(
+        "services:\n  web:\n    image: {web}\n    restart: unless-stopped\n    volumes: [data:/data]\n\
+         volumes:\n  data: {{}}\n"
+    ));
+    stack.write_config("");
+    let config = stack.config_path();
+    let text = std::fs::read_to_string(&config).unwrap().replace("stability: 1s", "stability: 8s");
+    std::fs::write(&config, text).unwrap();
+    let out = stack.compose(&["up", "--detach", "--wait", "--pull", "always"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let project = format!("label=com.docker.compose.project={}", stack.name);
+    let container = |engine: &PrivateEngine| {
+        engine.docker(&["ps", "-q", "--filter", &project])
+    };
+    let first = container(&engine);
+    engine.docker(&["exec", &first, "sh", "-c", "echo kept > /data/file"]);
+    let v1 = engine.docker(&["inspect", "-f", "{{.Image}}", &first]);
+    stack.publish("v2", &web);
+
+    // Restart the engine while clusterup waits for the new container's
+    // stability period.
+    let apply = stack
+        .clusterup_command(&stack.dir, &["apply", "--auto", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let now = container(&engine);
+        if !now.is_empty() && now != first {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the new container never started");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    engine.restart();
+    let out = apply.wait_with_output().unwrap();
+    let code = out.status.code();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(matches!(code, Some(0 | 1 | 3)), "exit {code:?}: {stderr}");
+
+    // Whatever that run managed, the next one leaves one whole revision,
+    // running and healthy, with the volume's data.
+    let run = stack.clusterup(&["apply", "--auto", "--json"]);
+    assert!(matches!(run.code, 0 | 4), "after exit {code:?} ({stderr}): {run:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let id = loop {
+        let id = container(&engine);
+        let health = if id.is_empty() {
+            String::new()
+        } else {
+            engine.docker(&["inspect", "-f", "{{.State.Health.Status}}", &id])
+        };
+        if health == "healthy" {
+            break id;
+        }
+        assert!(std::time::Instant::now() < deadline, "web never became healthy again: {id} {health}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(!id.contains('\n'), "one container of web: {id}");
+    let image = engine.docker(&["inspect", "-f", "{{.Image}}", &id]);
+    assert!(image == v1 || image == image_id("clusterup-fixture/web:v2"), "{image}");
+    assert_eq!(engine.docker(&["exec", &id, "cat", "/data/file"]), "kept");
+    // The journal parses and its last word matches what runs.
+    let journal = stack.journal();
+    let last = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["outcome"].is_string())
+        .last()
+        .expect("a finished revision");
+    let expected = if image == v1 { ["rolled_back", "failed"].as_slice() } else { ["applied"].as_slice() };
+    assert!(expected.contains(&last["outcome"].as_str().unwrap()), "runs {image}, journal says {last}");
+    drop(stack);
+}

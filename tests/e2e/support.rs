@@ -106,6 +106,8 @@ pub struct Stack {
     root: TempDir,
     tags: Vec<String>,
     registry_process: Option<Child>,
+    /// Another engine than the shared one, for compose and clusterup.
+    pub docker_host: Option<String>,
 }
 
 impl Stack {
@@ -125,6 +127,7 @@ impl Stack {
             root,
             tags: Vec::new(),
             registry_process: None,
+            docker_host: None,
         };
         stack.write_docker_config(&bed.auth_password);
         stack
@@ -235,6 +238,7 @@ impl Stack {
             .args(args)
             .current_dir(&self.dir)
             .env("DOCKER_CONFIG", &self.docker_config)
+            .envs(self.docker_host.iter().map(|h| ("DOCKER_HOST", h)))
             .stdin(Stdio::null())
             .output()
             .expect("running docker compose")
@@ -267,6 +271,7 @@ impl Stack {
             .env_remove("CLUSTERUP_CONFIG")
             .env("CLUSTERUP_STATE_DIR", &self.state)
             .env("DOCKER_CONFIG", &self.docker_config)
+            .envs(self.docker_host.iter().map(|h| ("DOCKER_HOST", h)))
             .stdin(Stdio::null());
         if self.config_path().exists() {
             cmd.env("CLUSTERUP_CONFIG", self.config_path());
