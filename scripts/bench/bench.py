@@ -65,7 +65,7 @@ class Stack:
             f"stacks:\n  - name: {self.name}\n    directory: {self.dir}\n"
             f"    health: {{timeout: 60s, stability: 1s}}\n    auto: {{structural: true}}\n{extra}")
         os.chmod(self.dir.parent / "clusterup.yaml", 0o600)
-        sh("docker", "compose", "up", "-d", "--quiet-pull", "--wait", cwd=self.dir)
+        sh("docker", "compose", "up", "-d", "--quiet-pull", cwd=self.dir)
 
     def write(self, env):
         (self.dir / "compose.yaml").write_text(self.compose(self, env))
@@ -138,7 +138,7 @@ def structural(rows):
 
         def down_up():
             sh("docker", "compose", "down", "-t", "10", cwd=stack.dir)
-            sh("docker", "compose", "up", "-d", "--wait", cwd=stack.dir)
+            sh("docker", "compose", "up", "-d", cwd=stack.dir)
 
         m = median_of({"clusterup apply": change_then("clusterup apply", clusterup),
                        "down && up -d": change_then("down && up -d", down_up)})
