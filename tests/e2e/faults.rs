@@ -351,9 +351,7 @@ fn a_docker_daemon_restart_during_apply_ends_on_one_whole_revision() {
     let out = stack.compose(&["up", "--detach", "--wait", "--pull", "always"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let project = format!("label=com.docker.compose.project={}", stack.name);
-    let container = |engine: &PrivateEngine| {
-        engine.docker(&["ps", "-q", "--filter", &project])
-    };
+    let container = |engine: &PrivateEngine| engine.docker(&["ps", "-q", "--filter", &project]);
     let first = container(&engine);
     engine.docker(&["exec", &first, "sh", "-c", "echo kept > /data/file"]);
     let v1 = engine.docker(&["inspect", "-f", "{{.Image}}", &first]);

@@ -1,16 +1,18 @@
-//! The start-first strategy: the new container serves before the old one
-//! goes, so a client in the compose network sees no failed request.
+//! The start-first strategy: the old container serves until the new one
+//! is healthy, so a service that takes seconds to start stays answering.
 
 use crate::support::{Stack, image_id};
 
 /// Resolves `web` afresh for every request, as a client that does not
 /// cache DNS would (the fixture's static busybox resolves names only with
-/// its own nslookup; its wget crashes on `-T`), and asks it.
+/// its own nslookup; its wget crashes on `-T`), and asks it, giving up
+/// after 1 s.
 const PROBE: &str = "while :; do ip=$$(nslookup web 127.0.0.11 | awk '/^Address: / {print $$2; exit}'); \
-    if timeout 2 wget -q -O /dev/null http://$$ip:8080/health; then echo ok; else echo FAIL $$ip; fi; usleep 10000; done";
+    if timeout 1 wget -q -O /dev/null http://$$ip:8080/health; then echo ok; else echo FAIL $$ip; fi; usleep 10000; done";
 
-/// `web` (start-first) and a probe that asks it every 10 ms from inside the
-/// compose network, printing `ok` or `FAIL` per request.
+/// `web` (start-first, taking 4 s to start serving) and a probe that asks
+/// it every 10 ms from inside the compose network, printing `ok` or
+/// `FAIL` per request.
 fn with_probe(stack: &Stack, web_extra: &str) -> String {
     format!(
         "services:\n  web:\n    image: {}\n{web_extra}  probe:\n    image: clusterup-fixture/web:v1\n    \
@@ -20,57 +22,82 @@ fn with_probe(stack: &Stack, web_extra: &str) -> String {
     )
 }
 
-/// (ok, failed) requests the probe has made so far.
-fn probe_counts(stack: &Stack) -> (usize, usize) {
-    let out = stack.compose(&["logs", "--no-log-prefix", "probe"]);
-    let logs = String::from_utf8_lossy(&out.stdout);
-    (logs.lines().filter(|l| l.trim() == "ok").count(), logs.lines().filter(|l| l.starts_with("FAIL")).count())
+const SLOW_START: &str = "    labels: {clusterup.strategy: start-first}\n    \
+    command: [\"/bin/sh\", \"-c\", \"sleep 4; exec /bin/httpd -f -p 8080 -h /www\"]\n    \
+    healthcheck: {start_period: 20s}\n";
+
+/// The probe's answers since `since` (RFC 3339): (ok, failed, the longest
+/// time in seconds without a successful answer).
+fn probe_since(stack: &Stack, since: &str) -> (usize, usize, f64) {
+    let out = stack.compose(&["logs", "--timestamps", "--no-log-prefix", "--since", since, "probe"]);
+    let logs = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut ok = Vec::new();
+    let mut failed = 0;
+    for line in logs.lines() {
+        let Some((stamp, word)) = line.split_once(' ') else { continue };
+        match word.split(' ').next() {
+            Some("ok") => ok.push(stamp.parse::<jiff::Timestamp>().expect("docker log timestamp")),
+            Some("FAIL") => failed += 1,
+            _ => {}
+        }
+    }
+    let gap = ok.windows(2).map(|w| w[1].duration_since(w[0]).as_secs_f64()).fold(0.0, f64::max);
+    (ok.len(), failed, gap)
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
 }
 
 #[test]
-fn start_first_updates_drop_no_request_and_a_bad_image_never_stops_the_old_container() {
+fn start_first_keeps_a_slow_starting_service_answering_and_a_bad_image_never_stops_it() {
     let mut stack = Stack::new("startfirst");
     let web = stack.image("web");
     stack.publish("v1", &web);
-    stack.write_compose(&with_probe(&stack, "    labels: {clusterup.strategy: start-first}\n"));
+    stack.write_compose(&with_probe(&stack, SLOW_START));
     stack.up();
     stack.write_config("");
+    let since = now();
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let (ok_before, _) = probe_counts(&stack);
-    assert!(ok_before > 10, "the probe reaches web: {:?}", probe_counts(&stack));
+    let (ok, _, _) = probe_since(&stack, &since);
+    assert!(ok > 10, "the probe reaches web: {:?}", probe_since(&stack, &since));
 
+    // Stopping first would leave web unanswered for the 4 s its new
+    // container takes to start. Start-first keeps the old one serving;
+    // what is left is the switch: Docker's DNS hands out the new address
+    // before it serves and the old one a moment after it is gone, so a
+    // request can fail there, each within the probe's 1 s timeout.
     stack.publish("v2", &web);
+    let since = now();
     let run = stack.clusterup(&["apply", "--auto"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("starting new web beside the old (start-first)"), "{run:?}");
-    // Back at one container, on the new image, healthy.
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
     assert_eq!(stack.health("web"), "running/healthy");
-    let (ok, failed) = probe_counts(&stack);
-    // The old container serves until the new one is healthy. Taking it
-    // out of the network is not atomic with Docker's DNS: a request that
-    // resolved its address a moment before can still fail. No more than
-    // that one.
-    assert!(failed <= 1, "{failed} requests failed during a start-first update ({ok} ok)");
-    assert!(ok > ok_before, "the probe went on");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (ok, failed, gap) = probe_since(&stack, &since);
+    assert!(gap < 3.0, "web went {gap:.2} s without answering ({ok} ok, {failed} failed)");
+    assert!(ok > 100, "the probe went on: {ok} ok, {failed} failed");
 
     // A bad image never takes over, and the serving container never stops.
     let serving = stack.container_id("web");
     stack.publish("bad", &web);
+    let since = now();
     let run = stack.clusterup(&["apply", "--auto", "--json"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert_eq!(run.json()["outcome"], "rolled_back", "{run:?}");
     assert_eq!(stack.container_id("web"), serving, "the old container kept serving");
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
-    // Docker's DNS does not wait for health: while the bad container ran,
-    // some requests reached it. Once it is gone (and the probe's 2 s
-    // timeout has ended requests still in flight to it), none fail.
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    let (ok, failed) = probe_counts(&stack);
+    let (ok, failed, gap) = probe_since(&stack, &since);
+    assert!(gap < 3.0, "web went {gap:.2} s without answering ({ok} ok, {failed} failed)");
+    // Once the bad container is gone (and requests in flight to it have
+    // timed out), none fail.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let since = now();
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let (ok_after, failed_after) = probe_counts(&stack);
-    assert_eq!(failed_after, failed, "requests still fail after the rollback");
-    assert!(ok_after > ok + 10, "the probe goes on: {ok} -> {ok_after}");
+    let (ok, failed, _) = probe_since(&stack, &since);
+    assert_eq!(failed, 0, "requests still fail after the rollback ({ok} ok)");
+    assert!(ok > 10, "the probe goes on: {ok} ok");
 }
 
 #[test]
