@@ -15,7 +15,7 @@ use crate::labels::ServicePolicy;
 use crate::output::Printer;
 use crate::reference::{short, split_tag, with_digest};
 use crate::seams::compose::Compose;
-use crate::seams::engine::Engine;
+use crate::seams::engine::{ContainerInfo, Engine};
 use crate::seams::hooks;
 use crate::settings::{HealthSettings, Hooks, Strategy};
 use crate::state::ServiceImages;
@@ -35,6 +35,13 @@ impl Execution {
     pub fn failed(error: String) -> Execution {
         Execution { outcome: Outcome::Failed, error: Some(error), after: Vec::new(), skipped: Vec::new() }
     }
+}
+
+/// A container started out of its service's DNS name, and the aliases
+/// it gets back once healthy, per network.
+struct Hidden {
+    id: String,
+    aliases: BTreeMap<String, Vec<String>>,
 }
 
 /// How one change went.
@@ -250,6 +257,7 @@ impl Executor<'_> {
                 .collect(),
             _ => Vec::new(),
         };
+        let mut hidden = Vec::new();
         if old.is_empty() {
             let verb = if change.kind == ChangeKind::Create { "creating" } else { "recreating" };
             self.printer.step(format!("{verb} {service}{why}"));
@@ -257,6 +265,13 @@ impl Executor<'_> {
         } else {
             self.printer.step(format!("starting new {service} beside the old (start-first){why}"));
             self.compose.scale_up(project, service, old.len() * 2).map_err(|e| format!("{e:#}"))?;
+            match self.start_hidden(project, service, &old) {
+                Ok(h) => hidden = h,
+                Err(e) => {
+                    self.retire(project, service, |id| !old.contains(&id.to_string()));
+                    return Err(e);
+                }
+            }
         }
         crate::ops::crash_point("recreated");
         self.printer.step(format!("waiting for {service} to be healthy"));
@@ -271,6 +286,10 @@ impl Executor<'_> {
             return Err(reason);
         }
         if !old.is_empty() {
+            if let Err(e) = self.reveal(&hidden) {
+                self.retire(project, service, |id| !old.contains(&id.to_string()));
+                return Err(e);
+            }
             self.printer.step(format!("retiring the old {service}"));
             self.retire(project, service, |id| old.contains(&id.to_string()));
         }
@@ -280,6 +299,45 @@ impl Executor<'_> {
         }
         let running = self.engine.containers(project).map_err(|e| format!("{e:#}"))?;
         Ok(Step::Done(running.into_iter().find(|c| c.service == *service).map(|c| c.image_id)))
+    }
+
+    /// Starts the containers a start-first update created, known in their
+    /// networks by their own names only: Docker's DNS would hand out their
+    /// addresses under the service's name before they serve. Returns the
+    /// aliases each had, for `reveal`.
+    fn start_hidden(&self, project: &str, service: &str, old: &[String]) -> Result<Vec<Hidden>, String> {
+        let fail = |e: anyhow::Error| format!("{e:#}");
+        let mut hidden = Vec::new();
+        for c in self.new_containers(project, service, old)? {
+            let aliases = self.engine.network_aliases(&c.id).map_err(fail)?;
+            for network in aliases.keys() {
+                self.engine.set_aliases(&c.id, network, std::slice::from_ref(&c.name)).map_err(fail)?;
+            }
+            self.engine.start_container(&c.id).map_err(fail)?;
+            hidden.push(Hidden { id: c.id, aliases });
+        }
+        Ok(hidden)
+    }
+
+    /// Gives the healthy new containers back the aliases compose created
+    /// them with, the service's name among them.
+    fn reveal(&self, hidden: &[Hidden]) -> Result<(), String> {
+        for h in hidden {
+            for (network, aliases) in &h.aliases {
+                self.engine.set_aliases(&h.id, network, aliases).map_err(|e| format!("{e:#}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn new_containers(&self, project: &str, service: &str, old: &[String]) -> Result<Vec<ContainerInfo>, String> {
+        Ok(self
+            .engine
+            .containers(project)
+            .map_err(|e| format!("{e:#}"))?
+            .into_iter()
+            .filter(|c| c.service == service && !old.contains(&c.id))
+            .collect())
     }
 
     /// A rollback needs the engine: if it is away (restarting), give it
@@ -454,6 +512,15 @@ mod tests {
         }
         fn registry_digests(&self, _: &[String]) -> Vec<Result<String>> {
             unreachable!("execute never asks registries")
+        }
+        fn network_aliases(&self, _: &str) -> Result<BTreeMap<String, Vec<String>>> {
+            unreachable!("no start-first service here")
+        }
+        fn set_aliases(&self, _: &str, _: &str, _: &[String]) -> Result<()> {
+            unreachable!("no start-first service here")
+        }
+        fn start_container(&self, _: &str) -> Result<()> {
+            unreachable!("no start-first service here")
         }
         fn local_images(&self) -> Result<Vec<ImageInfo>> {
             unreachable!("execute never lists images")

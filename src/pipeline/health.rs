@@ -126,6 +126,15 @@ mod tests {
         fn registry_digests(&self, _: &[String]) -> Vec<anyhow::Result<String>> {
             unreachable!()
         }
+        fn network_aliases(&self, _: &str) -> anyhow::Result<std::collections::BTreeMap<String, Vec<String>>> {
+            unreachable!("no start-first service here")
+        }
+        fn set_aliases(&self, _: &str, _: &str, _: &[String]) -> anyhow::Result<()> {
+            unreachable!("no start-first service here")
+        }
+        fn start_container(&self, _: &str) -> anyhow::Result<()> {
+            unreachable!("no start-first service here")
+        }
         fn local_images(&self) -> anyhow::Result<Vec<ImageInfo>> {
             unreachable!()
         }

@@ -123,8 +123,8 @@ pub trait Compose {
     /// `force`: recreate even if Compose sees no change (a bind-mounted
     /// file changed, or the container it shares a namespace with did).
     fn up(&self, project: &str, service: &str, force: bool) -> Result<()>;
-    /// Starts containers of `service` from the current model up to
-    /// `replicas`, leaving the existing ones as they are.
+    /// Creates (without starting) containers of `service` from the current
+    /// model up to `replicas`, leaving the existing ones as they are.
     fn scale_up(&self, project: &str, service: &str, replicas: usize) -> Result<()>;
 }
 
@@ -194,7 +194,7 @@ impl ComposeCli {
 
     fn up_with(&self, project: &str, service: &str, options: &[&str]) -> Result<()> {
         let mut cmd = self.command(Some(project));
-        cmd.args(["up", "--detach", "--no-deps", "--pull", "never", "--quiet-pull"]).args(options).arg(service);
+        cmd.args(["up", "--no-deps", "--pull", "never", "--quiet-pull"]).args(options).arg(service);
         let out = run(cmd, "recreating a service")?;
         if !out.status.success() {
             bail!("docker compose up {service} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
@@ -320,11 +320,11 @@ impl Compose for ComposeCli {
     }
 
     fn up(&self, project: &str, service: &str, force: bool) -> Result<()> {
-        self.up_with(project, service, if force { &["--force-recreate"] } else { &[] })
+        self.up_with(project, service, if force { &["--detach", "--force-recreate"] } else { &["--detach"] })
     }
 
     fn scale_up(&self, project: &str, service: &str, replicas: usize) -> Result<()> {
-        self.up_with(project, service, &["--no-recreate", "--scale", &format!("{service}={replicas}")])
+        self.up_with(project, service, &["--no-start", "--no-recreate", "--scale", &format!("{service}={replicas}")])
     }
 }
 

@@ -1,12 +1,12 @@
 //! The Docker engine seam and its bollard implementation.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context, Result, anyhow};
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use bollard::models::NetworkDisconnectRequest;
+use bollard::models::{EndpointSettings, NetworkConnectRequest, NetworkDisconnectRequest};
 use bollard::query_parameters::{
     CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
     RemoveImageOptionsBuilder, StopContainerOptionsBuilder, TagImageOptionsBuilder,
@@ -90,6 +90,13 @@ pub trait Engine {
     fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()>;
     /// Stops and removes a container, never its volumes.
     fn remove_container(&self, id: &str) -> Result<()>;
+    /// The aliases the container answers to in each of its networks (for
+    /// a compose container: its name and its service's).
+    fn network_aliases(&self, id: &str) -> Result<BTreeMap<String, Vec<String>>>;
+    /// Attaches the container to `network` again, under exactly `aliases`:
+    /// which names Docker's DNS resolves to it.
+    fn set_aliases(&self, id: &str, network: &str, aliases: &[String]) -> Result<()>;
+    fn start_container(&self, id: &str) -> Result<()>;
     /// `remove_container` for a container whose replacement already
     /// serves: out of its networks (and so out of service DNS) first, so
     /// no new connection reaches it while it stops.
@@ -353,6 +360,42 @@ impl Engine for DockerEngine {
             }
             self.docker.remove_container(id, Some(remove)).await.with_context(|| format!("removing container {id}"))
         })
+    }
+
+    fn network_aliases(&self, id: &str) -> Result<BTreeMap<String, Vec<String>>> {
+        let inspect = self
+            .runtime
+            .block_on(self.docker.inspect_container(id, None))
+            .with_context(|| format!("inspecting container {id}"))?;
+        let networks = inspect.network_settings.and_then(|n| n.networks).unwrap_or_default();
+        Ok(networks.into_iter().map(|(name, settings)| (name, settings.aliases.unwrap_or_default())).collect())
+    }
+
+    fn set_aliases(&self, id: &str, network: &str, aliases: &[String]) -> Result<()> {
+        let inspect = self
+            .runtime
+            .block_on(self.docker.inspect_container(id, None))
+            .with_context(|| format!("inspecting container {id}"))?;
+        let current = inspect.network_settings.and_then(|n| n.networks).and_then(|mut n| n.remove(network));
+        let current = current.ok_or_else(|| anyhow!("container {id} is not in network {network}"))?;
+        let endpoint = EndpointSettings {
+            aliases: Some(aliases.to_vec()),
+            ipam_config: current.ipam_config,
+            links: current.links,
+            driver_opts: current.driver_opts,
+            ..Default::default()
+        };
+        let what = || format!("attaching container {id} to network {network} as {}", aliases.join(", "));
+        self.runtime.block_on(async {
+            let request = NetworkDisconnectRequest { container: id.to_string(), force: Some(true) };
+            self.docker.disconnect_network(network, request).await.with_context(what)?;
+            let request = NetworkConnectRequest { container: id.to_string(), endpoint_config: Some(endpoint) };
+            self.docker.connect_network(network, request).await.with_context(what)
+        })
+    }
+
+    fn start_container(&self, id: &str) -> Result<()> {
+        self.runtime.block_on(self.docker.start_container(id, None)).with_context(|| format!("starting container {id}"))
     }
 
     fn retire_container(&self, id: &str) -> Result<()> {

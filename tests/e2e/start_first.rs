@@ -62,11 +62,11 @@ fn start_first_keeps_a_slow_starting_service_answering_and_a_bad_image_never_sto
     let (ok, _, _) = probe_since(&stack, &since);
     assert!(ok > 10, "the probe reaches web: {:?}", probe_since(&stack, &since));
 
-    // Stopping first would leave web unanswered for the 4 s its new
-    // container takes to start. Start-first keeps the old one serving;
-    // what is left is the switch: Docker's DNS hands out the new address
-    // before it serves and the old one a moment after it is gone, so a
-    // request can fail there, each within the probe's 1 s timeout.
+    // Stopping first leaves web unanswered for the 4 s its new container
+    // takes to start (measured here: a 4.3 s gap, 246 failed requests).
+    // Start-first keeps the new container out of the service's DNS name
+    // until it is healthy; what is left is the switch, where Docker's DNS
+    // can still hand out the old address a moment after it is gone.
     stack.publish("v2", &web);
     let since = now();
     let run = stack.clusterup(&["apply", "--auto"]);
@@ -77,6 +77,7 @@ fn start_first_keeps_a_slow_starting_service_answering_and_a_bad_image_never_sto
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let (ok, failed, gap) = probe_since(&stack, &since);
     assert!(gap < 3.0, "web went {gap:.2} s without answering ({ok} ok, {failed} failed)");
+    assert!(failed <= 3, "{failed} requests failed ({ok} ok)");
     assert!(ok > 100, "the probe went on: {ok} ok, {failed} failed");
 
     // A bad image never takes over, and the serving container never stops.
@@ -88,16 +89,11 @@ fn start_first_keeps_a_slow_starting_service_answering_and_a_bad_image_never_sto
     assert_eq!(run.json()["outcome"], "rolled_back", "{run:?}");
     assert_eq!(stack.container_id("web"), serving, "the old container kept serving");
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
-    let (ok, failed, gap) = probe_since(&stack, &since);
-    assert!(gap < 3.0, "web went {gap:.2} s without answering ({ok} ok, {failed} failed)");
-    // Once the bad container is gone (and requests in flight to it have
-    // timed out), none fail.
+    // The bad container never got the service's name: no request reached it.
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let since = now();
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    let (ok, failed, _) = probe_since(&stack, &since);
-    assert_eq!(failed, 0, "requests still fail after the rollback ({ok} ok)");
-    assert!(ok > 10, "the probe goes on: {ok} ok");
+    let (ok, failed, gap) = probe_since(&stack, &since);
+    assert_eq!(failed, 0, "requests failed during a bad start-first update ({ok} ok, gap {gap:.2} s)");
+    assert!(ok > 100, "the probe went on: {ok} ok");
 }
 
 #[test]
