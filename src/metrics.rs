@@ -17,7 +17,7 @@ const METRICS: [(&str, &str, &str); 8] = [
         "gauge",
         "Exit code of that run (0 ok, 100 pending, 1 rolled back, 3 rollback failed, 4 skipped).",
     ),
-    ("clusterup_pending_changes", "gauge", "Changes the last run's plan held."),
+    ("clusterup_pending_changes", "gauge", "Changes still to apply after the last run (held back or failed included)."),
     ("clusterup_paused", "gauge", "1 while unattended applies are paused."),
     ("clusterup_revision", "gauge", "The stack's latest revision number."),
     ("clusterup_last_update_duration_seconds", "gauge", "How long the latest revision took."),

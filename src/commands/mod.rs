@@ -107,15 +107,19 @@ fn record_run(stack: &StackSettings, command: &str, result: &Result<(ExitStatus,
         Ok((status, report)) => (status.code(), Some(report)),
         Err(e) => (status_of(e).code(), None),
     };
-    let run = crate::state::LastRun {
-        time: crate::state::now(),
-        command: command.to_string(),
-        exit_code,
-        pending: report.and_then(|r| r["changes"].as_array()).map_or(0, Vec::len),
-        kind: report
-            .and_then(|r| serde_json::from_value(r["kind"].clone()).ok())
-            .unwrap_or(crate::pipeline::classify::PlanKind::None),
-    };
+    // What is still to do after this run: an applied plan is done, what
+    // was held back is not; a plan that failed is still pending.
+    let count = |r: &Value, key: &str| r[key].as_array().map_or(0, Vec::len);
+    let pending = report.map_or(0, |r| {
+        let applied = r["outcome"] == "applied";
+        count(r, "held_back") + if applied { 0 } else { count(r, "changes") }
+    });
+    let kind = report
+        .filter(|_| pending > 0)
+        .and_then(|r| serde_json::from_value(r["kind"].clone()).ok())
+        .unwrap_or(crate::pipeline::classify::PlanKind::None);
+    let run =
+        crate::state::LastRun { time: crate::state::now(), command: command.to_string(), exit_code, pending, kind };
     if let Err(e) = crate::state::StateDir::open(&stack.state_dir).and_then(|s| s.record_run(&run)) {
         eprintln!("warning: stack {}: recording the run: {e:#}", stack.name);
     }

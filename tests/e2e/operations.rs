@@ -158,6 +158,7 @@ fn status_and_metrics_tell_what_happened() {
     assert_eq!(status["deployed"]["revision"], 1, "{run:?}");
     assert_eq!(status["last_run"]["command"], "apply");
     assert_eq!(status["last_run"]["exit_code"], 0);
+    assert_eq!(status["last_run"]["pending"], 0, "the update was applied: {run:?}");
     assert_eq!(status["stats"]["success_rate"], 1.0);
     let web = status["services"].as_array().unwrap().iter().find(|s| s["service"] == "web").unwrap().clone();
     assert_eq!(web["health"], "healthy");
@@ -173,6 +174,7 @@ fn status_and_metrics_tell_what_happened() {
     assert_eq!(value("clusterup_revision"), 1.0, "{text}");
     assert_eq!(value("clusterup_last_run_exit_code"), 0.0);
     assert_eq!(value("clusterup_paused"), 0.0);
+    assert_eq!(value("clusterup_pending_changes"), 0.0, "{text}");
     assert!(value("clusterup_last_run_timestamp_seconds") > 1.7e9);
     assert!(text.contains(&format!("clusterup_revisions_total{{stack=\"{}\",outcome=\"applied\"}} 1", stack.name)));
     assert!(
