@@ -25,7 +25,7 @@ stacks:
     compose_files: [compose.yaml]
     project: shop
     health: {timeout: 120s, stability: 10s}
-    services: {db: {skip: true}}
+    services: {db: {skip: true}, web: {strategy: start\-first}}
     auto: {images: true, structural: false}
     window: "Mon\-Fri 02:00\-05:00 Europe/Berlin"
     keep_images: 3

@@ -257,41 +257,15 @@ impl Executor<'_> {
                 .collect(),
             _ => Vec::new(),
         };
-        let mut hidden = Vec::new();
         if old.is_empty() {
             let verb = if change.kind == ChangeKind::Create { "creating" } else { "recreating" };
             self.printer.step(format!("{verb} {service}{why}"));
             self.compose.up(project, service, change.force).map_err(|e| format!("{e:#}"))?;
+            crate::ops::crash_point("recreated");
+            self.wait(project, service, expected.as_deref(), &[])?;
         } else {
             self.printer.step(format!("starting new {service} beside the old (start-first){why}"));
-            self.compose.scale_up(project, service, old.len() * 2).map_err(|e| format!("{e:#}"))?;
-            match self.start_hidden(project, service, &old) {
-                Ok(h) => hidden = h,
-                Err(e) => {
-                    self.retire(project, service, |id| !old.contains(&id.to_string()));
-                    return Err(e);
-                }
-            }
-        }
-        crate::ops::crash_point("recreated");
-        self.printer.step(format!("waiting for {service} to be healthy"));
-        let (health, url) = self.health_for(service);
-        let check = Check { settings: health, url, poll: POLL, interruptible: true, ignore: &old };
-        let healthy = wait_healthy(self.engine, project, service, expected.as_deref(), &check);
-        if let Err(reason) = healthy {
-            // The old containers never stopped: only the new ones go.
-            if !old.is_empty() {
-                self.retire(project, service, |id| !old.contains(&id.to_string()));
-            }
-            return Err(reason);
-        }
-        if !old.is_empty() {
-            if let Err(e) = self.reveal(&hidden) {
-                self.retire(project, service, |id| !old.contains(&id.to_string()));
-                return Err(e);
-            }
-            self.printer.step(format!("retiring the old {service}"));
-            self.retire(project, service, |id| old.contains(&id.to_string()));
+            self.start_first(project, service, expected.as_deref(), &old)?;
         }
         self.printer.step(format!("{service} is healthy"));
         if let Err(e) = self.service_hooks("post-update", project, change) {
@@ -299,6 +273,37 @@ impl Executor<'_> {
         }
         let running = self.engine.containers(project).map_err(|e| format!("{e:#}"))?;
         Ok(Step::Done(running.into_iter().find(|c| c.service == *service).map(|c| c.image_id)))
+    }
+
+    fn wait(&self, project: &str, service: &str, expected: Option<&str>, ignore: &[String]) -> Result<(), String> {
+        self.printer.step(format!("waiting for {service} to be healthy"));
+        let (health, url) = self.health_for(service);
+        let check = Check { settings: health, url, poll: POLL, interruptible: true, ignore };
+        wait_healthy(self.engine, project, service, expected, &check)
+    }
+
+    /// Replaces the `old` containers of `service` by new ones that serve
+    /// before the old ones stop. On failure only the new ones go: the old
+    /// ones never stopped.
+    fn start_first(&self, project: &str, service: &str, expected: Option<&str>, old: &[String]) -> Result<(), String> {
+        let is_new = |id: &str| !old.contains(&id.to_string());
+        let fresh = self
+            .compose
+            .scale_up(project, service, old.len() * 2)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|()| self.start_hidden(project, service, old))
+            .and_then(|hidden| {
+                crate::ops::crash_point("recreated");
+                self.wait(project, service, expected, old)?;
+                self.reveal(&hidden)
+            });
+        if let Err(e) = fresh {
+            self.retire(project, service, is_new);
+            return Err(e);
+        }
+        self.printer.step(format!("retiring the old {service}"));
+        self.retire(project, service, |id| !is_new(id));
+        Ok(())
     }
 
     /// Starts the containers a start-first update created, known in their
