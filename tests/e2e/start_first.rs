@@ -125,3 +125,34 @@ fn start_first_where_it_cannot_work_is_refused_unless_a_fallback_is_configured()
     assert!(run.stderr.contains("stop-first, as configured where start-first is impossible"), "{run:?}");
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
 }
+
+#[test]
+fn a_crash_between_start_and_switch_of_a_start_first_update_recovers_to_one_container() {
+    let mut stack = Stack::new("startcrash");
+    let web = stack.image("web");
+    stack.publish("v1", &web);
+    stack.write_compose(&format!(
+        "services:\n  web:\n    image: {web}\n    labels: {{clusterup.strategy: start-first}}\n"
+    ));
+    stack.up();
+    stack.write_config("");
+    let config = stack.config_path();
+    let text = std::fs::read_to_string(&config).unwrap().replace("timeout: 30s", "timeout: 10s");
+    std::fs::write(&config, text).unwrap();
+    stack.publish("v2", &web);
+
+    // Dies with the new container started beside the old one.
+    let out = stack
+        .clusterup_command(&stack.dir, &["apply", "--auto"])
+        .env("CLUSTERUP_CRASH_AT", "recreated")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the run must have died: {}", String::from_utf8_lossy(&out.stderr));
+
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("recovered interrupted revision 1"), "{run:?}");
+    // One container again (container_id asserts that), on v2 and healthy.
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+    assert_eq!(stack.health("web"), "running/healthy");
+}
