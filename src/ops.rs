@@ -259,6 +259,11 @@ impl Ctx<'_> {
                 }
                 _ => None,
             };
+            // A container still on the old image (a start-first update's
+            // old one, say) settles it without waiting out the timeout.
+            if expected.as_ref().is_some_and(|e| mine.iter().any(|c| &c.image_id != e)) {
+                return Ok(false);
+            }
             let check = Check {
                 settings: self.stack.health,
                 url: None,
