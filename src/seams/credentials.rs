@@ -1,6 +1,7 @@
 //! Registry credentials from the Docker CLI's configuration, so a host that
-//! can `docker pull` needs no second copy of its secrets. Credentials are
-//! handed to the engine per request and never printed or journaled.
+//! can `docker pull` needs no second copy of its secrets. Credentials go to
+//! the registry (digest lookups) or the engine (pulls) per request and are
+//! never printed or journaled.
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -1,5 +1,5 @@
-//! The outside world behind small seams: the Docker engine, the Compose CLI
-//! and registry credentials. Pipeline stages take these as traits so the
+//! The outside world behind small seams: the Docker engine, the Compose CLI,
+//! registries and their credentials. Pipeline stages take these as traits so the
 //! planner and executor are tested without a daemon.
 
 pub mod compose;
