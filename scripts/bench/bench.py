@@ -197,12 +197,14 @@ def downtime(rows):
                 fails.append(sum(1 for _, word in lines if word == "FAIL"))
                 stamps = [parse_ts(t) for t, word in lines if word == "ok"]
                 gaps.append(max((b - a for a, b in zip(stamps, stamps[1:])), default=0.0))
-            results[variant] = (statistics.median(fails), max(fails), statistics.median(gaps), max(gaps))
+            results[variant] = (statistics.median(fails), max(fails), statistics.median(gaps), max(gaps),
+                                sum(1 for f in fails if f))
         finally:
             stack.down()
     base_fail = results["docker compose up -d s0"][0] or 1
     base_gap = results["docker compose up -d s0"][2] or 1
-    for variant, (fail_med, fail_max, gap_med, gap_max) in results.items():
+    for variant, (fail_med, fail_max, gap_med, gap_max, lossy) in results.items():
+        rows.append(("downtime, image update", f"{variant}: updates losing a request", lossy, lossy / REPS))
         rows.append(("downtime, image update", f"{variant}: failed requests (median)", fail_med, fail_med / base_fail))
         rows.append(("downtime, image update", f"{variant}: failed requests (worst)", fail_max, fail_max / base_fail))
         rows.append(("downtime, image update", f"{variant}: longest gap s (median)", gap_med, gap_med / base_gap))
