@@ -233,7 +233,7 @@ pub struct Hooks {
 
 /// How a service's container is replaced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(try_from = "String")]
 pub enum Strategy {
     /// Stop the old container, then start the new one (Compose's way).
     #[default]
@@ -251,6 +251,14 @@ impl std::str::FromStr for Strategy {
             "start-first" => Ok(Strategy::StartFirst),
             other => Err(format!("unknown strategy {other:?}; use stop-first or start-first")),
         }
+    }
+}
+
+/// One spelling for the configuration and the labels.
+impl TryFrom<String> for Strategy {
+    type Error = String;
+    fn try_from(s: String) -> Result<Strategy, String> {
+        s.parse()
     }
 }
 

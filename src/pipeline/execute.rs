@@ -175,8 +175,8 @@ impl Executor<'_> {
             self.run_hook(which, cmd, Some(change), None)?;
         }
         if let Some(cmd) = inside {
-            let containers = self.engine.containers(project).map_err(|e| format!("{e:#}"))?;
-            if let Some(c) = containers.iter().find(|c| c.service == change.service && c.is_running()) {
+            let containers = self.service_containers(project, &change.service)?;
+            if let Some(c) = containers.iter().find(|c| c.is_running()) {
                 self.run_hook(which, cmd, Some(change), Some(&c.id))?;
             }
         }
@@ -247,14 +247,9 @@ impl Executor<'_> {
                 .step(format!("{service}: stop-first, as configured where start-first is impossible ({reason})"));
         }
         let old: Vec<String> = match policy.map(|p| p.strategy) {
-            Some(Strategy::StartFirst) if change.kind != ChangeKind::Create => self
-                .engine
-                .containers(project)
-                .map_err(|e| format!("{e:#}"))?
-                .into_iter()
-                .filter(|c| c.service == *service)
-                .map(|c| c.id)
-                .collect(),
+            Some(Strategy::StartFirst) if change.kind != ChangeKind::Create => {
+                self.service_containers(project, service)?.into_iter().map(|c| c.id).collect()
+            }
             _ => Vec::new(),
         };
         if old.is_empty() {
@@ -313,7 +308,7 @@ impl Executor<'_> {
     fn start_hidden(&self, project: &str, service: &str, old: &[String]) -> Result<Vec<Hidden>, String> {
         let fail = |e: anyhow::Error| format!("{e:#}");
         let mut hidden = Vec::new();
-        for c in self.new_containers(project, service, old)? {
+        for c in self.service_containers(project, service)?.into_iter().filter(|c| !old.contains(&c.id)) {
             let aliases = self.engine.network_aliases(&c.id).map_err(fail)?;
             for network in aliases.keys() {
                 self.engine.set_aliases(&c.id, network, std::slice::from_ref(&c.name)).map_err(fail)?;
@@ -335,14 +330,9 @@ impl Executor<'_> {
         Ok(())
     }
 
-    fn new_containers(&self, project: &str, service: &str, old: &[String]) -> Result<Vec<ContainerInfo>, String> {
-        Ok(self
-            .engine
-            .containers(project)
-            .map_err(|e| format!("{e:#}"))?
-            .into_iter()
-            .filter(|c| c.service == service && !old.contains(&c.id))
-            .collect())
+    fn service_containers(&self, project: &str, service: &str) -> Result<Vec<ContainerInfo>, String> {
+        let all = self.engine.containers(project).map_err(|e| format!("{e:#}"))?;
+        Ok(all.into_iter().filter(|c| c.service == service).collect())
     }
 
     /// A rollback needs the engine: if it is away (restarting), give it
@@ -366,11 +356,11 @@ impl Executor<'_> {
     /// A failure here leaves a redundant container, not a stopped service:
     /// it is reported, and the next `up` scales the service back.
     fn retire(&self, project: &str, service: &str, chosen: impl Fn(&str) -> bool) {
-        let containers = match self.engine.containers(project) {
+        let containers = match self.service_containers(project, service) {
             Ok(c) => c,
-            Err(e) => return self.printer.step(format!("warning: listing {service}'s containers: {e:#}")),
+            Err(e) => return self.printer.step(format!("warning: listing {service}'s containers: {e}")),
         };
-        for c in containers.iter().filter(|c| c.service == service && chosen(&c.id)) {
+        for c in containers.iter().filter(|c| chosen(&c.id)) {
             if let Err(e) = self.engine.retire_container(&c.id) {
                 self.printer.step(format!("warning: retiring container {}: {e:#}", c.name));
             }
@@ -378,8 +368,7 @@ impl Executor<'_> {
     }
 
     fn remove_service(&self, project: &str, service: &str) -> Result<(), String> {
-        let containers = self.engine.containers(project).map_err(|e| format!("{e:#}"))?;
-        for c in containers.iter().filter(|c| c.service == service) {
+        for c in self.service_containers(project, service)? {
             self.engine.remove_container(&c.id).map_err(|e| format!("{e:#}"))?;
         }
         Ok(())

@@ -40,11 +40,10 @@ pub fn wait_healthy(
         // An engine that does not answer may be restarting (a package
         // upgrade, a daemon.json change): wait for it like for a slow
         // container, up to the same timeout.
-        let (containers, mut waiting_for) = match engine.containers(project) {
+        let (containers, mut waiting_for): (Vec<ContainerInfo>, _) = match engine.containers(project) {
             Ok(all) => (all.into_iter().filter(|c| c.service == service && !ignore.contains(&c.id)).collect(), None),
             Err(e) => (Vec::new(), Some(format!("the Docker engine does not answer ({e:#})"))),
         };
-        let containers: Vec<ContainerInfo> = containers;
         for c in &containers {
             let base = *restarts.entry(c.id.clone()).or_insert(c.restart_count);
             if c.restart_count > base {

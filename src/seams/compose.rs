@@ -115,9 +115,6 @@ pub trait Compose {
     /// The config hash Compose would label each service's container with:
     /// which services `up` would recreate, asked without side effects.
     fn hashes(&self) -> Result<BTreeMap<String, String>>;
-    fn model_and_hashes(&self) -> Result<(ComposeModel, BTreeMap<String, String>)> {
-        Ok((self.model()?, self.hashes()?))
-    }
     /// Recreates one service if its container differs from the model (or
     /// its image id from the local tag), touching nothing else.
     /// `force`: recreate even if Compose sees no change (a bind-mounted
@@ -190,6 +187,20 @@ impl ComposeCli {
         // through a recreate: clusterup decides when to stop.
         cmd.current_dir(&self.directory).stdin(Stdio::null()).process_group(0);
         cmd
+    }
+
+    /// `model` and `hashes`, read at the same time.
+    pub fn model_and_hashes(&self) -> Result<(ComposeModel, BTreeMap<String, String>)> {
+        // Two processes at once: each spends most of its time starting up.
+        let hashing = self
+            .hash_command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("reading compose config hashes: running `docker compose`; is the Docker CLI installed?")?;
+        let model = self.model();
+        let hashes = hashing.wait_with_output().context("reading compose config hashes");
+        Ok((model?, parse_hashes(hashes?)?))
     }
 
     fn up_with(&self, project: &str, service: &str, options: &[&str]) -> Result<()> {
@@ -304,19 +315,6 @@ impl Compose for ComposeCli {
     fn hashes(&self) -> Result<BTreeMap<String, String>> {
         let out = run(self.hash_command(), "reading compose config hashes")?;
         parse_hashes(out)
-    }
-
-    fn model_and_hashes(&self) -> Result<(ComposeModel, BTreeMap<String, String>)> {
-        // Two processes at once: each spends most of its time starting up.
-        let hashing = self
-            .hash_command()
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("reading compose config hashes: running `docker compose`; is the Docker CLI installed?")?;
-        let model = self.model();
-        let hashes = hashing.wait_with_output().context("reading compose config hashes");
-        Ok((model?, parse_hashes(hashes?)?))
     }
 
     fn up(&self, project: &str, service: &str, force: bool) -> Result<()> {

@@ -156,6 +156,15 @@ impl DockerEngine {
             .with_context(|| format!("listing containers of compose project {project}"))
     }
 
+    /// The container's endpoint in each network it is attached to.
+    fn networks(&self, id: &str) -> Result<HashMap<String, EndpointSettings>> {
+        let inspect = self
+            .runtime
+            .block_on(self.docker.inspect_container(id, None))
+            .with_context(|| format!("inspecting container {id}"))?;
+        Ok(inspect.network_settings.and_then(|n| n.networks).unwrap_or_default())
+    }
+
     fn registry_error(&self, registry: &str, err: bollard::errors::Error) -> anyhow::Error {
         let text = match &err {
             bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
@@ -363,20 +372,12 @@ impl Engine for DockerEngine {
     }
 
     fn network_aliases(&self, id: &str) -> Result<BTreeMap<String, Vec<String>>> {
-        let inspect = self
-            .runtime
-            .block_on(self.docker.inspect_container(id, None))
-            .with_context(|| format!("inspecting container {id}"))?;
-        let networks = inspect.network_settings.and_then(|n| n.networks).unwrap_or_default();
+        let networks = self.networks(id)?;
         Ok(networks.into_iter().map(|(name, settings)| (name, settings.aliases.unwrap_or_default())).collect())
     }
 
     fn set_aliases(&self, id: &str, network: &str, aliases: &[String]) -> Result<()> {
-        let inspect = self
-            .runtime
-            .block_on(self.docker.inspect_container(id, None))
-            .with_context(|| format!("inspecting container {id}"))?;
-        let current = inspect.network_settings.and_then(|n| n.networks).and_then(|mut n| n.remove(network));
+        let current = self.networks(id)?.remove(network);
         let current = current.ok_or_else(|| anyhow!("container {id} is not in network {network}"))?;
         let endpoint = EndpointSettings {
             aliases: Some(aliases.to_vec()),
@@ -399,12 +400,7 @@ impl Engine for DockerEngine {
     }
 
     fn retire_container(&self, id: &str) -> Result<()> {
-        let inspect = self
-            .runtime
-            .block_on(self.docker.inspect_container(id, None))
-            .with_context(|| format!("inspecting {id}"))?;
-        let networks = inspect.network_settings.and_then(|n| n.networks).unwrap_or_default();
-        for network in networks.keys() {
+        for network in self.networks(id)?.keys() {
             let request = NetworkDisconnectRequest { container: id.to_string(), force: Some(true) };
             self.runtime
                 .block_on(self.docker.disconnect_network(network, request))

@@ -66,7 +66,7 @@ impl Registries {
         results.into_iter().map(|r| r.into_inner().unwrap().expect("every lookup ran")).collect()
     }
 
-    pub fn digest(&self, reference: &Reference, creds: Option<&DockerCredentials>) -> Result<String> {
+    fn digest(&self, reference: &Reference, creds: Option<&DockerCredentials>) -> Result<String> {
         let target = reference.tag.as_deref().or(reference.digest.as_deref()).unwrap_or("latest");
         let url = format!("{}/v2/{}/manifests/{}", base_url(&reference.registry), reference.repository, target);
         let key = (reference.registry.clone(), reference.repository.clone());
