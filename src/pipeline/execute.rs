@@ -21,6 +21,10 @@ use crate::settings::{HealthSettings, Hooks, Strategy};
 use crate::state::ServiceImages;
 
 const POLL: Duration = Duration::from_millis(500);
+/// How long a retired start-first container keeps serving after it left
+/// its service's DNS name: past a client's first SYN retry (1 s), with
+/// time for that request to finish.
+const DRAIN: Duration = Duration::from_secs(2);
 
 pub struct Execution {
     pub outcome: Outcome,
@@ -353,18 +357,50 @@ impl Executor<'_> {
     }
 
     /// Takes the chosen containers of a start-first update out of service.
-    /// A failure here leaves a redundant container, not a stopped service:
-    /// it is reported, and the next `up` scales the service back.
+    /// Each first leaves its DNS names but keeps its address: Docker frees
+    /// a leaving container's address before its DNS stops handing it out
+    /// (tens of milliseconds), and a client that got it in that window
+    /// would wait on a dead address until it gave up. Attached again at
+    /// once, the container gets the same address and MAC back, so that
+    /// client's retried SYN, a second later, still reaches a server. It is
+    /// removed after `DRAIN`. A failure here leaves a redundant container,
+    /// not a stopped service: it is reported, and the next `up` scales the
+    /// service back.
     fn retire(&self, project: &str, service: &str, chosen: impl Fn(&str) -> bool) {
         let containers = match self.service_containers(project, service) {
             Ok(c) => c,
             Err(e) => return self.printer.step(format!("warning: listing {service}'s containers: {e}")),
         };
-        for c in containers.iter().filter(|c| chosen(&c.id)) {
-            if let Err(e) = self.engine.retire_container(&c.id) {
+        let chosen: Vec<ContainerInfo> = containers.into_iter().filter(|c| chosen(&c.id)).collect();
+        let mut withdrawn = false;
+        for c in &chosen {
+            match self.withdraw(c) {
+                Ok(w) => withdrawn |= w,
+                Err(e) => self.printer.step(format!("warning: taking {} out of DNS: {e:#}", c.name)),
+            }
+        }
+        if withdrawn {
+            std::thread::sleep(DRAIN);
+        }
+        for c in &chosen {
+            if let Err(e) = self.engine.remove_container(&c.id) {
                 self.printer.step(format!("warning: retiring container {}: {e:#}", c.name));
             }
         }
+    }
+
+    /// Leaves the container known by its own name only, in every network
+    /// where it answers to more. Returns whether it did.
+    fn withdraw(&self, c: &ContainerInfo) -> Result<bool> {
+        let own = |alias: &String| *alias == c.name || (alias.len() == 12 && c.id.starts_with(alias.as_str()));
+        let mut withdrawn = false;
+        for (network, aliases) in self.engine.network_aliases(&c.id)? {
+            if !aliases.iter().all(own) {
+                self.engine.set_aliases(&c.id, &network, std::slice::from_ref(&c.name))?;
+                withdrawn = true;
+            }
+        }
+        Ok(withdrawn)
     }
 
     fn remove_service(&self, project: &str, service: &str) -> Result<(), String> {

@@ -97,12 +97,6 @@ pub trait Engine {
     /// which names Docker's DNS resolves to it.
     fn set_aliases(&self, id: &str, network: &str, aliases: &[String]) -> Result<()>;
     fn start_container(&self, id: &str) -> Result<()>;
-    /// `remove_container` for a container whose replacement already
-    /// serves: out of its networks (and so out of service DNS) first, so
-    /// no new connection reaches it while it stops.
-    fn retire_container(&self, id: &str) -> Result<()> {
-        self.remove_container(id)
-    }
     /// Local tags (`repo:tag`) whose repository starts with `prefix`.
     fn tags_under(&self, prefix: &str) -> Result<Vec<String>>;
     /// Removes one tag; the image goes only if nothing else names or uses it.
@@ -397,16 +391,6 @@ impl Engine for DockerEngine {
 
     fn start_container(&self, id: &str) -> Result<()> {
         self.runtime.block_on(self.docker.start_container(id, None)).with_context(|| format!("starting container {id}"))
-    }
-
-    fn retire_container(&self, id: &str) -> Result<()> {
-        for network in self.networks(id)?.keys() {
-            let request = NetworkDisconnectRequest { container: id.to_string(), force: Some(true) };
-            self.runtime
-                .block_on(self.docker.disconnect_network(network, request))
-                .with_context(|| format!("disconnecting container {id} from network {network}"))?;
-        }
-        self.remove_container(id)
     }
 
     fn tags_under(&self, prefix: &str) -> Result<Vec<String>> {
