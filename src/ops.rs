@@ -15,7 +15,7 @@ use crate::pipeline::observe::Observation;
 use crate::pipeline::{GitDeploy, Outcome, backup};
 use crate::reference::Reference;
 use crate::seams::compose::{Compose, ComposeCli};
-use crate::seams::engine::Engine;
+use crate::seams::engine::{ContainerInfo, Engine};
 use crate::seams::git::GitRepo;
 use crate::settings::StackSettings;
 use crate::state::{Ending, Rejection, Revision, StateDir, Trigger, now};
@@ -212,19 +212,40 @@ impl Ctx<'_> {
     }
 
     /// Compose renames a recreated container into place last; a recreate
-    /// cut short leaves `<id12>_<name>` behind.
+    /// cut short leaves `<id12>_<name>` behind. A start-first update cut
+    /// short leaves a container its service's name does not reach (the new
+    /// one before it was healthy, or the old one on its way out) beside
+    /// one it does: that one stays, whichever it is.
     fn remove_leftovers(&self, project: &str) -> Result<()> {
-        for c in self.engine.containers(project)? {
-            let leftover = c.name.len() > 13
+        let containers = self.engine.containers(project)?;
+        let mut named = BTreeMap::new();
+        for c in containers.iter().filter(|c| c.is_running()) {
+            named.insert(c.id.as_str(), self.named_by_service(c)?);
+        }
+        for c in &containers {
+            let renamed = c.name.len() > 13
                 && c.name
                     .get(..13)
                     .is_some_and(|p| p.ends_with('_') && p[..12].chars().all(|ch| ch.is_ascii_hexdigit()));
-            if leftover {
-                self.printer.step(format!("removing {} left by an interrupted recreate", c.name));
-                self.engine.remove_container(&c.id)?;
-            }
+            let unnamed = named.get(c.id.as_str()) == Some(&false)
+                && containers.iter().any(|o| o.service == c.service && named.get(o.id.as_str()) == Some(&true));
+            let why = match (renamed, unnamed) {
+                (true, _) => "an interrupted recreate",
+                (false, true) => "an interrupted start-first update",
+                (false, false) => continue,
+            };
+            self.printer.step(format!("removing {} left by {why}", c.name));
+            self.engine.remove_container(&c.id)?;
         }
         Ok(())
+    }
+
+    /// Whether Docker's DNS gives out the container under its service's
+    /// name in every network that has names at all (the default bridge
+    /// has none).
+    fn named_by_service(&self, c: &ContainerInfo) -> Result<bool> {
+        let aliases = self.engine.network_aliases(&c.id)?;
+        Ok(aliases.values().all(|a| a.is_empty() || a.contains(&c.service)))
     }
 
     fn target_reached(&self, plan: &Plan, git: Option<&GitDeploy>, compose: &dyn Compose) -> Result<bool> {

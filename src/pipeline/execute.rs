@@ -380,6 +380,7 @@ impl Executor<'_> {
             }
         }
         if withdrawn {
+            crate::ops::crash_point("withdrawn");
             std::thread::sleep(DRAIN);
         }
         for c in &chosen {

@@ -1,7 +1,7 @@
 //! The start-first strategy: the old container serves until the new one
 //! is healthy, so a service that takes seconds to start stays answering.
 
-use crate::support::{Stack, image_id};
+use crate::support::{Stack, docker, image_id};
 
 /// Resolves `web` afresh for every request, as a client that does not
 /// cache DNS would (the fixture's static busybox resolves names only with
@@ -126,9 +126,10 @@ fn start_first_where_it_cannot_work_is_refused_unless_a_fallback_is_configured()
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
 }
 
-#[test]
-fn a_crash_between_start_and_switch_of_a_start_first_update_recovers_to_one_container() {
-    let mut stack = Stack::new("startcrash");
+/// Killed with two containers of `web` running, at `stage`, the next run
+/// leaves one, on v2, healthy, and reachable under the service's name.
+fn crash_during_start_first(name: &str, stage: &str) {
+    let mut stack = Stack::new(name);
     let web = stack.image("web");
     stack.publish("v1", &web);
     stack.write_compose(&format!(
@@ -141,18 +142,34 @@ fn a_crash_between_start_and_switch_of_a_start_first_update_recovers_to_one_cont
     std::fs::write(&config, text).unwrap();
     stack.publish("v2", &web);
 
-    // Dies with the new container started beside the old one.
-    let out = stack
-        .clusterup_command(&stack.dir, &["apply", "--auto"])
-        .env("CLUSTERUP_CRASH_AT", "recreated")
-        .output()
-        .unwrap();
+    let out =
+        stack.clusterup_command(&stack.dir, &["apply", "--auto"]).env("CLUSTERUP_CRASH_AT", stage).output().unwrap();
     assert!(!out.status.success(), "the run must have died: {}", String::from_utf8_lossy(&out.stderr));
+    let running = stack.compose(&["ps", "-q", "web"]);
+    assert_eq!(String::from_utf8_lossy(&running.stdout).lines().count(), 2, "two containers of web at the crash");
 
     let run = stack.clusterup(&["apply", "--auto"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("recovered interrupted revision 1"), "{run:?}");
+    assert!(run.stderr.contains("left by an interrupted start-first update"), "{run:?}");
     // One container again (container_id asserts that), on v2 and healthy.
+    let id = stack.container_id("web");
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
     assert_eq!(stack.health("web"), "running/healthy");
+    // A container left out of the service's name would run and serve no one.
+    let lookup = stack.compose(&["exec", "-T", "web", "nslookup", "web", "127.0.0.11"]);
+    let answer = String::from_utf8_lossy(&lookup.stdout);
+    let inspect = docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &id]);
+    let address = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+    assert!(answer.contains(&format!("Address: {address}")), "web resolves to {address}: {answer}");
+}
+
+#[test]
+fn a_crash_before_the_switch_of_a_start_first_update_recovers_to_one_named_container() {
+    crash_during_start_first("startcrash", "recreated");
+}
+
+#[test]
+fn a_crash_while_the_old_container_drains_recovers_to_one_named_container() {
+    crash_during_start_first("startdrain", "withdrawn");
 }
