@@ -126,8 +126,8 @@ pub fn resolve(stack: &StackSettings, model: &ComposeModel) -> Result<Resolved, 
 }
 
 /// What keeps a second container of the service from starting while the
-/// first runs: a fixed name, a fixed host port, or another container's
-/// (or the host's) network namespace.
+/// first runs: a fixed name, host port, address or MAC, or another
+/// container's (or the host's) network namespace.
 fn start_first_blocker(svc: &ComposeService) -> Option<String> {
     if let Some(name) = svc.raw.get("container_name").and_then(Value::as_str) {
         return Some(format!("it sets container_name: {name}"));
@@ -147,6 +147,17 @@ fn start_first_blocker(svc: &ComposeService) -> Option<String> {
         // A range lets Compose give the second container another port.
         if !published.is_empty() && !published.contains('-') {
             return Some(format!("it publishes the fixed host port {published}"));
+        }
+    }
+    if let Some(mac) = svc.raw.get("mac_address").and_then(Value::as_str) {
+        return Some(format!("it sets mac_address: {mac}"));
+    }
+    let networks = svc.raw.get("networks").and_then(Value::as_object).into_iter().flatten();
+    for (network, settings) in networks {
+        for key in ["ipv4_address", "ipv6_address"] {
+            if let Some(address) = settings.get(key).and_then(Value::as_str) {
+                return Some(format!("it sets {key}: {address} in network {network}"));
+            }
         }
     }
     None
@@ -215,6 +226,11 @@ mod tests {
             (json!({"ports": [{"target": 80, "published": "8080"}]}), "fixed host port 8080"),
             (json!({"network_mode": "service:db"}), "network_mode: service:db"),
             (json!({"network_mode": "host"}), "network_mode: host"),
+            (
+                json!({"networks": {"back": null, "front": {"ipv4_address": "10.5.0.9"}}}),
+                "ipv4_address: 10.5.0.9 in network front",
+            ),
+            (json!({"mac_address": "02:42:ac:11:00:99"}), "mac_address: 02:42:ac:11:00:99"),
         ] {
             let mut svc = json!({"image": "a", "labels": {"clusterup.strategy": "start-first", "clusterup.strategy-fallback": "stop-first"}});
             svc.as_object_mut().unwrap().extend(raw.as_object().unwrap().clone());

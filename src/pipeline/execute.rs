@@ -313,7 +313,9 @@ impl Executor<'_> {
         let fail = |e: anyhow::Error| format!("{e:#}");
         let mut hidden = Vec::new();
         for c in self.service_containers(project, service)?.into_iter().filter(|c| !old.contains(&c.id)) {
-            let aliases = self.engine.network_aliases(&c.id).map_err(fail)?;
+            let mut aliases = self.engine.network_aliases(&c.id).map_err(fail)?;
+            // Docker's default bridge has no names to hide behind, nor takes any.
+            aliases.retain(|_, names| !names.is_empty());
             for network in aliases.keys() {
                 self.engine.set_aliases(&c.id, network, std::slice::from_ref(&c.name)).map_err(fail)?;
             }

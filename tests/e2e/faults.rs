@@ -407,8 +407,7 @@ fn a_docker_daemon_restart_during_apply_ends_on_one_whole_revision() {
     let last = journal
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("journal line {l:?}: {e}")))
-        .filter(|v| v["outcome"].is_string())
-        .next_back()
+        .rfind(|v| v["outcome"].is_string())
         .expect("a finished revision");
     let expected = if image == v1 { ["rolled_back", "failed"].as_slice() } else { ["applied"].as_slice() };
     assert!(expected.contains(&last["outcome"].as_str().unwrap()), "runs {image}, journal says {last}");
