@@ -13,6 +13,10 @@ use anyhow::{Result, anyhow, bail};
 use base64::Engine as _;
 use bollard::auth::DockerCredentials;
 use serde::Deserialize;
+use ureq::config::Config;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::reference::{DOCKER_HUB, Reference};
 
@@ -28,6 +32,27 @@ const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 /// registry does not answer 429.
 const CONCURRENCY: usize = 8;
 
+/// Resolves each registry's name once per run. ureq resolves before every
+/// request, a pooled connection or not, on a thread of its own when a
+/// timeout is set: a thread and a DNS query per image otherwise.
+#[derive(Debug, Default)]
+struct OncePerHost {
+    system: DefaultResolver,
+    known: Mutex<HashMap<String, ResolvedSocketAddrs>>,
+}
+
+impl Resolver for OncePerHost {
+    fn resolve(&self, uri: &Uri, config: &Config, timeout: NextTimeout) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let key = format!("{:?}://{:?}", uri.scheme(), uri.authority());
+        if let Some(addrs) = self.known.lock().unwrap().get(&key) {
+            return Ok(addrs.clone());
+        }
+        let addrs = self.system.resolve(uri, config, timeout)?;
+        self.known.lock().unwrap().insert(key, addrs.clone());
+        Ok(addrs)
+    }
+}
+
 pub struct Registries {
     agent: ureq::Agent,
     /// `Authorization` values that worked, per registry and repository.
@@ -36,14 +61,14 @@ pub struct Registries {
 
 impl Registries {
     pub fn new() -> Registries {
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(5)))
             .timeout_global(Some(Duration::from_secs(20)))
             .max_idle_connections_per_host(CONCURRENCY)
             .user_agent(concat!("clusterup/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let agent = ureq::Agent::with_parts(config, DefaultConnector::default(), OncePerHost::default());
         Registries { agent, authorizations: Mutex::new(HashMap::new()) }
     }
 
