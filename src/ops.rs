@@ -218,8 +218,10 @@ impl Ctx<'_> {
     /// one it does: that one stays, whichever it is.
     fn remove_leftovers(&self, project: &str) -> Result<()> {
         let containers = self.engine.containers(project)?;
+        let running = |service: &str| containers.iter().filter(|c| c.service == service && c.is_running()).count();
         let mut named = BTreeMap::new();
-        for c in containers.iter().filter(|c| c.is_running()) {
+        // Only a service running twice can be halfway through start-first.
+        for c in containers.iter().filter(|c| c.is_running() && running(&c.service) > 1) {
             named.insert(c.id.as_str(), self.named_by_service(c)?);
         }
         for c in &containers {

@@ -313,9 +313,7 @@ impl Executor<'_> {
         let fail = |e: anyhow::Error| format!("{e:#}");
         let mut hidden = Vec::new();
         for c in self.service_containers(project, service)?.into_iter().filter(|c| !old.contains(&c.id)) {
-            let mut aliases = self.engine.network_aliases(&c.id).map_err(fail)?;
-            // Docker's default bridge has no names to hide behind, nor takes any.
-            aliases.retain(|_, names| !names.is_empty());
+            let aliases = self.named_networks(&c).map_err(fail)?;
             for network in aliases.keys() {
                 self.engine.set_aliases(&c.id, network, std::slice::from_ref(&c.name)).map_err(fail)?;
             }
@@ -393,17 +391,21 @@ impl Executor<'_> {
     }
 
     /// Leaves the container known by its own name only, in every network
-    /// where it answers to more. Returns whether it did.
+    /// where it answers to its service's. Returns whether it did.
     fn withdraw(&self, c: &ContainerInfo) -> Result<bool> {
-        let own = |alias: &String| *alias == c.name || (alias.len() == 12 && c.id.starts_with(alias.as_str()));
-        let mut withdrawn = false;
-        for (network, aliases) in self.engine.network_aliases(&c.id)? {
-            if !aliases.iter().all(own) {
-                self.engine.set_aliases(&c.id, &network, std::slice::from_ref(&c.name))?;
-                withdrawn = true;
-            }
+        let networks = self.named_networks(c)?;
+        for network in networks.keys() {
+            self.engine.set_aliases(&c.id, network, std::slice::from_ref(&c.name))?;
         }
-        Ok(withdrawn)
+        Ok(!networks.is_empty())
+    }
+
+    /// The container's aliases in each network where Docker's DNS gives it
+    /// out under its service's name (the default bridge has no names).
+    fn named_networks(&self, c: &ContainerInfo) -> Result<BTreeMap<String, Vec<String>>> {
+        let mut aliases = self.engine.network_aliases(&c.id)?;
+        aliases.retain(|_, names| names.contains(&c.service));
+        Ok(aliases)
     }
 
     fn remove_service(&self, project: &str, service: &str) -> Result<(), String> {
