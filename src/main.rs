@@ -12,6 +12,7 @@ mod notify;
 mod ops;
 mod output;
 mod pipeline;
+mod redact;
 mod reference;
 mod seams;
 mod settings;
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", output::for_people(&format!("{err:#}")));
             exit::status_of(&err).into()
         }
     }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::exit::ExitStatus;
+use crate::redact::Secret;
 use crate::settings::{NotifyKind, NotifyTarget, StackSettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,15 +119,16 @@ pub fn send(stack: &StackSettings, command: &str, status: ExitStatus, report: &V
             NotifyKind::Github => github(target, &stack.name, &host, &wanted, healthy, report),
         };
         if let Err(e) = result {
-            eprintln!("warning: stack {}: notification ({:?}) failed: {e:#}", stack.name, target.kind);
+            let e = crate::output::for_people(&format!("{e:#}"));
+            eprintln!("warning: stack {}: notification ({:?}) failed: {e}", stack.name, target.kind);
         }
     }
 }
 
 fn post(target: &NotifyTarget, stack: &str, host: &str, event: Event, report: &Value) -> Result<()> {
-    let url = target.url.as_deref().context("`url` is required for webhook and slack notifications")?;
+    let url = target.url.as_ref().context("`url` is required for webhook and slack notifications")?;
     let text = summary(stack, host, event, report);
-    let body = match target.kind {
+    let mut body = match target.kind {
         NotifyKind::Slack => json!({"text": text}),
         _ => json!({
             "schema_version": crate::output::SCHEMA_VERSION,
@@ -138,17 +140,18 @@ fn post(target: &NotifyTarget, stack: &str, host: &str, event: Event, report: &V
             "report": report,
         }),
     };
-    agent().post(url).send_json(&body).map_err(|e| anyhow!("POST {url}: {e}"))?;
+    crate::redact::scrub_json(&mut body);
+    agent().post(url.expose()).send_json(&body).map_err(|e| anyhow!("POST {url}: {e}"))?;
     Ok(())
 }
 
-fn token(target: &NotifyTarget) -> Result<String> {
+fn token(target: &NotifyTarget) -> Result<Secret> {
     if let Some(file) = &target.token_file {
         let t = std::fs::read_to_string(file).with_context(|| format!("reading token file {}", file.display()))?;
-        return Ok(t.trim().to_string());
+        return Ok(Secret::new(t.trim()));
     }
     let var = target.token_env.as_deref().unwrap_or("GITHUB_TOKEN");
-    std::env::var(var).map_err(|_| anyhow!("no GitHub token: set {var} (or `token_file`)"))
+    std::env::var(var).map(Secret::new).map_err(|_| anyhow!("no GitHub token: set {var} (or `token_file`)"))
 }
 
 #[derive(Deserialize)]
@@ -166,10 +169,10 @@ fn github(
     report: &Value,
 ) -> Result<()> {
     let repo = target.repo.as_deref().context("`repo` (owner/name) is required for github notifications")?;
-    let api = target.api_url.trim_end_matches('/');
+    let api = target.api_url.expose().trim_end_matches('/');
     let token = token(target)?;
     let agent = agent();
-    let auth = format!("Bearer {token}");
+    let auth = format!("Bearer {}", token.expose());
     let request = |method: &str, path: &str| {
         let url = format!("{api}/repos/{repo}{path}");
         let builder = match method {
@@ -191,7 +194,7 @@ fn github(
         .context("reading the issue list")?;
     for event in events.iter().filter(|e| e.is_problem()) {
         let title = format!("{prefix} {}", event.name().replace('_', " "));
-        let body = summary(stack, host, *event, report);
+        let body = crate::redact::scrub(&summary(stack, host, *event, report));
         match open.iter().find(|i| i.title == title) {
             Some(issue) => {
                 request("POST", &format!("/issues/{}/comments", issue.number))

@@ -48,29 +48,35 @@ impl Printer {
     /// stays the result (and pure JSON with --json).
     pub fn step(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("{}", msg.as_ref());
+            eprintln!("{}", for_people(msg.as_ref()));
         }
     }
 
     pub fn detail(&self, msg: impl AsRef<str>) {
         if self.verbose > 0 {
-            eprintln!("{}", msg.as_ref());
+            eprintln!("{}", for_people(msg.as_ref()));
         }
     }
 
     /// The result of a command, for people.
     pub fn human(&self, text: impl AsRef<str>) {
         if !self.json {
-            print!("{}", text.as_ref());
+            print!("{}", for_people(text.as_ref()));
         }
     }
 
     /// A unified diff, red and green on a terminal.
-    pub fn paint_diff(&self, diff: &str) -> String {
-        if !self.color {
-            return diff.to_string();
+    pub fn diff(&self, diff: &str) {
+        if self.json || diff.is_empty() {
+            return;
         }
-        diff.lines()
+        let diff = for_people(diff);
+        if !self.color {
+            print!("{diff}");
+            return;
+        }
+        let painted: String = diff
+            .lines()
             .map(|l| {
                 let code = match l.as_bytes().first() {
                     Some(b'+') if !l.starts_with("+++") => "32",
@@ -80,12 +86,15 @@ impl Printer {
                 };
                 format!("\x1b[{code}m{l}\x1b[0m\n")
             })
-            .collect()
+            .collect();
+        print!("{painted}");
     }
 
     pub fn json(&self, value: &impl Serialize) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value).expect("plain data serializes"));
+            let mut value = serde_json::to_value(value).expect("plain data serializes");
+            crate::redact::scrub_json(&mut value);
+            println!("{}", serde_json::to_string_pretty(&value).expect("plain data serializes"));
         }
     }
 
@@ -102,7 +111,7 @@ impl Printer {
                 ProgressStyle::with_template("{spinner} pulling {prefix} {bytes}/{total_bytes} {wide_msg}")
                     .expect("static template"),
             );
-            bar.set_prefix(reference.to_string());
+            bar.set_prefix(for_people(reference));
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
@@ -111,6 +120,11 @@ impl Printer {
         }
         PullDisplay { bar, layers: HashMap::new() }
     }
+}
+
+/// Every line a person reads: no credential, no control character.
+pub fn for_people(text: &str) -> String {
+    crate::redact::terminal_safe(&crate::redact::scrub(text))
 }
 
 pub struct PullDisplay {
@@ -128,7 +142,7 @@ impl PullDisplay {
             bar.set_length(all);
             bar.set_position(done);
         }
-        bar.set_message(p.status.to_string());
+        bar.set_message(for_people(p.status));
     }
 
     pub fn finish(self, printer: &Printer, result: &str) {

@@ -9,6 +9,7 @@ use anyhow::Result;
 use serde::Deserialize;
 
 use crate::exit::usage;
+use crate::redact::SecretUrl;
 
 pub const DEFAULT_CONFIG: &str = "/etc/clusterup/clusterup.yaml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/clusterup";
@@ -58,7 +59,7 @@ pub const DEFAULT_KEEP_IMAGES: usize = 3;
 /// A stack whose compose files come from a branch of a git repository.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GitSource {
-    pub url: String,
+    pub url: SecretUrl,
     pub branch: String,
     /// The stack's directory inside the repository ("" for the top).
     pub path: PathBuf,
@@ -66,7 +67,16 @@ pub struct GitSource {
     pub ssh_key: Option<PathBuf>,
     /// Where clusterup checks out the deployed commit.
     pub checkout: PathBuf,
+    /// CLUSTERUP_GIT_TOKEN may go over plain HTTP.
+    pub insecure: bool,
+    /// A fetch that sends or receives nothing for this long is given up.
+    pub idle_timeout: Duration,
+    /// No fetch (submodules included) takes longer than this.
+    pub timeout: Duration,
 }
+
+pub const DEFAULT_GIT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What `apply --auto` may do without a person. Changes that put data at
 /// risk are never applied unattended, whatever this says.
@@ -151,6 +161,12 @@ struct GitEntry {
     #[serde(default)]
     submodules: bool,
     ssh_key: Option<PathBuf>,
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default, deserialize_with = "duration")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    idle_timeout: Option<Duration>,
 }
 
 fn main_branch() -> String {
@@ -195,13 +211,18 @@ struct HooksEntry {
 pub struct NotifyTarget {
     #[serde(rename = "type")]
     pub kind: NotifyKind,
-    /// webhook and slack: where to POST.
-    pub url: Option<String>,
+    /// webhook and slack: where to POST. The URL is the credential.
+    #[serde(default, deserialize_with = "webhook_url")]
+    pub url: Option<SecretUrl>,
     /// github: owner/name.
     pub repo: Option<String>,
     /// github: the API base, for GitHub Enterprise.
-    #[serde(default = "github_api")]
-    pub api_url: String,
+    #[serde(default = "github_api", deserialize_with = "api_url")]
+    pub api_url: SecretUrl,
+    /// Allows plain HTTP to a host other than this one: the URL or token
+    /// then crosses the network readable by anyone on the path.
+    #[serde(default)]
+    pub insecure: bool,
     /// github: the token comes from this environment variable...
     pub token_env: Option<String>,
     /// ...or this file; never from the configuration itself.
@@ -219,8 +240,47 @@ pub enum NotifyKind {
     Github,
 }
 
-fn github_api() -> String {
-    "https://api.github.com".to_string()
+fn github_api() -> SecretUrl {
+    SecretUrl::webhook("https://api.github.com")
+}
+
+fn webhook_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretUrl>, D::Error> {
+    Ok(Some(SecretUrl::webhook(&String::deserialize(d)?)))
+}
+
+fn api_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretUrl, D::Error> {
+    Ok(SecretUrl::webhook(&String::deserialize(d)?))
+}
+
+impl NotifyTarget {
+    /// What is missing or unsafe, found when the configuration is read
+    /// rather than when the first event is sent.
+    fn validate(&self) -> std::result::Result<(), String> {
+        let url = match self.kind {
+            NotifyKind::Webhook | NotifyKind::Slack => {
+                self.url.as_ref().ok_or("`url` is required for webhook and slack notifications")?
+            }
+            NotifyKind::Github => {
+                if self.repo.is_none() {
+                    return Err("`repo` (owner/name) is required for github notifications".into());
+                }
+                &self.api_url
+            }
+        };
+        match url.scheme() {
+            Some("https") => Ok(()),
+            Some("http") if self.insecure || is_loopback_host(url.host()) => Ok(()),
+            Some("http") => Err(format!(
+                "{url} is plain HTTP: the URL and any token would cross the network in clear text; \
+                 use https, or add `insecure: true` to this target"
+            )),
+            _ => Err(format!("{url} is not an http(s) URL")),
+        }
+    }
+}
+
+pub fn is_loopback_host(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Commands run around an update (on the host for configured hooks, in the
@@ -342,6 +402,9 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
         return Err(bad("no stacks configured; add a `stacks:` list with at least one entry".into()));
     }
     let base = path.parent().unwrap_or(Path::new("/"));
+    for (i, target) in file.notify.iter().enumerate() {
+        target.validate().map_err(|m| bad(format!("notify[{i}]: {m}")))?;
+    }
     let root = state_dir.map(Path::to_path_buf).or(file.state_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
@@ -352,6 +415,9 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
         }
         let state_dir = root.join(&entry.name);
         let at = |key: &str| format!("stacks[{i}].{key}");
+        for (j, target) in entry.notify.iter().flatten().enumerate() {
+            target.validate().map_err(|m| bad(format!("{}: {m}", at(&format!("notify[{j}]")))))?;
+        }
         let (directory, git) = match entry.git {
             Some(g) => {
                 if escapes(&g.path) {
@@ -363,7 +429,10 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
                 }
                 let checkout = entry.directory.as_ref().map_or_else(|| state_dir.join("checkout"), |d| base.join(d));
                 let source = GitSource {
-                    url: g.url,
+                    url: SecretUrl::git(&g.url),
+                    insecure: g.insecure,
+                    timeout: g.timeout.unwrap_or(DEFAULT_GIT_TIMEOUT),
+                    idle_timeout: g.idle_timeout.unwrap_or(DEFAULT_GIT_IDLE_TIMEOUT),
                     branch: g.branch,
                     submodules: g.submodules,
                     ssh_key: g.ssh_key.map(|k| base.join(k)),

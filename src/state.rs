@@ -172,7 +172,8 @@ pub struct StateDir {
 
 impl StateDir {
     /// Creates the directory (0700: backups hold compose files and env
-    /// files, which hold secrets).
+    /// files, which hold secrets), and refuses one another user could
+    /// have planted or may write: its contents decide what root runs.
     pub fn open(dir: &Path) -> Result<StateDir> {
         match DirBuilder::new().recursive(true).mode(0o700).create(dir) {
             Ok(()) => {}
@@ -185,7 +186,10 @@ impl StateDir {
             }
             Err(e) => return Err(e).with_context(|| format!("creating state directory {}", dir.display())),
         }
-        refuse_foreign_owner(dir)?;
+        if let Some(root) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            refuse_unsafe_dir(root, true)?;
+        }
+        refuse_unsafe_dir(dir, false)?;
         Ok(StateDir { dir: dir.to_path_buf() })
     }
 
@@ -202,6 +206,7 @@ impl StateDir {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .with_context(|| format!("opening lock file {}", path.display()))?;
         match file.try_lock() {
@@ -300,9 +305,13 @@ impl StateDir {
             .append(true)
             .create(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .with_context(|| format!("opening journal {}", path.display()))?;
-        let mut line = serde_json::to_string(event)?;
+        // Errors quote external programs: nothing secret is journaled.
+        let mut record = serde_json::to_value(event)?;
+        crate::redact::scrub_json(&mut record);
+        let mut line = serde_json::to_string(&record)?;
         line.push('\n');
         drop_torn_tail(&mut file)?;
         file.write_all(line.as_bytes())
@@ -316,26 +325,66 @@ impl StateDir {
     }
 }
 
-/// Another user who owns the state dir could plant a journal that makes
-/// root recreate services from images of their choosing.
-fn refuse_foreign_owner(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let owner = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?.uid();
+/// Another user who owns the state dir, or may write it, could plant a
+/// journal that makes root recreate services from images of their
+/// choosing, or a symlink that makes root write where they like.
+/// `shared`: a sticky directory others may write is fine (`/tmp`), as
+/// others cannot move or replace what is ours in it.
+fn refuse_unsafe_dir(dir: &Path, shared: bool) -> Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
-    if owner != me {
-        return Err(crate::exit::usage(format!(
-            "state directory {} belongs to uid {owner}, not to this user (uid {me}); refusing to use it. \
-             Fix the owner (chown -R {me} {}) or choose another with --state-dir",
-            dir.display(),
+    let refuse = |why: String, fix: String| {
+        Err(crate::exit::usage(format!(
+            "state directory {} {why}; refusing to use it. Fix it ({fix}) or choose another with --state-dir",
             dir.display()
-        )));
+        )))
+    };
+    if meta.file_type().is_symlink() {
+        return refuse("is a symlink".into(), format!("replace it with a directory: rm {}", dir.display()));
+    }
+    if !meta.is_dir() || meta.file_type().is_fifo() {
+        return refuse("is not a directory".into(), "remove it".into());
+    }
+    if meta.uid() != me && meta.uid() != 0 {
+        return refuse(
+            format!("belongs to uid {}, not to this user (uid {me}) or root", meta.uid()),
+            format!("chown -R {me} {}", dir.display()),
+        );
+    }
+    let sticky = meta.mode() & 0o1000 != 0;
+    if meta.mode() & 0o022 != 0 && !(shared && sticky) {
+        return refuse(
+            format!("is writable by other users (mode {:o})", meta.mode() & 0o7777),
+            format!("chmod go-w {}", dir.display()),
+        );
     }
     Ok(())
 }
 
+/// The host's secret key at `path` (32 bytes, 0600), made the first time.
+pub fn host_key(path: &Path) -> Result<[u8; 32]> {
+    if let Some(root) = path.parent() {
+        DirBuilder::new().recursive(true).mode(0o700).create(root)?;
+        refuse_unsafe_dir(root, false)?;
+    }
+    let mut key = [0u8; 32];
+    match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) {
+        Ok(mut f) => {
+            f.read_exact(&mut key).with_context(|| format!("reading {}", path.display()))?;
+            return Ok(key);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    key = crate::redact::random_key();
+    write_atomic(path, &key)?;
+    Ok(key)
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
-    match std::fs::read(path) {
+    match read_nofollow(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| format!("reading {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -386,8 +435,15 @@ fn drop_torn_tail(file: &mut File) -> Result<()> {
     Ok(())
 }
 
+/// A state file's bytes; a symlink in its place is an error, not followed.
+fn read_nofollow(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 fn read_journal(path: &Path) -> Result<Journal> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_nofollow(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Journal::default()),
         Err(e) => return Err(e).with_context(|| format!("reading journal {}", path.display())),

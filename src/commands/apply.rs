@@ -110,7 +110,7 @@ fn apply_one(
         None => pipeline::Goal::Latest,
     };
     let checked = pipeline::plan(engine, stack, goal)?;
-    printer.human(super::check::summary(&checked.plan, &checked.file_diff, printer));
+    super::check::show_plan(printer, &checked.plan, &checked.file_diff);
     let registry_failed = checked.plan.registry_errors().next().is_some();
     let journal = state.journal()?;
     let (plan, held_back) = if opts.auto {
@@ -163,7 +163,7 @@ fn apply_one(
         printer.human(format!("not applied: {reason}\n"));
     }
     if let Some(e) = &execution.error {
-        eprintln!("error: stack {}: {e}", stack.name);
+        eprintln!("error: stack {}: {}", stack.name, crate::output::for_people(&e.to_string()));
     }
     let mut v = report("apply", &plan, execution.outcome, Some(id), execution.error, &held_back);
     v["skipped"] = json!(execution.skipped);

@@ -43,7 +43,7 @@ pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &CheckArgs, prin
 fn check_one(engine: &dyn Engine, stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Value)> {
     let checked = pipeline::check(engine, stack)?;
     let plan = &checked.plan;
-    printer.human(summary(plan, &checked.file_diff, printer));
+    show_plan(printer, plan, &checked.file_diff);
     let status = if plan.registry_errors().next().is_some() {
         ExitStatus::Failed
     } else if plan.changes.is_empty() {
@@ -57,9 +57,15 @@ fn check_one(engine: &dyn Engine, stack: &StackSettings, printer: &Printer) -> R
     Ok((status, report))
 }
 
+/// The plan for people, then the file diff.
+pub fn show_plan(printer: &Printer, plan: &Plan, file_diff: &str) {
+    printer.human(summary(plan));
+    printer.diff(file_diff);
+}
+
 /// Heading, service table, the changes in order, what is at risk or needs
-/// approval, and the file diff.
-pub fn summary(plan: &Plan, file_diff: &str, printer: &Printer) -> String {
+/// approval.
+fn summary(plan: &Plan) -> String {
     let errors = plan.registry_errors().count();
     let mut out = format!("stack {} (project {}): ", plan.stack, plan.project);
     out.push_str(&match (plan.changes.len(), plan.kind) {
@@ -90,9 +96,6 @@ pub fn summary(plan: &Plan, file_diff: &str, printer: &Printer) -> String {
     }
     for reason in &plan.needs_approval {
         let _ = writeln!(out, "needs approval for --auto: {reason}");
-    }
-    if !file_diff.is_empty() {
-        out.push_str(&printer.paint_diff(file_diff));
     }
     out
 }

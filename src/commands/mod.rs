@@ -29,12 +29,15 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
         stack: cli.global.stack.as_deref(),
         cwd: &cwd,
     })?;
+    if let Some(root) = stacks.first().and_then(|s| s.state_dir.parent()) {
+        crate::redact::init_fingerprint_key(root);
+    }
     let metrics = cli.global.metrics_file.clone().or_else(|| stacks.first().and_then(|s| s.metrics_file.clone()));
     let status = dispatch(cli, &stacks, printer);
     if let Some(path) = metrics
         && let Err(e) = crate::metrics::write(&path, &stacks)
     {
-        eprintln!("warning: writing metrics to {}: {e:#}", path.display());
+        eprintln!("warning: writing metrics to {}: {}", path.display(), crate::output::for_people(&format!("{e:#}")));
     }
     status
 }
@@ -72,8 +75,9 @@ pub fn each_stack(
             Err(err) => {
                 let s = status_of(&err);
                 status = status.worst(s);
-                eprintln!("error: stack {}: {err:#}", stack.name);
-                reports.push(json!({"stack": stack.name, "error": format!("{err:#}"), "exit_code": s.code()}));
+                eprintln!("error: stack {}: {}", stack.name, crate::output::for_people(&format!("{err:#}")));
+                let error = crate::redact::scrub(&format!("{err:#}"));
+                reports.push(json!({"stack": stack.name, "error": error, "exit_code": s.code()}));
             }
         }
     }
@@ -121,7 +125,7 @@ fn record_run(stack: &StackSettings, command: &str, result: &Result<(ExitStatus,
     let run =
         crate::state::LastRun { time: crate::state::now(), command: command.to_string(), exit_code, pending, kind };
     if let Err(e) = crate::state::StateDir::open(&stack.state_dir).and_then(|s| s.record_run(&run)) {
-        eprintln!("warning: stack {}: recording the run: {e:#}", stack.name);
+        eprintln!("warning: stack {}: recording the run: {}", stack.name, crate::output::for_people(&format!("{e:#}")));
     }
 }
 

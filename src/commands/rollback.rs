@@ -142,7 +142,7 @@ fn rollback_one(
         format!("revision {}", target.id)
     };
     printer.human(format!("rollback of stack {} from revision {} to {to}\n", stack.name, current.id));
-    printer.human(super::check::summary(plan, &checked.file_diff, printer));
+    super::check::show_plan(printer, plan, &checked.file_diff);
     let moves_commit = plan.moves_commit();
     if args.dry_run || (plan.changes.is_empty() && !moves_commit) {
         return Ok((ExitStatus::Success, report("rollback", plan, Outcome::UpToDate, None, None, &[])));
@@ -170,7 +170,7 @@ fn rollback_one(
     };
     printer.human(format!("revision {id}: {}\n", execution.outcome.describe()));
     if let Some(e) = &execution.error {
-        eprintln!("error: stack {}: {e}", stack.name);
+        eprintln!("error: stack {}: {}", stack.name, crate::output::for_people(&e.to_string()));
     }
     Ok((status, report("rollback", plan, execution.outcome, Some(id), execution.error, &[])))
 }

@@ -225,17 +225,16 @@ fn key_changes(old: Option<&Value>, new: Option<&Value>) -> String {
         .join("; ")
 }
 
-/// A unified diff of one file for people, with every value that could be
-/// a secret replaced: all of `.env`, and entries under `environment:`.
+/// A unified diff of one file for people, made from the files' parsed
+/// documents with every value that may be a secret replaced (see
+/// `redacted_document`): what a line-by-line reading of YAML would miss
+/// (anchors merged into `environment`, block scalars, comments, flow
+/// style) never reaches the text.
 pub fn text_diff(name: &str, old: &str, new: &str) -> String {
-    let redact = |text: &str| -> String {
-        if name.ends_with(".env") || name.ends_with("env_file") {
-            redact_env_file(text)
-        } else {
-            redact_environment_blocks(text)
-        }
-    };
-    let (old, new) = (redact(old), redact(new));
+    let (old, new) = (redacted_document(name, old), redacted_document(name, new));
+    if old == new {
+        return String::new();
+    }
     similar::TextDiff::from_lines(&old, &new)
         .unified_diff()
         .context_radius(3)
@@ -243,64 +242,167 @@ pub fn text_diff(name: &str, old: &str, new: &str) -> String {
         .to_string()
 }
 
-fn redact_env_file(text: &str) -> String {
-    text.lines()
-        .map(|l| match l.split_once('=') {
-            Some((k, v)) if !l.trim_start().starts_with('#') => format!("{k}={}\n", fingerprint(v)),
-            _ => format!("{l}\n"),
-        })
-        .collect()
+fn is_env_file(name: &str) -> bool {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    base == ".env" || base.ends_with(".env") || base.starts_with(".env.")
 }
 
-/// Lines inside an `environment:` block keep their key and lose their
-/// value. A value's fingerprint still shows *that* it changed.
-fn redact_environment_blocks(text: &str) -> String {
-    let mut out = String::new();
-    let mut block_indent: Option<usize> = None;
-    for line in text.lines() {
-        let indent = line.len() - line.trim_start().len();
-        let trimmed = line.trim_start();
-        if let Some(b) = block_indent
-            && (indent <= b && !trimmed.is_empty())
-        {
-            block_indent = None;
+/// The file as people may see it: a dotenv file as its keys with value
+/// fingerprints; a compose file re-serialized from its parsed YAML with
+/// every value under `environment`, `labels`, `build.args`, secret and
+/// config `content` and `x-` extensions fingerprinted, and `KEY=value`
+/// arguments of `command`, `entrypoint` and health check tests too. A file
+/// that does not parse shows only that it changed. Comments go: they hold
+/// secrets as often as anything.
+pub fn redacted_document(name: &str, text: &str) -> String {
+    if text.is_empty() {
+        return String::new();
+    }
+    if is_env_file(name) {
+        return crate::redact::parse_dotenv(text)
+            .into_iter()
+            .map(|(key, value)| format!("{key}={}\n", crate::redact::fingerprint(&value)))
+            .collect();
+    }
+    let mut doc: serde_yaml::Value = match serde_yaml::from_str(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let at = e.location().map(|l| format!(" (line {})", l.line())).unwrap_or_default();
+            return format!(
+                "# not YAML{at}; content {} not shown\n",
+                crate::redact::fingerprint(text)
+            );
         }
-        if block_indent.is_some() && !trimmed.is_empty() && !trimmed.starts_with('#') {
-            let body = trimmed.trim_start_matches("- ");
-            let redacted = match body.find(['=', ':']) {
-                Some(i) => format!(
-                    "{}{} {}",
-                    &line[..line.len() - trimmed.len()],
-                    &trimmed[..trimmed.len() - body.len() + i + 1],
-                    fingerprint(&body[i + 1..])
-                ),
-                None => line.to_string(),
-            };
-            out.push_str(&redacted);
-        } else {
-            out.push_str(line);
-        }
-        out.push('\n');
-        if let Some(rest) = trimmed.strip_prefix("environment:") {
-            let rest = rest.trim();
-            if rest.is_empty() {
-                block_indent = Some(indent);
-            } else if !rest.starts_with('#') {
-                // Flow style on one line: hide it whole.
-                out.truncate(out.len() - line.len() - 1);
-                out.push_str(&format!("{}environment: <redacted {}>\n", &line[..indent], fingerprint(rest)));
+    };
+    // `<<: *anchor` merged where it is used; an unmergeable one stays and
+    // is redacted where it stands.
+    let _ = doc.apply_merge();
+    redact_compose(&mut doc);
+    serde_yaml::to_string(&doc).unwrap_or_default()
+}
+
+use serde_yaml::Value as Yaml;
+
+fn redact_compose(doc: &mut Yaml) {
+    let Yaml::Mapping(top) = doc else { return redact_all(doc) };
+    for (key, value) in top.iter_mut() {
+        match key.as_str().unwrap_or_default() {
+            k if k.starts_with("x-") => redact_all(value),
+            "services" => {
+                for svc in mapping_values(value) {
+                    redact_service(svc);
+                }
             }
+            "secrets" | "configs" => {
+                for def in mapping_values(value) {
+                    redact_extensions(def);
+                    if let Some(content) = def.get_mut("content") {
+                        redact_all(content);
+                    }
+                }
+            }
+            _ => redact_extensions(value),
         }
     }
-    out
 }
 
-/// Enough to see that a value changed, nothing to recover it from.
-fn fingerprint(value: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    value.trim().hash(&mut h);
-    format!("<redacted #{:04x}>", h.finish() & 0xffff)
+fn mapping_values(value: &mut Yaml) -> impl Iterator<Item = &mut Yaml> {
+    value.as_mapping_mut().into_iter().flat_map(|m| m.iter_mut().map(|(_, v)| v))
+}
+
+fn redact_service(svc: &mut Yaml) {
+    redact_extensions(svc);
+    let Yaml::Mapping(fields) = svc else { return redact_all(svc) };
+    for (key, value) in fields.iter_mut() {
+        match key.as_str().unwrap_or_default() {
+            "environment" | "labels" => redact_pairs(value),
+            "command" | "entrypoint" => redact_arguments(value),
+            "healthcheck" => {
+                if let Some(test) = value.get_mut("test") {
+                    redact_arguments(test);
+                }
+            }
+            "build" => {
+                for part in ["args", "labels"] {
+                    if let Some(v) = value.get_mut(part) {
+                        redact_pairs(v);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `x-` keys anywhere below `value` hide their values.
+fn redact_extensions(value: &mut Yaml) {
+    match value {
+        Yaml::Mapping(m) => {
+            for (k, v) in m.iter_mut() {
+                if k.as_str().is_some_and(|k| k.starts_with("x-")) {
+                    redact_all(v);
+                } else {
+                    redact_extensions(v);
+                }
+            }
+        }
+        Yaml::Sequence(items) => items.iter_mut().for_each(redact_extensions),
+        Yaml::Tagged(t) => redact_extensions(&mut t.value),
+        _ => {}
+    }
+}
+
+/// Every scalar below `value` becomes its fingerprint; keys stay.
+fn redact_all(value: &mut Yaml) {
+    match value {
+        Yaml::Mapping(m) => m.iter_mut().for_each(|(_, v)| redact_all(v)),
+        Yaml::Sequence(items) => items.iter_mut().for_each(redact_all),
+        Yaml::Tagged(t) => redact_all(&mut t.value),
+        Yaml::Null => {}
+        scalar => *scalar = Yaml::String(crate::redact::fingerprint(&scalar_text(scalar))),
+    }
+}
+
+/// `KEY: value` maps and `KEY=value` lists: keys stay, values go.
+fn redact_pairs(value: &mut Yaml) {
+    match value {
+        Yaml::Sequence(items) => {
+            for item in items {
+                match item {
+                    Yaml::String(s) => *s = redact_assignment(s),
+                    other => redact_all(other),
+                }
+            }
+        }
+        other => redact_all(other),
+    }
+}
+
+/// Arguments that look like `KEY=value` (or `--flag=value`) lose the
+/// value, in a list or in one string.
+fn redact_arguments(value: &mut Yaml) {
+    match value {
+        Yaml::String(s) => *s = s.split(' ').map(redact_assignment).collect::<Vec<_>>().join(" "),
+        Yaml::Sequence(items) => items.iter_mut().for_each(redact_arguments),
+        Yaml::Mapping(_) | Yaml::Tagged(_) => redact_all(value),
+        _ => {}
+    }
+}
+
+fn redact_assignment(text: &str) -> String {
+    match text.split_once('=') {
+        Some((key, value)) => format!("{key}={}", crate::redact::fingerprint(value)),
+        None => text.to_string(),
+    }
+}
+
+fn scalar_text(value: &Yaml) -> String {
+    match value {
+        Yaml::String(s) => s.clone(),
+        Yaml::Bool(b) => b.to_string(),
+        Yaml::Number(n) => n.to_string(),
+        _ => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -371,7 +473,7 @@ mod tests {
     }
 
     #[test]
-    fn text_diff_hides_environment_values() {
+    fn text_diff_shows_structure_and_hides_environment_values() {
         let old = "services:\n  web:\n    image: w:1\n    environment:\n      TOKEN: abc123\n      MODE: a\n    ports: [\"80\"]\n";
         let new = "services:\n  web:\n    image: w:2\n    environment:\n      TOKEN: zzz999\n      MODE: a\n    ports: [\"80\"]\n";
         let d = text_diff("compose.yaml", old, new);
@@ -380,10 +482,42 @@ mod tests {
         assert!(d.contains("ports"), "lines after the block are shown as they are: {d}");
         let d = text_diff(".env", "PASSWORD=one\n", "PASSWORD=two\n");
         assert!(d.contains("PASSWORD=") && !d.contains("one") && !d.contains("two"), "{d}");
-        let d = text_diff("compose.yaml", "    environment: {A: s1}\n", "    environment: {A: s2}\n");
-        assert!(!d.contains("s1") && !d.contains("s2"), "{d}");
-        let d = text_diff("compose.yaml", "    environment:\n      - A=s1\n", "    environment:\n      - A=s2\n");
-        assert!(d.contains("- A=") && !d.contains("s1") && !d.contains("s2"), "{d}");
+        assert_eq!(text_diff("compose.yaml", "a: 1 # old comment\n", "a: 1 # new comment\n"), "");
+    }
+
+    /// The layouts a line-based redaction leaked from (issue 13, item 2):
+    /// no byte of any secret survives, in either version of the file.
+    #[test]
+    fn no_secret_survives_any_layout() {
+        let cases: [(&str, &str); 9] = [
+            ("compose.yaml", "x-env: &env\n  DB_PASSWORD: SECRET\nservices:\n  web:\n    image: w\n    environment:\n      <<: *env\n      MODE: a\n"),
+            ("compose.yaml", "services:\n  web:\n    image: w\n    command: [\"run\", \"--token=SECRET\"]\n    entrypoint: /bin/sh -c \"API_KEY=SECRET exec app\"\n"),
+            ("compose.yaml", "services:\n  web:\n    image: w\n    environment: # the app's settings\n      PASSWORD: SECRET\n"),
+            ("compose.yaml", "services:\n  web:\n    image: w\n    labels:\n      traefik.http.middlewares.auth.basicauth.users: \"admin:SECRET\"\n"),
+            ("compose.yaml", "services:\n  web:\n    image: w\n    environment:\n    - PASSWORD=SECRET\n    - MODE=a\n"),
+            ("compose.yaml", "services:\n  web:\n    image: w\n    environment:\n      CERT: |\n        -----BEGIN-----\n        SECRET\n        -----END-----\n"),
+            ("compose.yaml", "services:\n  web:\n    build:\n      context: .\n      args:\n        NPM_TOKEN: SECRET\n"),
+            (".env", "A=1\nKEY=\"first line\nSECRET\nlast line\"\nB=2\n"),
+            ("compose.yaml", "services:\n  web:\n    image: w\n    x-note: SECRET\nsecrets:\n  s:\n    content: SECRET\n"),
+        ];
+        for (name, text) in cases {
+            for (i, (old, new)) in [(text.replace("SECRET", "s3cr3t-one"), text.replace("SECRET", "s3cr3t-two"))]
+                .iter()
+                .enumerate()
+            {
+                let d = text_diff(name, old, new);
+                assert!(!d.contains("s3cr3t") && !d.contains("SECRET"), "case {i} of {text:?} leaked:\n{d}");
+                assert!(d.contains("<redacted #"), "the change still shows as a changed fingerprint: {d}");
+                let d = text_diff(name, "", new);
+                assert!(!d.contains("s3cr3t"), "{d}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_yaml_shows_only_that_it_changed() {
+        let d = text_diff("compose.yaml", "services: {}\n", "services: [\n  PASSWORD: s3cr3t\n");
+        assert!(d.contains("not YAML") && !d.contains("s3cr3t"), "{d}");
     }
 
     /// Pairs of compose files read by the real Compose CLI (no daemon

@@ -208,7 +208,7 @@ impl ComposeCli {
         cmd.args(["up", "--no-deps", "--pull", "never", "--quiet-pull"]).args(options).arg(service);
         let out = run(cmd, "recreating a service")?;
         if !out.status.success() {
-            bail!("docker compose up {service} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!("docker compose up {service} failed: {}", stderr_of(&out));
         }
         Ok(())
     }
@@ -258,13 +258,18 @@ fn plugin() -> Option<&'static Path> {
 
 fn parse_hashes(out: Output) -> Result<BTreeMap<String, String>> {
     if !out.status.success() {
-        bail!("docker compose config --hash failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!("docker compose config --hash failed: {}", stderr_of(&out));
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_once(' '))
         .map(|(s, h)| (s.to_string(), h.trim().to_string()))
         .collect())
+}
+
+/// What Compose said on failure, without the environment's values.
+fn stderr_of(out: &Output) -> String {
+    crate::redact::external(String::from_utf8_lossy(&out.stderr).trim())
 }
 
 fn run(mut cmd: Command, what: &str) -> Result<Output> {
@@ -291,21 +296,36 @@ fn require_v2() -> Result<()> {
     )))
 }
 
+/// Compose echoes values in its errors (`invalid hostPort: hunter2`):
+/// every value of the stack's environment is kept out of them.
+fn register_environment(json: &Value) {
+    for svc in json.get("services").and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
+        let env = svc.get("environment").and_then(Value::as_object);
+        let args = svc.get("build").and_then(|b| b.get("args")).and_then(Value::as_object);
+        for value in env.into_iter().chain(args).flat_map(|m| m.values()) {
+            if let Some(v) = value.as_str() {
+                crate::redact::register_env_value(v);
+            }
+        }
+    }
+}
+
 impl Compose for ComposeCli {
     fn model(&self) -> Result<ComposeModel> {
+        crate::redact::register_env_file(&self.directory.join(".env"));
         let mut cmd = self.command(None);
         cmd.args(["config", "--format", "json"]);
         let out = run(cmd, "reading the compose model")?;
         if !out.status.success() {
             require_v2()?;
-            let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(usage(format!(
                 "invalid compose configuration in {} (nothing was changed): {}",
                 self.describe_files(),
-                stderr.trim()
+                stderr_of(&out)
             )));
         }
         let mut json: Value = serde_json::from_slice(&out.stdout).context("reading `docker compose config` output")?;
+        register_environment(&json);
         if let Some(to) = &self.deploy_directory {
             relocate(&mut json, &self.directory, to);
         }

@@ -11,51 +11,62 @@ use git2::{
     RepositoryInitOptions, TreeWalkMode, TreeWalkResult, build::CheckoutBuilder,
 };
 
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+use crate::redact::{Secret, SecretUrl};
 use crate::settings::GitSource;
 
 pub struct GitRepo {
     repo: Repository,
+    git_dir: PathBuf,
     source: GitSource,
 }
 
 impl GitRepo {
-    /// Opens the clone in `git_dir`, creating it (empty) the first time.
+    /// Opens the clone in `git_dir`, creating it (empty, 0700) the first
+    /// time.
     pub fn open(git_dir: &Path, source: &GitSource) -> Result<GitRepo> {
         let repo = match Repository::open(git_dir) {
             Ok(r) => r,
             Err(_) => {
-                std::fs::create_dir_all(&source.checkout)
+                private_dir(&source.checkout)
                     .with_context(|| format!("creating checkout directory {}", source.checkout.display()))?;
+                private_dir(git_dir).with_context(|| format!("creating {}", git_dir.display()))?;
                 let mut opts = RepositoryInitOptions::new();
                 opts.workdir_path(&source.checkout).no_reinit(true).mkdir(true);
                 Repository::init_opts(git_dir, &opts)
                     .with_context(|| format!("creating clusterup's clone in {}", git_dir.display()))?
             }
         };
-        Ok(GitRepo { repo, source: source.clone() })
+        Ok(GitRepo { repo, git_dir: git_dir.to_path_buf(), source: source.clone() })
     }
 
-    /// Fetches the branch and returns its commit.
+    /// Fetches the branch and returns its commit. Bounded: a remote that
+    /// accepts and never answers, or a signal, ends the wait (the fetch
+    /// itself runs on a thread of its own, left behind if it hangs).
     pub fn fetch(&self) -> Result<Oid> {
-        let GitSource { url, branch, .. } = &self.source;
-        let mut remote = self.repo.remote_anonymous(url).with_context(|| format!("git remote {url}"))?;
-        let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
-        let mut opts = FetchOptions::new();
-        opts.remote_callbacks(self.callbacks());
-        opts.download_tags(AutotagOption::None);
-        remote
-            .fetch(&[&refspec], Some(&mut opts), None)
-            .map_err(|e| anyhow!("fetching branch {branch} from {url}: {}{}", e.message(), auth_hint(&e)))?;
-        let tracking = format!("refs/remotes/origin/{branch}");
-        let advertised = remote.list().map(|heads| heads.iter().any(|h| h.name() == format!("refs/heads/{branch}")));
-        if matches!(advertised, Ok(false)) {
-            bail!("branch {branch} does not exist on {url}; check `git.branch` in the configuration");
+        let GitSource { url, branch, timeout, .. } = &self.source;
+        let deadline = Instant::now() + *timeout;
+        let (send, receive) = std::sync::mpsc::channel();
+        let (git_dir, source) = (self.git_dir.clone(), self.source.clone());
+        std::thread::spawn(move || {
+            let _ = send.send(fetch_branch(&git_dir, &source, deadline));
+        });
+        loop {
+            match receive.recv_timeout(Duration::from_millis(100)) {
+                Ok(result) => return result,
+                Err(RecvTimeoutError::Disconnected) => bail!("fetching branch {branch} from {url}: the fetch died"),
+                Err(RecvTimeoutError::Timeout) if crate::ops::stop_requested() => {
+                    bail!("fetching branch {branch} from {url}: interrupted by a signal; nothing was changed")
+                }
+                Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => bail!(
+                    "fetching branch {branch} from {url}: no answer within {} (git.timeout); nothing was changed",
+                    humantime::format_duration(*timeout)
+                ),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
         }
-        let oid = self
-            .repo
-            .refname_to_id(&tracking)
-            .map_err(|_| anyhow!("branch {branch} does not exist on {url}; check `git.branch` in the configuration"))?;
-        Ok(oid)
     }
 
     /// The commit a (possibly abbreviated) id names.
@@ -119,9 +130,8 @@ impl GitRepo {
             std::os::unix::fs::symlink(target, path)?;
         } else {
             std::fs::write(path, blob.content())?;
-            if mode == 0o100755 {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
-            }
+            let mode = if mode == 0o100755 { 0o755 } else { 0o644 };
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
         }
         Ok(())
     }
@@ -129,6 +139,10 @@ impl GitRepo {
     /// Puts `commit` in the work tree: changed and deleted files follow the
     /// commit; files git does not track (data, local `.env`) stay.
     pub fn checkout(&self, commit: Oid) -> Result<()> {
+        // Files get the modes git records (0644, 0755), whatever the umask
+        // clusterup runs under (systemd's UMask=0077 would make them
+        // unreadable to a container that does not run as root).
+        let _umask = Umask::set(0o022);
         let object = self.repo.find_object(commit, None)?;
         let mut opts = CheckoutBuilder::new();
         opts.force();
@@ -168,31 +182,111 @@ impl GitRepo {
     }
 
     fn callbacks(&self) -> RemoteCallbacks<'static> {
-        let key = self.source.ssh_key.clone();
-        let mut attempts = 0;
-        let mut callbacks = RemoteCallbacks::new();
-        callbacks.credentials(move |url, username, allowed| {
-            // libgit2 asks again after a rejected credential: stop early.
-            attempts += 1;
-            if attempts > 3 {
-                return Err(git2::Error::from_str(&format!("authentication to {url} failed")));
-            }
-            let user = username.unwrap_or("git");
-            if allowed.contains(CredentialType::SSH_KEY) {
-                return match &key {
-                    Some(key) => Cred::ssh_key(user, None, key, None),
-                    None => Cred::ssh_key_from_agent(user),
-                };
-            }
-            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
-                && let Ok(token) = std::env::var("CLUSTERUP_GIT_TOKEN")
-            {
-                return Cred::userpass_plaintext(username.unwrap_or("x-access-token"), &token);
-            }
-            Cred::default()
-        });
-        callbacks
+        callbacks(&self.source, Instant::now() + self.source.timeout)
     }
+}
+
+/// The fetch itself, on its own thread: libgit2's handles stay there.
+fn fetch_branch(git_dir: &Path, source: &GitSource, deadline: Instant) -> Result<Oid> {
+    let GitSource { url, branch, .. } = source;
+    set_network_timeouts(source.idle_timeout);
+    let repo = Repository::open(git_dir).with_context(|| format!("opening {}", git_dir.display()))?;
+    let mut remote = repo.remote_anonymous(url.expose()).with_context(|| format!("git remote {url}"))?;
+    let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+    let mut opts = FetchOptions::new();
+    opts.remote_callbacks(callbacks(source, deadline));
+    opts.download_tags(AutotagOption::None);
+    remote.fetch(&[&refspec], Some(&mut opts), None).map_err(|e| {
+        anyhow!("fetching branch {branch} from {url}: {}{}", crate::redact::external(e.message()), auth_hint(&e))
+    })?;
+    let tracking = format!("refs/remotes/origin/{branch}");
+    let advertised = remote.list().map(|heads| heads.iter().any(|h| h.name() == format!("refs/heads/{branch}")));
+    if matches!(advertised, Ok(false)) {
+        bail!("branch {branch} does not exist on {url}; check `git.branch` in the configuration");
+    }
+    repo.refname_to_id(&tracking)
+        .map_err(|_| anyhow!("branch {branch} does not exist on {url}; check `git.branch` in the configuration"))
+}
+
+/// libgit2's own bounds on connecting and on a connection that goes
+/// quiet (process-wide; every stack's fetch sets them before it starts).
+fn set_network_timeouts(idle: Duration) {
+    let ms = i32::try_from(idle.as_millis()).unwrap_or(i32::MAX).max(1);
+    // SAFETY: these set libgit2 globals; clusterup never changes them
+    // while a connection is being made on another thread with other values.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(ms);
+    }
+}
+
+/// Credentials for the configured remote only, and progress callbacks that
+/// give up at `deadline` or on a signal. CLUSTERUP_GIT_TOKEN goes only to
+/// the configured remote's host, over HTTPS unless `git.insecure`: a
+/// submodule URL written in the repository can name any host.
+fn callbacks(source: &GitSource, deadline: Instant) -> RemoteCallbacks<'static> {
+    let key = source.ssh_key.clone();
+    let (remote_host, insecure) = (source.url.host().to_ascii_lowercase(), source.insecure);
+    let mut attempts = 0;
+    let mut callbacks = RemoteCallbacks::new();
+    callbacks.credentials(move |url, username, allowed| {
+        let shown = crate::redact::scrub(url);
+        // libgit2 asks again after a rejected credential: stop early.
+        attempts += 1;
+        if attempts > 3 {
+            return Err(git2::Error::from_str(&format!("authentication to {shown} failed")));
+        }
+        let user = username.unwrap_or("git");
+        if allowed.contains(CredentialType::SSH_KEY) {
+            return match &key {
+                Some(key) => Cred::ssh_key(user, None, key, None),
+                None => Cred::ssh_key_from_agent(user),
+            };
+        }
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+            && let Ok(token) = std::env::var("CLUSTERUP_GIT_TOKEN")
+        {
+            let token = Secret::new(token);
+            let target = SecretUrl::git(url);
+            let same_host = target.host().eq_ignore_ascii_case(&remote_host);
+            let scheme_ok = target.scheme() == Some("https") || (target.scheme() == Some("http") && insecure);
+            if !same_host || !scheme_ok {
+                return Err(git2::Error::from_str(&format!(
+                    "{shown} asks for credentials; CLUSTERUP_GIT_TOKEN is sent only to {remote_host} over https \
+                     (plain http with `git.insecure: true`)"
+                )));
+            }
+            return Cred::userpass_plaintext(username.unwrap_or("x-access-token"), token.expose());
+        }
+        Cred::default()
+    });
+    let going = move || !crate::ops::stop_requested() && Instant::now() < deadline;
+    callbacks.transfer_progress(move |_| going());
+    callbacks.sideband_progress(move |_| going());
+    callbacks
+}
+
+/// The process umask until dropped.
+struct Umask(libc::mode_t);
+
+impl Umask {
+    fn set(mask: libc::mode_t) -> Umask {
+        // SAFETY: umask cannot fail; it is restored on drop.
+        Umask(unsafe { libc::umask(mask) })
+    }
+}
+
+impl Drop for Umask {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::umask(self.0) };
+    }
+}
+
+/// Directories of clusterup's clone are its own: 0700.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 fn auth_hint(e: &git2::Error) -> &'static str {
@@ -241,7 +335,10 @@ mod tests {
 
     fn source(tmp: &Path, bare: &Path, branch: &str) -> GitSource {
         GitSource {
-            url: format!("file://{}", bare.display()),
+            url: SecretUrl::git(&format!("file://{}", bare.display())),
+            insecure: false,
+            timeout: crate::settings::DEFAULT_GIT_TIMEOUT,
+            idle_timeout: crate::settings::DEFAULT_GIT_IDLE_TIMEOUT,
             branch: branch.into(),
             path: PathBuf::from("stack"),
             submodules: false,
