@@ -97,8 +97,8 @@ fn summary(stack: &str, host: &str, event: Event, report: &Value) -> String {
     text
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().into()
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder().timeout_global(Some(timeout)).build().into()
 }
 
 /// Sends what `command`'s result calls for to every target; failures are
@@ -114,9 +114,12 @@ pub fn send(stack: &StackSettings, command: &str, status: ExitStatus, report: &V
             events.iter().copied().filter(|e| target.events.is_empty() || target.events.contains(e)).collect();
         let result = match target.kind {
             NotifyKind::Webhook | NotifyKind::Slack => {
-                wanted.iter().try_for_each(|e| post(target, &stack.name, &host, *e, report))
+                let agent = agent(stack.timeouts.notify);
+                wanted.iter().try_for_each(|e| post(&agent, target, &stack.name, &host, *e, report))
             }
-            NotifyKind::Github => github(target, &stack.name, &host, &wanted, healthy, report),
+            NotifyKind::Github => {
+                github(&agent(stack.timeouts.notify), target, &stack.name, &host, &wanted, healthy, report)
+            }
         };
         if let Err(e) = result {
             let e = crate::output::for_people(&format!("{e:#}"));
@@ -125,7 +128,14 @@ pub fn send(stack: &StackSettings, command: &str, status: ExitStatus, report: &V
     }
 }
 
-fn post(target: &NotifyTarget, stack: &str, host: &str, event: Event, report: &Value) -> Result<()> {
+fn post(
+    agent: &ureq::Agent,
+    target: &NotifyTarget,
+    stack: &str,
+    host: &str,
+    event: Event,
+    report: &Value,
+) -> Result<()> {
     let url = target.url.as_ref().context("`url` is required for webhook and slack notifications")?;
     let text = summary(stack, host, event, report);
     let mut body = match target.kind {
@@ -141,7 +151,7 @@ fn post(target: &NotifyTarget, stack: &str, host: &str, event: Event, report: &V
         }),
     };
     crate::redact::scrub_json(&mut body);
-    agent().post(url.expose()).send_json(&body).map_err(|e| anyhow!("POST {url}: {e}"))?;
+    agent.post(url.expose()).send_json(&body).map_err(|e| anyhow!("POST {url}: {e}"))?;
     Ok(())
 }
 
@@ -161,6 +171,7 @@ struct Issue {
 }
 
 fn github(
+    agent: &ureq::Agent,
     target: &NotifyTarget,
     stack: &str,
     host: &str,
@@ -171,7 +182,6 @@ fn github(
     let repo = target.repo.as_deref().context("`repo` (owner/name) is required for github notifications")?;
     let api = target.api_url.expose().trim_end_matches('/');
     let token = token(target)?;
-    let agent = agent();
     let auth = format!("Bearer {}", token.expose());
     let request = |method: &str, path: &str| {
         let url = format!("{api}/repos/{repo}{path}");
@@ -254,6 +264,31 @@ mod tests {
             events_for("apply", ExitStatus::Skipped, &r("skipped", Value::Null, json!(["paused"]))),
             (vec![], false)
         );
+    }
+
+    fn webhook(url: &str) -> NotifyTarget {
+        let yaml = format!("{{type: webhook, url: '{url}'}}");
+        serde_yaml::from_str(&yaml).unwrap()
+    }
+
+    /// Issue 13, item 12: a receiver that accepts and never answers costs
+    /// the notification timeout; the warning shows scheme and host only.
+    #[test]
+    fn a_silent_receiver_is_bounded_and_its_url_not_shown() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().take(4).collect();
+            std::thread::sleep(Duration::from_secs(60));
+            drop(held);
+        });
+        let target = webhook(&format!("http://127.0.0.1:{port}/hooks/Webhook-Secret-Path"));
+        let start = std::time::Instant::now();
+        let err = post(&agent(Duration::from_millis(800)), &target, "s", "h", Event::Failed, &json!({}));
+        let err = format!("{:#}", err.unwrap_err());
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+        assert!(!crate::redact::scrub(&err).contains("Webhook-Secret-Path"), "{err}");
+        assert!(err.contains(&format!("http://127.0.0.1:{port}")) && !err.contains("/hooks"), "{err}");
     }
 
     #[test]

@@ -50,6 +50,64 @@ pub struct StackSettings {
     /// Watchtower's `--scope`: only services with this scope label.
     pub scope: Option<String>,
     pub notify: Vec<NotifyTarget>,
+    pub timeouts: Timeouts,
+}
+
+/// Bounds on every external call without one of its own (git has
+/// `git.timeout`, hooks `hooks.timeout`, health `health.timeout`): a peer
+/// that accepts and never answers ends the call, not the run's progress.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    /// One request to the Docker engine (a pull's progress stream aside).
+    pub engine: Duration,
+    /// One registry manifest or token request.
+    pub registry: Duration,
+    /// One notification delivery.
+    pub notify: Duration,
+    /// One `docker-credential-*` helper call.
+    pub credential_helper: Duration,
+    /// One `docker compose` call (reading the model, recreating a service).
+    pub compose: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            engine: Duration::from_secs(120),
+            registry: Duration::from_secs(20),
+            notify: Duration::from_secs(10),
+            credential_helper: Duration::from_secs(10),
+            compose: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeoutsEntry {
+    #[serde(default, deserialize_with = "duration")]
+    engine: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    registry: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    notify: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    credential_helper: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    compose: Option<Duration>,
+}
+
+impl TimeoutsEntry {
+    fn resolve(&self) -> Timeouts {
+        let d = Timeouts::default();
+        Timeouts {
+            engine: self.engine.unwrap_or(d.engine),
+            registry: self.registry.unwrap_or(d.registry),
+            notify: self.notify.unwrap_or(d.notify),
+            credential_helper: self.credential_helper.unwrap_or(d.credential_helper),
+            compose: self.compose.unwrap_or(d.compose),
+        }
+    }
 }
 
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -120,6 +178,8 @@ struct ConfigFile {
     metrics_file: Option<PathBuf>,
     #[serde(default)]
     notify: Vec<NotifyTarget>,
+    #[serde(default)]
+    timeouts: TimeoutsEntry,
     #[serde(default)]
     stacks: Vec<StackEntry>,
 }
@@ -367,8 +427,10 @@ pub fn resolve(src: &Sources) -> Result<Vec<StackSettings>> {
     let config_path = src.config.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let stacks = match std::fs::read_to_string(&config_path) {
         Ok(text) => {
-            refuse_writable_by_others(&config_path)?;
-            from_config(&config_path, &text, src.state_dir)?
+            refuse_writable_by_others(&config_path, "configuration file")?;
+            let stacks = from_config(&config_path, &text, src.state_dir)?;
+            check_hook_scripts(&stacks)?;
+            stacks
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             vec![from_directory(src.cwd, src.state_dir)?]
@@ -496,6 +558,7 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
             label_enable: entry.label_enable,
             scope: entry.scope,
             notify: entry.notify.unwrap_or_else(|| file.notify.clone()),
+            timeouts: file.timeouts.resolve(),
             name: entry.name,
         });
     }
@@ -534,6 +597,7 @@ pub fn from_directory(dir: &Path, state_dir: Option<&Path>) -> Result<StackSetti
         label_enable: false,
         scope: None,
         notify: Vec::new(),
+        timeouts: Timeouts::default(),
     })
 }
 
@@ -545,17 +609,47 @@ fn project_name_of(dir: &Path) -> String {
 }
 
 /// The configuration names commands (hooks) that clusterup runs as root:
-/// a file anyone may write is a way to root, and is refused.
-fn refuse_writable_by_others(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0);
-    if mode & 0o002 != 0 {
-        return Err(usage(format!(
-            "configuration file {} is writable by every user, and clusterup runs its hooks as root; \
-             fix it with: chmod o-w {}",
-            path.display(),
-            path.display()
-        )));
+/// a file, or a directory above it, that another user may change is a
+/// way to root for that user, and is refused. Root and the invoking user
+/// are trusted; a sticky directory (`/tmp`) protects what is ours in it.
+fn refuse_writable_by_others(path: &Path, what: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(path).map_err(|e| usage(format!("{what} {}: {e}", path.display())))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for (i, p) in real.ancestors().enumerate() {
+        let meta = std::fs::metadata(p).map_err(|e| usage(format!("{what} {}: {}: {e}", path.display(), p.display())))?;
+        let (mode, owner) = (meta.mode(), meta.uid());
+        let place = if i == 0 { format!("{what} {}", path.display()) } else { format!("directory {}", p.display()) };
+        if owner != 0 && owner != me {
+            return Err(usage(format!(
+                "{place} belongs to uid {owner}, and clusterup runs {what}'s hooks as uid {me}; \
+                 only root or uid {me} may own it (chown {me} {})",
+                p.display()
+            )));
+        }
+        let sticky_dir = i > 0 && mode & 0o1000 != 0;
+        if mode & 0o022 != 0 && !sticky_dir {
+            return Err(usage(format!(
+                "{place} is writable by other users (mode {:o}), and clusterup runs the hooks it names as \
+                 uid {me}; fix it with: chmod go-w {}",
+                mode & 0o7777,
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Host hooks whose command starts with a path run that file as root: it
+/// gets the configuration's own trust check.
+fn check_hook_scripts(stacks: &[StackSettings]) -> Result<()> {
+    let hooks = stacks.iter().flat_map(|s| std::iter::once(&s.hooks).chain(s.services.values().map(|o| &o.hooks)));
+    for command in hooks.flat_map(|h| [&h.pre_update, &h.post_update]).flatten() {
+        let program = command.split_whitespace().next().unwrap_or_default();
+        if program.starts_with('/') && Path::new(program).exists() {
+            refuse_writable_by_others(Path::new(program), "hook script")?;
+        }
     }
     Ok(())
 }
@@ -624,6 +718,22 @@ mod tests {
     }
 
     #[test]
+    fn notification_urls_over_plain_http_need_an_opt_in_unless_local() {
+        for ok in [
+            "notify: [{type: webhook, url: 'http://127.0.0.1:9/x'}]\n",
+            "notify: [{type: webhook, url: 'http://hooks.example/x', insecure: true}]\n",
+            "notify: [{type: slack, url: 'https://hooks.slack.com/services/T/B/x'}]\n",
+            "timeouts: {engine: 5s, registry: 3s, notify: 2s, credential_helper: 1s, compose: 1m}\n",
+        ] {
+            let stacks = parse(&format!("{ok}stacks:\n  - name: web\n    directory: /srv\n")).unwrap();
+            assert_eq!(stacks.len(), 1, "{ok}");
+        }
+        let stacks = parse("timeouts: {registry: 3s}\nstacks:\n  - name: web\n    directory: /srv\n").unwrap();
+        assert_eq!(stacks[0].timeouts.registry, Duration::from_secs(3));
+        assert_eq!(stacks[0].timeouts.engine, Timeouts::default().engine);
+    }
+
+    #[test]
     fn relative_directory_is_relative_to_the_config_file() {
         let stacks = parse("stacks:\n  - name: web\n    directory: stacks/web\n").unwrap();
         assert_eq!(stacks[0].directory, PathBuf::from("/etc/clusterup/stacks/web"));
@@ -657,6 +767,48 @@ mod tests {
     fn duplicate_stack_names_are_refused() {
         let err = parse("stacks:\n  - {name: a, directory: /x}\n  - {name: a, directory: /y}\n").unwrap_err();
         assert!(err.to_string().contains("configured twice"));
+    }
+
+    /// Issue 13, item 15: a configuration or hook script another user may
+    /// change, directly or through a directory above it, is refused.
+    #[test]
+    fn configs_and_hook_scripts_others_can_change_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let set = |p: &Path, mode: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("etc");
+        std::fs::create_dir(&dir).unwrap();
+        let config = dir.join("clusterup.yaml");
+        let script = dir.join("pre.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        set(&script, 0o755);
+        std::fs::write(&config, format!("stacks:\n  - name: a\n    directory: /srv\n    hooks: {{pre_update: {} now}}\n", script.display())).unwrap();
+        set(&config, 0o600);
+        let resolve_it = || {
+            let src = Sources { config: Some(&config), state_dir: Some(tmp.path()), stack: None, cwd: tmp.path() };
+            resolve(&src).map(|_| ()).map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(resolve_it(), Ok(()));
+        for (path, mode, want) in [(&config, 0o660, "chmod go-w"), (&config, 0o606, "writable by other users")] {
+            set(path, mode);
+            let err = resolve_it().unwrap_err();
+            assert!(err.contains(want) && err.contains("clusterup.yaml"), "{err}");
+            set(path, 0o600);
+        }
+        set(&dir, 0o777);
+        let err = resolve_it().unwrap_err();
+        assert!(err.contains(&format!("directory {}", dir.display())), "{err}");
+        set(&dir, 0o755);
+        set(&script, 0o777);
+        let err = resolve_it().unwrap_err();
+        assert!(err.contains("hook script") && err.contains("pre.sh"), "{err}");
+        set(&script, 0o755);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&config, Some(65534), None).unwrap();
+            let err = resolve_it().unwrap_err();
+            assert!(err.contains("belongs to uid 65534"), "{err}");
+        }
     }
 
     #[test]
@@ -719,6 +871,13 @@ mod tests {
             (format!("{head}    notify: [{{type: pager, url: x}}]\n"), "unknown variant `pager`"),
             (format!("{head}    notify: [{{type: github, repo: o/r, token: secret}}]\n"), "unknown field `token`"),
             (format!("{head}    hooks: {{pre_update: x, timeout: never}}\n"), "invalid duration"),
+            // Issue 13, items 7 and 18: found when the file is read.
+            (format!("{head}    notify: [{{type: webhook}}]\n"), "`url` is required"),
+            (format!("{head}    notify: [{{type: slack, url: 'http://hooks.example/T/B/x'}}]\n"), "insecure: true"),
+            (format!("{head}    notify: [{{type: github, repo: o/r, api_url: 'http://ghe.example/api'}}]\n"), "plain HTTP"),
+            (format!("{head}    notify: [{{type: github}}]\n"), "`repo`"),
+            (format!("notify: [{{type: webhook, url: 'ftp://x'}}]\n{head}"), "notify[0]: ftp://x is not an http(s) URL"),
+            (format!("{head}    timeouts: {{engine: 1s}}\n"), "unknown field `timeouts`"),
             (format!("{head}  - name: web\n    directory: /other\n"), "configured twice"),
         ];
         for (text, want) in cases {

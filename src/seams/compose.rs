@@ -44,6 +44,7 @@ impl ComposeModel {
         let mut services = BTreeMap::new();
         if let Some(map) = json.get("services").and_then(Value::as_object) {
             for (name, svc) in map {
+                check_service_name(name)?;
                 let depends_on = match svc.get("depends_on") {
                     Some(Value::Object(m)) => m.keys().cloned().collect(),
                     Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
@@ -73,6 +74,23 @@ impl ComposeModel {
             .collect();
         Ok(ComposeModel { project, services, top_level })
     }
+}
+
+/// Service names reach compose's command line: one that starts with `-`
+/// would be read as an option (`--force-recreate` recreated services
+/// outside the plan), one with control characters garbles terminals.
+fn check_service_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "service name {:?} is refused: a service name must start with a letter or digit and hold only \
+         letters, digits, '.', '_' and '-'; rename it in the compose file (nothing was changed)",
+        crate::redact::terminal_safe(name)
+    )))
 }
 
 /// Compose writes absolute paths (bind mounts, env files, build contexts)
@@ -131,6 +149,7 @@ pub struct ComposeCli {
     project: Option<String>,
     /// Where the model read here will be deployed from, when elsewhere.
     deploy_directory: Option<PathBuf>,
+    timeout: std::time::Duration,
 }
 
 impl ComposeCli {
@@ -146,6 +165,7 @@ impl ComposeCli {
             files: stack.compose_files.clone(),
             project: stack.project.clone(),
             deploy_directory: (directory != stack.directory).then(|| stack.directory.clone()),
+            timeout: stack.timeouts.compose,
         }
     }
 
@@ -192,21 +212,30 @@ impl ComposeCli {
     /// `model` and `hashes`, read at the same time.
     pub fn model_and_hashes(&self) -> Result<(ComposeModel, BTreeMap<String, String>)> {
         // Two processes at once: each spends most of its time starting up.
-        let hashing = self
-            .hash_command()
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("reading compose config hashes: running `docker compose`; is the Docker CLI installed?")?;
-        let model = self.model();
-        let hashes = hashing.wait_with_output().context("reading compose config hashes");
-        Ok((model?, parse_hashes(hashes?)?))
+        let (model, hashes) = std::thread::scope(|scope| {
+            let hashes = scope.spawn(|| self.hashes());
+            (self.model(), hashes.join())
+        });
+        let hashes = hashes.unwrap_or_else(|_| Err(anyhow::anyhow!("reading compose config hashes failed")));
+        Ok((model?, hashes?))
+    }
+
+    /// Runs one compose command within the stack's compose timeout.
+    fn run(&self, mut cmd: Command, what: &str) -> Result<Output> {
+        let done = super::process::run(&mut cmd, None, self.timeout, usize::MAX).map_err(|e| match e {
+            super::process::Failure::Spawn(e) => {
+                anyhow::Error::new(e).context(format!("{what}: running `docker compose`; is the Docker CLI installed?"))
+            }
+            timed_out => anyhow::anyhow!("{what}: `docker compose` {timed_out} (timeouts.compose)"),
+        })?;
+        Ok(Output { status: done.status, stdout: done.stdout, stderr: done.stderr })
     }
 
     fn up_with(&self, project: &str, service: &str, options: &[&str]) -> Result<()> {
         let mut cmd = self.command(Some(project));
-        cmd.args(["up", "--no-deps", "--pull", "never", "--quiet-pull"]).args(options).arg(service);
-        let out = run(cmd, "recreating a service")?;
+        // `--`: whatever the name, it is never read as an option.
+        cmd.args(["up", "--no-deps", "--pull", "never", "--quiet-pull"]).args(options).arg("--").arg(service);
+        let out = self.run(cmd, "recreating a service")?;
         if !out.status.success() {
             bail!("docker compose up {service} failed: {}", stderr_of(&out));
         }
@@ -272,10 +301,6 @@ fn stderr_of(out: &Output) -> String {
     crate::redact::external(String::from_utf8_lossy(&out.stderr).trim())
 }
 
-fn run(mut cmd: Command, what: &str) -> Result<Output> {
-    cmd.output().with_context(|| format!("{what}: running `docker compose`; is the Docker CLI installed?"))
-}
-
 /// A failing `docker compose` may simply be Compose v1 or none at all; say
 /// so rather than pass on a confusing message.
 fn require_v2() -> Result<()> {
@@ -315,7 +340,7 @@ impl Compose for ComposeCli {
         crate::redact::register_env_file(&self.directory.join(".env"));
         let mut cmd = self.command(None);
         cmd.args(["config", "--format", "json"]);
-        let out = run(cmd, "reading the compose model")?;
+        let out = self.run(cmd, "reading the compose model")?;
         if !out.status.success() {
             require_v2()?;
             return Err(usage(format!(
@@ -333,7 +358,7 @@ impl Compose for ComposeCli {
     }
 
     fn hashes(&self) -> Result<BTreeMap<String, String>> {
-        let out = run(self.hash_command(), "reading compose config hashes")?;
+        let out = self.run(self.hash_command(), "reading compose config hashes")?;
         parse_hashes(out)
     }
 
@@ -365,5 +390,20 @@ mod tests {
         assert_eq!(m.services["job"].depends_on, vec!["db"]);
         assert!(m.services["job"].build && m.services["job"].image.is_none());
         assert_eq!(m.services["db"].image.as_deref(), Some("postgres:16"));
+    }
+
+    /// Issue 13, item 13: a name that would read as an option is refused.
+    #[test]
+    fn service_names_that_are_options_are_refused() {
+        for bad in ["--force-recreate", "-d", "", "web\u{1b}[2J", "a b", "_x"] {
+            let json = serde_json::json!({"name": "p", "services": {bad: {"image": "w"}}});
+            let err = ComposeModel::from_json(&json).err().unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(err.downcast_ref::<crate::exit::UsageError>().is_some(), "{err}");
+            assert!(!err.to_string().contains('\u{1b}'), "{err}");
+        }
+        for good in ["web", "web-1", "web_1.x", "9lives"] {
+            let json = serde_json::json!({"name": "p", "services": {good: {"image": "w"}}});
+            assert!(ComposeModel::from_json(&json).is_ok(), "{good}");
+        }
     }
 }

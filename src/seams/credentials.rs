@@ -4,15 +4,16 @@
 //! never printed or journaled.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use bollard::auth::DockerCredentials;
 use serde::Deserialize;
 
+use crate::redact::Secret;
 use crate::reference::DOCKER_HUB;
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,12 +45,13 @@ struct HelperReply {
 pub struct Credentials {
     config: CliConfig,
     source: PathBuf,
+    helper_timeout: Duration,
 }
 
 impl Credentials {
     /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`; a missing
     /// file means anonymous access, as for the Docker CLI.
-    pub fn load() -> Result<Credentials> {
+    pub fn load(helper_timeout: Duration) -> Result<Credentials> {
         let dir = std::env::var_os("DOCKER_CONFIG")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
@@ -61,16 +63,30 @@ impl Credentials {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => CliConfig::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", source.display())),
         };
-        Ok(Credentials { config, source })
+        Ok(Credentials { config, source, helper_timeout })
     }
 
     pub fn source(&self) -> &std::path::Path {
         &self.source
     }
 
+    /// The registry's credentials; each secret in them is registered, so
+    /// no message that happens to carry it is printed or sent.
     pub fn for_registry(&self, registry: &str) -> Result<Option<DockerCredentials>> {
-        if let Some(helper) = self.config.cred_helpers.get(registry) {
-            return helper_get(helper, &server_key(registry));
+        let found = self.lookup(registry)?;
+        for secret in found.iter().flat_map(|c| [&c.password, &c.identitytoken, &c.auth, &c.registrytoken]) {
+            secret.as_deref().map(Secret::new);
+        }
+        Ok(found)
+    }
+
+    fn lookup(&self, registry: &str) -> Result<Option<DockerCredentials>> {
+        let helper = |name: &str| {
+            let program = PathBuf::from(format!("docker-credential-{name}"));
+            helper_get(&program, &server_key(registry), self.helper_timeout)
+        };
+        if let Some(name) = self.config.cred_helpers.get(registry) {
+            return helper(name);
         }
         if let Some(entry) = self.config.auths.iter().find(|(k, _)| normalize(k) == registry).map(|(_, v)| v) {
             let from_auth = entry.auth.as_deref().map(decode_auth).transpose()?;
@@ -89,7 +105,7 @@ impl Credentials {
             }
         }
         match &self.config.creds_store {
-            Some(store) => helper_get(store, &server_key(registry)),
+            Some(store) => helper(store),
             None => Ok(None),
         }
     }
@@ -120,27 +136,22 @@ fn decode_auth(auth: &str) -> Result<(String, String)> {
     }
 }
 
-/// Asks `docker-credential-<helper> get`, the protocol the Docker CLI uses.
-fn helper_get(helper: &str, server: &str) -> Result<Option<DockerCredentials>> {
-    let program = format!("docker-credential-{helper}");
-    let mut child = Command::new(&program)
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running credential helper {program}"))?;
-    child.stdin.take().expect("piped stdin").write_all(server.as_bytes())?;
-    let out = child.wait_with_output().with_context(|| format!("running credential helper {program}"))?;
+/// Asks `docker-credential-<helper> get`, the protocol the Docker CLI
+/// uses, within `timeout`: a helper waiting on a locked keyring or a
+/// dead D-Bus would otherwise hang the run.
+fn helper_get(program: &Path, server: &str, timeout: Duration) -> Result<Option<DockerCredentials>> {
+    let shown = program.display();
+    let out = super::process::run(&mut Command::new(program).arg("get"), Some(server.as_bytes()), timeout, 1 << 20)
+        .with_context(|| format!("credential helper {shown} for {server}"))?;
     if !out.status.success() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         if stdout.contains("credentials not found") {
             return Ok(None);
         }
-        bail!("credential helper {program} failed for {server} ({})", out.status);
+        bail!("credential helper {shown} failed for {server} ({})", out.status);
     }
     let reply: HelperReply = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("credential helper {program} gave unreadable output"))?;
+        .with_context(|| format!("credential helper {shown} gave unreadable output"))?;
     // The helper protocol marks identity tokens with this user name.
     let token = reply.username == "<token>";
     Ok(Some(DockerCredentials {
@@ -157,7 +168,11 @@ mod tests {
     use super::*;
 
     fn creds(json: &str) -> Credentials {
-        Credentials { config: serde_json::from_str(json).unwrap(), source: PathBuf::from("/x") }
+        Credentials {
+            config: serde_json::from_str(json).unwrap(),
+            source: PathBuf::from("/x"),
+            helper_timeout: Duration::from_secs(5),
+        }
     }
 
     #[test]
@@ -179,5 +194,29 @@ mod tests {
         let c = creds(r#"{"auths":{"r.example":{"auth":"not base64!"}}}"#);
         let err = format!("{:#}", c.for_registry("r.example").unwrap_err());
         assert!(!err.contains("not base64!"), "{err}");
+    }
+
+    /// A helper that never answers costs the timeout, names itself, and
+    /// leaves nothing running (issue 13, item 10).
+    #[test]
+    fn a_hanging_helper_is_bounded_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let helper = dir.path().join("docker-credential-stuck");
+        std::fs::write(&helper, "#!/bin/sh\nsleep 60\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let start = std::time::Instant::now();
+        let err = helper_get(&helper, "r.example", Duration::from_millis(500)).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+        assert!(err.contains("docker-credential-stuck") && err.contains("did not finish"), "{err}");
+    }
+
+    #[test]
+    fn found_passwords_are_never_printed() {
+        let auth = base64::engine::general_purpose::STANDARD.encode("carol:Regi5try-Passw0rd");
+        let c = creds(&format!(r#"{{"auths":{{"r.example":{{"auth":"{auth}"}}}}}}"#));
+        c.for_registry("r.example").unwrap();
+        assert_eq!(crate::redact::scrub("denied: Regi5try-Passw0rd"), "denied: <redacted>");
     }
 }

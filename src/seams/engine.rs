@@ -113,20 +113,20 @@ pub struct DockerEngine {
 }
 
 impl DockerEngine {
-    pub fn connect() -> Result<DockerEngine> {
+    pub fn connect(timeouts: &crate::settings::Timeouts) -> Result<DockerEngine> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
         let hint =
             || format!("connecting to the Docker engine at {host}; is dockerd running and may this user use it?");
-        let docker = Docker::connect_with_defaults().with_context(hint)?;
+        let docker = Docker::connect_with_defaults().with_context(hint)?.with_timeout(timeouts.engine);
         // bollard speaks the newest API by default; older engines refuse it.
         let docker = runtime.block_on(docker.negotiate_version()).with_context(hint)?;
         Ok(DockerEngine {
             docker,
             runtime,
-            credentials: Credentials::load()?,
+            credentials: Credentials::load(timeouts.credential_helper)?,
             credential_cache: RefCell::new(HashMap::new()),
-            registries: Registries::new(),
+            registries: Registries::new(timeouts.registry),
         })
     }
 

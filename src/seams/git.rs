@@ -247,15 +247,7 @@ fn callbacks(source: &GitSource, deadline: Instant) -> RemoteCallbacks<'static> 
             && let Ok(token) = std::env::var("CLUSTERUP_GIT_TOKEN")
         {
             let token = Secret::new(token);
-            let target = SecretUrl::git(url);
-            let same_host = target.host().eq_ignore_ascii_case(&remote_host);
-            let scheme_ok = target.scheme() == Some("https") || (target.scheme() == Some("http") && insecure);
-            if !same_host || !scheme_ok {
-                return Err(git2::Error::from_str(&format!(
-                    "{shown} asks for credentials; CLUSTERUP_GIT_TOKEN is sent only to {remote_host} over https \
-                     (plain http with `git.insecure: true`)"
-                )));
-            }
+            token_may_go_to(url, &remote_host, insecure).map_err(|e| git2::Error::from_str(&e))?;
             return Cred::userpass_plaintext(username.unwrap_or("x-access-token"), token.expose());
         }
         Cred::default()
@@ -283,6 +275,20 @@ impl Drop for Umask {
     }
 }
 
+/// Whether CLUSTERUP_GIT_TOKEN may answer `url`'s request for credentials.
+fn token_may_go_to(url: &str, remote_host: &str, insecure: bool) -> std::result::Result<(), String> {
+    let target = SecretUrl::git(url);
+    let same_host = target.host().eq_ignore_ascii_case(remote_host);
+    let scheme_ok = target.scheme() == Some("https") || (target.scheme() == Some("http") && insecure);
+    if same_host && scheme_ok {
+        return Ok(());
+    }
+    Err(format!(
+        "{target} asks for credentials; CLUSTERUP_GIT_TOKEN is sent only to {remote_host} over https \
+         (plain http with `git.insecure: true`)"
+    ))
+}
+
 /// Directories of clusterup's clone are its own: 0700.
 fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
@@ -305,6 +311,7 @@ pub fn short(oid: Oid) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use std::process::Command;
 
     fn git(dir: &Path, args: &[&str]) {
@@ -378,6 +385,45 @@ mod tests {
         repo.checkout(second).unwrap();
         repo.checkout(first).unwrap();
         assert!(!tmp.path().join("checkout/stack/extra.env").exists(), "files deleted by a commit go");
+    }
+
+    /// Issue 13, item 4: the token goes to the configured remote's host
+    /// over https only; a submodule elsewhere or plain http gets nothing.
+    #[test]
+    fn the_git_token_goes_only_to_the_remote_over_https() {
+        assert!(token_may_go_to("https://git.example/team/repo.git", "git.example", false).is_ok());
+        assert!(token_may_go_to("https://GIT.example:443/other.git", "git.example", false).is_ok());
+        assert!(token_may_go_to("https://evil.example/x.git", "git.example", false).is_err());
+        assert!(token_may_go_to("https://git.example@evil.example/x.git", "git.example", false).is_err());
+        let err = token_may_go_to("http://git.example/team/repo.git", "git.example", false).unwrap_err();
+        assert!(err.contains("git.insecure"), "{err}");
+        assert!(token_may_go_to("http://git.example/team/repo.git", "git.example", true).is_ok());
+        assert!(token_may_go_to("http://evil.example/r.git", "git.example", true).is_err());
+    }
+
+    /// Issue 13, item 9: a remote that accepts and never answers costs
+    /// `git.timeout`, with the URL shown without its credentials.
+    #[test]
+    fn a_silent_remote_is_bounded() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().take(4).collect();
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            drop(held);
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let mut src = source(tmp.path(), Path::new("/unused"), "main");
+        src.url = SecretUrl::git(&format!("http://deploy:Git-T0ken-xyz@127.0.0.1:{port}/repo.git"));
+        src.timeout = Duration::from_secs(1);
+        let repo = GitRepo::open(&tmp.path().join("git"), &src).unwrap();
+        let start = Instant::now();
+        let err = format!("{:#}", repo.fetch().unwrap_err());
+        assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+        assert!(err.contains("no answer within 1s") && err.contains("git.timeout"), "{err}");
+        assert!(!err.contains("Git-T0ken-xyz") && !err.contains("deploy"), "{err}");
+        let mode = std::fs::metadata(tmp.path().join("git")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! container (`docker exec`), with the update's details in the environment
 //! and a time limit.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Runs `command`; Err says why it failed (exit status, time limit, the
 /// end of its output).
@@ -24,31 +24,14 @@ pub fn run(command: &str, container: Option<&str>, env: &[(&str, String)], timeo
             c
         }
     };
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("could not start it: {e}"))?;
-    let start = Instant::now();
-    loop {
-        match child.try_wait().map_err(|e| e.to_string())? {
-            Some(_) => break,
-            None if start.elapsed() >= timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("did not finish within {}", humantime::format_duration(timeout)));
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let out = super::process::run(&mut cmd, None, timeout, super::process::TAIL).map_err(|e| e.to_string())?;
     if out.status.success() {
         return Ok(());
     }
     let text = String::from_utf8_lossy(if out.stderr.is_empty() { &out.stdout } else { &out.stderr }).to_string();
     let tail: String =
         text.trim().lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" / ");
+    let tail = crate::redact::external(&tail);
     Err(format!("{}{}", out.status, if tail.is_empty() { String::new() } else { format!(": {tail}") }))
 }
 
@@ -64,5 +47,10 @@ mod tests {
         assert!(err.contains("3") && err.contains("nope"), "{err}");
         let err = run("sleep 5", None, &env, Duration::from_millis(200)).unwrap_err();
         assert!(err.contains("did not finish"), "{err}");
+        // More output than a pipe holds is not a timeout (issue 13, item 11).
+        assert!(run("head -c 200000 /dev/zero", None, &env, Duration::from_secs(20)).is_ok());
+        let err = run("head -c 200000 /dev/zero | tr '\\0' y; echo; echo why >&2; exit 4", None, &env, Duration::from_secs(20))
+            .unwrap_err();
+        assert!(err.contains("4") && err.contains("why"), "{err}");
     }
 }

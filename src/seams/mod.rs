@@ -7,4 +7,5 @@ pub mod credentials;
 pub mod engine;
 pub mod git;
 pub mod hooks;
+pub mod process;
 pub mod registry;

@@ -18,6 +18,7 @@ use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
+use crate::redact::Secret;
 use crate::reference::{DOCKER_HUB, Reference};
 
 /// Every manifest kind a tag may point at. Without them a registry may
@@ -60,11 +61,12 @@ pub struct Registries {
 }
 
 impl Registries {
-    pub fn new() -> Registries {
+    /// `timeout` bounds each request, connecting included.
+    pub fn new(timeout: Duration) -> Registries {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_global(Some(Duration::from_secs(20)))
+            .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
+            .timeout_global(Some(timeout))
             .max_idle_connections_per_host(CONCURRENCY)
             .user_agent(concat!("clusterup/", env!("CARGO_PKG_VERSION")))
             .build();
@@ -144,9 +146,8 @@ impl Registries {
             "bearer" => {
                 let realm =
                     params.get("realm").ok_or_else(|| anyhow!("registry {registry}: challenge without realm"))?;
-                let realm_host = realm.trim_start_matches("https://").trim_start_matches("http://");
-                let realm_host = realm_host.split('/').next().unwrap_or_default();
-                if !realm.starts_with("https://") && !is_loopback(realm_host) {
+                let basic = basic.filter(|_| credentials_may_go_to(registry, realm));
+                if !realm.starts_with("https://") && !realm_is_loopback(realm) {
                     bail!("registry {registry} sends its token realm over plain HTTP");
                 }
                 let scope = format!("repository:{repository}:pull");
@@ -164,7 +165,7 @@ impl Registries {
                 let token: Token =
                     response.body_mut().read_json().map_err(|e| anyhow!("token from {realm} unreadable: {e}"))?;
                 let token = token.token.or(token.access_token).ok_or_else(|| anyhow!("no token from {realm}"))?;
-                Ok(format!("Bearer {token}"))
+                Ok(format!("Bearer {}", Secret::new(token).expose()))
             }
             _ => bail!("registry {registry}: unsupported auth challenge {scheme:?}"),
         }
@@ -202,6 +203,27 @@ fn is_loopback(host_port: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The realm's host, parsed as an HTTP client reads it: userinfo
+/// (`http://[::1]@192.0.2.2/`) cannot pass for the host.
+fn realm_host(realm: &str) -> Option<String> {
+    let uri: Uri = realm.parse().ok()?;
+    let host = uri.host()?;
+    Some(host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
+}
+
+fn realm_is_loopback(realm: &str) -> bool {
+    realm_host(realm).is_some_and(|h| is_loopback(&format!("[{h}]")) || is_loopback(&h))
+}
+
+/// A token service gets the registry's credentials only over TLS or when
+/// it is the registry's own host: a hostile registry must not be able to
+/// send them elsewhere in clear text.
+fn credentials_may_go_to(registry: &str, realm: &str) -> bool {
+    let Some(host) = realm_host(realm) else { return false };
+    let registry_host = crate::redact::host_of(registry).to_ascii_lowercase();
+    realm.starts_with("https://") || host == registry_host
+}
+
 /// `Bearer realm="...",service="...",scope="..."` into its scheme and
 /// parameters.
 fn parse_challenge(challenge: &str) -> (String, HashMap<String, String>) {
@@ -237,6 +259,49 @@ mod tests {
         assert_eq!(p["service"], "reg.example");
         assert_eq!(p["scope"], "repository:a/b:pull,push");
         assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#).0, "Basic");
+    }
+
+    /// Issue 13, item 5: userinfo before the host cannot make a remote
+    /// realm look like loopback, and credentials go only to the registry's
+    /// own host or a TLS realm.
+    #[test]
+    fn realms_are_judged_by_their_real_host() {
+        assert!(!realm_is_loopback("http://[::1]@192.0.2.2/token"));
+        assert!(!realm_is_loopback("http://127.0.0.1@192.0.2.2/token"));
+        assert!(realm_is_loopback("http://127.0.0.1:5550/token"));
+        assert!(realm_is_loopback("http://[::1]:5550/token"));
+        assert!(!credentials_may_go_to("127.0.0.1:5550", "http://[::1]@192.0.2.2/token"));
+        assert!(credentials_may_go_to("127.0.0.1:5550", "http://127.0.0.1:9999/token"));
+        assert!(credentials_may_go_to("reg.example", "https://auth.example/token"));
+        assert!(!credentials_may_go_to("127.0.0.1:5550", "http://localhost.evil.example/token"));
+    }
+
+    /// A realm that hides a remote host behind userinfo is refused before
+    /// anything is sent to it.
+    #[test]
+    fn a_disguised_realm_gets_nothing() {
+        let registries = Registries::new(Duration::from_secs(5));
+        let creds =
+            DockerCredentials { username: Some("alice".into()), password: Some("pw".into()), ..Default::default() };
+        let challenge = r#"Bearer realm="http://[::1]@192.0.2.2/token",service="reg""#;
+        let err = registries.authorize("127.0.0.1:5550", "app", challenge, Some(&creds)).unwrap_err();
+        assert!(err.to_string().contains("plain HTTP"), "{err}");
+    }
+
+    /// A registry that accepts and never answers costs the timeout.
+    #[test]
+    fn a_silent_registry_is_bounded() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let _keep = std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().take(4).collect();
+            std::thread::sleep(Duration::from_secs(30));
+            drop(held);
+        });
+        let registries = Registries::new(Duration::from_millis(800));
+        let start = std::time::Instant::now();
+        let err = registries.digest(&Reference::parse(&format!("{addr}/app:v1")), None).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}: {err}", start.elapsed());
     }
 
     #[test]
@@ -307,7 +372,7 @@ mod tests {
     #[test]
     fn bearer_tokens_are_fetched_once_per_repository_and_reused() {
         let (addr, seen) = bearer_registry();
-        let registries = Registries::new();
+        let registries = Registries::new(Duration::from_secs(20));
         let creds =
             DockerCredentials { username: Some("alice".into()), password: Some("pw".into()), ..Default::default() };
         let reference = Reference::parse(&format!("{addr}/team/app:v2"));
@@ -321,7 +386,7 @@ mod tests {
 
     #[test]
     fn a_registry_without_the_manifest_is_an_error_naming_it() {
-        let registries = Registries::new();
+        let registries = Registries::new(Duration::from_secs(20));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
