@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use crate::pipeline::classify::{Baseline, ChangeKind, Inputs, classify, dependency_order};
+use crate::pipeline::diff::{redacted_document, text_diff};
 use crate::pipeline::observe::Observation;
 use crate::seams::compose::ComposeModel;
 use crate::settings::{Policy, from_config};
@@ -118,5 +119,30 @@ proptest! {
                 }
             }
         }
+    }
+
+    /// Issue 13, item 3: arbitrary UTF-8 (multi-byte characters before
+    /// long values included) never panics the diff or the redaction, and a
+    /// planted value never survives under `environment`.
+    #[test]
+    fn diffs_and_redaction_take_any_text(
+        old in "\\PC{0,300}",
+        new in "(\\PC|\n|:| ){0,300}",
+        secret in "[a-zA-Z0-9]{12,20}",
+        filler in "[\u{e9}\u{4e2d}\u{1f600}]{1,40}",
+    ) {
+        for name in ["compose.yaml", ".env", "prod.env"] {
+            let _ = text_diff(name, &old, &new);
+            let _ = redacted_document(name, &new);
+        }
+        let _ = crate::redact::scrub(&new);
+        let _ = crate::redact::terminal_safe(&new);
+        let _ = crate::reference::short(&new);
+        let planted = format!("services:\n  web:\n    environment:\n      {filler}: {filler}{secret}\n");
+        let d = text_diff("compose.yaml", &old, &planted);
+        prop_assert!(!d.contains(&secret), "{}", d);
+        let planted_env = format!("{filler}=\"{filler}\n{secret}\"\n");
+        let d = text_diff(".env", &old, &planted_env);
+        prop_assert!(!d.contains(&secret), "{}", d);
     }
 }

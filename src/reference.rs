@@ -66,7 +66,9 @@ pub fn split_tag(reference: &str) -> Option<(&str, &str)> {
 /// Docker and git CLIs show them.
 pub fn short(id: &str) -> &str {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    &hex[..hex.len().min(12)]
+    // A hostile registry's "digest" need not be hex: cut on a character.
+    let end = hex.char_indices().nth(12).map_or(hex.len(), |(i, _)| i);
+    &hex[..end]
 }
 
 /// The same repository pinned to `digest`, for pulling exactly what was

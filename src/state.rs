@@ -563,6 +563,37 @@ mod tests {
         assert!(err.contains("line 1 is damaged") && err.contains("move the file aside"), "{err}");
     }
 
+    /// Issue 13, item 14: planted symlinks are not followed, and a state
+    /// dir others may write is refused.
+    #[test]
+    fn symlinks_and_open_state_dirs_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let state = StateDir::open(&tmp.path().join("root/stack")).unwrap();
+        std::os::unix::fs::symlink(&victim, tmp.path().join("root/stack").join(LOCK)).unwrap();
+        assert!(state.lock("s").is_err(), "a planted lock symlink is not followed");
+        std::os::unix::fs::symlink(&victim, tmp.path().join("root/stack").join(JOURNAL)).unwrap();
+        assert!(state.begin(&revision(1)).is_err() && state.journal().is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, tmp.path().join("root/linked")).unwrap();
+        let err = format!("{:#}", StateDir::open(&tmp.path().join("root/linked")).err().unwrap());
+        assert!(err.contains("is a symlink"), "{err}");
+
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = format!("{:#}", StateDir::open(&open.join("stack")).err().unwrap());
+        assert!(err.contains("writable by other users") && err.contains("chmod go-w"), "{err}");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(StateDir::open(&open.join("stack")).is_ok(), "a sticky root like /tmp protects our entry");
+        let mode = std::fs::metadata(open.join("stack")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
     #[test]
     fn a_second_lock_is_refused_naming_the_holder() {
         let tmp = tempfile::tempdir().unwrap();
