@@ -21,7 +21,8 @@ or \fBCLUSTERUP_CONFIG\fR):
 state_dir: /var/lib/clusterup
 stacks:
   \- name: shop
-    directory: /srv/shop            # or git: {url, branch, path, submodules, ssh_key}
+    directory: /srv/shop            # or git: {url, branch, path, submodules, ssh_key,
+                                    #   timeout, idle_timeout, insecure}
     compose_files: [compose.yaml]
     project: shop
     health: {timeout: 120s, stability: 10s}
@@ -29,9 +30,13 @@ stacks:
     auto: {images: true, structural: false}
     window: "Mon\-Fri 02:00\-05:00 Europe/Berlin"
     keep_images: 3
+timeouts: {engine: 2m, registry: 20s, notify: 10s, credential_helper: 10s, compose: 10m}
 .fi
 .PP
 Unknown keys and wrong types are errors naming the file, line and key.
+The configuration, the hook scripts it names, and every directory above
+them must be owned by root or the invoking user and not be writable by
+others (a sticky directory such as /tmp is fine); so must the state dir.
 .SH "EXIT STATUS"
 .TP
 \fB0\fR
@@ -63,7 +68,7 @@ As \fB\-\-config\fR and \fB\-\-state\-dir\fR.
 The engine to talk to, and the Docker CLI configuration registry credentials are read from.
 .TP
 \fBCLUSTERUP_GIT_TOKEN\fR
-Token for https git remotes.
+Token for https git remotes, sent only to the configured remote's host, over https (plain http with \fBgit.insecure: true\fR).
 .TP
 \fBNO_COLOR\fR
 No colour in diffs.
@@ -83,6 +88,9 @@ Present while the stack is paused.
 .TP
 \fB/var/lib/clusterup/<stack>/git\fR, \fBcheckout\fR
 clusterup's clone of a git stack and its work tree at the deployed commit.
+.TP
+\fB/var/lib/clusterup/fingerprint.key\fR
+The host's key for the fingerprints that stand in for secret values in diffs (0600).
 "#;
 
 fn root() -> PathBuf {

@@ -22,8 +22,9 @@ static CREDENTIALS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static ENV_VALUES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Shorter values are words, not secrets: scrubbing them would garble
-/// every message and protect nothing.
-const MIN_CREDENTIAL: usize = 4;
+/// every message (a stack named after a weak password) and protect
+/// little. Userinfo is stripped from URLs whatever its length.
+const MIN_CREDENTIAL: usize = 6;
 const MIN_ENV_VALUE: usize = 4;
 
 fn remember(list: &Mutex<Vec<String>>, value: &str, min: usize) {
@@ -83,8 +84,8 @@ impl SecretUrl {
         let parts = UrlParts::of(url);
         if let Some(userinfo) = parts.userinfo {
             if let Some((_, password)) = userinfo.split_once(':') {
-                remember(&CREDENTIALS, password, 1);
-                remember(&CREDENTIALS, &percent_decode(password), 1);
+                remember(&CREDENTIALS, password, MIN_CREDENTIAL);
+                remember(&CREDENTIALS, &percent_decode(password), MIN_CREDENTIAL);
             }
             remember(&CREDENTIALS, userinfo, MIN_CREDENTIAL);
         }

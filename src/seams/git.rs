@@ -196,6 +196,8 @@ fn fetch_branch(git_dir: &Path, source: &GitSource, deadline: Instant) -> Result
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks(source, deadline));
     opts.download_tags(AutotagOption::None);
+    // FETCH_HEAD would record the URL, credentials and all, in the state dir.
+    opts.update_fetchhead(false);
     remote.fetch(&[&refspec], Some(&mut opts), None).map_err(|e| {
         anyhow!("fetching branch {branch} from {url}: {}{}", crate::redact::external(e.message()), auth_hint(&e))
     })?;
@@ -361,6 +363,7 @@ mod tests {
         let repo = GitRepo::open(&tmp.path().join("git"), &src).unwrap();
         assert!(repo.head().is_none());
         let first = repo.fetch().unwrap();
+        assert!(!tmp.path().join("git/FETCH_HEAD").exists(), "no file records the remote's URL");
         repo.export(first, &tmp.path().join("incoming")).unwrap();
         assert!(tmp.path().join("incoming/compose.yaml").is_file());
         repo.checkout(first).unwrap();

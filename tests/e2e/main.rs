@@ -11,6 +11,7 @@ mod operations;
 mod receiver;
 mod revisions;
 mod safety;
+mod security;
 mod start_first;
 mod structural;
 mod terminal;

@@ -93,7 +93,7 @@ fn a_world_writable_config_and_a_foreign_state_dir_are_refused() {
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).unwrap();
     let run = stack.clusterup(&["apply", "--auto"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("writable by every user") && run.stderr.contains("chmod o-w"), "{run:?}");
+    assert!(run.stderr.contains("writable by other users") && run.stderr.contains("chmod go-w"), "{run:?}");
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     let state = stack.state.join(&stack.name);
