@@ -275,13 +275,7 @@ mod tests {
     /// the notification timeout; the warning shows scheme and host only.
     #[test]
     fn a_silent_receiver_is_bounded_and_its_url_not_shown() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            let held: Vec<_> = listener.incoming().take(4).collect();
-            std::thread::sleep(Duration::from_secs(60));
-            drop(held);
-        });
+        let port = crate::seams::silent_port();
         let target = webhook(&format!("http://127.0.0.1:{port}/hooks/Webhook-Secret-Path"));
         let start = std::time::Instant::now();
         let err = post(&agent(Duration::from_millis(800)), &target, "s", "h", Event::Failed, &json!({}));

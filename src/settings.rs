@@ -618,7 +618,8 @@ fn refuse_writable_by_others(path: &Path, what: &str) -> Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     for (i, p) in real.ancestors().enumerate() {
-        let meta = std::fs::metadata(p).map_err(|e| usage(format!("{what} {}: {}: {e}", path.display(), p.display())))?;
+        let meta =
+            std::fs::metadata(p).map_err(|e| usage(format!("{what} {}: {}: {e}", path.display(), p.display())))?;
         let (mode, owner) = (meta.mode(), meta.uid());
         let place = if i == 0 { format!("{what} {}", path.display()) } else { format!("directory {}", p.display()) };
         if owner != 0 && owner != me {
@@ -782,7 +783,11 @@ mod tests {
         let script = dir.join("pre.sh");
         std::fs::write(&script, "#!/bin/sh\n").unwrap();
         set(&script, 0o755);
-        std::fs::write(&config, format!("stacks:\n  - name: a\n    directory: /srv\n    hooks: {{pre_update: {} now}}\n", script.display())).unwrap();
+        std::fs::write(
+            &config,
+            format!("stacks:\n  - name: a\n    directory: /srv\n    hooks: {{pre_update: {} now}}\n", script.display()),
+        )
+        .unwrap();
         set(&config, 0o600);
         let resolve_it = || {
             let src = Sources { config: Some(&config), state_dir: Some(tmp.path()), stack: None, cwd: tmp.path() };
@@ -874,9 +879,15 @@ mod tests {
             // Issue 13, items 7 and 18: found when the file is read.
             (format!("{head}    notify: [{{type: webhook}}]\n"), "`url` is required"),
             (format!("{head}    notify: [{{type: slack, url: 'http://hooks.example/T/B/x'}}]\n"), "insecure: true"),
-            (format!("{head}    notify: [{{type: github, repo: o/r, api_url: 'http://ghe.example/api'}}]\n"), "plain HTTP"),
+            (
+                format!("{head}    notify: [{{type: github, repo: o/r, api_url: 'http://ghe.example/api'}}]\n"),
+                "plain HTTP",
+            ),
             (format!("{head}    notify: [{{type: github}}]\n"), "`repo`"),
-            (format!("notify: [{{type: webhook, url: 'ftp://x'}}]\n{head}"), "notify[0]: ftp://x is not an http(s) URL"),
+            (
+                format!("notify: [{{type: webhook, url: 'ftp://x'}}]\n{head}"),
+                "notify[0]: ftp://x is not an http(s) URL",
+            ),
             (format!("{head}    timeouts: {{engine: 1s}}\n"), "unknown field `timeouts`"),
             (format!("{head}  - name: web\n    directory: /other\n"), "configured twice"),
         ];

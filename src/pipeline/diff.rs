@@ -268,10 +268,7 @@ pub fn redacted_document(name: &str, text: &str) -> String {
         Ok(doc) => doc,
         Err(e) => {
             let at = e.location().map(|l| format!(" (line {})", l.line())).unwrap_or_default();
-            return format!(
-                "# not YAML{at}; content {} not shown\n",
-                crate::redact::fingerprint(text)
-            );
+            return format!("# not YAML{at}; content {} not shown\n", crate::redact::fingerprint(text));
         }
     };
     // `<<: *anchor` merged where it is used; an unmergeable one stays and
@@ -490,20 +487,43 @@ mod tests {
     #[test]
     fn no_secret_survives_any_layout() {
         let cases: [(&str, &str); 9] = [
-            ("compose.yaml", "x-env: &env\n  DB_PASSWORD: SECRET\nservices:\n  web:\n    image: w\n    environment:\n      <<: *env\n      MODE: a\n"),
-            ("compose.yaml", "services:\n  web:\n    image: w\n    command: [\"run\", \"--token=SECRET\"]\n    entrypoint: /bin/sh -c \"API_KEY=SECRET exec app\"\n"),
-            ("compose.yaml", "services:\n  web:\n    image: w\n    environment: # the app's settings\n      PASSWORD: SECRET\n"),
-            ("compose.yaml", "services:\n  web:\n    image: w\n    labels:\n      traefik.http.middlewares.auth.basicauth.users: \"admin:SECRET\"\n"),
-            ("compose.yaml", "services:\n  web:\n    image: w\n    environment:\n    - PASSWORD=SECRET\n    - MODE=a\n"),
-            ("compose.yaml", "services:\n  web:\n    image: w\n    environment:\n      CERT: |\n        -----BEGIN-----\n        SECRET\n        -----END-----\n"),
-            ("compose.yaml", "services:\n  web:\n    build:\n      context: .\n      args:\n        NPM_TOKEN: SECRET\n"),
+            (
+                "compose.yaml",
+                "x-env: &env\n  DB_PASSWORD: SECRET\nservices:\n  web:\n    image: w\n    environment:\n      <<: *env\n      MODE: a\n",
+            ),
+            (
+                "compose.yaml",
+                "services:\n  web:\n    image: w\n    command: [\"run\", \"--token=SECRET\"]\n    entrypoint: /bin/sh -c \"API_KEY=SECRET exec app\"\n",
+            ),
+            (
+                "compose.yaml",
+                "services:\n  web:\n    image: w\n    environment: # the app's settings\n      PASSWORD: SECRET\n",
+            ),
+            (
+                "compose.yaml",
+                "services:\n  web:\n    image: w\n    labels:\n      traefik.http.middlewares.auth.basicauth.users: \"admin:SECRET\"\n",
+            ),
+            (
+                "compose.yaml",
+                "services:\n  web:\n    image: w\n    environment:\n    - PASSWORD=SECRET\n    - MODE=a\n",
+            ),
+            (
+                "compose.yaml",
+                "services:\n  web:\n    image: w\n    environment:\n      CERT: |\n        -----BEGIN-----\n        SECRET\n        -----END-----\n",
+            ),
+            (
+                "compose.yaml",
+                "services:\n  web:\n    build:\n      context: .\n      args:\n        NPM_TOKEN: SECRET\n",
+            ),
             (".env", "A=1\nKEY=\"first line\nSECRET\nlast line\"\nB=2\n"),
-            ("compose.yaml", "services:\n  web:\n    image: w\n    x-note: SECRET\nsecrets:\n  s:\n    content: SECRET\n"),
+            (
+                "compose.yaml",
+                "services:\n  web:\n    image: w\n    x-note: SECRET\nsecrets:\n  s:\n    content: SECRET\n",
+            ),
         ];
         for (name, text) in cases {
-            for (i, (old, new)) in [(text.replace("SECRET", "s3cr3t-one"), text.replace("SECRET", "s3cr3t-two"))]
-                .iter()
-                .enumerate()
+            for (i, (old, new)) in
+                [(text.replace("SECRET", "s3cr3t-one"), text.replace("SECRET", "s3cr3t-two"))].iter().enumerate()
             {
                 let d = text_diff(name, old, new);
                 assert!(!d.contains("s3cr3t") && !d.contains("SECRET"), "case {i} of {text:?} leaked:\n{d}");

@@ -141,7 +141,7 @@ fn decode_auth(auth: &str) -> Result<(String, String)> {
 /// dead D-Bus would otherwise hang the run.
 fn helper_get(program: &Path, server: &str, timeout: Duration) -> Result<Option<DockerCredentials>> {
     let shown = program.display();
-    let out = super::process::run(&mut Command::new(program).arg("get"), Some(server.as_bytes()), timeout, 1 << 20)
+    let out = super::process::run(Command::new(program).arg("get"), Some(server.as_bytes()), timeout, 1 << 20)
         .with_context(|| format!("credential helper {shown} for {server}"))?;
     if !out.status.success() {
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -160,10 +160,10 @@ impl DockerEngine {
     }
 
     fn registry_error(&self, registry: &str, err: bollard::errors::Error) -> anyhow::Error {
-        let text = match &err {
+        let text = crate::redact::external(&match &err {
             bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
             other => other.to_string(),
-        };
+        });
         let lower = text.to_lowercase();
         let auth = ["unauthorized", "authentication required", "no basic auth credentials", "denied"]
             .iter()

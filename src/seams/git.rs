@@ -408,13 +408,7 @@ mod tests {
     /// `git.timeout`, with the URL shown without its credentials.
     #[test]
     fn a_silent_remote_is_bounded() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            let held: Vec<_> = listener.incoming().take(4).collect();
-            std::thread::sleep(std::time::Duration::from_secs(60));
-            drop(held);
-        });
+        let port = crate::seams::silent_port();
         let tmp = tempfile::tempdir().unwrap();
         let mut src = source(tmp.path(), Path::new("/unused"), "main");
         src.url = SecretUrl::git(&format!("http://deploy:Git-T0ken-xyz@127.0.0.1:{port}/repo.git"));

@@ -49,8 +49,13 @@ mod tests {
         assert!(err.contains("did not finish"), "{err}");
         // More output than a pipe holds is not a timeout (issue 13, item 11).
         assert!(run("head -c 200000 /dev/zero", None, &env, Duration::from_secs(20)).is_ok());
-        let err = run("head -c 200000 /dev/zero | tr '\\0' y; echo; echo why >&2; exit 4", None, &env, Duration::from_secs(20))
-            .unwrap_err();
+        let err = run(
+            "head -c 200000 /dev/zero | tr '\\0' y; echo; echo why >&2; exit 4",
+            None,
+            &env,
+            Duration::from_secs(20),
+        )
+        .unwrap_err();
         assert!(err.contains("4") && err.contains("why"), "{err}");
     }
 }

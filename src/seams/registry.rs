@@ -291,13 +291,7 @@ mod tests {
     /// A registry that accepts and never answers costs the timeout.
     #[test]
     fn a_silent_registry_is_bounded() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let _keep = std::thread::spawn(move || {
-            let held: Vec<_> = listener.incoming().take(4).collect();
-            std::thread::sleep(Duration::from_secs(30));
-            drop(held);
-        });
+        let addr = format!("127.0.0.1:{}", crate::seams::silent_port());
         let registries = Registries::new(Duration::from_millis(800));
         let start = std::time::Instant::now();
         let err = registries.digest(&Reference::parse(&format!("{addr}/app:v1")), None).unwrap_err();

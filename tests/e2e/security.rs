@@ -97,7 +97,8 @@ fn no_secret_reaches_any_output_state_file_or_notification() {
 
     // Compose quotes a bad value in its error: it must not reach anyone.
     let broken = compose_with(&stack, 3).replace("    x-note:", "    ports: [\"${HOSTPORT}:8080\"]\n    x-note:");
-    remote.commit_files(&[("compose.yaml", &broken), (".env", &format!("{}HOSTPORT=CanaryPort\n", dotenv_with(3)))], "3");
+    remote
+        .commit_files(&[("compose.yaml", &broken), (".env", &format!("{}HOSTPORT=CanaryPort\n", dotenv_with(3)))], "3");
     let bad = run(&["check", "--json", "--stack", &stack.name]);
     assert_eq!(bad.code, 2, "{bad:?}");
     assert!(bad.stderr.contains("invalid") || bad.stderr.contains("hostPort"), "compose's reason still shows: {bad:?}");
@@ -115,7 +116,10 @@ fn no_secret_reaches_any_output_state_file_or_notification() {
     for r in &requests {
         // The URL path and the Authorization header are where those
         // secrets belong; the bodies are what the receiver may show.
-        sinks.push((format!("{} {} body", r.method, r.path.split('/').nth(1).unwrap_or("")), r.body.to_string().into_bytes()));
+        sinks.push((
+            format!("{} {} body", r.method, r.path.split('/').nth(1).unwrap_or("")),
+            r.body.to_string().into_bytes(),
+        ));
     }
     let canaries = [
         "CanaryUrlPassword",
