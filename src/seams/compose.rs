@@ -304,16 +304,17 @@ fn stderr_of(out: &Output) -> String {
 /// A failing `docker compose` may simply be Compose v1 or none at all; say
 /// so rather than pass on a confusing message.
 fn require_v2() -> Result<()> {
-    let v2 = Command::new("docker").args(["compose", "version", "--short"]).stdin(Stdio::null()).output();
-    if matches!(&v2, Ok(o) if o.status.success()) {
+    let succeeds = |program: &str, args: &[&str]| {
+        let bound = std::time::Duration::from_secs(30);
+        super::process::run(Command::new(program).args(args), None, bound, 4096).is_ok_and(|o| o.status.success())
+    };
+    if succeeds("docker", &["compose", "version", "--short"]) {
         return Ok(());
     }
-    let v1 = Command::new("docker-compose").arg("version").stdin(Stdio::null()).output();
-    let found = match v1 {
-        Ok(o) if o.status.success() => {
-            "only docker-compose v1 (Python), which names and recreates containers differently, is installed"
-        }
-        _ => "`docker compose` is not available",
+    let found = if succeeds("docker-compose", &["version"]) {
+        "only docker-compose v1 (Python), which names and recreates containers differently, is installed"
+    } else {
+        "`docker compose` is not available"
     };
     Err(usage(format!(
         "clusterup needs Docker Compose v2, but {found}; install the docker-compose-plugin package \

@@ -228,3 +228,68 @@ fn a_silent_engine_is_bounded() {
     assert_ne!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("Docker engine") || run.stderr.contains("timed out"), "{run:?}");
 }
+
+/// Item 12: a `docker compose` that never finishes costs `timeouts.compose`
+/// and leaves nothing running.
+#[test]
+fn a_hanging_compose_is_bounded() {
+    let stack = Stack::new("hangcompose");
+    // A Docker CLI config of clusterup's own: the test's cleanup must find
+    // the real Compose.
+    let docker_config = stack.scratch("hanging-docker-config");
+    let plugins = docker_config.join("cli-plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let fake = plugins.join("docker-compose");
+    std::fs::write(&fake, "#!/bin/sh\nsleep 300 &\nwait\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    stack.write_compose("services:\n  web:\n    image: w\n");
+    let config = stack.write_config("");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("timeouts: {{compose: 2s}}\n{text}")).unwrap();
+    let mut cmd = stack.clusterup_command(&stack.dir, &["check", "--only"]);
+    cmd.env("DOCKER_CONFIG", &docker_config);
+    let start = Instant::now();
+    let run = output_of(cmd);
+    assert!(start.elapsed() < Duration::from_secs(30), "{:?}: {run:?}", start.elapsed());
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("did not finish within 2s (timeouts.compose)"), "{run:?}");
+    let left = Command::new("pgrep").args(["-f", &fake.display().to_string()]).output().unwrap();
+    assert!(left.stdout.is_empty(), "the fake compose's group was killed: {}", String::from_utf8_lossy(&left.stdout));
+}
+
+/// Item 9: a git remote that accepts and never answers ends on the first
+/// SIGTERM, not after the timeout, and the lock is free again.
+#[test]
+fn the_first_sigterm_ends_a_hanging_fetch() {
+    let stack = Stack::new("hangfetch");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(8).collect();
+        std::thread::sleep(Duration::from_secs(120));
+        drop(held);
+    });
+    let config = format!(
+        "stacks:\n  - name: {}\n    git: {{url: 'http://127.0.0.1:{port}/r.git', timeout: 10m, idle_timeout: 10m}}\n",
+        stack.name
+    );
+    std::fs::write(stack.config_path(), config).unwrap();
+    let mut child = stack
+        .clusterup_command(&stack.dir, &["apply", "--auto"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.try_wait().unwrap().is_none(), "still waiting for the remote");
+    let sent = Instant::now();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(sent.elapsed() < Duration::from_secs(5), "{:?}", sent.elapsed());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("interrupted by a signal"), "{stderr}");
+    let run = stack.clusterup(&["pause", "--reason", "lock is free"]);
+    assert_eq!(run.code, 0, "{run:?}");
+}
