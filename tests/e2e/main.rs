@@ -14,4 +14,5 @@ mod safety;
 mod security;
 mod start_first;
 mod structural;
+mod systemd;
 mod terminal;
