@@ -109,6 +109,12 @@ impl SecretUrl {
         SecretUrl { full: url.to_string(), shown }
     }
 
+    /// A URL that is not itself a secret (an API base): shown whole, less
+    /// any userinfo.
+    pub fn public(url: &str) -> SecretUrl {
+        SecretUrl { full: url.to_string(), shown: strip_userinfo(url) }
+    }
+
     pub fn expose(&self) -> &str {
         &self.full
     }

@@ -301,7 +301,7 @@ pub enum NotifyKind {
 }
 
 fn github_api() -> SecretUrl {
-    SecretUrl::webhook("https://api.github.com")
+    SecretUrl::public("https://api.github.com")
 }
 
 fn webhook_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretUrl>, D::Error> {
@@ -309,7 +309,7 @@ fn webhook_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretUr
 }
 
 fn api_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretUrl, D::Error> {
-    Ok(SecretUrl::webhook(&String::deserialize(d)?))
+    Ok(SecretUrl::public(&String::deserialize(d)?))
 }
 
 impl NotifyTarget {

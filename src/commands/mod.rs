@@ -32,6 +32,10 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
     if let Some(root) = stacks.first().and_then(|s| s.state_dir.parent()) {
         crate::redact::init_fingerprint_key(root);
     }
+    // Known from the start, whether or not a remote ever asks for it.
+    if let Ok(token) = std::env::var("CLUSTERUP_GIT_TOKEN") {
+        crate::redact::Secret::new(token);
+    }
     let metrics = cli.global.metrics_file.clone().or_else(|| stacks.first().and_then(|s| s.metrics_file.clone()));
     let status = dispatch(cli, &stacks, printer);
     if let Some(path) = metrics
