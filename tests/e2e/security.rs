@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::receiver::Receiver;
-use crate::support::{Run, Stack, bed, free_port, http_get};
+use crate::support::{Run, Stack, bed, free_port, http_get, silent_port};
 
 /// Runs a prepared clusterup command and keeps everything it printed.
 fn output_of(mut cmd: Command) -> Run {
@@ -263,13 +263,7 @@ fn a_hanging_compose_is_bounded() {
 #[test]
 fn the_first_sigterm_ends_a_hanging_fetch() {
     let stack = Stack::new("hangfetch");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let held: Vec<_> = listener.incoming().take(8).collect();
-        std::thread::sleep(Duration::from_secs(120));
-        drop(held);
-    });
+    let port = silent_port();
     let config = format!(
         "stacks:\n  - name: {}\n    git: {{url: 'http://127.0.0.1:{port}/r.git', timeout: 10m, idle_timeout: 10m}}\n",
         stack.name

@@ -476,6 +476,18 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     head.lines().next().is_some_and(|l| l.contains(" 200 ")).then(|| body.trim().to_string())
 }
 
+/// A TCP peer that accepts and never answers: what every bound is for.
+pub fn silent_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(8).collect();
+        std::thread::sleep(Duration::from_secs(120));
+        drop(held);
+    });
+    port
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
