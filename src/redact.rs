@@ -82,12 +82,11 @@ impl SecretUrl {
     /// `https://host/repo.git`.
     pub fn git(url: &str) -> SecretUrl {
         let parts = UrlParts::of(url);
-        if let Some(userinfo) = parts.userinfo {
-            if let Some((_, password)) = userinfo.split_once(':') {
-                remember(&CREDENTIALS, password, MIN_CREDENTIAL);
-                remember(&CREDENTIALS, &percent_decode(password), MIN_CREDENTIAL);
-            }
-            remember(&CREDENTIALS, userinfo, MIN_CREDENTIAL);
+        // A user name alone (`https://org@dev.azure.com/...`) is not a
+        // secret, and may well be the name of a service or an image.
+        if let Some((_, password)) = parts.userinfo.and_then(|u| u.split_once(':')) {
+            remember(&CREDENTIALS, password, MIN_CREDENTIAL);
+            remember(&CREDENTIALS, &percent_decode(password), MIN_CREDENTIAL);
         }
         SecretUrl { full: url.to_string(), shown: strip_userinfo(url) }
     }
@@ -99,8 +98,8 @@ impl SecretUrl {
         if parts.rest.len() > 1 {
             remember(&CREDENTIALS, parts.rest, 8);
         }
-        if let Some(userinfo) = parts.userinfo {
-            remember(&CREDENTIALS, userinfo, MIN_CREDENTIAL);
+        if let Some((_, password)) = parts.userinfo.and_then(|u| u.split_once(':')) {
+            remember(&CREDENTIALS, password, MIN_CREDENTIAL);
         }
         let shown = match parts.scheme {
             Some(scheme) => format!("{scheme}://{}", parts.host_port),
@@ -235,25 +234,35 @@ pub fn external(text: &str) -> String {
     replace_known(&scrub(text), &ENV_VALUES)
 }
 
-/// `scrub` for every string in a JSON document, keys included.
+/// `scrub` for every string value in a JSON document. Keys are names
+/// (services, fields) that other records are matched by: never changed.
 pub fn scrub_json(value: &mut Value) {
     match value {
         Value::String(s) => *s = scrub(s),
         Value::Array(items) => items.iter_mut().for_each(scrub_json),
-        Value::Object(map) => {
-            let entries = std::mem::take(map);
-            for (k, mut v) in entries {
-                scrub_json(&mut v);
-                map.insert(scrub(&k), v);
-            }
-        }
+        Value::Object(map) => map.values_mut().for_each(scrub_json),
         _ => {}
     }
 }
 
-/// A value of the stack's environment: kept out of external messages.
+/// A value of the stack's environment: kept out of external messages,
+/// as written and as Go and JSON quote it (`"pa\"ss"`). Values that are
+/// words every message uses (`latest`, `true`, a port) are not secrets.
 pub fn register_env_value(value: &str) {
+    let value = value.trim();
+    let word = ["true", "false", "yes", "no", "on", "off", "null", "none", "latest"]
+        .iter()
+        .any(|w| value.eq_ignore_ascii_case(w));
+    let port = value.len() <= 5 && value.chars().all(|c| c.is_ascii_digit());
+    if word || port {
+        return;
+    }
     remember(&ENV_VALUES, value, MIN_ENV_VALUE);
+    let quoted = serde_json::to_string(value).unwrap_or_default();
+    let escaped = &quoted[1..quoted.len().saturating_sub(1).max(1)];
+    if escaped != value {
+        remember(&ENV_VALUES, escaped, MIN_ENV_VALUE);
+    }
 }
 
 /// Every value of a dotenv file (`.env`, an `env_file`), if it exists.
@@ -396,6 +405,22 @@ mod tests {
         let compose = "invalid hostPort: s3cr3t-port-value";
         assert_eq!(external(compose), "invalid hostPort: <redacted>");
         assert_eq!(scrub("image r/web:s3cr3t-port-value"), "image r/web:s3cr3t-port-value");
+    }
+
+    #[test]
+    fn a_user_name_alone_is_no_secret_and_keys_are_never_changed() {
+        SecretUrl::git("https://contoso@dev.azure.com/contoso/_git/ops");
+        assert_eq!(scrub("service contoso-web"), "service contoso-web");
+        let secret = Secret::new("journal-key-secret");
+        let mut doc = serde_json::json!({"journal-key-secret": "x journal-key-secret"});
+        scrub_json(&mut doc);
+        assert_eq!(doc, serde_json::json!({"journal-key-secret": "x <redacted>"}));
+        drop(secret);
+        register_env_value("latest");
+        register_env_value("8080");
+        register_env_value("pa\"ss\\word");
+        assert_eq!(external("image app:latest on 8080"), "image app:latest on 8080");
+        assert_eq!(external("bad value \"pa\\\"ss\\\\word\""), "bad value \"<redacted>\"");
     }
 
     #[test]

@@ -98,15 +98,24 @@ struct TimeoutsEntry {
 }
 
 impl TimeoutsEntry {
-    fn resolve(&self) -> Timeouts {
+    fn resolve(&self) -> std::result::Result<Timeouts, String> {
         let d = Timeouts::default();
-        Timeouts {
+        let t = Timeouts {
             engine: self.engine.unwrap_or(d.engine),
             registry: self.registry.unwrap_or(d.registry),
             notify: self.notify.unwrap_or(d.notify),
             credential_helper: self.credential_helper.unwrap_or(d.credential_helper),
             compose: self.compose.unwrap_or(d.compose),
+        };
+        // The engine client counts whole seconds: less would be no time.
+        if t.engine < Duration::from_secs(1) {
+            return Err("timeouts.engine: at least 1s".into());
         }
+        let zero = [t.registry, t.notify, t.credential_helper, t.compose].iter().any(Duration::is_zero);
+        if zero {
+            return Err("timeouts: a timeout of 0 would fail every call; give a duration such as \"10s\"".into());
+        }
+        Ok(t)
     }
 }
 
@@ -425,9 +434,15 @@ pub struct Sources<'a> {
 pub fn resolve(src: &Sources) -> Result<Vec<StackSettings>> {
     let explicit = src.config.is_some();
     let config_path = src.config.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    let stacks = match std::fs::read_to_string(&config_path) {
-        Ok(text) => {
-            refuse_writable_by_others(&config_path, "configuration file")?;
+    let stacks = match std::fs::File::open(&config_path) {
+        Ok(file) => {
+            // Judged and read through one open file: a swap between the two
+            // cannot slip another file in.
+            let meta = file.metadata().map_err(|e| usage(format!("reading {}: {e}", config_path.display())))?;
+            refuse_writable_by_others(&config_path, Some(&meta), "configuration file")?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut &file, &mut text)
+                .map_err(|e| usage(format!("reading configuration file {}: {e}", config_path.display())))?;
             let stacks = from_config(&config_path, &text, src.state_dir)?;
             check_hook_scripts(&stacks)?;
             stacks
@@ -467,6 +482,7 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
     for (i, target) in file.notify.iter().enumerate() {
         target.validate().map_err(|m| bad(format!("notify[{i}]: {m}")))?;
     }
+    let timeouts = file.timeouts.resolve().map_err(bad)?;
     let root = state_dir.map(Path::to_path_buf).or(file.state_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
@@ -490,6 +506,9 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
                     )));
                 }
                 let checkout = entry.directory.as_ref().map_or_else(|| state_dir.join("checkout"), |d| base.join(d));
+                if [g.timeout, g.idle_timeout].iter().flatten().any(Duration::is_zero) {
+                    return Err(bad(format!("{}: a timeout of 0 would fail every fetch", at("git"))));
+                }
                 let source = GitSource {
                     url: SecretUrl::git(&g.url),
                     insecure: g.insecure,
@@ -558,7 +577,7 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
             label_enable: entry.label_enable,
             scope: entry.scope,
             notify: entry.notify.unwrap_or_else(|| file.notify.clone()),
-            timeouts: file.timeouts.resolve(),
+            timeouts,
             name: entry.name,
         });
     }
@@ -612,14 +631,21 @@ fn project_name_of(dir: &Path) -> String {
 /// a file, or a directory above it, that another user may change is a
 /// way to root for that user, and is refused. Root and the invoking user
 /// are trusted; a sticky directory (`/tmp`) protects what is ours in it.
-fn refuse_writable_by_others(path: &Path, what: &str) -> Result<()> {
+/// `opened`: the file's own metadata, from the descriptor it is read by.
+fn refuse_writable_by_others(path: &Path, opened: Option<&std::fs::Metadata>, what: &str) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let real = std::fs::canonicalize(path).map_err(|e| usage(format!("{what} {}: {e}", path.display())))?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
-    for (i, p) in real.ancestors().enumerate() {
-        let meta =
-            std::fs::metadata(p).map_err(|e| usage(format!("{what} {}: {}: {e}", path.display(), p.display())))?;
+    // The directories of the file it resolves to, and of the path as given
+    // (where a symlink to it lives).
+    let given = path.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf);
+    let places: Vec<PathBuf> = real.ancestors().map(Path::to_path_buf).chain(given).collect();
+    for (i, p) in places.iter().enumerate() {
+        let meta = match (i, opened) {
+            (0, Some(m)) => m.clone(),
+            _ => std::fs::metadata(p).map_err(|e| usage(format!("{what} {}: {}: {e}", path.display(), p.display())))?,
+        };
         let (mode, owner) = (meta.mode(), meta.uid());
         let place = if i == 0 { format!("{what} {}", path.display()) } else { format!("directory {}", p.display()) };
         if owner != 0 && owner != me {
@@ -630,7 +656,9 @@ fn refuse_writable_by_others(path: &Path, what: &str) -> Result<()> {
             )));
         }
         let sticky_dir = i > 0 && mode & 0o1000 != 0;
-        if mode & 0o022 != 0 && !sticky_dir {
+        // Group root may write: its members are root's already.
+        let writers = if meta.gid() == 0 { 0o002 } else { 0o022 };
+        if mode & writers != 0 && !sticky_dir {
             return Err(usage(format!(
                 "{place} is writable by other users (mode {:o}), and clusterup runs the hooks it names as \
                  uid {me}; fix it with: chmod go-w {}",
@@ -649,7 +677,7 @@ fn check_hook_scripts(stacks: &[StackSettings]) -> Result<()> {
     for command in hooks.flat_map(|h| [&h.pre_update, &h.post_update]).flatten() {
         let program = command.split_whitespace().next().unwrap_or_default();
         if program.starts_with('/') && Path::new(program).exists() {
-            refuse_writable_by_others(Path::new(program), "hook script")?;
+            refuse_writable_by_others(Path::new(program), None, "hook script")?;
         }
     }
     Ok(())
@@ -794,7 +822,18 @@ mod tests {
             resolve(&src).map(|_| ()).map_err(|e| format!("{e:#}"))
         };
         assert_eq!(resolve_it(), Ok(()));
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            // Group root may write; another group may not.
+            set(&config, 0o660);
+            assert_eq!(resolve_it(), Ok(()));
+            std::os::unix::fs::chown(&config, None, Some(65534)).unwrap();
+        }
         for (path, mode, want) in [(&config, 0o660, "chmod go-w"), (&config, 0o606, "writable by other users")] {
+            if mode == 0o660 && !root {
+                continue;
+            }
             set(path, mode);
             let err = resolve_it().unwrap_err();
             assert!(err.contains(want) && err.contains("clusterup.yaml"), "{err}");
@@ -808,8 +847,7 @@ mod tests {
         let err = resolve_it().unwrap_err();
         assert!(err.contains("hook script") && err.contains("pre.sh"), "{err}");
         set(&script, 0o755);
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if root {
             std::os::unix::fs::chown(&config, Some(65534), None).unwrap();
             let err = resolve_it().unwrap_err();
             assert!(err.contains("belongs to uid 65534"), "{err}");
@@ -889,6 +927,8 @@ mod tests {
                 "notify[0]: ftp://x is not an http(s) URL",
             ),
             (format!("{head}    timeouts: {{engine: 1s}}\n"), "unknown field `timeouts`"),
+            (format!("timeouts: {{engine: 500ms}}\n{head}"), "timeouts.engine: at least 1s"),
+            (format!("timeouts: {{compose: 0s}}\n{head}"), "a timeout of 0"),
             (format!("{head}  - name: web\n    directory: /other\n"), "configured twice"),
         ];
         for (text, want) in cases {

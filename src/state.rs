@@ -332,7 +332,10 @@ impl StateDir {
 /// others cannot move or replace what is ours in it.
 fn refuse_unsafe_dir(dir: &Path, shared: bool) -> Result<()> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let meta = std::fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    // The root may be a symlink an administrator made (state moved to a
+    // bigger disk); what it points at is judged. A stack's own dir may not.
+    let meta = if shared { std::fs::metadata(dir) } else { std::fs::symlink_metadata(dir) };
+    let meta = meta.with_context(|| format!("reading {}", dir.display()))?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     let refuse = |why: String, fix: String| {
@@ -354,7 +357,9 @@ fn refuse_unsafe_dir(dir: &Path, shared: bool) -> Result<()> {
         );
     }
     let sticky = meta.mode() & 0o1000 != 0;
-    if meta.mode() & 0o022 != 0 && !(shared && sticky) {
+    // Group root may write: its members are root's already.
+    let writers = if meta.gid() == 0 { 0o002 } else { 0o022 };
+    if meta.mode() & writers != 0 && !(shared && sticky) {
         return refuse(
             format!("is writable by other users (mode {:o})", meta.mode() & 0o7777),
             format!("chmod go-w {}", dir.display()),

@@ -80,15 +80,15 @@ impl ComposeModel {
 /// would be read as an option (`--force-recreate` recreated services
 /// outside the plan), one with control characters garbles terminals.
 fn check_service_name(name: &str) -> Result<()> {
-    let mut chars = name.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    let ok = !name.is_empty()
+        && !name.starts_with('-')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if ok {
         return Ok(());
     }
     Err(usage(format!(
-        "service name {:?} is refused: a service name must start with a letter or digit and hold only \
-         letters, digits, '.', '_' and '-'; rename it in the compose file (nothing was changed)",
+        "service name {:?} is refused: a service name holds only letters, digits, '.', '_' and '-', \
+         and does not start with '-'; rename it in the compose file (nothing was changed)",
         crate::redact::terminal_safe(name)
     )))
 }
@@ -336,9 +336,34 @@ fn register_environment(json: &Value) {
     }
 }
 
+impl ComposeCli {
+    /// The values Compose may quote when it fails: `.env` and every
+    /// `env_file` the compose files name, known before Compose runs.
+    fn register_env_files(&self) {
+        crate::redact::register_env_file(&self.directory.join(".env"));
+        for file in self.source_files() {
+            let Ok(text) = std::fs::read_to_string(self.directory.join(&file)) else { continue };
+            let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(&text) else { continue };
+            let services = doc.get("services").and_then(serde_yaml::Value::as_mapping);
+            for svc in services.into_iter().flat_map(|m| m.values()) {
+                let named: Vec<&str> = match svc.get("env_file") {
+                    Some(serde_yaml::Value::String(one)) => vec![one.as_str()],
+                    Some(serde_yaml::Value::Sequence(items)) => {
+                        items.iter().filter_map(|i| i.as_str().or_else(|| i.get("path")?.as_str())).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                for env_file in named {
+                    crate::redact::register_env_file(&self.directory.join(env_file));
+                }
+            }
+        }
+    }
+}
+
 impl Compose for ComposeCli {
     fn model(&self) -> Result<ComposeModel> {
-        crate::redact::register_env_file(&self.directory.join(".env"));
+        self.register_env_files();
         let mut cmd = self.command(None);
         cmd.args(["config", "--format", "json"]);
         let out = self.run(cmd, "reading the compose model")?;
@@ -396,13 +421,13 @@ mod tests {
     /// Issue 13, item 13: a name that would read as an option is refused.
     #[test]
     fn service_names_that_are_options_are_refused() {
-        for bad in ["--force-recreate", "-d", "", "web\u{1b}[2J", "a b", "_x"] {
+        for bad in ["--force-recreate", "-d", "", "web\u{1b}[2J", "a b", "web;rm"] {
             let json = serde_json::json!({"name": "p", "services": {bad: {"image": "w"}}});
             let err = ComposeModel::from_json(&json).err().unwrap_or_else(|| panic!("{bad:?} accepted"));
             assert!(err.downcast_ref::<crate::exit::UsageError>().is_some(), "{err}");
             assert!(!err.to_string().contains('\u{1b}'), "{err}");
         }
-        for good in ["web", "web-1", "web_1.x", "9lives"] {
+        for good in ["web", "web-1", "web_1.x", "9lives", "_internal", ".hidden"] {
             let json = serde_json::json!({"name": "p", "services": {good: {"image": "w"}}});
             assert!(ComposeModel::from_json(&json).is_ok(), "{good}");
         }

@@ -58,8 +58,16 @@ impl Credentials {
             .unwrap_or_else(|| PathBuf::from("/root/.docker"));
         let source = dir.join("config.json");
         let config = match std::fs::read_to_string(&source) {
-            Ok(text) => serde_json::from_str(&text)
-                .with_context(|| format!("reading Docker CLI configuration {}", source.display()))?,
+            // serde quotes the value it choked on, and this file holds
+            // passwords: say where, not what.
+            Ok(text) => serde_json::from_str(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "reading Docker CLI configuration {}: not what the Docker CLI writes at line {} column {}",
+                    source.display(),
+                    e.line(),
+                    e.column()
+                )
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => CliConfig::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", source.display())),
         };
@@ -151,7 +159,7 @@ fn helper_get(program: &Path, server: &str, timeout: Duration) -> Result<Option<
         bail!("credential helper {shown} failed for {server} ({})", out.status);
     }
     let reply: HelperReply = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("credential helper {shown} gave unreadable output"))?;
+        .map_err(|e| anyhow::anyhow!("credential helper {shown} gave unreadable output (column {})", e.column()))?;
     // The helper protocol marks identity tokens with this user name.
     let token = reply.username == "<token>";
     Ok(Some(DockerCredentials {

@@ -30,7 +30,7 @@ impl GitRepo {
         let repo = match Repository::open(git_dir) {
             Ok(r) => r,
             Err(_) => {
-                private_dir(&source.checkout)
+                checkout_dir(git_dir, &source.checkout)
                     .with_context(|| format!("creating checkout directory {}", source.checkout.display()))?;
                 private_dir(git_dir).with_context(|| format!("creating {}", git_dir.display()))?;
                 let mut opts = RepositoryInitOptions::new();
@@ -151,6 +151,9 @@ impl GitRepo {
             .with_context(|| format!("checking out {} into {}", short(commit), self.source.checkout.display()))?;
         self.repo.set_head_detached(commit)?;
         if self.source.submodules {
+            // A rollback checks out without fetching first: the bounds must
+            // be in place for submodule fetches too.
+            set_network_timeouts(self.source.idle_timeout);
             for mut sub in self.repo.submodules()? {
                 let name = sub.name().unwrap_or("?").to_string();
                 let mut opts = git2::SubmoduleUpdateOptions::new();
@@ -289,6 +292,19 @@ fn token_may_go_to(url: &str, remote_host: &str, insecure: bool) -> std::result:
         "{target} asks for credentials; CLUSTERUP_GIT_TOKEN is sent only to {remote_host} over https \
          (plain http with `git.insecure: true`)"
     ))
+}
+
+/// clusterup's own checkout beside its clone is private (0700); one at a
+/// `directory:` of the operator's gets the usual 0755, since a container
+/// that does not run as root may mount it whole (`.:/app`).
+fn checkout_dir(git_dir: &Path, checkout: &Path) -> std::io::Result<()> {
+    let ours = git_dir.parent().is_some_and(|state| checkout.starts_with(state));
+    if ours {
+        return private_dir(checkout);
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    let _umask = Umask::set(0o022);
+    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(checkout)
 }
 
 /// Directories of clusterup's clone are its own: 0700.
