@@ -36,7 +36,8 @@ timeouts: {engine: 2m, registry: 20s, notify: 10s, credential_helper: 10s, compo
 Unknown keys and wrong types are errors naming the file, line and key.
 The configuration, the hook scripts it names, and every directory above
 them must be owned by root or the invoking user and not be writable by
-others (a sticky directory such as /tmp is fine); so must the state dir.
+another user or group (group root may; a sticky directory such as /tmp is
+fine); so must the state dir.
 .SH "EXIT STATUS"
 .TP
 \fB0\fR
