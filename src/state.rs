@@ -593,6 +593,9 @@ mod tests {
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = format!("{:#}", StateDir::open(&open.join("stack")).err().unwrap());
         assert!(err.contains("writable by other users") && err.contains("chmod go-w"), "{err}");
+        // A root an administrator moved by symlink is judged by its target.
+        std::os::unix::fs::symlink(&elsewhere, tmp.path().join("moved")).unwrap();
+        assert!(StateDir::open(&tmp.path().join("moved/stack")).is_ok());
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
         assert!(StateDir::open(&open.join("stack")).is_ok(), "a sticky root like /tmp protects our entry");
         let mode = std::fs::metadata(open.join("stack")).unwrap().permissions().mode() & 0o777;

@@ -56,6 +56,10 @@ impl Credentials {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
             .unwrap_or_else(|| PathBuf::from("/root/.docker"));
+        Credentials::from_dir(&dir, helper_timeout)
+    }
+
+    fn from_dir(dir: &Path, helper_timeout: Duration) -> Result<Credentials> {
         let source = dir.join("config.json");
         let config = match std::fs::read_to_string(&source) {
             // serde quotes the value it choked on, and this file holds
@@ -218,6 +222,16 @@ mod tests {
         let err = format!("{err:#}");
         assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
         assert!(err.contains("docker-credential-stuck") && err.contains("did not finish"), "{err}");
+    }
+
+    /// A file the parser chokes on is reported by position: serde would
+    /// quote the value, and this file holds passwords.
+    #[test]
+    fn an_unreadable_docker_config_is_not_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), r#"{"auths":{"reg":"dXNlcjpTM2NyZXQ="}}"#).unwrap();
+        let err = Credentials::from_dir(dir.path(), Duration::from_secs(1)).err().map(|e| format!("{e:#}")).unwrap();
+        assert!(err.contains("line 1 column") && !err.contains("dXNlcjpTM2NyZXQ="), "{err}");
     }
 
     #[test]

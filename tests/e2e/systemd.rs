@@ -173,7 +173,11 @@ fn the_unit_as_shipped_deploys_a_git_stack_under_srv_and_writes_metrics() {
     assert_eq!(stack.health("web"), "running/healthy", "{journal}");
     let metrics = host.exec(&["cat", "/var/lib/prometheus/node-exporter/clusterup.prom"]);
     assert!(String::from_utf8_lossy(&metrics.stdout).contains("clusterup_last_run_exit_code"), "{journal}");
-    let state =
-        host.exec(&["stat", "-c", "%a", "/var/lib/clusterup", &format!("/srv/{}/stack/compose.yaml", stack.name)]);
-    assert_eq!(String::from_utf8_lossy(&state.stdout), "700\n644\n", "UMask=0077 and the file modes git records");
+    let srv = format!("/srv/{}", stack.name);
+    let state = host.exec(&["stat", "-c", "%a", "/var/lib/clusterup", &srv, &format!("{srv}/stack/compose.yaml")]);
+    assert_eq!(
+        String::from_utf8_lossy(&state.stdout),
+        "700\n755\n644\n",
+        "under UMask=0077: a private state dir, an operator's checkout directory and files as git records them"
+    );
 }
