@@ -290,6 +290,14 @@ fn redact_compose(doc: &mut Yaml) {
                     redact_service(svc);
                 }
             }
+            "volumes" | "networks" => {
+                for def in mapping_values(value) {
+                    redact_extensions(def);
+                    if let Some(opts) = def.get_mut("driver_opts") {
+                        redact_pairs(opts);
+                    }
+                }
+            }
             "secrets" | "configs" => {
                 for def in mapping_values(value) {
                     redact_extensions(def);
@@ -314,6 +322,11 @@ fn redact_service(svc: &mut Yaml) {
         match key.as_str().unwrap_or_default() {
             "environment" | "labels" => redact_pairs(value),
             "command" | "entrypoint" => redact_arguments(value),
+            "logging" => {
+                if let Some(options) = value.get_mut("options") {
+                    redact_pairs(options);
+                }
+            }
             "healthcheck" => {
                 if let Some(test) = value.get_mut("test") {
                     redact_arguments(test);
@@ -379,11 +392,39 @@ fn redact_pairs(value: &mut Yaml) {
 /// value, in a list or in one string.
 fn redact_arguments(value: &mut Yaml) {
     match value {
-        Yaml::String(s) => *s = s.split(' ').map(redact_assignment).collect::<Vec<_>>().join(" "),
-        Yaml::Sequence(items) => items.iter_mut().for_each(redact_arguments),
+        Yaml::String(s) => *s = redact_words(s.split(' ')).join(" "),
+        Yaml::Sequence(items) => {
+            let words: Vec<String> = items.iter().map(scalar_text).collect();
+            let redacted = redact_words(words.iter().map(String::as_str));
+            for (item, (word, new)) in items.iter_mut().zip(words.iter().zip(redacted)) {
+                if *word != new {
+                    *item = Yaml::String(new);
+                }
+            }
+        }
         Yaml::Mapping(_) | Yaml::Tagged(_) => redact_all(value),
         _ => {}
     }
+}
+
+/// `KEY=value` loses its value; so does the word after a flag that names
+/// a credential (`--password X`, `--api-token X`).
+fn redact_words<'a>(words: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut after_secret_flag = false;
+    words
+        .map(|word| {
+            let out = if after_secret_flag && !word.is_empty() {
+                crate::redact::fingerprint(word)
+            } else {
+                redact_assignment(word)
+            };
+            let flag = word.trim_start_matches('-').to_ascii_lowercase();
+            after_secret_flag = word.starts_with('-')
+                && !word.contains('=')
+                && ["pass", "token", "secret", "key", "auth", "cred"].iter().any(|w| flag.contains(w));
+            out
+        })
+        .collect()
 }
 
 fn redact_assignment(text: &str) -> String {
@@ -486,7 +527,7 @@ mod tests {
     /// no byte of any secret survives, in either version of the file.
     #[test]
     fn no_secret_survives_any_layout() {
-        let cases: [(&str, &str); 9] = [
+        let cases: [(&str, &str); 11] = [
             (
                 "compose.yaml",
                 "x-env: &env\n  DB_PASSWORD: SECRET\nservices:\n  web:\n    image: w\n    environment:\n      <<: *env\n      MODE: a\n",
@@ -519,6 +560,14 @@ mod tests {
             (
                 "compose.yaml",
                 "services:\n  web:\n    image: w\n    x-note: SECRET\nsecrets:\n  s:\n    content: SECRET\n",
+            ),
+            (
+                "compose.yaml",
+                "services:\n  web:\n    image: w\n    command: [\"run\", \"--db-password\", \"SECRET\"]\n    entrypoint: app --api-token SECRET -v\n",
+            ),
+            (
+                "compose.yaml",
+                "services:\n  web:\n    image: w\n    logging:\n      driver: splunk\n      options: {splunk-token: SECRET}\nvolumes:\n  share:\n    driver_opts: {type: cifs, o: \"username=u,password=SECRET\"}\n",
             ),
         ];
         for (name, text) in cases {
