@@ -418,6 +418,27 @@ mod tests {
         assert_eq!(m.services["db"].image.as_deref(), Some("postgres:16"));
     }
 
+    /// Values Compose may quote are known before Compose runs: `.env` and
+    /// every `env_file` named, in any of its spellings.
+    #[test]
+    fn env_file_values_are_known_before_compose_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write(
+            "compose.yaml",
+            "services:\n  a:\n    env_file: one.env\n  b:\n    env_file: [two.env, {path: three.env}]\n",
+        );
+        write(".env", "D=Dot-Env-Value\n");
+        write("one.env", "A=One-Env-Value\n");
+        write("two.env", "B=Two-Env-Value\n");
+        write("three.env", "C=\"Three-Env-Value\"\n");
+        let mut stack = crate::settings::from_directory(dir.path(), Some(dir.path())).unwrap();
+        stack.project = Some("p".into());
+        ComposeCli::new(&stack).register_env_files();
+        let said = "bad: Dot-Env-Value One-Env-Value Two-Env-Value Three-Env-Value";
+        assert_eq!(crate::redact::external(said), "bad: <redacted> <redacted> <redacted> <redacted>");
+    }
+
     /// Issue 13, item 13: a name that would read as an option is refused.
     #[test]
     fn service_names_that_are_options_are_refused() {

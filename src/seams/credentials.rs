@@ -234,6 +234,18 @@ mod tests {
         assert!(err.contains("line 1 column") && !err.contains("dXNlcjpTM2NyZXQ="), "{err}");
     }
 
+    /// A helper's reply that does not parse is not quoted back.
+    #[test]
+    fn an_unreadable_helper_reply_is_not_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let helper = dir.path().join("docker-credential-odd");
+        std::fs::write(&helper, "#!/bin/sh\necho '\"ghp_Helper-Secret-Value\"'\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = format!("{:#}", helper_get(&helper, "r.example", Duration::from_secs(5)).unwrap_err());
+        assert!(err.contains("unreadable output") && !err.contains("Helper-Secret-Value"), "{err}");
+    }
+
     #[test]
     fn found_passwords_are_never_printed() {
         let auth = base64::engine::general_purpose::STANDARD.encode("carol:Regi5try-Passw0rd");
