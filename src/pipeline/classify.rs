@@ -201,7 +201,13 @@ pub struct Inputs<'a> {
 /// What can be said of a service before asking any registry.
 enum Precheck {
     Final(ServiceState),
-    AskRegistry { reference: String, running: String },
+    /// `running`: the digest the container runs under this reference;
+    /// None when it runs an image from another repository (the reference
+    /// was changed in the files).
+    AskRegistry {
+        reference: String,
+        running: Option<String>,
+    },
 }
 
 fn precheck(svc: &ComposeService, observed: Option<&ServiceObservation>, skip: bool) -> Precheck {
@@ -221,16 +227,24 @@ fn precheck(svc: &ComposeService, observed: Option<&ServiceObservation>, skip: b
     if !has_running(observed) {
         return Precheck::Final(ServiceState::Stopped);
     }
-    // An image that never came from (or went to) this repository was built
-    // or loaded here: replacing it with the registry's would lose it.
-    let repo_digests = observed.image.as_ref().map(|i| i.repo_digests.as_slice()).unwrap_or_default();
-    let running = repo_digests.iter().find_map(|d| reference.digest_in(d));
-    match running {
-        Some(digest) if !svc.build => {
-            Precheck::AskRegistry { reference: image.to_string(), running: digest.to_string() }
-        }
-        _ => Precheck::Final(ServiceState::LocalBuild),
+    if svc.build {
+        return Precheck::Final(ServiceState::LocalBuild);
     }
+    let (repo_digests, repo_tags) =
+        observed.image.as_ref().map(|i| (i.repo_digests.as_slice(), i.repo_tags.as_slice())).unwrap_or_default();
+    if let Some(digest) = repo_digests.iter().find_map(|d| reference.digest_in(d)) {
+        return Precheck::AskRegistry { reference: image.to_string(), running: Some(digest.to_string()) };
+    }
+    // An image that never came from (or went to) this repository, and
+    // carries this name here, was built or loaded here: replacing it with
+    // the registry's would lose it. One that came from another repository
+    // and is not known by this name runs because the files named another
+    // image before: the new reference is the registry's to answer.
+    let named_here = repo_tags.iter().any(|t| Reference::parse(t) == reference);
+    if repo_digests.is_empty() || named_here {
+        return Precheck::Final(ServiceState::LocalBuild);
+    }
+    Precheck::AskRegistry { reference: image.to_string(), running: None }
 }
 
 /// The references whose registry digest the plan needs, each once.
@@ -290,6 +304,16 @@ pub fn classify(inputs: &Inputs) -> Plan {
                     .is_some_and(|o| o.containers.iter().any(|c| c.config_hash.as_deref().is_some_and(|h| h != hash)));
                 if differs && new.services.contains_key(name) {
                     recreate(&mut changes, name, "configuration differs from the running container".to_string(), false);
+                }
+            }
+            // A service in the files with no container at all (added by
+            // hand) is created, as `docker compose up -d` would; one that
+            // was stopped keeps its container and stays stopped.
+            for (name, svc) in &new.services {
+                let exists = observation.services.get(name).is_some_and(|o| !o.containers.is_empty());
+                if !exists && !skip.contains(name) {
+                    let why = "in the compose files, with no container".to_string();
+                    changes.insert(name.clone(), create(name, svc, observation, Some(why)));
                 }
             }
         }
@@ -650,11 +674,11 @@ fn image_states(inputs: &Inputs) -> (Vec<ServiceReport>, BTreeMap<String, Change
         match precheck(svc, inputs.observation.services.get(name), inputs.skip.contains(name)) {
             Precheck::Final(state) => report.state = state,
             Precheck::AskRegistry { reference, running } => {
-                report.running_digest = Some(running.clone());
+                report.running_digest = running.clone();
                 match inputs.remote.get(&reference) {
                     Some(Ok(available)) => {
                         report.available_digest = Some(available.clone());
-                        if running == *available {
+                        if running.as_ref() == Some(available) {
                             report.state = ServiceState::UpToDate;
                         } else {
                             report.state = ServiceState::UpdateAvailable;
@@ -664,7 +688,7 @@ fn image_states(inputs: &Inputs) -> (Vec<ServiceReport>, BTreeMap<String, Change
                                     service: name.clone(),
                                     kind: ChangeKind::Image,
                                     image: Some(reference),
-                                    from: Some(running),
+                                    from: running,
                                     to: Some(available.clone()),
                                     pull: true,
                                     force: false,
@@ -777,6 +801,13 @@ mod tests {
         }
     }
 
+    fn tagged(mut observed: ServiceObservation, tag: &str) -> ServiceObservation {
+        if let Some(image) = observed.image.as_mut() {
+            image.repo_tags.push(tag.to_string());
+        }
+        observed
+    }
+
     #[test]
     fn service_states() {
         let image = format!("{REPO}:latest");
@@ -790,12 +821,13 @@ mod tests {
             ("pinned", service(Some("r/x@sha256:abc"), &[]), Some(running("running", &[&digest_a])), false, None, ServiceState::Pinned, false,),
             ("never pulled", service(img, &[]), Some(running("running", &[])), false, Some(Ok("sha256:bbb")), ServiceState::LocalBuild, false,),
             ("compose build", ComposeService { build: true, ..service(img, &[]) }, Some(running("running", &[&digest_a])), false, Some(Ok("sha256:bbb")), ServiceState::LocalBuild, false,),
-            ("no image at all", service(None, &[]), None, false, None, ServiceState::LocalBuild, false),
+            ("no image at all", service(None, &[]), Some(running("running", &[])), false, None, ServiceState::LocalBuild, false),
             ("stopped on purpose", service(img, &[]), Some(running("exited", &[&digest_a])), false, Some(Ok("sha256:bbb")), ServiceState::Stopped, false,),
-            ("not created", service(img, &[]), None, false, Some(Ok("sha256:bbb")), ServiceState::NotCreated, false,),
             ("skipped", service(img, &[]), Some(running("running", &[&digest_a])), true, Some(Ok("sha256:bbb")), ServiceState::Skipped, false,),
             ("registry down", service(img, &[]), Some(running("running", &[&digest_a])), false, Some(Err("registry 127.0.0.1:5000: refused")), ServiceState::RegistryError, false,),
-            ("digest of another repository only", service(img, &[]), Some(running("running", &["other/web@sha256:aaa"])), false, None, ServiceState::LocalBuild, false,),
+            ("another repository, the reference changed, registry down", service(img, &[]), Some(running("running", &["other/web@sha256:aaa"])), false, Some(Err("registry 127.0.0.1:5000: refused")), ServiceState::RegistryError, false,),
+            ("another repository, the reference changed", service(img, &[]), Some(running("running", &["other/web@sha256:aaa"])), false, Some(Ok("sha256:bbb")), ServiceState::UpdateAvailable, true,),
+            ("another repository, tagged here under this name", service(img, &[]), Some(tagged(running("running", &["other/web@sha256:aaa"]), &image)), false, None, ServiceState::LocalBuild, false,),
         ];
         for (name, svc, observed, skipped, answer, want, want_change) in cases {
             let model = ComposeModel {
@@ -826,6 +858,38 @@ mod tests {
                 assert!(plan.services[0].detail.as_deref().unwrap().contains("127.0.0.1:5000"));
             }
         }
+    }
+
+    /// Issue 14 (part): in a directory stack a service added to the files
+    /// is created, under the structural policy; a stopped one is left.
+    #[test]
+    fn a_service_with_no_container_is_created_in_a_directory_stack() {
+        let img = Some("127.0.0.1:5000/t/web:latest");
+        let model = ComposeModel {
+            project: "p".into(),
+            services: BTreeMap::from([
+                ("web".to_string(), service(img, &[])),
+                ("added".to_string(), service(img, &["web"])),
+                ("stopped".to_string(), service(img, &[])),
+            ]),
+            ..Default::default()
+        };
+        let observation = Observation {
+            services: BTreeMap::from([
+                ("web".to_string(), running("running", &["127.0.0.1:5000/t/web@sha256:aaa"])),
+                ("stopped".to_string(), running("exited", &["127.0.0.1:5000/t/web@sha256:aaa"])),
+            ]),
+            ..Default::default()
+        };
+        let remote = BTreeMap::from([("127.0.0.1:5000/t/web:latest".to_string(), Ok("sha256:aaa".to_string()))]);
+        let plan = image_plan(&model, &observation, &BTreeSet::new(), &remote);
+        assert_eq!(plan.changes.len(), 1, "{:?}", plan.changes);
+        assert_eq!((plan.changes[0].service.as_str(), plan.changes[0].kind), ("added", ChangeKind::Create));
+        assert!(plan.changes[0].pull, "an image not here is pulled first");
+        assert_eq!(plan.kind, PlanKind::Structural);
+        assert!(plan.needs_approval.iter().any(|r| r.contains("structural")), "{:?}", plan.needs_approval);
+        let skipped = image_plan(&model, &observation, &BTreeSet::from(["added".to_string()]), &remote);
+        assert!(skipped.changes.is_empty(), "a skipped service is never created");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod directory;
 mod faults;
 mod fleet;
 mod image_updates;

@@ -1,0 +1,57 @@
+//! Directory stacks: the files in the directory, edited by hand, against
+//! what runs (part of issue 14).
+
+use crate::support::{Stack, free_port};
+
+#[test]
+fn a_service_added_to_the_files_is_created_and_nothing_else_touched() {
+    let mut stack = Stack::new("diradd");
+    let (web, other) = (stack.image("web"), stack.image("other"));
+    stack.publish("v1", &web);
+    stack.publish("v1", &other);
+    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
+    stack.write_config("");
+    stack.up();
+    let web_id = stack.container_id("web");
+
+    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n  other:\n    image: {other}\n"));
+    let run = stack.clusterup(&["check", "--only", "--json"]);
+    assert_eq!(run.code, 100, "{run:?}");
+    let plan = run.json();
+    assert_eq!(plan["kind"], "structural", "{run:?}");
+    assert_eq!(plan["changes"].as_array().unwrap().len(), 1, "{run:?}");
+    assert_eq!(
+        (plan["changes"][0]["kind"].as_str(), plan["changes"][0]["service"].as_str()),
+        (Some("create"), Some("other"))
+    );
+
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 4, "structural changes wait for approval: {run:?}");
+    assert!(!stack.has_container("other"));
+
+    let run = stack.clusterup(&["apply", "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(stack.health("other"), "running/healthy");
+    assert_eq!(stack.container_id("web"), web_id, "web was not touched");
+
+    let run = stack.clusterup(&["apply", "--yes", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json()["outcome"], "up_to_date", "a second apply does nothing: {run:?}");
+}
+
+#[test]
+fn a_reference_changed_to_an_unreachable_registry_is_a_registry_error() {
+    let mut stack = Stack::new("dirunreach");
+    let web = stack.image("web");
+    stack.publish("v1", &web);
+    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
+    stack.write_config("");
+    stack.up();
+    let gone = format!("127.0.0.1:{}/team/web:v2", free_port());
+    stack.write_compose(&format!("services:\n  web:\n    image: {gone}\n"));
+    let run = stack.clusterup(&["check", "--only", "--json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let service = &run.json()["services"][0];
+    assert_eq!(service["state"], "registry_error", "never `local_build`: {run:?}");
+    assert!(service["detail"].as_str().unwrap_or("").contains("127.0.0.1"), "{run:?}");
+}
