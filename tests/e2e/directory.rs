@@ -41,12 +41,7 @@ fn a_service_added_to_the_files_is_created_and_nothing_else_touched() {
 
 #[test]
 fn a_reference_changed_to_an_unreachable_registry_is_a_registry_error() {
-    let mut stack = Stack::new("dirunreach");
-    let web = stack.image("web");
-    stack.publish("v1", &web);
-    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
-    stack.write_config("");
-    stack.up();
+    let (stack, _) = Stack::web_running("dirunreach", |s| s.image("web"));
     let gone = format!("127.0.0.1:{}/team/web:v2", free_port());
     stack.write_compose(&format!("services:\n  web:\n    image: {gone}\n"));
     let run = stack.clusterup(&["check", "--only", "--json"]);

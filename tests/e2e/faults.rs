@@ -260,12 +260,7 @@ fn a_clock_jumping_backwards_keeps_pauses_and_windows_sane() {
 
 #[test]
 fn a_manifest_for_another_platform_fails_the_pull_and_changes_nothing() {
-    let mut stack = Stack::new("platform");
-    let web = stack.image("web");
-    stack.publish("v1", &web);
-    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
-    stack.write_config("");
-    stack.up();
+    let (mut stack, web) = Stack::web_running("platform", |s| s.image("web"));
     let container = stack.container_id("web");
     // A manifest list whose only entry claims linux/arm64.
     let source = format!("{}/{}/web:amd64src", crate::support::bed().registry, stack.name);

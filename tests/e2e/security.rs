@@ -157,12 +157,7 @@ fn no_secret_reaches_any_output_state_file_or_notification() {
 /// compose is asked to do anything.
 #[test]
 fn a_service_named_like_an_option_is_refused() {
-    let mut stack = Stack::new("optinj");
-    let web = stack.image("web");
-    stack.publish("v1", &web);
-    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
-    stack.write_config("");
-    stack.up();
+    let (mut stack, web) = Stack::web_running("optinj", |s| s.image("web"));
     let id = stack.container_id("web");
     stack.publish("v2", &web);
     stack.write_compose(&format!("services:\n  web:\n    image: {web}\n  --force-recreate:\n    image: {web}\n"));

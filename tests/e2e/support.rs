@@ -136,13 +136,20 @@ impl Stack {
     /// One service `web` from `image`, running v1, with v2 already pushed
     /// to the registry: an update is pending.
     pub fn web_update_pending(test: &str, image: impl Fn(&Stack) -> String) -> (Stack, String) {
+        let (mut stack, web) = Stack::web_running(test, image);
+        stack.publish("v2", &web);
+        (stack, web)
+    }
+
+    /// One service `web` from `image`, running v1, with nothing pending;
+    /// returns the stack and web's reference.
+    pub fn web_running(test: &str, image: impl Fn(&Stack) -> String) -> (Stack, String) {
         let mut stack = Stack::new(test);
         let web = image(&stack);
         stack.publish("v1", &web);
         stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
         stack.write_config("");
         stack.up();
-        stack.publish("v2", &web);
         (stack, web)
     }
 
