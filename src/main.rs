@@ -17,6 +17,7 @@ mod reference;
 mod seams;
 mod settings;
 mod state;
+mod trust;
 mod window;
 
 use std::process::ExitCode;

@@ -174,6 +174,11 @@ pub fn host_of(host_port: &str) -> &str {
     }
 }
 
+/// `localhost` or a loopback address: traffic that never leaves the host.
+pub fn is_loopback_host(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -338,7 +338,7 @@ impl NotifyTarget {
         };
         match url.scheme() {
             Some("https") => Ok(()),
-            Some("http") if self.insecure || is_loopback_host(url.host()) => Ok(()),
+            Some("http") if self.insecure || crate::redact::is_loopback_host(url.host()) => Ok(()),
             Some("http") => Err(format!(
                 "{url} is plain HTTP: the URL and any token would cross the network in clear text; \
                  use https, or add `insecure: true` to this target"
@@ -346,10 +346,6 @@ impl NotifyTarget {
             _ => Err(format!("{url} is not an http(s) URL")),
         }
     }
-}
-
-pub fn is_loopback_host(host: &str) -> bool {
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Commands run around an update (on the host for configured hooks, in the
@@ -633,10 +629,9 @@ fn project_name_of(dir: &Path) -> String {
 /// are trusted; a sticky directory (`/tmp`) protects what is ours in it.
 /// `opened`: the file's own metadata, from the descriptor it is read by.
 fn refuse_writable_by_others(path: &Path, opened: Option<&std::fs::Metadata>, what: &str) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
+    use crate::trust::Untrusted;
     let real = std::fs::canonicalize(path).map_err(|e| usage(format!("{what} {}: {e}", path.display())))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::trust::me();
     // The directories of the file it resolves to, and of the path as given
     // (where a symlink to it lives).
     let given = path.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf);
@@ -646,25 +641,23 @@ fn refuse_writable_by_others(path: &Path, opened: Option<&std::fs::Metadata>, wh
             (0, Some(m)) => m.clone(),
             _ => std::fs::metadata(p).map_err(|e| usage(format!("{what} {}: {}: {e}", path.display(), p.display())))?,
         };
-        let (mode, owner) = (meta.mode(), meta.uid());
         let place = if i == 0 { format!("{what} {}", path.display()) } else { format!("directory {}", p.display()) };
-        if owner != 0 && owner != me {
-            return Err(usage(format!(
-                "{place} belongs to uid {owner}, and clusterup runs {what}'s hooks as uid {me}; \
-                 only root or uid {me} may own it (chown {me} {})",
-                p.display()
-            )));
-        }
-        let sticky_dir = i > 0 && mode & 0o1000 != 0;
-        // Group root may write: its members are root's already.
-        let writers = if meta.gid() == 0 { 0o002 } else { 0o022 };
-        if mode & writers != 0 && !sticky_dir {
-            return Err(usage(format!(
-                "{place} is writable by other users (mode {:o}), and clusterup runs the hooks it names as \
-                 uid {me}; fix it with: chmod go-w {}",
-                mode & 0o7777,
-                p.display()
-            )));
+        match crate::trust::judge(&meta, i > 0) {
+            Some(Untrusted::Owner(owner)) => {
+                return Err(usage(format!(
+                    "{place} belongs to uid {owner}, and clusterup runs {what}'s hooks as uid {me}; \
+                     only root or uid {me} may own it (chown {me} {})",
+                    p.display()
+                )));
+            }
+            Some(Untrusted::Writable(mode)) => {
+                return Err(usage(format!(
+                    "{place} is writable by other users (mode {mode:o}), and clusterup runs the hooks it names as \
+                     uid {me}; fix it with: chmod go-w {}",
+                    p.display()
+                )));
+            }
+            None => {}
         }
     }
     Ok(())

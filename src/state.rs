@@ -175,7 +175,7 @@ impl StateDir {
     /// files, which hold secrets), and refuses one another user could
     /// have planted or may write: its contents decide what root runs.
     pub fn open(dir: &Path) -> Result<StateDir> {
-        match DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        match private_dir(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 return Err(crate::exit::usage(format!(
@@ -331,13 +331,13 @@ impl StateDir {
 /// `shared`: a sticky directory others may write is fine (`/tmp`), as
 /// others cannot move or replace what is ours in it.
 fn refuse_unsafe_dir(dir: &Path, shared: bool) -> Result<()> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use crate::trust::Untrusted;
+    use std::os::unix::fs::FileTypeExt;
     // The root may be a symlink an administrator made (state moved to a
     // bigger disk); what it points at is judged. A stack's own dir may not.
     let meta = if shared { std::fs::metadata(dir) } else { std::fs::symlink_metadata(dir) };
     let meta = meta.with_context(|| format!("reading {}", dir.display()))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::trust::me();
     let refuse = |why: String, fix: String| {
         Err(crate::exit::usage(format!(
             "state directory {} {why}; refusing to use it. Fix it ({fix}) or choose another with --state-dir",
@@ -350,40 +350,38 @@ fn refuse_unsafe_dir(dir: &Path, shared: bool) -> Result<()> {
     if !meta.is_dir() || meta.file_type().is_fifo() {
         return refuse("is not a directory".into(), "remove it".into());
     }
-    if meta.uid() != me && meta.uid() != 0 {
-        return refuse(
-            format!("belongs to uid {}, not to this user (uid {me}) or root", meta.uid()),
+    match crate::trust::judge(&meta, shared) {
+        Some(Untrusted::Owner(owner)) => refuse(
+            format!("belongs to uid {owner}, not to this user (uid {me}) or root"),
             format!("chown -R {me} {}", dir.display()),
-        );
+        ),
+        Some(Untrusted::Writable(mode)) => {
+            refuse(format!("is writable by other users (mode {mode:o})"), format!("chmod go-w {}", dir.display()))
+        }
+        None => Ok(()),
     }
-    let sticky = meta.mode() & 0o1000 != 0;
-    // Group root may write: its members are root's already.
-    let writers = if meta.gid() == 0 { 0o002 } else { 0o022 };
-    if meta.mode() & writers != 0 && !(shared && sticky) {
-        return refuse(
-            format!("is writable by other users (mode {:o})", meta.mode() & 0o7777),
-            format!("chmod go-w {}", dir.display()),
-        );
-    }
-    Ok(())
+}
+
+/// Creates `dir` and any missing parents 0700: clusterup's own.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 /// The host's secret key at `path` (32 bytes, 0600), made the first time.
 pub fn host_key(path: &Path) -> Result<[u8; 32]> {
     if let Some(root) = path.parent() {
-        DirBuilder::new().recursive(true).mode(0o700).create(root)?;
+        private_dir(root)?;
         refuse_unsafe_dir(root, false)?;
     }
-    let mut key = [0u8; 32];
-    match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) {
-        Ok(mut f) => {
-            f.read_exact(&mut key).with_context(|| format!("reading {}", path.display()))?;
-            return Ok(key);
+    match read_nofollow(path) {
+        Ok(bytes) => {
+            let key = bytes.get(..32).and_then(|k| k.try_into().ok());
+            return key.with_context(|| format!("reading {}: shorter than a key", path.display()));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
-    key = crate::redact::random_key();
+    let key = crate::redact::random_key();
     write_atomic(path, &key)?;
     Ok(key)
 }

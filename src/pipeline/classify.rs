@@ -310,8 +310,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
             // hand) is created, as `docker compose up -d` would; one that
             // was stopped keeps its container and stays stopped.
             for (name, svc) in &new.services {
-                let exists = observation.services.get(name).is_some_and(|o| !o.containers.is_empty());
-                if !exists && !skip.contains(name) {
+                if !observation.services.contains_key(name) && !skip.contains(name) {
                     let why = "in the compose files, with no container".to_string();
                     changes.insert(name.clone(), create(name, svc, observation, Some(why)));
                 }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_yaml::Value as Yaml;
 
 use crate::seams::compose::{ComposeModel, ComposeService};
 
@@ -244,7 +245,7 @@ pub fn text_diff(name: &str, old: &str, new: &str) -> String {
 
 fn is_env_file(name: &str) -> bool {
     let base = name.rsplit('/').next().unwrap_or(name);
-    base == ".env" || base.ends_with(".env") || base.starts_with(".env.")
+    base.ends_with(".env") || base.starts_with(".env.")
 }
 
 /// The file as people may see it: a dotenv file as its keys with value
@@ -277,8 +278,6 @@ pub fn redacted_document(name: &str, text: &str) -> String {
     redact_compose(&mut doc);
     serde_yaml::to_string(&doc).unwrap_or_default()
 }
-
-use serde_yaml::Value as Yaml;
 
 fn redact_compose(doc: &mut Yaml) {
     let Yaml::Mapping(top) = doc else { return redact_all(doc) };

@@ -172,18 +172,17 @@ impl ComposeCli {
     /// The files that define the stack, for a text diff: the compose files
     /// and `.env`, relative to the directory.
     pub fn source_files(&self) -> Vec<PathBuf> {
-        let mut files = if self.files.is_empty() {
-            COMPOSE_FILE_NAMES
-                .iter()
-                .map(PathBuf::from)
-                .find(|f| self.directory.join(f).is_file())
-                .into_iter()
-                .collect()
-        } else {
-            self.files.clone()
-        };
+        let mut files = self.compose_files();
         files.push(PathBuf::from(".env"));
         files
+    }
+
+    /// The compose files alone, relative to the directory.
+    fn compose_files(&self) -> Vec<PathBuf> {
+        if !self.files.is_empty() {
+            return self.files.clone();
+        }
+        COMPOSE_FILE_NAMES.iter().map(PathBuf::from).find(|f| self.directory.join(f).is_file()).into_iter().collect()
     }
 
     fn command(&self, project: Option<&str>) -> Command {
@@ -249,12 +248,8 @@ impl ComposeCli {
     }
 
     fn describe_files(&self) -> String {
-        let names: Vec<String> = self
-            .source_files()
-            .into_iter()
-            .filter(|f| f != Path::new(".env"))
-            .map(|f| self.directory.join(f).display().to_string())
-            .collect();
+        let names: Vec<String> =
+            self.compose_files().into_iter().map(|f| self.directory.join(f).display().to_string()).collect();
         if names.is_empty() { format!("the compose file in {}", self.directory.display()) } else { names.join(", ") }
     }
 }
@@ -341,7 +336,7 @@ impl ComposeCli {
     /// `env_file` the compose files name, known before Compose runs.
     fn register_env_files(&self) {
         crate::redact::register_env_file(&self.directory.join(".env"));
-        for file in self.source_files() {
+        for file in self.compose_files() {
             let Ok(text) = std::fs::read_to_string(self.directory.join(&file)) else { continue };
             let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(&text) else { continue };
             let services = doc.get("services").and_then(serde_yaml::Value::as_mapping);

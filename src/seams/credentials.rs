@@ -86,8 +86,8 @@ impl Credentials {
     /// no message that happens to carry it is printed or sent.
     pub fn for_registry(&self, registry: &str) -> Result<Option<DockerCredentials>> {
         let found = self.lookup(registry)?;
-        for secret in found.iter().flat_map(|c| [&c.password, &c.identitytoken, &c.auth, &c.registrytoken]) {
-            secret.as_deref().map(Secret::new);
+        for secret in found.iter().flat_map(|c| [&c.password, &c.identitytoken, &c.auth, &c.registrytoken]).flatten() {
+            Secret::new(secret.as_str());
         }
         Ok(found)
     }
@@ -208,15 +208,21 @@ mod tests {
         assert!(!err.contains("not base64!"), "{err}");
     }
 
+    /// `docker-credential-<name>` in `dir`, running `script`.
+    fn helper_script(dir: &std::path::Path, name: &str, script: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let helper = dir.join(format!("docker-credential-{name}"));
+        std::fs::write(&helper, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        helper
+    }
+
     /// A helper that never answers costs the timeout, names itself, and
     /// leaves nothing running (issue 13, item 10).
     #[test]
     fn a_hanging_helper_is_bounded_and_named() {
         let dir = tempfile::tempdir().unwrap();
-        let helper = dir.path().join("docker-credential-stuck");
-        std::fs::write(&helper, "#!/bin/sh\nsleep 60\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let helper = helper_script(dir.path(), "stuck", "sleep 60");
         let start = std::time::Instant::now();
         let err = helper_get(&helper, "r.example", Duration::from_millis(500)).unwrap_err();
         let err = format!("{err:#}");
@@ -238,10 +244,7 @@ mod tests {
     #[test]
     fn an_unreadable_helper_reply_is_not_quoted() {
         let dir = tempfile::tempdir().unwrap();
-        let helper = dir.path().join("docker-credential-odd");
-        std::fs::write(&helper, "#!/bin/sh\necho '\"ghp_Helper-Secret-Value\"'\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let helper = helper_script(dir.path(), "odd", "echo '\"ghp_Helper-Secret-Value\"'");
         let err = format!("{:#}", helper_get(&helper, "r.example", Duration::from_secs(5)).unwrap_err());
         assert!(err.contains("unreadable output") && !err.contains("Helper-Secret-Value"), "{err}");
     }

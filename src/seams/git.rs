@@ -32,7 +32,7 @@ impl GitRepo {
             Err(_) => {
                 checkout_dir(git_dir, &source.checkout)
                     .with_context(|| format!("creating checkout directory {}", source.checkout.display()))?;
-                private_dir(git_dir).with_context(|| format!("creating {}", git_dir.display()))?;
+                crate::state::private_dir(git_dir).with_context(|| format!("creating {}", git_dir.display()))?;
                 let mut opts = RepositoryInitOptions::new();
                 opts.workdir_path(&source.checkout).no_reinit(true).mkdir(true);
                 Repository::init_opts(git_dir, &opts)
@@ -300,17 +300,11 @@ fn token_may_go_to(url: &str, remote_host: &str, insecure: bool) -> std::result:
 fn checkout_dir(git_dir: &Path, checkout: &Path) -> std::io::Result<()> {
     let ours = git_dir.parent().is_some_and(|state| checkout.starts_with(state));
     if ours {
-        return private_dir(checkout);
+        return crate::state::private_dir(checkout);
     }
     use std::os::unix::fs::DirBuilderExt;
     let _umask = Umask::set(0o022);
     std::fs::DirBuilder::new().recursive(true).mode(0o755).create(checkout)
-}
-
-/// Directories of clusterup's clone are its own: 0700.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 fn auth_hint(e: &git2::Error) -> &'static str {

@@ -196,11 +196,7 @@ fn base_url(registry: &str) -> String {
 }
 
 fn is_loopback(host_port: &str) -> bool {
-    let host = match host_port.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or_default(),
-        None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
-    };
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    crate::redact::is_loopback_host(crate::redact::host_of(host_port))
 }
 
 /// The realm's host, parsed as an HTTP client reads it: userinfo
@@ -212,7 +208,7 @@ fn realm_host(realm: &str) -> Option<String> {
 }
 
 fn realm_is_loopback(realm: &str) -> bool {
-    realm_host(realm).is_some_and(|h| is_loopback(&format!("[{h}]")) || is_loopback(&h))
+    realm_host(realm).is_some_and(|h| crate::redact::is_loopback_host(&h))
 }
 
 /// A token service gets the registry's credentials only over TLS or when
