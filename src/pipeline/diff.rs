@@ -582,6 +582,22 @@ mod tests {
         }
     }
 
+    /// Issue 13, item 3: the line-based redaction cut its output at a byte
+    /// count that landed inside a multi-byte character (exit 101 on every
+    /// run). The crafted file that did it, at every value length.
+    #[test]
+    fn multi_byte_text_before_a_long_value_does_not_panic() {
+        for n in 1..80 {
+            let text = format!(
+                "x: {}\nservices:\n  web:\n    environment:\n      environment: {}\n",
+                "é".repeat(30),
+                "Z".repeat(n)
+            );
+            let d = text_diff("compose.yaml", "", &text);
+            assert!(!d.contains('Z'), "the value is redacted: {d}");
+        }
+    }
+
     #[test]
     fn a_file_that_is_not_yaml_shows_only_that_it_changed() {
         let d = text_diff("compose.yaml", "services: {}\n", "services: [\n  PASSWORD: s3cr3t\n");
