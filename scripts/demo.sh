@@ -9,17 +9,21 @@ cd "$(dirname "$0")/.."
 
 export DEMO_REGISTRY=$REGISTRY
 STATE=${TMPDIR:-/tmp}/clusterup-demo-state
-compose() { docker compose --project-directory demo -f demo/compose.yaml "$@"; }
+# The stack runs from a copy outside this repository: inside a git
+# checkout, clusterup would follow the checkout's branch in place.
+DEMO=${TMPDIR:-/tmp}/clusterup-demo
+compose() { docker compose --project-directory "$DEMO" -f "$DEMO/compose.yaml" "$@"; }
 
 if [ "${1:-}" = --down ]; then
-    compose down --timeout 1
+    docker compose --project-name clusterup-demo down --timeout 1
     exit 0
 fi
 
 command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (rustup, Rust >= 1.89)"
 ensure_testbed
 cargo build --quiet --locked
-clusterup() { (cd demo && ../target/debug/clusterup --state-dir "$STATE" "$@"); }
+BIN=$PWD/target/debug/clusterup
+clusterup() { (cd "$DEMO" && "$BIN" --state-dir "$STATE" "$@"); }
 
 publish() { # fixture reference: push to the registry, keep the host's tag
     local previous; previous=$(docker image inspect -f '{{.Id}}' "$2" 2>/dev/null || true)
@@ -31,7 +35,8 @@ publish() { # fixture reference: push to the registry, keep the host's tag
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "start the demo stack at v1"
-rm -rf "$STATE"
+rm -rf "$STATE" "$DEMO"
+cp -r demo "$DEMO"
 docker image rm "$REGISTRY/clusterup-demo/web:latest" "$REGISTRY/clusterup-demo/sidecar:latest" >/dev/null 2>&1 || true
 publish v1 "$REGISTRY/clusterup-demo/web:latest"
 publish v1 "$REGISTRY/clusterup-demo/sidecar:latest"

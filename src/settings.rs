@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::exit::usage;
 use crate::redact::SecretUrl;
+use crate::seams::worktree::{Discovered, Upstream};
 
 pub const DEFAULT_CONFIG: &str = "/etc/clusterup/clusterup.yaml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/clusterup";
@@ -140,6 +141,9 @@ pub struct GitSource {
     pub idle_timeout: Duration,
     /// No fetch (submodules included) takes longer than this.
     pub timeout: Duration,
+    /// The operator's own clone at `checkout`, fetched from this remote of
+    /// it and moved in place (None: clusterup's clone in the state dir).
+    pub in_place: Option<String>,
 }
 
 pub const DEFAULT_GIT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -222,9 +226,10 @@ struct StackEntry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GitEntry {
-    url: String,
-    #[serde(default = "main_branch")]
-    branch: String,
+    url: Option<String>,
+    branch: Option<String>,
+    #[serde(default)]
+    in_place: bool,
     #[serde(default)]
     path: PathBuf,
     #[serde(default)]
@@ -236,10 +241,6 @@ struct GitEntry {
     timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     idle_timeout: Option<Duration>,
-}
-
-fn main_branch() -> String {
-    "main".to_string()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -501,22 +502,60 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
                         g.path
                     )));
                 }
-                let checkout = entry.directory.as_ref().map_or_else(|| state_dir.join("checkout"), |d| base.join(d));
                 if [g.timeout, g.idle_timeout].iter().flatten().any(Duration::is_zero) {
                     return Err(bad(format!("{}: a timeout of 0 would fail every fetch", at("git"))));
                 }
-                let source = GitSource {
-                    url: SecretUrl::git(&g.url),
-                    insecure: g.insecure,
-                    timeout: g.timeout.unwrap_or(DEFAULT_GIT_TIMEOUT),
-                    idle_timeout: g.idle_timeout.unwrap_or(DEFAULT_GIT_IDLE_TIMEOUT),
-                    branch: g.branch,
-                    submodules: g.submodules,
-                    ssh_key: g.ssh_key.map(|k| base.join(k)),
-                    checkout: checkout.clone(),
-                    path: g.path.clone(),
-                };
-                (checkout.join(&g.path), Some(source))
+                let timeout = g.timeout.unwrap_or(DEFAULT_GIT_TIMEOUT);
+                let idle_timeout = g.idle_timeout.unwrap_or(DEFAULT_GIT_IDLE_TIMEOUT);
+                let directory = entry.directory.as_ref().map(|d| base.join(d));
+                if g.in_place {
+                    let Some(directory) = directory else {
+                        return Err(bad(format!(
+                            "{}: an in-place git stack needs `directory`, the stack's directory inside the checkout",
+                            at("directory")
+                        )));
+                    };
+                    if g.url.is_some() || g.ssh_key.is_some() || g.insecure || !g.path.as_os_str().is_empty() {
+                        return Err(bad(format!(
+                            "{}: an in-place stack fetches with the checkout's own remote and credentials; \
+                             `url`, `path`, `ssh_key` and `insecure` do not apply (drop them)",
+                            at("git")
+                        )));
+                    }
+                    let found = crate::seams::worktree::discover(&directory)
+                        .map_err(|e| bad(format!("{}: {e:#}", at("directory"))))?
+                        .ok_or_else(|| {
+                            bad(format!("{}: {} is not inside a git work tree", at("directory"), directory.display()))
+                        })?;
+                    let source = in_place_source(found, g.branch, timeout, idle_timeout);
+                    (directory, Some(source))
+                } else {
+                    let Some(url) = g.url else {
+                        return Err(bad(format!(
+                            "{}: missing; name the repository, or set `in_place: true` to follow the checkout at `directory`",
+                            at("git.url")
+                        )));
+                    };
+                    let checkout = directory.unwrap_or_else(|| state_dir.join("checkout"));
+                    let branch = g.branch.unwrap_or_else(|| "main".to_string());
+                    // A `directory` that already holds a clone of the
+                    // repository is the operator's: adopted, moved in place.
+                    let adopted = crate::seams::worktree::remote_for(&checkout, &url)
+                        .map_err(|e| bad(format!("{}: {e:#}", at("directory"))))?;
+                    let source = GitSource {
+                        url: SecretUrl::git(&url),
+                        insecure: g.insecure,
+                        timeout,
+                        idle_timeout,
+                        branch,
+                        submodules: g.submodules || adopted.is_some(),
+                        ssh_key: g.ssh_key.map(|k| base.join(k)),
+                        checkout: checkout.clone(),
+                        path: g.path.clone(),
+                        in_place: adopted,
+                    };
+                    (checkout.join(&g.path), Some(source))
+                }
             }
             None => match &entry.directory {
                 Some(d) => (base.join(d), None),
@@ -540,9 +579,12 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
             state_dir,
             compose_files: entry.compose_files,
             directory,
-            // A git stack's checkout directory says nothing about the
-            // project: name it after the stack unless told otherwise.
-            project: entry.project.or_else(|| git.as_ref().map(|_| entry.name.clone())),
+            // clusterup's own checkout directory says nothing about the
+            // project: name it after the stack unless told otherwise. An
+            // operator's directory keeps the name `docker compose` gives.
+            project: entry
+                .project
+                .or_else(|| git.as_ref().filter(|g| g.in_place.is_none()).map(|_| entry.name.clone())),
             git,
             policy: entry.auto,
             keep_images: entry.keep_images.unwrap_or(DEFAULT_KEEP_IMAGES),
@@ -580,7 +622,32 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
     Ok(out)
 }
 
+/// An in-place source for the checkout `found`: its branch's upstream,
+/// or `branch` of the same remote. A detached HEAD or a branch without an
+/// upstream leaves the branch empty; the fetch says so.
+fn in_place_source(found: Discovered, branch: Option<String>, timeout: Duration, idle_timeout: Duration) -> GitSource {
+    let upstream = found.upstream.unwrap_or_else(|| Upstream {
+        remote: "origin".to_string(),
+        url: String::new(),
+        branch: String::new(),
+    });
+    GitSource {
+        url: SecretUrl::git(&upstream.url),
+        branch: branch.unwrap_or(upstream.branch),
+        path: found.path,
+        submodules: true,
+        ssh_key: None,
+        checkout: found.root,
+        insecure: false,
+        idle_timeout,
+        timeout,
+        in_place: Some(upstream.remote),
+    }
+}
+
 /// Zero-configuration mode: a directory holding a compose file is a stack.
+/// Inside a git work tree whose branch follows an upstream, it follows
+/// that branch in place.
 pub fn from_directory(dir: &Path, state_dir: Option<&Path>) -> Result<StackSettings> {
     if !COMPOSE_FILE_NAMES.iter().any(|f| dir.join(f).is_file()) {
         return Err(usage(format!(
@@ -593,6 +660,10 @@ pub fn from_directory(dir: &Path, state_dir: Option<&Path>) -> Result<StackSetti
     if name.is_empty() {
         return Err(usage(format!("cannot derive a stack name from directory {}", dir.display())));
     }
+    let found = crate::seams::worktree::discover(dir).map_err(|e| usage(format!("{e:#}")))?;
+    let git = found
+        .filter(|f| f.upstream.is_some())
+        .map(|f| in_place_source(f, None, DEFAULT_GIT_TIMEOUT, DEFAULT_GIT_IDLE_TIMEOUT));
     Ok(StackSettings {
         state_dir: state_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)).join(&name),
         name,
@@ -601,7 +672,7 @@ pub fn from_directory(dir: &Path, state_dir: Option<&Path>) -> Result<StackSetti
         project: None,
         health: HealthSettings::default(),
         skip: BTreeSet::new(),
-        git: None,
+        git,
         policy: Policy::default(),
         keep_images: DEFAULT_KEEP_IMAGES,
         windows: Vec::new(),
@@ -894,7 +965,16 @@ mod tests {
             (format!("{head}    compose_files: [../../etc/compose.yaml]\n"), "inside the stack directory"),
             (format!("{head}    compose_files: [/etc/compose.yaml]\n"), "inside the stack directory"),
             ("stacks:\n  - name: web\n    git: {url: u, path: ../up}\n".into(), "inside the repository"),
-            ("stacks:\n  - name: web\n    git: {branch: main}\n".into(), "missing field `url`"),
+            ("stacks:\n  - name: web\n    git: {branch: main}\n".into(), "git.url: missing"),
+            ("stacks:\n  - name: web\n    git: {in_place: true}\n".into(), "needs `directory`"),
+            (
+                "stacks:\n  - name: web\n    directory: /srv\n    git: {in_place: true, url: u}\n".into(),
+                "own remote and credentials",
+            ),
+            (
+                "stacks:\n  - name: web\n    directory: /\n    git: {in_place: true}\n".into(),
+                "not inside a git work tree",
+            ),
             ("stacks:\n  - name: web\n    git: {url: u, depth: 1}\n".into(), "unknown field `depth`"),
             (format!("{head}    auto: {{images: maybe}}\n"), "line 4"),
             (format!("{head}    auto: {{everything: true}}\n"), "unknown field `everything`"),

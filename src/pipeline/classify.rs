@@ -399,11 +399,13 @@ pub fn classify(inputs: &Inputs) -> Plan {
                 }
             }
             // Compose's hash does not see file contents: a changed
-            // bind-mounted file, config or secret redeploys its services.
+            // bind-mounted file, config or secret redeploys its services
+            // (a submodule that moved, when its files are unknown, counts
+            // for every file in it).
             for (name, svc) in &new.services {
                 let touched = diff::file_inputs(svc, new)
                     .into_iter()
-                    .find(|input| inputs.changed_files.iter().any(|f| f.starts_with(input)));
+                    .find(|input| inputs.changed_files.iter().any(|f| f.starts_with(input) || input.starts_with(f)));
                 if let Some(file) = touched {
                     recreate(&mut changes, name, format!("{} changed", file.display()), true);
                 }

@@ -621,8 +621,7 @@ mod tests {
             let mut stack = crate::settings::from_directory(&stack_dir, Some(dir.path())).unwrap();
             stack.project = Some("p".into());
             // Both sides are read as if deployed from one directory.
-            let mut m =
-                ComposeCli::at(&stack, &stack_dir).model().expect("docker compose config (Compose v2 is required)");
+            let mut m = ComposeCli::new(&stack).model().expect("docker compose config (Compose v2 is required)");
             crate::seams::compose::relocate_model(&mut m, &stack_dir, Path::new("/deployed"));
             m
         }

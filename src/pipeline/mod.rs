@@ -146,6 +146,9 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
                     .or(old)
                     .ok_or_else(|| anyhow!("revision {} records no commit", r.id))?,
             };
+            if matches!(goal, Goal::Latest | Goal::Commit(_)) {
+                repo.preflight(new)?;
+            }
             if let (Some(old), Goal::Latest | Goal::Commit(_)) = (old, &goal)
                 && !repo.descends_from(new, old)?
             {
@@ -158,6 +161,8 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
                     stack.state_dir.join("git").display()
                 ));
             }
+            crate::state::private_dir(&stack.state_dir)
+                .with_context(|| format!("creating the state dir {}", stack.state_dir.display()))?;
             let incoming = tempfile::Builder::new()
                 .prefix("incoming-")
                 .tempdir_in(&stack.state_dir)
@@ -165,23 +170,29 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
             repo.export(new, incoming.path())?;
             // An untracked `.env` in the checkout is the host's own (ports,
             // secrets): the new commit is read with it, as it will run.
+            let new_dir = incoming.path().join(&source.path);
             let local_env = stack.directory.join(".env");
-            if local_env.is_file() && !incoming.path().join(".env").exists() {
-                std::fs::copy(&local_env, incoming.path().join(".env")).context("reading the checkout's .env")?;
+            if local_env.is_file() && !new_dir.join(".env").exists() {
+                std::fs::copy(&local_env, new_dir.join(".env")).context("reading the checkout's .env")?;
             }
-            let new_compose = ComposeCli::at(stack, incoming.path());
-            let model = new_compose.model().map_err(|e| {
-                let cause = e.to_string().replace(&incoming.path().display().to_string(), "");
-                usage(format!("commit {} of {}: {cause}", short(new), source.url))
-            })?;
             let old_model: Option<ComposeModel> = match old {
                 Some(_) => Some(compose.model().context("reading the deployed commit's compose model")?),
                 None => None,
             };
+            let mut new_compose = ComposeCli::in_copy(stack, incoming.path(), &source.checkout);
+            // An operator's directory names the project (as `docker compose
+            // up` there did); the scratch copy must not.
+            if let (None, Some(deployed)) = (&stack.project, &old_model) {
+                new_compose = new_compose.named(&deployed.project);
+            }
+            let model = new_compose.model().map_err(|e| {
+                let cause = e.to_string().replace(&incoming.path().display().to_string(), "");
+                usage(format!("commit {} of {}: {cause}", short(new), source.url))
+            })?;
             if old.is_some() {
                 for file in new_compose.source_files() {
                     let read = |dir: &std::path::Path| std::fs::read_to_string(dir.join(&file)).unwrap_or_default();
-                    let (before, after) = (read(&stack.directory), read(incoming.path()));
+                    let (before, after) = (read(&stack.directory), read(&new_dir));
                     if before != after {
                         file_diff.push_str(&diff::text_diff(&file.display().to_string(), &before, &after));
                     }

@@ -147,26 +147,39 @@ pub struct ComposeCli {
     directory: PathBuf,
     files: Vec<PathBuf>,
     project: Option<String>,
-    /// Where the model read here will be deployed from, when elsewhere.
-    deploy_directory: Option<PathBuf>,
+    /// A model read in a copy (from) is moved to where it will be
+    /// deployed from (to).
+    relocation: Option<(PathBuf, PathBuf)>,
     timeout: std::time::Duration,
 }
 
 impl ComposeCli {
     pub fn new(stack: &StackSettings) -> ComposeCli {
-        ComposeCli::at(stack, &stack.directory)
-    }
-
-    /// The stack's compose files as found in another directory (a commit
-    /// exported for comparison), read as if deployed from the stack's own.
-    pub fn at(stack: &StackSettings, directory: &Path) -> ComposeCli {
         ComposeCli {
-            directory: directory.to_path_buf(),
+            directory: stack.directory.clone(),
             files: stack.compose_files.clone(),
             project: stack.project.clone(),
-            deploy_directory: (directory != stack.directory).then(|| stack.directory.clone()),
+            relocation: None,
             timeout: stack.timeouts.compose,
         }
+    }
+
+    /// The stack's compose files in `copy`, a copy of the tree at `root`
+    /// (a commit exported for comparison), read as if deployed from `root`:
+    /// a path that leaves the stack directory (`../shared/app.conf`) maps
+    /// back as well as one inside it.
+    pub fn in_copy(stack: &StackSettings, copy: &Path, root: &Path) -> ComposeCli {
+        let inside = stack.directory.strip_prefix(root).unwrap_or(Path::new(""));
+        ComposeCli {
+            directory: copy.join(inside),
+            relocation: Some((copy.to_path_buf(), root.to_path_buf())),
+            ..ComposeCli::new(stack)
+        }
+    }
+
+    /// The same, under the project name `project`.
+    pub fn named(self, project: &str) -> ComposeCli {
+        ComposeCli { project: Some(project.to_string()), ..self }
     }
 
     /// The files that define the stack, for a text diff: the compose files
@@ -372,8 +385,8 @@ impl Compose for ComposeCli {
         }
         let mut json: Value = serde_json::from_slice(&out.stdout).context("reading `docker compose config` output")?;
         register_environment(&json);
-        if let Some(to) = &self.deploy_directory {
-            relocate(&mut json, &self.directory, to);
+        if let Some((from, to)) = &self.relocation {
+            relocate(&mut json, from, to);
         }
         ComposeModel::from_json(&json)
     }

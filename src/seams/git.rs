@@ -14,6 +14,7 @@ use git2::{
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
+use super::worktree;
 use crate::redact::{Secret, SecretUrl};
 use crate::settings::GitSource;
 
@@ -27,6 +28,11 @@ impl GitRepo {
     /// Opens the clone in `git_dir`, creating it (empty, 0700) the first
     /// time.
     pub fn open(git_dir: &Path, source: &GitSource) -> Result<GitRepo> {
+        if source.in_place.is_some() {
+            let repo = Repository::open(&source.checkout)
+                .map_err(|e| anyhow!("opening the git checkout {}: {}", source.checkout.display(), e.message()))?;
+            return Ok(GitRepo { repo, git_dir: source.checkout.clone(), source: source.clone() });
+        }
         let repo = match Repository::open(git_dir) {
             Ok(r) => r,
             Err(_) => {
@@ -47,6 +53,9 @@ impl GitRepo {
     /// itself runs on a thread of its own, left behind if it hangs).
     pub fn fetch(&self) -> Result<Oid> {
         let GitSource { url, branch, timeout, .. } = &self.source;
+        if let Some(remote) = &self.source.in_place {
+            return worktree::fetch(&self.repo, &self.source.checkout, remote, branch, *timeout);
+        }
         let deadline = Instant::now() + *timeout;
         let (send, receive) = std::sync::mpsc::channel();
         let (git_dir, source) = (self.git_dir.clone(), self.source.clone());
@@ -69,6 +78,21 @@ impl GitRepo {
         }
     }
 
+    /// Whether the work tree may be moved to `upstream`: an in-place
+    /// checkout must be on its branch, clean, and behind upstream only.
+    /// clusterup's own clone is always at the deployed commit.
+    pub fn preflight(&self, upstream: Oid) -> Result<()> {
+        match &self.source.in_place {
+            Some(_) => worktree::preflight(&self.repo, &self.source.checkout, upstream, self.source.timeout),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether this is the operator's own checkout, moved in place.
+    pub fn in_place(&self) -> bool {
+        self.source.in_place.is_some()
+    }
+
     /// The commit a (possibly abbreviated) id names.
     pub fn resolve(&self, prefix: &str) -> Result<Oid> {
         self.repo.revparse_single(prefix).and_then(|o| o.peel_to_commit()).map(|c| c.id()).map_err(|_| {
@@ -88,52 +112,22 @@ impl GitRepo {
         Ok(self.repo.graph_descendant_of(new, old)?)
     }
 
-    /// Writes the stack directory (`path`) of `commit` to `dest`, fresh.
+    /// Writes the tree of `commit` (submodules included, where known) to
+    /// `dest`, fresh: the stack directory's compose files may name files
+    /// anywhere in the repository (`../shared/app.env`).
     pub fn export(&self, commit: Oid, dest: &Path) -> Result<()> {
         if dest.exists() {
             std::fs::remove_dir_all(dest).with_context(|| format!("clearing {}", dest.display()))?;
         }
         std::fs::create_dir_all(dest)?;
         let tree = self.repo.find_commit(commit)?.tree()?;
-        let tree = if self.source.path.as_os_str().is_empty() {
-            tree
-        } else {
-            let entry = tree.get_path(&self.source.path).map_err(|_| {
-                anyhow!("commit {} has no directory {} (git.path)", short(commit), self.source.path.display())
-            })?;
-            self.repo.find_tree(entry.id()).context("git.path is not a directory")?
-        };
-        let mut failure = None;
-        tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
-            let path: PathBuf = dest.join(parent).join(entry.name().unwrap_or("_"));
-            let result = match entry.kind() {
-                Some(ObjectType::Tree) => std::fs::create_dir_all(&path).map_err(anyhow::Error::from),
-                Some(ObjectType::Blob) => self.write_blob(entry.id(), entry.filemode(), &path),
-                _ => Ok(()),
-            };
-            match result {
-                Ok(()) => TreeWalkResult::Ok,
-                Err(e) => {
-                    failure = Some(e.context(format!("writing {}", path.display())));
-                    TreeWalkResult::Abort
-                }
+        if !self.source.path.as_os_str().is_empty() {
+            let entry = tree.get_path(&self.source.path).ok().filter(|e| e.kind() == Some(ObjectType::Tree));
+            if entry.is_none() {
+                bail!("commit {} has no directory {} (git.path)", short(commit), self.source.path.display());
             }
-        })?;
-        failure.map_or(Ok(()), Err)
-    }
-
-    fn write_blob(&self, id: Oid, mode: i32, path: &Path) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let blob = self.repo.find_blob(id)?;
-        if mode == 0o120000 {
-            let target = std::str::from_utf8(blob.content()).context("symlink target is not UTF-8")?;
-            std::os::unix::fs::symlink(target, path)?;
-        } else {
-            std::fs::write(path, blob.content())?;
-            let mode = if mode == 0o100755 { 0o755 } else { 0o644 };
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
         }
-        Ok(())
+        export_tree(&self.repo, &tree, Path::new(""), dest)
     }
 
     /// Puts `commit` in the work tree: changed and deleted files follow the
@@ -143,6 +137,9 @@ impl GitRepo {
         // clusterup runs under (systemd's UMask=0077 would make them
         // unreadable to a container that does not run as root).
         let _umask = Umask::set(0o022);
+        if self.in_place() {
+            return worktree::move_to(&self.source.checkout, commit, self.source.timeout);
+        }
         let object = self.repo.find_object(commit, None)?;
         let mut opts = CheckoutBuilder::new();
         opts.force();
@@ -166,17 +163,12 @@ impl GitRepo {
         Ok(())
     }
 
-    /// Files that differ between two commits, as paths in the work tree.
+    /// Files that differ between two commits, as paths in the work tree;
+    /// inside a submodule that moved too, where its clone has both commits.
     pub fn changed_files(&self, old: Oid, new: Oid) -> Result<Vec<PathBuf>> {
-        let old_tree = self.repo.find_commit(old)?.tree()?;
-        let new_tree = self.repo.find_commit(new)?.tree()?;
-        let diff = self.repo.diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)?;
-        Ok(diff
-            .deltas()
-            .flat_map(|d| [d.old_file().path(), d.new_file().path()])
-            .flatten()
-            .map(|p| self.source.checkout.join(p))
-            .collect())
+        let mut out = Vec::new();
+        changed_in(&self.repo, old, new, &self.source.checkout, &mut out)?;
+        Ok(out)
     }
 
     /// The commit the work tree holds, if anything was checked out yet.
@@ -187,6 +179,77 @@ impl GitRepo {
     fn callbacks(&self) -> RemoteCallbacks<'static> {
         callbacks(&self.source, Instant::now() + self.source.timeout)
     }
+}
+
+/// Writes `tree` (at `prefix` in `repo`) to `dest`, and a submodule's
+/// files at the commit the tree records, when its clone has that commit
+/// (a compose file may name an env file or an include inside one).
+fn export_tree(repo: &Repository, tree: &git2::Tree, prefix: &Path, dest: &Path) -> Result<()> {
+    let mut failure = None;
+    tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
+        let relative = Path::new(parent).join(entry.name().unwrap_or("_"));
+        let path = dest.join(&relative);
+        let result = match entry.kind() {
+            Some(ObjectType::Tree) => std::fs::create_dir_all(&path).map_err(anyhow::Error::from),
+            Some(ObjectType::Blob) => write_blob(repo, entry.id(), entry.filemode(), &path),
+            Some(ObjectType::Commit) => export_submodule(repo, &prefix.join(&relative), entry.id(), &path),
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => TreeWalkResult::Ok,
+            Err(e) => {
+                failure = Some(e.context(format!("writing {}", path.display())));
+                TreeWalkResult::Abort
+            }
+        }
+    })?;
+    failure.map_or(Ok(()), Err)
+}
+
+fn export_submodule(repo: &Repository, path: &Path, commit: Oid, dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest)?;
+    let Some(sub) = open_submodule(repo, path) else { return Ok(()) };
+    let Ok(commit) = sub.find_commit(commit) else { return Ok(()) };
+    export_tree(&sub, &commit.tree()?, Path::new(""), dest)
+}
+
+fn open_submodule(repo: &Repository, path: &Path) -> Option<Repository> {
+    repo.find_submodule(path.to_str()?).ok()?.open().ok()
+}
+
+fn changed_in(repo: &Repository, old: Oid, new: Oid, root: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let old_tree = repo.find_commit(old)?.tree()?;
+    let new_tree = repo.find_commit(new)?.tree()?;
+    let diff = repo.diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)?;
+    for delta in diff.deltas() {
+        let (was, is) = (delta.old_file(), delta.new_file());
+        if was.mode() == git2::FileMode::Commit
+            && is.mode() == git2::FileMode::Commit
+            && let Some(path) = is.path()
+            && let Some(sub) = open_submodule(repo, path)
+            && sub.find_commit(was.id()).is_ok()
+            && sub.find_commit(is.id()).is_ok()
+        {
+            changed_in(&sub, was.id(), is.id(), &root.join(path), out)?;
+            continue;
+        }
+        out.extend([was.path(), is.path()].into_iter().flatten().map(|p| root.join(p)));
+    }
+    Ok(())
+}
+
+fn write_blob(repo: &Repository, id: Oid, mode: i32, path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let blob = repo.find_blob(id)?;
+    if mode == 0o120000 {
+        let target = std::str::from_utf8(blob.content()).context("symlink target is not UTF-8")?;
+        std::os::unix::fs::symlink(target, path)?;
+    } else {
+        std::fs::write(path, blob.content())?;
+        let mode = if mode == 0o100755 { 0o755 } else { 0o644 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
 
 /// The fetch itself, on its own thread: libgit2's handles stay there.
@@ -363,6 +426,7 @@ mod tests {
             submodules: false,
             ssh_key: None,
             checkout: tmp.join("checkout"),
+            in_place: None,
         }
     }
 
@@ -375,7 +439,7 @@ mod tests {
         let first = repo.fetch().unwrap();
         assert!(!tmp.path().join("git/FETCH_HEAD").exists(), "no file records the remote's URL");
         repo.export(first, &tmp.path().join("incoming")).unwrap();
-        assert!(tmp.path().join("incoming/compose.yaml").is_file());
+        assert!(tmp.path().join("incoming/stack/compose.yaml").is_file());
         repo.checkout(first).unwrap();
         assert_eq!(repo.head(), Some(first));
         assert!(tmp.path().join("checkout/stack/compose.yaml").is_file());

@@ -9,6 +9,7 @@ pub mod git;
 pub mod hooks;
 pub mod process;
 pub mod registry;
+pub mod worktree;
 
 /// A peer that accepts connections and never answers: the hang every
 /// external call must bound.

@@ -7,6 +7,7 @@ mod directory;
 mod faults;
 mod fleet;
 mod image_updates;
+mod in_place;
 mod inputs;
 mod operations;
 mod receiver;
