@@ -173,8 +173,10 @@ impl Plan {
 pub enum Baseline<'a> {
     /// A directory stack: the files are taken to be what runs, except for
     /// services whose container carries another Compose config hash than
-    /// the files give (service → hash from `docker compose config --hash`).
-    Running(&'a BTreeMap<String, String>),
+    /// the files give (`hashes`: service → hash from `docker compose config
+    /// --hash`), and services running that the files no longer define
+    /// under any profile (`gone`).
+    Running { hashes: &'a BTreeMap<String, String>, gone: &'a BTreeSet<String> },
     /// A git stack: the model of the deployed commit.
     Deployed(&'a ComposeModel),
     /// A git stack clusterup has not deployed yet.
@@ -296,7 +298,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
 
     let mut removals = Vec::new();
     match &inputs.baseline {
-        Baseline::Running(hashes) => {
+        Baseline::Running { hashes, gone } => {
             for (name, hash) in hashes.iter() {
                 let differs = observation
                     .services
@@ -314,6 +316,17 @@ pub fn classify(inputs: &Inputs) -> Plan {
                     let why = "in the compose files, with no container".to_string();
                     changes.insert(name.clone(), create(name, svc, observation, Some(why)));
                 }
+            }
+            // Removed from the files by hand: its containers go, as
+            // `up --remove-orphans` would, its volumes stay.
+            for name in gone.iter().filter(|n| !skip.contains(*n) && running(n)) {
+                let observed = &observation.services[name];
+                let anonymous: BTreeSet<String> =
+                    observed.containers.iter().flat_map(|c| c.anonymous_volumes.iter().cloned()).collect();
+                data_risks.extend(anonymous_risk(name, &anonymous.into_iter().collect::<Vec<_>>()));
+                let image = observed.image.as_ref().and_then(|i| i.repo_tags.first().cloned());
+                let why = "no longer in the compose files".to_string();
+                removals.push(remove(name, &ComposeService { image, ..Default::default() }, Some(why)));
             }
         }
         Baseline::Nothing => {
@@ -337,13 +350,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
                         changes.insert(service.clone(), create(service, &new.services[service], observation, None));
                     }
                     ServiceDiff::Removed { service } if !skip.contains(service) => {
-                        let anonymous = diff::anonymous_volumes(&old.services[service]);
-                        if !anonymous.is_empty() {
-                            data_risks.push(format!(
-                                "removing service {service} leaves its anonymous volumes ({}) behind, detached from any container",
-                                anonymous.join(", ")
-                            ));
-                        }
+                        data_risks.extend(anonymous_risk(service, &diff::anonymous_volumes(&old.services[service])));
                         removals.push(remove(service, &old.services[service], None));
                     }
                     ServiceDiff::Renamed { from, to, data } => {
@@ -611,6 +618,15 @@ fn restore_states(
     (services, changed)
 }
 
+fn anonymous_risk(service: &str, anonymous: &[String]) -> Option<String> {
+    (!anonymous.is_empty()).then(|| {
+        format!(
+            "removing service {service} leaves its anonymous volumes ({}) behind, detached from any container",
+            anonymous.join(", ")
+        )
+    })
+}
+
 fn has_running(o: &ServiceObservation) -> bool {
     o.containers.iter().any(|c| c.is_running() || c.state == "restarting")
 }
@@ -769,7 +785,7 @@ mod tests {
         classify(&Inputs {
             stack: "s",
             new: model,
-            baseline: Baseline::Running(&BTreeMap::new()),
+            baseline: Baseline::Running { hashes: &BTreeMap::new(), gone: &BTreeSet::new() },
             observation,
             skip,
             remote,
@@ -793,6 +809,7 @@ mod tests {
                 image_id: "sha256:img".into(),
                 config_hash: None,
                 started_at: None,
+                anonymous_volumes: vec![],
             }],
             image: Some(ImageInfo {
                 id: "sha256:img".into(),
@@ -1079,7 +1096,7 @@ mod tests {
         let plan = classify(&Inputs {
             stack: "s",
             new: &model,
-            baseline: Baseline::Running(&hashes),
+            baseline: Baseline::Running { hashes: &hashes, gone: &BTreeSet::new() },
             observation: &observation,
             skip: &BTreeSet::new(),
             remote: &BTreeMap::new(),
@@ -1090,6 +1107,35 @@ mod tests {
             target_images: None,
         });
         assert_eq!(steps(&plan), [(ChangeKind::Recreate, "web")]);
+    }
+
+    /// Issue 14, part 2: a service removed from the files by hand is
+    /// removed; its anonymous volumes put data at risk, and a stopped or
+    /// skipped one is left as it is.
+    #[test]
+    fn a_directory_stack_removes_what_the_files_no_longer_define() {
+        let model = json_model(json!({"web": {"image": "w:1"}}), json!({}));
+        let mut observation = up(&["web", "old", "cache", "idle", "kept"]);
+        observation.services.get_mut("cache").unwrap().containers[0].anonymous_volumes = vec!["/cache".into()];
+        observation.services.get_mut("idle").unwrap().containers[0].state = "exited".into();
+        let gone: BTreeSet<String> = ["old", "cache", "idle", "kept"].map(String::from).into();
+        let plan = classify(&Inputs {
+            stack: "s",
+            new: &model,
+            baseline: Baseline::Running { hashes: &BTreeMap::new(), gone: &gone },
+            observation: &observation,
+            skip: &BTreeSet::from(["kept".to_string()]),
+            remote: &BTreeMap::new(),
+            policy: Policy::default(),
+            commit: None,
+            deployed_commit: None,
+            changed_files: &[],
+            target_images: None,
+        });
+        assert_eq!(steps(&plan), [(ChangeKind::Remove, "cache"), (ChangeKind::Remove, "old")]);
+        assert_eq!(plan.data_risks.len(), 1, "{:?}", plan.data_risks);
+        assert!(plan.data_risks[0].contains("cache") && plan.data_risks[0].contains("/cache"));
+        assert_eq!(plan.kind, PlanKind::Structural);
     }
 
     #[test]

@@ -539,6 +539,7 @@ mod tests {
                     image_id: image.clone(),
                     config_hash: None,
                     started_at: None,
+                    anonymous_volumes: vec![],
                 })
                 .collect())
         }

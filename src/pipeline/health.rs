@@ -165,6 +165,7 @@ mod tests {
             image_id: image.into(),
             config_hash: None,
             started_at: None,
+            anonymous_volumes: vec![],
         }]
     }
 

@@ -223,8 +223,12 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
         Some(_) => Default::default(),
         None => fetch::fetch(engine, &classify::registry_lookups(&model, &observation, &skip)),
     };
+    let gone = match &hashes {
+        Some(_) => removed_by_hand(&compose, &model, &observation)?,
+        None => Default::default(),
+    };
     let baseline = match (&hashes, &old_model, &git) {
-        (Some(h), _, _) => Baseline::Running(h),
+        (Some(hashes), _, _) => Baseline::Running { hashes, gone: &gone },
         (None, Some(old), _) => Baseline::Deployed(old),
         _ => Baseline::Nothing,
     };
@@ -242,4 +246,21 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
         target_images,
     });
     Ok(Checked { plan, observation, file_diff, git, policies: labels.policies })
+}
+
+/// Services of the project running now that the files do not define under
+/// any profile: removed by hand. Asked of Compose only when some service
+/// runs that the active profiles leave out.
+fn removed_by_hand(
+    compose: &ComposeCli,
+    model: &ComposeModel,
+    observation: &Observation,
+) -> Result<std::collections::BTreeSet<String>> {
+    let mut gone: std::collections::BTreeSet<String> =
+        observation.services.keys().filter(|s| !model.services.contains_key(*s)).cloned().collect();
+    if !gone.is_empty() {
+        let defined = compose.all_services()?;
+        gone.retain(|s| !defined.contains(s));
+    }
+    Ok(gone)
 }

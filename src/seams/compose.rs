@@ -221,6 +221,17 @@ impl ComposeCli {
         cmd
     }
 
+    /// Every service the files define, under any profile.
+    pub fn all_services(&self) -> Result<Vec<String>> {
+        let mut cmd = self.command(None);
+        cmd.args(["--profile", "*", "config", "--services"]);
+        let out = self.run(cmd, "listing the services of the compose files")?;
+        if !out.status.success() {
+            bail!("docker compose config --services failed for {}: {}", self.describe_files(), stderr_of(&out));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+    }
+
     /// `model` and `hashes`, read at the same time.
     pub fn model_and_hashes(&self) -> Result<(ComposeModel, BTreeMap<String, String>)> {
         // Two processes at once: each spends most of its time starting up.

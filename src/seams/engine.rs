@@ -46,6 +46,10 @@ pub struct ContainerInfo {
     pub config_hash: Option<String>,
     /// RFC 3339, as the engine reports it.
     pub started_at: Option<String>,
+    /// Where anonymous volumes are mounted: data no name finds again once
+    /// the container is gone.
+    #[serde(skip)]
+    pub anonymous_volumes: Vec<String>,
 }
 
 impl ContainerInfo {
@@ -101,6 +105,17 @@ pub trait Engine {
     fn tags_under(&self, prefix: &str) -> Result<Vec<String>>;
     /// Removes one tag; the image goes only if nothing else names or uses it.
     fn untag(&self, tag: &str) -> Result<()>;
+}
+
+/// The engine names an anonymous volume with 64 hex digits.
+fn anonymous_volumes(mounts: Option<Vec<bollard::models::MountPoint>>) -> Vec<String> {
+    mounts
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.typ.as_deref() == Some("volume"))
+        .filter(|m| m.name.as_ref().is_some_and(|n| n.len() == 64 && n.chars().all(|c| c.is_ascii_hexdigit())))
+        .filter_map(|m| m.destination)
+        .collect()
 }
 
 pub struct DockerEngine {
@@ -212,6 +227,7 @@ impl Engine for DockerEngine {
                             image_id: inspect.image.unwrap_or_default(),
                             config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
                             started_at: state.started_at.clone(),
+                            anonymous_volumes: anonymous_volumes(inspect.mounts),
                             id,
                         }))
                     })
@@ -252,6 +268,7 @@ impl Engine for DockerEngine {
                     image_id: s.image_id.unwrap_or_default(),
                     config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
                     started_at: None,
+                    anonymous_volumes: anonymous_volumes(s.mounts),
                 }
             })
             .collect();

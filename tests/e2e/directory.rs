@@ -1,7 +1,7 @@
 //! Directory stacks: the files in the directory, edited by hand, against
 //! what runs (part of issue 14).
 
-use crate::support::{Stack, free_port};
+use crate::support::{Stack, docker, free_port};
 
 #[test]
 fn a_service_added_to_the_files_is_created_and_nothing_else_touched() {
@@ -49,4 +49,52 @@ fn a_reference_changed_to_an_unreachable_registry_is_a_registry_error() {
     let service = &run.json()["services"][0];
     assert_eq!(service["state"], "registry_error", "never `local_build`: {run:?}");
     assert!(service["detail"].as_str().unwrap_or("").contains("127.0.0.1"), "{run:?}");
+}
+
+/// Issue 14, part 2: a service deleted from the files by hand goes; its
+/// named volume and data stay; its anonymous volume makes it a data risk.
+/// A service of an inactive profile that runs is no removal.
+#[test]
+fn a_service_removed_from_the_files_is_removed_and_its_volumes_kept() {
+    let mut stack = Stack::new("dirremove");
+    let (web, db) = (stack.image("web"), stack.image("db"));
+    stack.publish("v1", &web);
+    stack.publish("v1", &db);
+    let tools = format!("  tools:\n    image: {web}\n    profiles: [debug]\n");
+    stack.write_compose(&format!(
+        "services:\n  web:\n    image: {web}\n{tools}  db:\n    image: {db}\n    volumes: [data:/data, /cache]\nvolumes:\n  data: {{}}\n"
+    ));
+    stack.write_config("");
+    stack.up();
+    let out = stack.compose(&["--profile", "debug", "up", "--detach", "--wait", "tools"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    stack.exec("db", "echo precious > /data/file");
+    let web_id = stack.container_id("web");
+
+    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n{tools}"));
+    let run = stack.clusterup(&["check", "--only", "--json"]);
+    assert_eq!(run.code, 100, "{run:?}");
+    let plan = run.json();
+    let changes = plan["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "tools (profile debug) is no removal: {run:?}");
+    assert_eq!((changes[0]["kind"].as_str(), changes[0]["service"].as_str()), (Some("remove"), Some("db")));
+    assert!(plan["data_risks"].to_string().contains("/cache"), "{run:?}");
+
+    let run = stack.clusterup(&["apply", "--yes"]);
+    assert_eq!(run.code, 4, "data at risk needs more than --yes: {run:?}");
+    assert_eq!(stack.health("db"), "running/healthy");
+    let label = format!("label=com.docker.compose.project={}", stack.name);
+    let db_before = docker(&["ps", "-q", "--filter", &label, "--filter", "label=com.docker.compose.service=db"]);
+    assert!(!String::from_utf8_lossy(&db_before.stdout).trim().is_empty(), "db runs before");
+
+    let run = stack.clusterup(&["apply", "--yes", "--accept-data-risk"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    // Not `compose ps db`: the files no longer know db.
+    let db_left = docker(&["ps", "-aq", "--filter", &label, "--filter", "label=com.docker.compose.service=db"]);
+    assert!(String::from_utf8_lossy(&db_left.stdout).trim().is_empty(), "db is removed");
+    assert_eq!(stack.volume_file("data", "file").as_deref(), Some("precious"), "its named volume and data stay");
+    assert_eq!(stack.container_id("web"), web_id, "web was not touched");
+    assert_eq!(stack.health("tools"), "running/healthy", "tools was not touched");
+    let run = stack.clusterup(&["check", "--only"]);
+    assert_eq!(run.code, 0, "{run:?}");
 }
