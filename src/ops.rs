@@ -12,7 +12,7 @@ use crate::pipeline::classify::{ChangeKind, Plan};
 use crate::pipeline::execute::{Execution, Executor, Files};
 use crate::pipeline::health::{Check, wait_healthy};
 use crate::pipeline::observe::Observation;
-use crate::pipeline::{GitDeploy, Outcome, backup};
+use crate::pipeline::{DirectoryFiles, GitDeploy, Outcome, backup, snapshot};
 use crate::reference::Reference;
 use crate::seams::compose::{Compose, ComposeCli};
 use crate::seams::engine::{ContainerInfo, Engine};
@@ -94,6 +94,7 @@ impl Ctx<'_> {
     ) -> Result<(u64, Execution)> {
         let id = self.state.next_revision_id()?;
         let backups = backup::backups_for(plan, observation, id);
+        let (files_deployed, files_before) = files.map(Files::copies).unwrap_or_default();
         let revision = Revision {
             id,
             trigger,
@@ -104,6 +105,8 @@ impl Ctx<'_> {
             outcome: None,
             error: None,
             images: BTreeMap::new(),
+            files: files_deployed,
+            files_before,
         };
         self.state.begin(&revision).context("journaling the revision before acting")?;
         crash_point("journaled");
@@ -115,6 +118,11 @@ impl Ctx<'_> {
             Ok(()) => self.executor(&compose, policies).execute(plan, &backups, files),
             Err(e) => Execution::failed(format!("keeping the current images for rollback: {e:#}; nothing was changed")),
         };
+        if execution.outcome == Outcome::RolledBack
+            && let Some(note) = files.and_then(Files::kept_note)
+        {
+            self.printer.step(note);
+        }
         self.finish(&revision, &execution, true)?;
         Ok((id, execution))
     }
@@ -135,6 +143,11 @@ impl Ctx<'_> {
         // A run stopped by a signal says nothing about its target.
         if reject && !stop_requested() && matches!(execution.outcome, Outcome::RolledBack | Outcome::RollbackFailed) {
             self.reject(revision, "it failed and was rolled back")?;
+        }
+        if execution.outcome == Outcome::Applied
+            && let Some(files) = &revision.files
+        {
+            snapshot::set_good(&self.stack.state_dir, files)?;
         }
         if execution.outcome == Outcome::Applied
             && let Err(e) = self.prune()
@@ -166,8 +179,10 @@ impl Ctx<'_> {
     /// image a container still uses keeps its tag.
     pub fn prune(&self) -> Result<()> {
         let revisions = self.state.revisions()?;
-        let keep: Vec<String> =
-            revisions.iter().rev().take(self.stack.keep_images).map(|r| format!("rev-{}", r.id)).collect();
+        let kept = || revisions.iter().rev().take(self.stack.keep_images);
+        let keep: Vec<String> = kept().map(|r| format!("rev-{}", r.id)).collect();
+        let copies = kept().flat_map(|r| [r.files.clone(), r.files_before.clone()]).flatten().collect();
+        snapshot::prune(&self.stack.state_dir, &copies)?;
         let prefix = backup::backup_prefix(&self.stack.name);
         for tag in self.engine.tags_under(&prefix)? {
             let rev = tag.rsplit_once(':').map(|(_, t)| t.to_string()).unwrap_or_default();
@@ -195,12 +210,22 @@ impl Ctx<'_> {
             }
             None => None,
         };
+        let directory = match (&self.stack.git, &last.files) {
+            (None, Some(on_disk)) => Some(DirectoryFiles {
+                state_dir: self.stack.state_dir.clone(),
+                directory: self.stack.directory.clone(),
+                on_disk: on_disk.clone(),
+                deploy: None,
+                before: last.files_before.clone(),
+            }),
+            _ => None,
+        };
         let compose = ComposeCli::new(self.stack);
         let execution = if self.target_reached(plan, git.as_ref(), &compose)? {
             self.printer.step(format!("revision {} had reached its target; completing it", last.id));
             Execution { outcome: Outcome::Applied, error: None, after: Vec::new(), skipped: Vec::new() }
         } else {
-            let files = git.as_ref().map(|g| g as &dyn Files);
+            let files = git.as_ref().map(|g| g as &dyn Files).or(directory.as_ref().map(|d| d as &dyn Files));
             let error = format!("revision {} was interrupted before it finished", last.id);
             self.executor(&compose, &BTreeMap::new()).restore(plan, &last.services, files, error)
         };

@@ -39,6 +39,12 @@ pub struct Revision {
     /// rollback to this revision restores.
     #[serde(default)]
     pub images: BTreeMap<String, String>,
+    /// Directory stacks: the copy of the files this revision deploys, and
+    /// of those that ran before it (see `pipeline::snapshot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_before: Option<String>,
 }
 
 impl Revision {
@@ -516,6 +522,8 @@ mod tests {
             outcome: None,
             error: None,
             images: BTreeMap::new(),
+            files: None,
+            files_before: None,
         }
     }
 

@@ -12,7 +12,6 @@ use crate::exit::{ExitStatus, usage};
 use crate::ops::Ctx;
 use crate::output::Printer;
 use crate::pipeline::classify::{self, Plan};
-use crate::pipeline::execute::Files;
 use crate::pipeline::{self, Outcome};
 use crate::reference::short;
 use crate::seams::engine::Engine;
@@ -150,7 +149,7 @@ fn apply_one(
         }
     }
 
-    let files = checked.git.as_ref().filter(|_| moves_commit).map(|g| g as &dyn Files);
+    let files = checked.files_for(&plan);
     let trigger = if opts.auto { Trigger::Auto } else { Trigger::Manual };
     let (id, execution) = ctx.run_revision(&plan, &checked.observation, &checked.policies, files, trigger)?;
     let status = match execution.outcome {

@@ -10,7 +10,6 @@ use crate::cli::RollbackArgs;
 use crate::exit::{ExitStatus, usage};
 use crate::ops::Ctx;
 use crate::output::Printer;
-use crate::pipeline::execute::Files;
 use crate::pipeline::{self, Goal, Outcome};
 use crate::reference::short;
 use crate::seams::engine::Engine;
@@ -93,6 +92,7 @@ fn resolve<'a>(spec: &str, revisions: &'a [Revision]) -> Result<&'a Revision> {
 fn state_before(rev: &Revision) -> Revision {
     let mut target = rev.clone();
     target.plan.commit = rev.plan.deployed_commit.clone();
+    target.files = rev.files_before.clone();
     for s in &rev.services {
         target.images.insert(s.service.clone(), s.before.clone());
     }
@@ -158,7 +158,7 @@ fn rollback_one(
             ));
         }
     }
-    let files = checked.git.as_ref().filter(|_| moves_commit).map(|g| g as &dyn Files);
+    let files = checked.files_for(plan);
     let (id, execution) = ctx.run_revision(plan, &checked.observation, &checked.policies, files, Trigger::Rollback)?;
     if execution.outcome == Outcome::Applied {
         ctx.reject(current, "an operator rolled back from it")?;
@@ -191,6 +191,8 @@ mod tests {
             outcome: Some(outcome),
             error: None,
             images: Default::default(),
+            files: None,
+            files_before: None,
         }
     }
 

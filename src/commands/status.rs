@@ -239,6 +239,8 @@ mod tests {
             outcome,
             error: None,
             images: Default::default(),
+            files: None,
+            files_before: None,
         }
     }
 

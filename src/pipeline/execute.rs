@@ -59,6 +59,15 @@ enum Step {
 pub trait Files {
     fn deploy_new(&self) -> Result<()>;
     fn restore_old(&self) -> Result<()>;
+    /// For the journal: the copy of the files deployed, and of those that
+    /// ran before (directory stacks; git has its commits).
+    fn copies(&self) -> (Option<String>, Option<String>) {
+        (None, None)
+    }
+    /// What an operator should know after the files went back.
+    fn kept_note(&self) -> Option<String> {
+        None
+    }
 }
 
 pub struct Executor<'a> {

@@ -12,10 +12,12 @@ pub mod execute;
 pub mod fetch;
 pub mod health;
 pub mod observe;
+pub mod snapshot;
 
 use anyhow::{Context, Result, anyhow};
 use git2::Oid;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 use crate::exit::usage;
 use crate::seams::compose::{Compose, ComposeCli, ComposeModel};
@@ -59,6 +61,8 @@ pub struct Checked {
     /// Unified diff of the stack's files, secrets redacted (git stacks).
     pub file_diff: String,
     pub git: Option<GitDeploy>,
+    /// Directory stacks: the copies of the files to deploy and go back to.
+    pub directory: Option<DirectoryFiles>,
     /// Per service: health and hook settings from configuration and labels.
     pub policies: std::collections::BTreeMap<String, crate::labels::ServicePolicy>,
 }
@@ -81,6 +85,53 @@ impl execute::Files for GitDeploy {
             // A first deploy has no earlier files to go back to.
             None => Ok(()),
         }
+    }
+}
+
+/// A directory stack's files, moved between copies (`snapshot`): on
+/// rollback the files that ran before are written back, so what runs and
+/// what the files say agree again, and no unattended run tries the failed
+/// edit a second time. The edit itself stays in its own copy.
+pub struct DirectoryFiles {
+    pub state_dir: PathBuf,
+    pub directory: PathBuf,
+    /// The copy of the files as they are now on disk.
+    pub on_disk: String,
+    /// A rollback to a revision: its copy, written into the directory.
+    pub deploy: Option<String>,
+    /// The copy last seen to match what runs (None: never seen yet).
+    pub before: Option<String>,
+}
+
+impl execute::Files for DirectoryFiles {
+    fn deploy_new(&self) -> Result<()> {
+        match &self.deploy {
+            Some(id) => snapshot::restore(&self.state_dir, id, &self.directory),
+            None => Ok(()),
+        }
+    }
+
+    fn restore_old(&self) -> Result<()> {
+        match &self.before {
+            Some(id) => snapshot::restore(&self.state_dir, id, &self.directory),
+            None => Err(anyhow!(
+                "clusterup has no copy of the files that ran before (it never saw this stack's files match \
+                 what runs), so the previous configuration cannot be restored"
+            )),
+        }
+    }
+
+    fn copies(&self) -> (Option<String>, Option<String>) {
+        (Some(self.deploy.clone().unwrap_or_else(|| self.on_disk.clone())), self.before.clone())
+    }
+
+    fn kept_note(&self) -> Option<String> {
+        let edit = snapshot::tree(&self.state_dir, &self.on_disk);
+        Some(format!(
+            "the files that ran before are back in {}; the edited ones are kept in {}",
+            self.directory.display(),
+            edit.display()
+        ))
     }
 }
 
@@ -110,11 +161,22 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
                     let (model, hashes) = compose.model_and_hashes()?;
                     (model, None, Some(hashes), None)
                 }
-                // Directory stacks keep no copies of files: a rollback
-                // there restores images.
-                Goal::Revision(_) => {
+                Goal::Revision(r) => {
                     let model = compose.model()?;
-                    (model.clone(), Some(model), None, None)
+                    match &r.files {
+                        Some(id) => {
+                            let tree = snapshot::tree(&stack.state_dir, id);
+                            let target = ComposeCli::in_copy(stack, &tree, &stack.directory).named(&model.project);
+                            let new = target.model().with_context(|| {
+                                format!("reading revision {}'s files, kept in {}", r.id, tree.display())
+                            })?;
+                            file_diff = files_diff(&target, &stack.directory, &tree);
+                            changed_files = snapshot::differing(&stack.state_dir, id, &stack.directory)?;
+                            (new, Some(model), None, None)
+                        }
+                        // Revisions from before copies were kept: images only.
+                        None => (model.clone(), Some(model), None, None),
+                    }
                 }
                 Goal::Commit(_) => {
                     return Err(usage("--expect-revision names a git commit; this stack has no git source"));
@@ -190,13 +252,7 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
                 usage(format!("commit {} of {}: {cause}", short(new), source.url))
             })?;
             if old.is_some() {
-                for file in new_compose.source_files() {
-                    let read = |dir: &std::path::Path| std::fs::read_to_string(dir.join(&file)).unwrap_or_default();
-                    let (before, after) = (read(&stack.directory), read(&new_dir));
-                    if before != after {
-                        file_diff.push_str(&diff::text_diff(&file.display().to_string(), &before, &after));
-                    }
-                }
+                file_diff = files_diff(&new_compose, &stack.directory, &new_dir);
             }
             if let Some(old) = old {
                 changed_files = repo.changed_files(old, new)?;
@@ -232,6 +288,12 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
         (None, Some(old), _) => Baseline::Deployed(old),
         _ => Baseline::Nothing,
     };
+    let on_disk = match (&stack.git, old_model.as_ref().or(hashes.as_ref().map(|_| &model))) {
+        (None, Some(current)) => {
+            Some(snapshot::take(&stack.state_dir, &stack.directory, &compose.compose_files(), current)?)
+        }
+        _ => None,
+    };
     let plan = classify::classify(&Inputs {
         stack: &stack.name,
         new: &model,
@@ -245,7 +307,54 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
         changed_files: &changed_files,
         target_images,
     });
-    Ok(Checked { plan, observation, file_diff, git, policies: labels.policies })
+    let directory = match on_disk {
+        Some(on_disk) => {
+            // Files that match what runs are the ones to come back to.
+            if hashes.is_some() && !plan.changes.iter().any(|c| c.is_structural()) {
+                snapshot::set_good(&stack.state_dir, &on_disk)?;
+            }
+            let deploy = match goal {
+                Goal::Revision(r) => r.files.clone(),
+                Goal::Latest | Goal::Commit(_) => None,
+            };
+            let before = snapshot::good(&stack.state_dir);
+            Some(DirectoryFiles {
+                state_dir: stack.state_dir.clone(),
+                directory: stack.directory.clone(),
+                on_disk,
+                deploy,
+                before,
+            })
+        }
+        None => None,
+    };
+    Ok(Checked { plan, observation, file_diff, git, directory, policies: labels.policies })
+}
+
+impl Checked {
+    /// What an apply of `plan` moves on disk: the git checkout when the
+    /// commit moves; a directory stack's files when the plan changes
+    /// structure (an image update leaves a pending edit alone).
+    pub fn files_for(&self, plan: &Plan) -> Option<&dyn execute::Files> {
+        if let Some(git) = self.git.as_ref().filter(|_| plan.moves_commit()) {
+            return Some(git);
+        }
+        let structural = plan.changes.iter().any(|c| c.is_structural());
+        self.directory.as_ref().filter(|d| structural || d.deploy.is_some()).map(|d| d as &dyn execute::Files)
+    }
+}
+
+/// Unified diffs of the compose files and `.env` between two directories.
+fn files_diff(compose: &ComposeCli, before: &std::path::Path, after: &std::path::Path) -> String {
+    let mut out = String::new();
+    for file in compose.source_files() {
+        let read = |dir: &std::path::Path| std::fs::read_to_string(dir.join(&file)).unwrap_or_default();
+        let (old, new) = (read(before), read(after));
+        if old != new {
+            out.push_str(&diff::text_diff(&file.display().to_string(), &old, &new));
+        }
+    }
+    out
 }
 
 /// Services of the project running now that the files do not define under

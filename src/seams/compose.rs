@@ -191,7 +191,7 @@ impl ComposeCli {
     }
 
     /// The compose files alone, relative to the directory.
-    fn compose_files(&self) -> Vec<PathBuf> {
+    pub fn compose_files(&self) -> Vec<PathBuf> {
         if !self.files.is_empty() {
             return self.files.clone();
         }

@@ -1,7 +1,7 @@
 //! Directory stacks: the files in the directory, edited by hand, against
 //! what runs (part of issue 14).
 
-use crate::support::{Stack, docker, free_port};
+use crate::support::{Stack, docker, free_port, http_get};
 
 #[test]
 fn a_service_added_to_the_files_is_created_and_nothing_else_touched() {
@@ -97,4 +97,77 @@ fn a_service_removed_from_the_files_is_removed_and_its_volumes_kept() {
     assert_eq!(stack.health("tools"), "running/healthy", "tools was not touched");
     let run = stack.clusterup(&["check", "--only"]);
     assert_eq!(run.code, 0, "{run:?}");
+}
+
+/// Issue 14, part 3: an edit that fails (a port already taken) is rolled
+/// back with the files that ran before: the old port serves again, the
+/// files on disk are the old ones, the edit is kept aside, and nothing
+/// tries it again.
+#[test]
+fn a_failed_edit_is_rolled_back_with_the_previous_files() {
+    let mut stack = Stack::new("dirport");
+    let web = stack.image("web");
+    stack.publish("v1", &web);
+    let (old_port, taken) = (free_port(), std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let taken_port = taken.local_addr().unwrap().port();
+    let compose = |port: u16| format!("services:\n  web:\n    image: {web}\n    ports: ['127.0.0.1:{port}:8080']\n");
+    stack.write_compose(&compose(old_port));
+    stack.write_config("");
+    stack.up();
+    let run = stack.clusterup(&["check", "--only"]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    stack.write_compose(&compose(taken_port));
+    let run = stack.clusterup(&["apply", "--yes"]);
+    assert_eq!(run.code, 1, "rolled back, not 'a human is needed': {run:?}");
+    assert!(run.stdout.contains("failed and rolled back"), "{run:?}");
+    assert_eq!(http_get(old_port, "/version").as_deref(), Some("v1"), "the old port serves again");
+    let on_disk = std::fs::read_to_string(stack.dir.join("compose.yaml")).unwrap();
+    assert_eq!(on_disk, compose(old_port), "the files that ran are back");
+    let output = run.all();
+    let kept = output.lines().find_map(|l| l.split("the edited ones are kept in ").nth(1)).expect("where the edit is");
+    let edit = std::fs::read_to_string(std::path::Path::new(kept.trim()).join("compose.yaml")).unwrap();
+    assert_eq!(edit, compose(taken_port), "the edit is kept");
+
+    let run = stack.clusterup(&["apply", "--auto", "--json"]);
+    assert_eq!((run.code, run.json()["outcome"].as_str()), (0, Some("up_to_date")), "nothing to retry: {run:?}");
+    drop(taken);
+}
+
+/// Issue 14, part 3: `rollback --to N` on a directory stack brings back
+/// revision N's files and containers, across later structural changes.
+#[test]
+fn rollback_to_a_revision_restores_its_files() {
+    let mut stack = Stack::new("dirrollto");
+    let (web, other) = (stack.image("web"), stack.image("other"));
+    stack.publish("v1", &web);
+    stack.publish("v1", &other);
+    let compose = |mode: &str, with_other: bool| {
+        let mut yaml = format!("services:\n  web:\n    image: {web}\n    environment: {{MODE: {mode}}}\n");
+        if with_other {
+            yaml.push_str(&format!("  other:\n    image: {other}\n"));
+        }
+        yaml
+    };
+    stack.write_compose(&compose("a", false));
+    stack.write_config("");
+    stack.up();
+    assert_eq!(stack.clusterup(&["check", "--only"]).code, 0);
+
+    stack.write_compose(&compose("b", false));
+    let run = stack.clusterup(&["apply", "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    stack.write_compose(&compose("c", true));
+    let run = stack.clusterup(&["apply", "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(stack.env("web").contains("MODE=c") && stack.has_container("other"));
+
+    let run = stack.clusterup(&["rollback", "--to", "1", "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(std::fs::read_to_string(stack.dir.join("compose.yaml")).unwrap(), compose("b", false));
+    assert!(stack.env("web").contains("MODE=b"), "{}\n{run:?}", stack.env("web"));
+    assert!(!stack.has_container("other"), "other, added after revision 1, is removed");
+    assert_eq!(stack.health("web"), "running/healthy");
+    let run = stack.clusterup(&["check", "--only"]);
+    assert_eq!(run.code, 0, "files and containers agree again: {run:?}");
 }
