@@ -540,7 +540,7 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
                     let branch = g.branch.unwrap_or_else(|| "main".to_string());
                     // A `directory` that already holds a clone of the
                     // repository is the operator's: adopted, moved in place.
-                    let adopted = crate::seams::worktree::remote_for(&checkout, &url)
+                    let adopted = crate::seams::worktree::remote_for(&checkout, &url, &state_dir.join("git"))
                         .map_err(|e| bad(format!("{}: {e:#}", at("directory"))))?;
                     let source = GitSource {
                         url: SecretUrl::git(&url),

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -255,8 +255,14 @@ pub fn restore(state_dir: &Path, id: &str, directory: &Path) -> Result<()> {
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)?;
         }
+        let owner = std::fs::symlink_metadata(&dest).ok().map(|m| (m.uid(), m.gid()));
         crate::state::write_atomic_mode(&dest, &bytes, entry.mode)
             .with_context(|| format!("restoring {}", dest.display()))?;
+        // The operator's file stays theirs, not root's.
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&dest, Some(uid), Some(gid))
+                .with_context(|| format!("giving {} back its owner", dest.display()))?;
+        }
     }
     Ok(())
 }

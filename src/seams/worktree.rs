@@ -57,13 +57,19 @@ fn upstream(repo: &Repository) -> Option<Upstream> {
 }
 
 /// The remote of the clone at `root` that `url` names, when the clone
-/// exists: a configured `directory:` that already holds one is adopted.
-pub fn remote_for(root: &Path, url: &str) -> Result<Option<String>> {
+/// exists and is not clusterup's own (whose object store is `ours`): a
+/// configured `directory:` that already holds one is adopted.
+pub fn remote_for(root: &Path, url: &str, ours: &Path) -> Result<Option<String>> {
     if !root.join(".git").exists() {
         return Ok(None);
     }
     let repo =
         Repository::open(root).map_err(|e| anyhow!("opening the git checkout {}: {}", root.display(), e.message()))?;
+    let within =
+        |a: &Path, b: &Path| a.canonicalize().ok().is_some_and(|a| b.canonicalize().is_ok_and(|b| a.starts_with(b)));
+    if within(repo.path(), ours) {
+        return Ok(None);
+    }
     let mut urls = Vec::new();
     for name in repo.remotes()?.iter().flatten().flatten() {
         let Some(remote_url) = repo.find_remote(name).ok().and_then(|r| r.url().ok().map(String::from)) else {
