@@ -196,7 +196,7 @@ fn hold_back_rejected(mut plan: Plan, journal: &Journal) -> (Plan, Vec<String>) 
     let commit_rejected =
         plan.moves_commit() && plan.commit.as_deref().is_some_and(|c| journal.rejected_commit(c).is_some());
     if commit_rejected {
-        plan.changes.retain(|c| !c.is_structural());
+        plan.changes.retain(|c| !c.needs_files());
         plan.commit = plan.deployed_commit.clone();
     }
     plan.changes.retain(|c| {

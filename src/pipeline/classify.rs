@@ -65,6 +65,13 @@ impl Change {
         self.kind != ChangeKind::Image
     }
 
+    /// Whether it comes from the new files (or commit) and cannot be made
+    /// without them: all but a registry's new digest and a rollback's
+    /// restored image. A tag changed in git is one.
+    pub fn needs_files(&self) -> bool {
+        self.is_structural() || (self.restore_image.is_none() && !self.is_digest_update())
+    }
+
     /// Same reference, new digest: the tag moves, and moves back on
     /// rollback.
     pub fn is_digest_update(&self) -> bool {
@@ -549,9 +556,12 @@ pub fn unattended(plan: &Plan, policy: Policy, accept_data_risk: bool) -> (Plan,
     let allowed = |c: &Change| {
         if c.is_structural() { structural_ok } else { policy.images }
     };
+    // Held-back structural changes keep the deployed files, and with them
+    // every change that needs the new ones (a tag changed in git).
+    let files_held = plan.changes.iter().any(|c| c.is_structural()) && !structural_ok;
     let mut out = plan.clone();
-    out.changes.retain(allowed);
-    if plan.changes.iter().any(|c| c.is_structural()) && !structural_ok {
+    out.changes.retain(|c| allowed(c) && !(files_held && c.needs_files()));
+    if files_held {
         out.commit = plan.deployed_commit.clone();
     }
     out.kind = kind_of(&out.changes);
@@ -1011,6 +1021,36 @@ mod tests {
         let (auto, held) = unattended(&plan, Policy { images: true, structural: true }, false);
         assert_eq!(auto.changes.len(), 3);
         assert!(held.is_empty());
+    }
+
+    /// A tag changed in git is an image update, but it comes with the
+    /// commit: when the commit's structural changes are held back, so is
+    /// it (applied from the old files it would fail, and be tried again
+    /// on every unattended run).
+    #[test]
+    fn a_tag_changed_with_a_held_back_structural_change_waits_with_it() {
+        let old = json_model(
+            json!({"web": {"image": "r/web:1"}, "api": {"image": "r/api:1", "environment": {"A": "1"}}}),
+            json!({}),
+        );
+        let new = json_model(
+            json!({"web": {"image": "r/web:2"}, "api": {"image": "r/api:1", "environment": {"A": "2"}}}),
+            json!({}),
+        );
+        let plan = structural(&old, &new, &up(&["web", "api"]), Policy::default());
+        assert_eq!(steps(&plan), [(ChangeKind::Recreate, "api"), (ChangeKind::Image, "web")]);
+        let (auto, held) = unattended(&plan, Policy::default(), false);
+        assert!(auto.changes.is_empty(), "{:?}", auto.changes);
+        assert_eq!(auto.commit.as_deref(), Some("old"));
+        assert!(!held.is_empty());
+        let tag_only = json_model(
+            json!({"web": {"image": "r/web:2"}, "api": {"image": "r/api:1", "environment": {"A": "1"}}}),
+            json!({}),
+        );
+        let (auto, held) =
+            unattended(&structural(&old, &tag_only, &up(&["web", "api"]), Policy::default()), Policy::default(), false);
+        assert_eq!(steps(&auto), [(ChangeKind::Image, "web")], "alone, a tag change is an image update");
+        assert!(held.is_empty() && auto.moves_commit());
     }
 
     #[test]
