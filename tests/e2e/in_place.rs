@@ -229,6 +229,9 @@ fn a_clone_with_a_submodule_is_followed_in_place() {
     // (d) A change that fails health: rolled back, work tree included,
     // and not tried again unattended.
     host.push_compose(&host.compose("broken", "c", true), "web broken");
+    let run = host.clusterup(&["check", "--only", "--json"]);
+    assert_eq!((run.code, run.json()["kind"].as_str()), (100, Some("structural")), "{run:?}");
+    assert!(run.json()["file_diff"].as_str().unwrap_or("").contains("web:broken"), "{run:?}");
     let run = host.clusterup(&["apply", "--auto"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("rolled back"), "{run:?}");
