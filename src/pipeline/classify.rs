@@ -1133,20 +1133,30 @@ mod tests {
             observation.services.get_mut(svc).unwrap().containers[0].config_hash = Some(hash.into());
         }
         let hashes = BTreeMap::from([("web".to_string(), "h-new".to_string()), ("db".to_string(), "h-db".to_string())]);
-        let plan = classify(&Inputs {
+        let plan = directory_plan(&model, &observation, &hashes, &BTreeSet::new(), &BTreeSet::new());
+        assert_eq!(steps(&plan), [(ChangeKind::Recreate, "web")]);
+    }
+
+    fn directory_plan(
+        model: &ComposeModel,
+        observation: &Observation,
+        hashes: &BTreeMap<String, String>,
+        gone: &BTreeSet<String>,
+        skip: &BTreeSet<String>,
+    ) -> Plan {
+        classify(&Inputs {
             stack: "s",
-            new: &model,
-            baseline: Baseline::Running { hashes: &hashes, gone: &BTreeSet::new() },
-            observation: &observation,
-            skip: &BTreeSet::new(),
+            new: model,
+            baseline: Baseline::Running { hashes, gone },
+            observation,
+            skip,
             remote: &BTreeMap::new(),
             policy: Policy::default(),
             commit: None,
             deployed_commit: None,
             changed_files: &[],
             target_images: None,
-        });
-        assert_eq!(steps(&plan), [(ChangeKind::Recreate, "web")]);
+        })
     }
 
     /// Issue 14, part 2: a service removed from the files by hand is
@@ -1159,19 +1169,7 @@ mod tests {
         observation.services.get_mut("cache").unwrap().containers[0].anonymous_volumes = vec!["/cache".into()];
         observation.services.get_mut("idle").unwrap().containers[0].state = "exited".into();
         let gone: BTreeSet<String> = ["old", "cache", "idle", "kept"].map(String::from).into();
-        let plan = classify(&Inputs {
-            stack: "s",
-            new: &model,
-            baseline: Baseline::Running { hashes: &BTreeMap::new(), gone: &gone },
-            observation: &observation,
-            skip: &BTreeSet::from(["kept".to_string()]),
-            remote: &BTreeMap::new(),
-            policy: Policy::default(),
-            commit: None,
-            deployed_commit: None,
-            changed_files: &[],
-            target_images: None,
-        });
+        let plan = directory_plan(&model, &observation, &BTreeMap::new(), &gone, &BTreeSet::from(["kept".to_string()]));
         assert_eq!(steps(&plan), [(ChangeKind::Remove, "cache"), (ChangeKind::Remove, "old")]);
         assert_eq!(plan.data_risks.len(), 1, "{:?}", plan.data_risks);
         assert!(plan.data_risks[0].contains("cache") && plan.data_risks[0].contains("/cache"));
