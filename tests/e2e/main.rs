@@ -6,6 +6,7 @@ mod support;
 mod directory;
 mod faults;
 mod fleet;
+mod golden;
 mod image_updates;
 mod in_place;
 mod inputs;
