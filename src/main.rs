@@ -14,6 +14,7 @@ mod output;
 mod pipeline;
 mod redact;
 mod reference;
+mod report;
 mod seams;
 mod settings;
 mod state;

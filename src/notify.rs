@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::exit::ExitStatus;
+use crate::pipeline::Outcome;
 use crate::redact::Secret;
+use crate::report::{CommandName, Ended, Report};
 use crate::settings::{NotifyKind, NotifyTarget, StackSettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,10 +39,9 @@ impl Event {
 
 /// What a finished command means for notifications, and whether the stack
 /// is healthy (closing open problem issues).
-pub fn events_for(command: &str, status: ExitStatus, report: &Value) -> (Vec<Event>, bool) {
+pub fn events_for(command: CommandName, status: ExitStatus, report: &Report) -> (Vec<Event>, bool) {
     let mut events = Vec::new();
-    let outcome = report["outcome"].as_str().unwrap_or("");
-    if command == "check" {
+    if command == CommandName::Check {
         if status == ExitStatus::UpdatesPending {
             events.push(Event::UpdateAvailable);
         }
@@ -49,19 +50,20 @@ pub fn events_for(command: &str, status: ExitStatus, report: &Value) -> (Vec<Eve
         }
         return (events, false);
     }
-    match outcome {
-        "applied" if !report["revision"].is_null() => events.push(Event::Applied),
-        "rolled_back" => events.push(Event::RolledBack),
-        "rollback_failed" => events.push(Event::RollbackFailed),
-        "failed" => events.push(Event::Failed),
+    let ended = report.ended();
+    match ended {
+        Some(Ended::Outcome(Outcome::Applied)) if report.revision().is_some() => events.push(Event::Applied),
+        Some(Ended::Outcome(Outcome::RolledBack)) => events.push(Event::RolledBack),
+        Some(Ended::Outcome(Outcome::RollbackFailed)) => events.push(Event::RollbackFailed),
+        Some(Ended::Outcome(Outcome::Failed)) => events.push(Event::Failed),
         _ if status == ExitStatus::Failed => events.push(Event::Failed),
         _ => {}
     }
-    let held = report["held_back"].as_array().is_some_and(|h| !h.is_empty());
-    if held && outcome != "skipped" {
+    if !report.held_back().is_empty() && ended != Some(Ended::Skipped) {
         events.push(Event::NeedsApproval);
     }
-    let healthy = matches!(outcome, "applied" | "up_to_date") && status == ExitStatus::Success;
+    let healthy =
+        matches!(ended, Some(Ended::Outcome(Outcome::Applied | Outcome::UpToDate))) && status == ExitStatus::Success;
     (events, healthy)
 }
 
@@ -71,28 +73,30 @@ fn host() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-fn summary(stack: &str, host: &str, event: Event, report: &Value) -> String {
+fn summary(stack: &str, host: &str, event: Event, report: &Report) -> String {
     let mut text = format!("clusterup: stack {stack} on {host}: {}", event.name().replace('_', " "));
-    if let Some(rev) = report["revision"].as_u64() {
+    if let Some(rev) = report.revision() {
         text.push_str(&format!(" (revision {rev})"));
     }
-    let changes: Vec<String> = report["changes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| format!("{} {}", c["kind"].as_str().unwrap_or(""), c["service"].as_str().unwrap_or("")))
+    let changes: Vec<String> = report
+        .changes()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                serde_json::to_value(c.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                c.service
+            )
+        })
         .collect();
     if !changes.is_empty() {
         text.push_str(&format!("\nchanges: {}", changes.join(", ")));
     }
-    for key in ["error"] {
-        if let Some(e) = report[key].as_str() {
-            text.push_str(&format!("\n{key}: {e}"));
-        }
+    if let Some(e) = report.error() {
+        text.push_str(&format!("\nerror: {e}"));
     }
-    if let Some(held) = report["held_back"].as_array().filter(|h| !h.is_empty()) {
-        let reasons: Vec<&str> = held.iter().filter_map(Value::as_str).collect();
-        text.push_str(&format!("\nheld back: {}", reasons.join("; ")));
+    if !report.held_back().is_empty() {
+        text.push_str(&format!("\nheld back: {}", report.held_back().join("; ")));
     }
     text
 }
@@ -103,7 +107,7 @@ fn agent(timeout: Duration) -> ureq::Agent {
 
 /// Sends what `command`'s result calls for to every target; failures are
 /// logged on stderr and otherwise ignored.
-pub fn send(stack: &StackSettings, command: &str, status: ExitStatus, report: &Value) {
+pub fn send(stack: &StackSettings, command: CommandName, status: ExitStatus, report: &Report) {
     if stack.notify.is_empty() {
         return;
     }
@@ -134,14 +138,14 @@ fn post(
     stack: &str,
     host: &str,
     event: Event,
-    report: &Value,
+    report: &Report,
 ) -> Result<()> {
     let url = target.url.as_ref().context("`url` is required for webhook and slack notifications")?;
     let text = summary(stack, host, event, report);
     let mut body = match target.kind {
         NotifyKind::Slack => json!({"text": text}),
         _ => json!({
-            "schema_version": crate::output::SCHEMA_VERSION,
+            "schema_version": crate::report::SCHEMA_VERSION,
             "event": event,
             "stack": stack,
             "host": host,
@@ -177,7 +181,7 @@ fn github(
     host: &str,
     events: &[Event],
     healthy: bool,
-    report: &Value,
+    report: &Report,
 ) -> Result<()> {
     let repo = target.repo.as_deref().context("`repo` (owner/name) is required for github notifications")?;
     let api = target.api_url.expose().trim_end_matches('/');
@@ -235,35 +239,60 @@ fn github(
 mod tests {
     use super::*;
 
+    use crate::pipeline::classify::{Change, ChangeKind, Plan};
+    use crate::report::{PlanReport, RunResult, SkippedOutcome, SkippedReport};
+
+    fn applied(outcome: Outcome, revision: Option<u64>, held: &[&str]) -> Report {
+        let run = RunResult {
+            outcome,
+            revision,
+            error: None,
+            held_back: held.iter().map(|h| h.to_string()).collect(),
+            skipped: None,
+        };
+        Report::Plan(Box::new(PlanReport {
+            command: CommandName::Apply,
+            plan: Plan::empty("s"),
+            file_diff: None,
+            run: Some(run),
+        }))
+    }
+
     #[test]
     fn events_follow_outcomes() {
-        let r = |outcome: &str, revision: Value, held: Value| json!({"outcome": outcome, "revision": revision, "held_back": held});
-        assert_eq!(events_for("check", ExitStatus::UpdatesPending, &json!({})), (vec![Event::UpdateAvailable], false));
+        use CommandName::{Apply, Check};
+        let check =
+            Report::Plan(Box::new(PlanReport { command: Check, plan: Plan::empty("s"), file_diff: None, run: None }));
+        assert_eq!(events_for(Check, ExitStatus::UpdatesPending, &check), (vec![Event::UpdateAvailable], false));
         assert_eq!(
-            events_for("apply", ExitStatus::Success, &r("applied", json!(3), json!([]))),
+            events_for(Apply, ExitStatus::Success, &applied(Outcome::Applied, Some(3), &[])),
             (vec![Event::Applied], true)
         );
-        assert_eq!(events_for("apply", ExitStatus::Success, &r("up_to_date", Value::Null, json!([]))), (vec![], true));
+        assert_eq!(events_for(Apply, ExitStatus::Success, &applied(Outcome::UpToDate, None, &[])), (vec![], true));
         assert_eq!(
-            events_for("apply", ExitStatus::Failed, &r("rolled_back", json!(3), json!([]))),
+            events_for(Apply, ExitStatus::Failed, &applied(Outcome::RolledBack, Some(3), &[])),
             (vec![Event::RolledBack], false)
         );
         assert_eq!(
-            events_for("apply", ExitStatus::RollbackFailed, &r("rollback_failed", json!(3), json!([]))),
+            events_for(Apply, ExitStatus::RollbackFailed, &applied(Outcome::RollbackFailed, Some(3), &[])),
             (vec![Event::RollbackFailed], false)
         );
         assert_eq!(
             events_for(
-                "apply",
+                Apply,
                 ExitStatus::Skipped,
-                &r("up_to_date", Value::Null, json!(["structural changes need approval"]))
+                &applied(Outcome::UpToDate, None, &["structural changes need approval"])
             ),
             (vec![Event::NeedsApproval], false)
         );
-        assert_eq!(
-            events_for("apply", ExitStatus::Skipped, &r("skipped", Value::Null, json!(["paused"]))),
-            (vec![], false)
-        );
+        let paused = Report::Skipped(SkippedReport {
+            command: Apply,
+            stack: "s".into(),
+            outcome: SkippedOutcome::Skipped,
+            revision: None,
+            held_back: vec!["paused".into()],
+        });
+        assert_eq!(events_for(Apply, ExitStatus::Skipped, &paused), (vec![], false));
     }
 
     fn webhook(url: &str) -> NotifyTarget {
@@ -278,7 +307,8 @@ mod tests {
         let port = crate::seams::silent_port();
         let target = webhook(&format!("http://127.0.0.1:{port}/hooks/Webhook-Secret-Path"));
         let start = std::time::Instant::now();
-        let err = post(&agent(Duration::from_millis(800)), &target, "s", "h", Event::Failed, &json!({}));
+        let report = applied(Outcome::Failed, None, &[]);
+        let err = post(&agent(Duration::from_millis(800)), &target, "s", "h", Event::Failed, &report);
         let err = format!("{:#}", err.unwrap_err());
         assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
         assert!(!crate::redact::scrub(&err).contains("Webhook-Secret-Path"), "{err}");
@@ -287,8 +317,21 @@ mod tests {
 
     #[test]
     fn summaries_name_stack_host_and_what_happened() {
-        let report =
-            json!({"revision": 4, "changes": [{"kind": "image", "service": "web"}], "error": "service web: unhealthy"});
+        let mut report = applied(Outcome::RolledBack, Some(4), &[]);
+        if let Report::Plan(p) = &mut report {
+            p.plan.changes.push(Change {
+                service: "web".into(),
+                kind: ChangeKind::Image,
+                image: None,
+                from: None,
+                to: None,
+                pull: true,
+                force: false,
+                restore_image: None,
+                reasons: vec![],
+            });
+            p.run.as_mut().unwrap().error = Some("service web: unhealthy".into());
+        }
         let text = summary("shop", "h1", Event::RolledBack, &report);
         assert!(text.starts_with("clusterup: stack shop on h1: rolled back (revision 4)"), "{text}");
         assert!(text.contains("image web") && text.contains("unhealthy"), "{text}");

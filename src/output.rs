@@ -11,8 +11,6 @@ use serde::Serialize;
 
 use crate::seams::engine::PullProgress;
 
-pub const SCHEMA_VERSION: u32 = 1;
-
 pub struct Printer {
     pub json: bool,
     quiet: bool,

@@ -4,9 +4,8 @@
 //! rejected targets.
 
 use anyhow::Result;
-use serde_json::{Value, json};
 
-use super::{each_stack, plural, to_value};
+use super::{each_stack, plural};
 use crate::cli::ApplyArgs;
 use crate::exit::{ExitStatus, usage};
 use crate::ops::Ctx;
@@ -14,6 +13,7 @@ use crate::output::Printer;
 use crate::pipeline::classify::{self, Plan};
 use crate::pipeline::{self, Outcome};
 use crate::reference::short;
+use crate::report::{CommandName, PlanReport, RecoveredReport, Report, RunResult, SkippedOutcome, SkippedReport};
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
 use crate::state::{Journal, Pause, StateDir, Trigger};
@@ -43,34 +43,34 @@ impl From<&ApplyArgs> for ApplyOptions {
 pub fn run(engine: &dyn Engine, stacks: &[StackSettings], opts: ApplyOptions, printer: &Printer) -> Result<ExitStatus> {
     Ok(each_stack(stacks, printer, |stack| {
         let result = apply_one(engine, stack, &opts, printer);
-        super::after_run(stack, "apply", &result);
+        super::after_run(stack, CommandName::Apply, &result);
         result
     }))
 }
 
 pub fn report(
-    command: &str,
+    command: CommandName,
     plan: &Plan,
     outcome: Outcome,
     revision: Option<u64>,
     error: Option<String>,
     held_back: &[String],
-) -> Value {
-    let mut v = to_value(plan);
-    v["command"] = json!(command);
-    v["outcome"] = to_value(&outcome);
-    v["revision"] = json!(revision);
-    v["error"] = json!(error);
-    v["held_back"] = json!(held_back);
-    v
+) -> Report {
+    let run = RunResult { outcome, revision, error, held_back: held_back.to_vec(), skipped: None };
+    Report::Plan(Box::new(PlanReport { command, plan: plan.clone(), file_diff: None, run: Some(run) }))
 }
 
 /// Exit status and report for a run that did nothing on purpose.
-fn skipped(stack: &StackSettings, why: String, printer: &Printer) -> (ExitStatus, Value) {
+fn skipped(stack: &StackSettings, why: String, printer: &Printer) -> (ExitStatus, Report) {
     printer.human(format!("stack {}: not applied: {why}\n", stack.name));
-    let v =
-        json!({"command": "apply", "stack": stack.name, "outcome": "skipped", "revision": null, "held_back": [why]});
-    (ExitStatus::Skipped, v)
+    let report = SkippedReport {
+        command: CommandName::Apply,
+        stack: stack.name.clone(),
+        outcome: SkippedOutcome::Skipped,
+        revision: None,
+        held_back: vec![why],
+    };
+    (ExitStatus::Skipped, Report::Skipped(report))
 }
 
 fn apply_one(
@@ -78,15 +78,15 @@ fn apply_one(
     stack: &StackSettings,
     opts: &ApplyOptions,
     printer: &Printer,
-) -> Result<(ExitStatus, Value)> {
+) -> Result<(ExitStatus, Report)> {
     let state = StateDir::open(&stack.state_dir)?;
     let _lock = state.lock(&stack.name)?;
     let ctx = Ctx { engine, stack, state: &state, printer };
     if let Some((id, outcome)) = ctx.recover()?
         && outcome == Outcome::RollbackFailed
     {
-        let v = json!({"command": "apply", "stack": stack.name, "outcome": "rollback_failed", "revision": id});
-        return Ok((ExitStatus::RollbackFailed, v));
+        let report = RecoveredReport { command: CommandName::Apply, stack: stack.name.clone(), outcome, revision: id };
+        return Ok((ExitStatus::RollbackFailed, Report::Recovered(report)));
     }
     let pause = state.active_pause()?;
     if opts.auto {
@@ -136,7 +136,7 @@ fn apply_one(
         for reason in &held_back {
             printer.human(format!("not applied: {reason}\n"));
         }
-        return Ok((quiet_status, report("apply", &plan, Outcome::UpToDate, None, None, &held_back)));
+        return Ok((quiet_status, report(CommandName::Apply, &plan, Outcome::UpToDate, None, None, &held_back)));
     }
     if !opts.auto {
         let mut warnings: Vec<String> = pause.iter().map(Pause::describe).collect();
@@ -145,7 +145,10 @@ fn apply_one(
         }
         if let Some(declined) = confirm(&plan, stack, opts, &warnings, printer)? {
             printer.human(format!("nothing applied: {declined}\n"));
-            return Ok((ExitStatus::Skipped, report("apply", &plan, Outcome::UpToDate, None, None, &[declined])));
+            return Ok((
+                ExitStatus::Skipped,
+                report(CommandName::Apply, &plan, Outcome::UpToDate, None, None, &[declined]),
+            ));
         }
     }
 
@@ -164,9 +167,15 @@ fn apply_one(
     if let Some(e) = &execution.error {
         eprintln!("error: stack {}: {}", stack.name, crate::output::for_people(&e.to_string()));
     }
-    let mut v = report("apply", &plan, execution.outcome, Some(id), execution.error, &held_back);
-    v["skipped"] = json!(execution.skipped);
-    Ok((status, v))
+    let run = RunResult {
+        outcome: execution.outcome,
+        revision: Some(id),
+        error: execution.error,
+        held_back,
+        skipped: Some(execution.skipped),
+    };
+    let report = PlanReport { command: CommandName::Apply, plan, file_diff: None, run: Some(run) };
+    Ok((status, Report::Plan(Box::new(report))))
 }
 
 /// The parts of `plan` an earlier failure or rollback rejected.

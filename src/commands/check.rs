@@ -3,16 +3,16 @@
 use std::fmt::Write as _;
 
 use anyhow::Result;
-use serde_json::{Value, json};
 
 use super::apply::ApplyOptions;
-use super::{each_stack, plan_table, plural, to_value};
+use super::{each_stack, plan_table, plural};
 use crate::cli::CheckArgs;
 use crate::exit::ExitStatus;
 use crate::output::Printer;
 use crate::pipeline::classify::{ChangeKind, Plan, PlanKind};
 use crate::pipeline::{self};
 use crate::reference::short;
+use crate::report::{CommandName, PlanReport, Report};
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
 
@@ -21,7 +21,7 @@ pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &CheckArgs, prin
     let mut others = ExitStatus::Success;
     let status = each_stack(stacks, printer, |stack| {
         let result = check_one(engine, stack, printer);
-        super::after_run(stack, "check", &result);
+        super::after_run(stack, CommandName::Check, &result);
         let (status, report) = result?;
         if status == ExitStatus::UpdatesPending {
             pending.push(stack.clone());
@@ -40,7 +40,7 @@ pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &CheckArgs, prin
     Ok(applied.worst(others))
 }
 
-fn check_one(engine: &dyn Engine, stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Value)> {
+fn check_one(engine: &dyn Engine, stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Report)> {
     let checked = pipeline::check(engine, stack)?;
     let plan = &checked.plan;
     show_plan(printer, plan, &checked.file_diff);
@@ -51,10 +51,13 @@ fn check_one(engine: &dyn Engine, stack: &StackSettings, printer: &Printer) -> R
     } else {
         ExitStatus::UpdatesPending
     };
-    let mut report = to_value(plan);
-    report["command"] = json!("check");
-    report["file_diff"] = json!(checked.file_diff);
-    Ok((status, report))
+    let report = PlanReport {
+        command: CommandName::Check,
+        plan: checked.plan.clone(),
+        file_diff: Some(checked.file_diff.clone()),
+        run: None,
+    };
+    Ok((status, Report::Plan(Box::new(report))))
 }
 
 /// The plan for people, then the file diff.

@@ -11,13 +11,15 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::cli::{Cli, Command};
 use crate::exit::{ExitStatus, status_of};
-use crate::output::{Printer, SCHEMA_VERSION};
-use crate::pipeline::classify::{Plan, ServiceReport, ServiceState};
+use crate::output::Printer;
+use crate::pipeline::Outcome;
+use crate::pipeline::classify::{Plan, PlanKind, ServiceReport, ServiceState};
 use crate::reference::short;
+use crate::report::{CommandName, Ended, ErrorReport, Report};
 use crate::seams::engine::DockerEngine;
 use crate::settings::{self, StackSettings};
 
@@ -67,7 +69,7 @@ fn dispatch(cli: Cli, stacks: &[StackSettings], printer: &Printer) -> Result<Exi
 pub fn each_stack(
     stacks: &[StackSettings],
     printer: &Printer,
-    mut one: impl FnMut(&StackSettings) -> Result<(ExitStatus, Value)>,
+    mut one: impl FnMut(&StackSettings) -> Result<(ExitStatus, Report)>,
 ) -> ExitStatus {
     let mut status = ExitStatus::Success;
     let mut reports = Vec::new();
@@ -81,54 +83,52 @@ pub fn each_stack(
                 let s = status_of(&err);
                 status = status.worst(s);
                 eprintln!("error: stack {}: {}", stack.name, crate::output::for_people(&format!("{err:#}")));
-                let error = crate::redact::scrub(&format!("{err:#}"));
-                reports.push(json!({"stack": stack.name, "error": error, "exit_code": s.code()}));
+                reports.push(error_report(stack, &err));
             }
         }
     }
     if printer.json {
-        let doc = match <[Value; 1]>::try_from(reports) {
-            Ok([mut single]) => {
-                single["schema_version"] = json!(SCHEMA_VERSION);
-                single
-            }
-            Err(reports) => json!({"schema_version": SCHEMA_VERSION, "stacks": reports}),
-        };
-        printer.json(&doc);
+        printer.json(&Report::document(&reports));
     }
     status
 }
 
+fn error_report(stack: &StackSettings, err: &anyhow::Error) -> Report {
+    let error = crate::redact::scrub(&format!("{err:#}"));
+    Report::Error(ErrorReport { stack: stack.name.clone(), error, exit_code: status_of(err).code() })
+}
+
 /// After a `check`, `apply` or `rollback` of `stack`: remember how it
 /// ended (for `status` and metrics) and notify. Never fails the run.
-pub fn after_run(stack: &StackSettings, command: &str, result: &Result<(ExitStatus, Value)>) {
-    if command != "rollback" {
+pub fn after_run(stack: &StackSettings, command: CommandName, result: &Result<(ExitStatus, Report)>) {
+    if command != CommandName::Rollback {
         record_run(stack, command, result);
     }
     match result {
         Ok((status, report)) => crate::notify::send(stack, command, *status, report),
-        Err(e) => crate::notify::send(stack, command, status_of(e), &json!({"error": format!("{e:#}")})),
+        Err(e) => crate::notify::send(stack, command, status_of(e), &error_report(stack, e)),
     }
 }
 
-fn record_run(stack: &StackSettings, command: &str, result: &Result<(ExitStatus, Value)>) {
+fn record_run(stack: &StackSettings, command: CommandName, result: &Result<(ExitStatus, Report)>) {
     let (exit_code, report) = match result {
         Ok((status, report)) => (status.code(), Some(report)),
         Err(e) => (status_of(e).code(), None),
     };
     // What is still to do after this run: an applied plan is done, what
     // was held back is not; a plan that failed is still pending.
-    let count = |r: &Value, key: &str| r[key].as_array().map_or(0, Vec::len);
     let pending = report.map_or(0, |r| {
-        let applied = r["outcome"] == "applied";
-        count(r, "held_back") + if applied { 0 } else { count(r, "changes") }
+        let applied = r.ended() == Some(Ended::Outcome(Outcome::Applied));
+        r.held_back().len() + if applied { 0 } else { r.changes().len() }
     });
-    let kind = report
-        .filter(|_| pending > 0)
-        .and_then(|r| serde_json::from_value(r["kind"].clone()).ok())
-        .unwrap_or(crate::pipeline::classify::PlanKind::None);
-    let run =
-        crate::state::LastRun { time: crate::state::now(), command: command.to_string(), exit_code, pending, kind };
+    let kind = report.filter(|_| pending > 0).map_or(PlanKind::None, Report::kind);
+    let run = crate::state::LastRun {
+        time: crate::state::now(),
+        command: command.as_str().to_string(),
+        exit_code,
+        pending,
+        kind,
+    };
     if let Err(e) = crate::state::StateDir::open(&stack.state_dir).and_then(|s| s.record_run(&run)) {
         eprintln!("warning: stack {}: recording the run: {}", stack.name, crate::output::for_people(&format!("{e:#}")));
     }

@@ -3,12 +3,12 @@
 //! manual `apply` keep working.
 
 use anyhow::{Context, Result};
-use serde_json::json;
 
 use super::each_stack;
 use crate::cli::PauseArgs;
 use crate::exit::ExitStatus;
 use crate::output::Printer;
+use crate::report::{CommandName, PausedReport, Report, ResumedReport};
 use crate::settings::StackSettings;
 use crate::state::{Pause, StateDir};
 
@@ -31,7 +31,8 @@ pub fn pause(stacks: &[StackSettings], args: &PauseArgs, printer: &Printer) -> R
     Ok(each_stack(stacks, printer, |stack| {
         StateDir::open(&stack.state_dir)?.set_pause(&pause)?;
         printer.human(format!("stack {}: {}\n", stack.name, pause.describe()));
-        Ok((ExitStatus::Success, json!({"command": "pause", "stack": stack.name, "pause": pause})))
+        let report = PausedReport { command: CommandName::Pause, stack: stack.name.clone(), pause: pause.clone() };
+        Ok((ExitStatus::Success, Report::Paused(report)))
     }))
 }
 
@@ -42,6 +43,7 @@ pub fn resume(stacks: &[StackSettings], printer: &Printer) -> Result<ExitStatus>
             None => false,
         };
         printer.human(format!("stack {}: {}\n", stack.name, if was { "resumed" } else { "was not paused" }));
-        Ok((ExitStatus::Success, json!({"command": "resume", "stack": stack.name, "was_paused": was})))
+        let report = ResumedReport { command: CommandName::Resume, stack: stack.name.clone(), was_paused: was };
+        Ok((ExitStatus::Success, Report::Resumed(report)))
     }))
 }

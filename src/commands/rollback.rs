@@ -2,7 +2,6 @@
 //! recorded one; `--list` shows them.
 
 use anyhow::{Result, anyhow};
-use serde_json::{Value, json};
 
 use super::apply::report;
 use super::{each_stack, table, to_value};
@@ -12,6 +11,7 @@ use crate::ops::Ctx;
 use crate::output::Printer;
 use crate::pipeline::{self, Goal, Outcome};
 use crate::reference::short;
+use crate::report::{CommandName, Report, RevisionsReport};
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
 use crate::state::{Revision, StateDir, Trigger};
@@ -27,12 +27,12 @@ pub fn run(
             return list(stack, printer);
         }
         let result = rollback_one(engine, stack, args, printer);
-        super::after_run(stack, "rollback", &result);
+        super::after_run(stack, CommandName::Rollback, &result);
         result
     }))
 }
 
-fn list(stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Value)> {
+fn list(stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Report)> {
     let revisions = match StateDir::existing(&stack.state_dir) {
         Some(state) => state.revisions()?,
         None => Vec::new(),
@@ -57,7 +57,8 @@ fn list(stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Value)>
         stack.name,
         table(&["REV", "STARTED", "TRIGGER", "COMMIT", "OUTCOME", "IMAGES"], &rows)
     ));
-    Ok((ExitStatus::Success, json!({"command": "rollback", "stack": stack.name, "revisions": revisions})))
+    let report = RevisionsReport { command: CommandName::Rollback, stack: stack.name.clone(), revisions };
+    Ok((ExitStatus::Success, Report::Revisions(report)))
 }
 
 /// The revision `spec` names: a number, a commit prefix, or a time (the
@@ -107,7 +108,7 @@ fn rollback_one(
     stack: &StackSettings,
     args: &RollbackArgs,
     printer: &Printer,
-) -> Result<(ExitStatus, Value)> {
+) -> Result<(ExitStatus, Report)> {
     let state = StateDir::open(&stack.state_dir)?;
     let _lock = state.lock(&stack.name)?;
     let ctx = Ctx { engine, stack, state: &state, printer };
@@ -145,7 +146,7 @@ fn rollback_one(
     super::check::show_plan(printer, plan, &checked.file_diff);
     let moves_commit = plan.moves_commit();
     if args.dry_run || (plan.changes.is_empty() && !moves_commit) {
-        return Ok((ExitStatus::Success, report("rollback", plan, Outcome::UpToDate, None, None, &[])));
+        return Ok((ExitStatus::Success, report(CommandName::Rollback, plan, Outcome::UpToDate, None, None, &[])));
     }
     if !args.yes {
         if !printer.can_ask() {
@@ -154,7 +155,7 @@ fn rollback_one(
         if !printer.confirm(&format!("Roll stack {} back to {to}?", stack.name))? {
             return Ok((
                 ExitStatus::Skipped,
-                report("rollback", plan, Outcome::UpToDate, None, Some("declined".into()), &[]),
+                report(CommandName::Rollback, plan, Outcome::UpToDate, None, Some("declined".into()), &[]),
             ));
         }
     }
@@ -172,7 +173,7 @@ fn rollback_one(
     if let Some(e) = &execution.error {
         eprintln!("error: stack {}: {}", stack.name, crate::output::for_people(&e.to_string()));
     }
-    Ok((status, report("rollback", plan, execution.outcome, Some(id), execution.error, &[])))
+    Ok((status, report(CommandName::Rollback, plan, execution.outcome, Some(id), execution.error, &[])))
 }
 
 #[cfg(test)]

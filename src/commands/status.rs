@@ -4,8 +4,6 @@
 use std::fmt::Write as _;
 
 use anyhow::Result;
-use serde::Serialize;
-use serde_json::{Value, json};
 
 use super::{each_stack, table, to_value};
 use crate::cli::StatusArgs;
@@ -15,32 +13,13 @@ use crate::pipeline::Outcome;
 use crate::pipeline::observe::observe;
 use crate::reference::Reference;
 use crate::reference::short;
+use crate::report::{
+    CommandName, Deployed, DeployedRevision, Report, ServiceStatus, Stats, StatusDetail, StatusReport,
+};
 use crate::seams::compose::{Compose, ComposeCli};
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
 use crate::state::{Revision, StateDir};
-
-#[derive(Serialize)]
-struct ServiceStatus {
-    service: String,
-    image: Option<String>,
-    container: Option<String>,
-    state: String,
-    health: Option<String>,
-    image_id: Option<String>,
-    digest: Option<String>,
-    uptime_seconds: Option<i64>,
-}
-
-/// What the journal says about how updates go.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct Stats {
-    pub revisions: usize,
-    /// Share of finished revisions that applied, 0..=1.
-    pub success_rate: Option<f64>,
-    pub median_seconds: Option<f64>,
-    pub p95_seconds: Option<f64>,
-}
 
 pub fn stats(revisions: &[Revision]) -> Stats {
     let finished: Vec<&Revision> = revisions.iter().filter(|r| r.outcome.is_some()).collect();
@@ -84,10 +63,16 @@ fn status_one(
     stack: &StackSettings,
     args: &StatusArgs,
     printer: &Printer,
-) -> Result<(ExitStatus, Value)> {
+) -> Result<(ExitStatus, Report)> {
     if stack.git.is_some() && !stack.directory.is_dir() {
         printer.human(format!("stack {}: not deployed from git yet; `clusterup check` shows the plan\n", stack.name));
-        return Ok((ExitStatus::Success, json!({"command": "status", "stack": stack.name, "deployed": false})));
+        let report = StatusReport {
+            command: CommandName::Status,
+            stack: stack.name.clone(),
+            deployed: Deployed::NotYet(false),
+            detail: None,
+        };
+        return Ok((ExitStatus::Success, Report::Status(Box::new(report))));
     }
     let model = ComposeCli::new(stack).model()?;
     let observation = observe(engine, &model.project, &[], true)?;
@@ -208,18 +193,26 @@ fn status_one(
         }
     }
     printer.human(text);
-    let report = json!({
-        "command": "status",
-        "stack": stack.name,
-        "project": model.project,
-        "deployed": deployed.map(|d| json!({"revision": d.id, "commit": d.plan.commit, "when": d.finished, "trigger": d.trigger})),
-        "paused": pause,
-        "last_run": last_run,
-        "stats": stats,
-        "services": services,
-        "revisions": recent,
+    let deployed = deployed.map(|d| DeployedRevision {
+        revision: d.id,
+        commit: d.plan.commit.clone(),
+        when: d.finished.clone(),
+        trigger: d.trigger,
     });
-    Ok((ExitStatus::Success, report))
+    let report = StatusReport {
+        command: CommandName::Status,
+        stack: stack.name.clone(),
+        deployed: Deployed::Revision(deployed),
+        detail: Some(StatusDetail {
+            project: model.project,
+            paused: pause,
+            last_run,
+            stats,
+            services,
+            revisions: recent.into_iter().cloned().collect(),
+        }),
+    };
+    Ok((ExitStatus::Success, Report::Status(Box::new(report))))
 }
 
 #[cfg(test)]
