@@ -1,5 +1,6 @@
 //! The man pages in `man/` and shell completions in `completions/` are
-//! generated from the clap model and checked in. This test fails when they
+//! generated from the clap model, and `docs/report.schema.json` from the
+//! report types, and checked in. This test fails when they
 //! are stale; `CLUSTERUP_BLESS=1 cargo test docs` (or
 //! `scripts/gen-docs.sh`) rewrites them.
 
@@ -22,7 +23,8 @@ state_dir: /var/lib/clusterup
 stacks:
   \- name: shop
     directory: /srv/shop            # or git: {url, branch, path, submodules, ssh_key,
-                                    #   timeout, idle_timeout, insecure}
+                                    #   timeout, idle_timeout, insecure}; or, with the
+                                    #   directory in an existing clone, git: {in_place: true}
     compose_files: [compose.yaml]
     project: shop
     health: {timeout: 120s, stability: 10s}
@@ -119,6 +121,7 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
         clap_complete::generate(shell, &mut cmd.clone(), "clusterup", &mut script);
         out.push((Path::new("completions").join(file), script));
     }
+    out.push((PathBuf::from("docs/report.schema.json"), crate::report::schema().into_bytes()));
     out
 }
 

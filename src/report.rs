@@ -11,7 +11,7 @@ use crate::state::{LastRun, Pause, Revision, Trigger};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandName {
     Check,
@@ -35,7 +35,7 @@ impl CommandName {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Report {
     /// check, apply and rollback: the plan, and what became of it.
@@ -54,7 +54,7 @@ pub enum Report {
     Error(ErrorReport),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PlanReport {
     pub command: CommandName,
     #[serde(flatten)]
@@ -67,7 +67,7 @@ pub struct PlanReport {
     pub run: Option<RunResult>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RunResult {
     pub outcome: Outcome,
     pub revision: Option<u64>,
@@ -80,13 +80,13 @@ pub struct RunResult {
     pub skipped: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SkippedOutcome {
     Skipped,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SkippedReport {
     pub command: CommandName,
     pub stack: String,
@@ -96,7 +96,7 @@ pub struct SkippedReport {
     pub held_back: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RecoveredReport {
     pub command: CommandName,
     pub stack: String,
@@ -104,35 +104,35 @@ pub struct RecoveredReport {
     pub revision: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RevisionsReport {
     pub command: CommandName,
     pub stack: String,
     pub revisions: Vec<Revision>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PausedReport {
     pub command: CommandName,
     pub stack: String,
     pub pause: Pause,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ResumedReport {
     pub command: CommandName,
     pub stack: String,
     pub was_paused: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ErrorReport {
     pub stack: String,
     pub error: String,
     pub exit_code: u8,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StatusReport {
     pub command: CommandName,
     pub stack: String,
@@ -143,14 +143,14 @@ pub struct StatusReport {
     pub detail: Option<StatusDetail>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Deployed {
     NotYet(bool),
     Revision(Option<DeployedRevision>),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DeployedRevision {
     pub revision: u64,
     pub commit: Option<String>,
@@ -158,7 +158,7 @@ pub struct DeployedRevision {
     pub trigger: Trigger,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StatusDetail {
     pub project: String,
     pub paused: Option<Pause>,
@@ -168,7 +168,7 @@ pub struct StatusDetail {
     pub revisions: Vec<Revision>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ServiceStatus {
     pub service: String,
     pub image: Option<String>,
@@ -181,7 +181,7 @@ pub struct ServiceStatus {
 }
 
 /// What the journal says about how updates go.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct Stats {
     pub revisions: usize,
     /// Share of finished revisions that applied, 0..=1.
@@ -247,22 +247,33 @@ impl Report {
 
     /// The document `--json` prints for one stack, or for several.
     pub fn document(reports: &[Report]) -> serde_json::Value {
-        #[derive(Serialize)]
-        struct One<'a> {
-            schema_version: u32,
-            #[serde(flatten)]
-            report: &'a Report,
-        }
-        #[derive(Serialize)]
-        struct Many<'a> {
-            schema_version: u32,
-            stacks: &'a [Report],
-        }
-        // Through a Value: its keys are sorted, as they always were.
-        let value = match reports {
-            [report] => serde_json::to_value(One { schema_version: SCHEMA_VERSION, report }),
-            _ => serde_json::to_value(Many { schema_version: SCHEMA_VERSION, stacks: reports }),
+        let document = match reports {
+            [report] => Document::One { schema_version: SCHEMA_VERSION, report: report.clone() },
+            _ => Document::Many { schema_version: SCHEMA_VERSION, stacks: reports.to_vec() },
         };
-        value.expect("reports are plain data")
+        // Through a Value: its keys are sorted, as they always were.
+        serde_json::to_value(document).expect("reports are plain data")
     }
+}
+
+/// The whole `--json` output: one stack's report with the schema version
+/// beside its fields, or several stacks' under `stacks`.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum Document {
+    One {
+        schema_version: u32,
+        #[serde(flatten)]
+        report: Report,
+    },
+    Many {
+        schema_version: u32,
+        stacks: Vec<Report>,
+    },
+}
+
+/// The JSON Schema of `Document`, as checked in at `docs/report.schema.json`.
+#[cfg(test)]
+pub fn schema() -> String {
+    serde_json::to_string_pretty(&schemars::schema_for!(Document)).expect("a schema serializes") + "\n"
 }

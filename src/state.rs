@@ -24,7 +24,7 @@ const PAUSE: &str = "pause.json";
 const LAST_RUN: &str = "last_run.json";
 
 /// One apply: what it set out to do and how it ended.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Revision {
     pub id: u64,
     pub trigger: Trigger,
@@ -64,7 +64,7 @@ impl Revision {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     Manual,
@@ -74,7 +74,7 @@ pub enum Trigger {
 
 /// The image a service ran before the revision, kept under `backup_tag`
 /// so no prune removes it, and the image it runs after.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct ServiceImages {
     pub service: String,
     pub image: Option<String>,
@@ -138,7 +138,7 @@ impl Journal {
 }
 
 /// The last `check` or `apply` of a stack, for `status` and metrics.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct LastRun {
     pub time: String,
     pub command: String,
@@ -149,7 +149,7 @@ pub struct LastRun {
 }
 
 /// Who stopped unattended applies, why, and until when.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Pause {
     pub by: String,
     pub since: String,

@@ -13,13 +13,13 @@ use serde_yaml::Value as Yaml;
 
 use crate::seams::compose::{ComposeModel, ComposeService};
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ModelDiff {
     pub services: Vec<ServiceDiff>,
     pub top_level: Vec<TopLevelChange>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum ServiceDiff {
     Added {
@@ -40,14 +40,14 @@ pub enum ServiceDiff {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FieldChange {
     pub field: String,
     /// A short, secret-free description (keys, not values).
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TopLevelChange {
     /// networks, volumes, secrets or configs
     pub section: String,
@@ -55,7 +55,7 @@ pub struct TopLevelChange {
     pub change: Presence,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Presence {
     Added,

@@ -28,7 +28,7 @@ use crate::state::Revision;
 use classify::{Baseline, Inputs, Plan};
 use observe::Observation;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     UpToDate,
