@@ -7,9 +7,9 @@ use std::path::Path;
 use proptest::prelude::*;
 use serde_json::json;
 
-use crate::pipeline::classify::{Baseline, ChangeKind, Inputs, classify, dependency_order};
-use crate::pipeline::diff::{redacted_document, text_diff};
-use crate::pipeline::observe::Observation;
+use crate::plan::classify::{Baseline, ChangeKind, Inputs, classify, dependency_order};
+use crate::plan::diff::{redacted_document, text_diff};
+use crate::plan::observation::Observation;
 use crate::seams::compose::ComposeModel;
 use crate::settings::{Policy, from_config};
 
@@ -110,7 +110,7 @@ proptest! {
                 _ => {
                     prop_assert!(new.services.contains_key(&c.service));
                     if let Some(prev) = last_non_remove {
-                        let prev: &crate::pipeline::classify::Change = &plan.changes[prev];
+                        let prev: &crate::plan::classify::Change = &plan.changes[prev];
                         if prev.kind != ChangeKind::Remove {
                             prop_assert!(position(&prev.service) <= position(&c.service), "dependency order");
                         }

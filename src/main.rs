@@ -1,9 +1,11 @@
+mod apply;
 mod cli;
 mod clock;
 mod commands;
 #[cfg(test)]
 mod docs;
 mod exit;
+mod files;
 #[cfg(test)]
 mod fuzz;
 mod labels;
@@ -11,12 +13,13 @@ mod metrics;
 mod notify;
 mod ops;
 mod output;
-mod pipeline;
+mod plan;
 mod redact;
 mod reference;
 mod report;
 mod seams;
 mod settings;
+mod signals;
 mod state;
 mod trust;
 mod window;
@@ -28,7 +31,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let printer = output::Printer::new(cli.global.json, cli.global.quiet, cli.global.verbose);
-    if let Err(e) = ops::install_signal_handlers() {
+    if let Err(e) = signals::install_signal_handlers() {
         eprintln!("warning: cannot handle SIGTERM gracefully: {e}");
     }
     match commands::run(cli, &printer) {

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::pipeline::Outcome;
 use crate::settings::StackSettings;
+use crate::state::Outcome;
 use crate::state::StateDir;
 
 const METRICS: [(&str, &str, &str); 8] = [
@@ -72,5 +72,5 @@ pub fn render(stacks: &[StackSettings]) -> Result<String> {
 pub fn write(path: &Path, stacks: &[StackSettings]) -> Result<()> {
     // The collector runs as another user: the file is world-readable, and
     // holds nothing secret.
-    crate::state::write_atomic_mode(path, render(stacks)?.as_bytes(), 0o644)
+    crate::files::write_atomic_mode(path, render(stacks)?.as_bytes(), 0o644)
 }

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::exit::ExitStatus;
-use crate::pipeline::Outcome;
 use crate::redact::Secret;
 use crate::report::{CommandName, Ended, Report};
 use crate::settings::{NotifyKind, NotifyTarget, StackSettings};
+use crate::state::Outcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -239,7 +239,7 @@ fn github(
 mod tests {
     use super::*;
 
-    use crate::pipeline::classify::{Change, ChangeKind, Plan};
+    use crate::plan::classify::{Change, ChangeKind, Plan};
     use crate::report::{PlanReport, RunResult, SkippedOutcome, SkippedReport};
 
     fn applied(outcome: Outcome, revision: Option<u64>, held: &[&str]) -> Report {

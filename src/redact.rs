@@ -339,7 +339,7 @@ const KEY_FILE: &str = "fingerprint.key";
 /// offline. Where the file cannot be had, a key for this run only: the
 /// fingerprints then change between runs, and still confirm nothing.
 pub fn init_fingerprint_key(root: &Path) {
-    KEY.get_or_init(|| crate::state::host_key(&root.join(KEY_FILE)).unwrap_or_else(|_| random_key()));
+    KEY.get_or_init(|| crate::files::host_key(&root.join(KEY_FILE), random_key).unwrap_or_else(|_| random_key()));
 }
 
 pub fn random_key() -> [u8; 32] {

@@ -5,8 +5,8 @@
 
 use serde::Serialize;
 
-use crate::pipeline::Outcome;
-use crate::pipeline::classify::{Change, Plan, PlanKind};
+use crate::plan::classify::{Change, Plan, PlanKind};
+use crate::state::Outcome;
 use crate::state::{LastRun, Pause, Revision, Trigger};
 
 pub const SCHEMA_VERSION: u32 = 1;

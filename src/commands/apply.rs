@@ -6,16 +6,17 @@
 use anyhow::Result;
 
 use super::{each_stack, plural};
+use crate::apply::revision::Ctx;
 use crate::cli::ApplyArgs;
 use crate::exit::{ExitStatus, usage};
-use crate::ops::Ctx;
+use crate::ops;
 use crate::output::Printer;
-use crate::pipeline::classify::{self, Plan};
-use crate::pipeline::{self, Outcome};
+use crate::plan::classify::{self, Plan};
 use crate::reference::short;
 use crate::report::{CommandName, PlanReport, RecoveredReport, Report, RunResult, SkippedOutcome, SkippedReport};
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
+use crate::state::Outcome;
 use crate::state::{Journal, Pause, StateDir, Trigger};
 
 /// What the operator allowed, independent of how it was asked.
@@ -105,10 +106,10 @@ fn apply_one(
     }
 
     let goal = match &opts.expect_revision {
-        Some(commit) => pipeline::Goal::Commit(commit),
-        None => pipeline::Goal::Latest,
+        Some(commit) => ops::Goal::Commit(commit),
+        None => ops::Goal::Latest,
     };
-    let checked = pipeline::plan(engine, stack, goal)?;
+    let checked = ops::plan(engine, stack, goal)?;
     super::check::show_plan(printer, &checked.plan, &checked.file_diff);
     let registry_failed = checked.plan.registry_errors().next().is_some();
     let journal = state.journal()?;

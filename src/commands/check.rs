@@ -8,9 +8,9 @@ use super::apply::ApplyOptions;
 use super::{each_stack, plan_table, plural};
 use crate::cli::CheckArgs;
 use crate::exit::ExitStatus;
+use crate::ops;
 use crate::output::Printer;
-use crate::pipeline::classify::{ChangeKind, Plan, PlanKind};
-use crate::pipeline::{self};
+use crate::plan::classify::{ChangeKind, Plan, PlanKind};
 use crate::reference::short;
 use crate::report::{CommandName, PlanReport, Report};
 use crate::seams::engine::Engine;
@@ -41,7 +41,7 @@ pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &CheckArgs, prin
 }
 
 fn check_one(engine: &dyn Engine, stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Report)> {
-    let checked = pipeline::check(engine, stack)?;
+    let checked = ops::check(engine, stack)?;
     let plan = &checked.plan;
     show_plan(printer, plan, &checked.file_diff);
     let status = if plan.registry_errors().next().is_some() {

@@ -16,12 +16,12 @@ use serde_json::Value;
 use crate::cli::{Cli, Command};
 use crate::exit::{ExitStatus, status_of};
 use crate::output::Printer;
-use crate::pipeline::Outcome;
-use crate::pipeline::classify::{Plan, PlanKind, ServiceReport, ServiceState};
+use crate::plan::classify::{Plan, PlanKind, ServiceReport, ServiceState};
 use crate::reference::short;
 use crate::report::{CommandName, Ended, ErrorReport, Report};
 use crate::seams::engine::DockerEngine;
 use crate::settings::{self, StackSettings};
+use crate::state::Outcome;
 
 pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
     let cwd = std::env::current_dir()?;

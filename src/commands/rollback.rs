@@ -5,15 +5,16 @@ use anyhow::{Result, anyhow};
 
 use super::apply::report;
 use super::{each_stack, table, to_value};
+use crate::apply::revision::Ctx;
 use crate::cli::RollbackArgs;
 use crate::exit::{ExitStatus, usage};
-use crate::ops::Ctx;
+use crate::ops::{self, Goal};
 use crate::output::Printer;
-use crate::pipeline::{self, Goal, Outcome};
 use crate::reference::short;
 use crate::report::{CommandName, Report, RevisionsReport};
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
+use crate::state::Outcome;
 use crate::state::{Revision, StateDir, Trigger};
 
 pub fn run(
@@ -97,7 +98,7 @@ fn state_before(rev: &Revision) -> Revision {
     for s in &rev.services {
         target.images.insert(s.service.clone(), s.before.clone());
     }
-    for c in rev.plan.changes.iter().filter(|c| c.kind == crate::pipeline::classify::ChangeKind::Create) {
+    for c in rev.plan.changes.iter().filter(|c| c.kind == crate::plan::classify::ChangeKind::Create) {
         target.images.remove(&c.service);
     }
     target
@@ -135,7 +136,7 @@ fn rollback_one(
     if target.id == current.id && args.to.is_some() {
         return Err(usage(format!("revision {} is what runs now", target.id)));
     }
-    let checked = pipeline::plan(engine, stack, Goal::Revision(target))?;
+    let checked = ops::plan(engine, stack, Goal::Revision(target))?;
     let plan = &checked.plan;
     let to = if target.id == current.id {
         format!("the state before revision {}", current.id)
@@ -179,7 +180,7 @@ fn rollback_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::classify::{Plan, PlanKind};
+    use crate::plan::classify::{Plan, PlanKind};
 
     fn rev(id: u64, outcome: Outcome, commit: &str, started: &str) -> Revision {
         Revision {

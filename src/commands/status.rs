@@ -8,9 +8,8 @@ use anyhow::Result;
 use super::{each_stack, table, to_value};
 use crate::cli::StatusArgs;
 use crate::exit::{ExitStatus, usage};
+use crate::ops::observe::observe;
 use crate::output::Printer;
-use crate::pipeline::Outcome;
-use crate::pipeline::observe::observe;
 use crate::reference::Reference;
 use crate::reference::short;
 use crate::report::{
@@ -19,6 +18,7 @@ use crate::report::{
 use crate::seams::compose::{Compose, ComposeCli};
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
+use crate::state::Outcome;
 use crate::state::{Revision, StateDir};
 
 pub fn stats(revisions: &[Revision]) -> Stats {
@@ -218,7 +218,7 @@ fn status_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::classify::{Plan, PlanKind};
+    use crate::plan::classify::{Plan, PlanKind};
     use crate::state::Trigger;
 
     fn rev(outcome: Option<Outcome>, started: &str, finished: &str) -> Revision {

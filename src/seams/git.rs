@@ -38,7 +38,7 @@ impl GitRepo {
             Err(_) => {
                 checkout_dir(git_dir, &source.checkout)
                     .with_context(|| format!("creating checkout directory {}", source.checkout.display()))?;
-                crate::state::private_dir(git_dir).with_context(|| format!("creating {}", git_dir.display()))?;
+                crate::files::private_dir(git_dir).with_context(|| format!("creating {}", git_dir.display()))?;
                 let mut opts = RepositoryInitOptions::new();
                 opts.workdir_path(&source.checkout).no_reinit(true).mkdir(true);
                 Repository::init_opts(git_dir, &opts)
@@ -66,7 +66,7 @@ impl GitRepo {
             match receive.recv_timeout(Duration::from_millis(100)) {
                 Ok(result) => return result,
                 Err(RecvTimeoutError::Disconnected) => bail!("fetching branch {branch} from {url}: the fetch died"),
-                Err(RecvTimeoutError::Timeout) if crate::ops::stop_requested() => {
+                Err(RecvTimeoutError::Timeout) if crate::signals::stop_requested() => {
                     bail!("fetching branch {branch} from {url}: interrupted by a signal; nothing was changed")
                 }
                 Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => bail!(
@@ -320,7 +320,7 @@ fn callbacks(source: &GitSource, deadline: Instant) -> RemoteCallbacks<'static> 
         }
         Cred::default()
     });
-    let going = move || !crate::ops::stop_requested() && Instant::now() < deadline;
+    let going = move || !crate::signals::stop_requested() && Instant::now() < deadline;
     callbacks.transfer_progress(move |_| going());
     callbacks.sideband_progress(move |_| going());
     callbacks
@@ -363,7 +363,7 @@ fn token_may_go_to(url: &str, remote_host: &str, insecure: bool) -> std::result:
 fn checkout_dir(git_dir: &Path, checkout: &Path) -> std::io::Result<()> {
     let ours = git_dir.parent().is_some_and(|state| checkout.starts_with(state));
     if ours {
-        return crate::state::private_dir(checkout);
+        return crate::files::private_dir(checkout);
     }
     use std::os::unix::fs::DirBuilderExt;
     let _umask = Umask::set(0o022);

@@ -90,8 +90,8 @@ pub fn wait_healthy(
             }
         }
         std::thread::sleep(poll);
-        crate::ops::crash_point("health-wait");
-        if interruptible && crate::ops::stop_requested() {
+        crate::signals::crash_point("health-wait");
+        if interruptible && crate::signals::stop_requested() {
             return Err("interrupted by a signal while waiting for health".to_string());
         }
     }

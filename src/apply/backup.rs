@@ -4,8 +4,8 @@
 
 use anyhow::Result;
 
-use super::classify::{ChangeKind, Plan};
-use super::observe::Observation;
+use crate::plan::classify::{ChangeKind, Plan};
+use crate::plan::observation::Observation;
 use crate::seams::engine::Engine;
 use crate::state::ServiceImages;
 

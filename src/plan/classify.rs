@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::diff::{self, ModelDiff, Presence, ServiceDiff};
-use super::observe::{Observation, ServiceObservation};
+use super::observation::{Observation, ServiceObservation};
 use crate::reference::Reference;
 use crate::seams::compose::{ComposeModel, ComposeService};
 use crate::settings::Policy;

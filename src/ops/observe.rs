@@ -4,22 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 
+use crate::plan::observation::{Observation, ServiceObservation};
 use crate::reference::Reference;
-use crate::seams::engine::{ContainerInfo, Engine, ImageInfo};
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ServiceObservation {
-    pub containers: Vec<ContainerInfo>,
-    /// The image the service's (first running) container was created from.
-    pub image: Option<ImageInfo>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Observation {
-    pub services: BTreeMap<String, ServiceObservation>,
-    /// Which of the references asked about exist as local images.
-    pub local_images: BTreeSet<String>,
-}
+use crate::seams::engine::Engine;
 
 /// `detailed`: also each container's restart count and start time, which
 /// cost one inspection per container.

@@ -207,7 +207,7 @@ pub fn take(state_dir: &Path, directory: &Path, compose_files: &[PathBuf], model
     if dest.join(MANIFEST).is_file() {
         return Ok(id);
     }
-    crate::state::private_dir(&root).with_context(|| format!("creating {}", root.display()))?;
+    crate::files::private_dir(&root).with_context(|| format!("creating {}", root.display()))?;
     let scratch = tempfile::Builder::new().prefix(".new-").tempdir_in(&root)?;
     for (entry, bytes) in manifest.files.iter().zip(&contents) {
         let path = scratch.path().join(TREE).join(&entry.path);
@@ -256,7 +256,7 @@ pub fn restore(state_dir: &Path, id: &str, directory: &Path) -> Result<()> {
             std::fs::create_dir_all(parent)?;
         }
         let owner = std::fs::symlink_metadata(&dest).ok().map(|m| (m.uid(), m.gid()));
-        crate::state::write_atomic_mode(&dest, &bytes, entry.mode)
+        crate::files::write_atomic_mode(&dest, &bytes, entry.mode)
             .with_context(|| format!("restoring {}", dest.display()))?;
         // The operator's file stays theirs, not root's.
         if let Some((uid, gid)) = owner {
@@ -290,7 +290,7 @@ pub fn set_good(state_dir: &Path, id: &str) -> Result<()> {
     if good(state_dir).as_deref() == Some(id) {
         return Ok(());
     }
-    crate::state::write_atomic(&root(state_dir).join(GOOD), id.as_bytes())
+    crate::files::write_atomic(&root(state_dir).join(GOOD), id.as_bytes())
 }
 
 /// Removes the copies no one needs: all but `keep` and `good`.

@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::Outcome;
-use super::classify::{Change, ChangeKind, Plan};
 use super::health::{Check, wait_healthy};
 use crate::labels::ServicePolicy;
 use crate::output::Printer;
+use crate::plan::classify::{Change, ChangeKind, Plan};
 use crate::reference::{short, split_tag, with_digest};
 use crate::seams::compose::Compose;
 use crate::seams::engine::{ContainerInfo, Engine};
 use crate::seams::hooks;
 use crate::settings::{HealthSettings, Hooks, Strategy};
+use crate::state::Outcome;
 use crate::state::ServiceImages;
 
 const POLL: Duration = Duration::from_millis(500);
@@ -93,7 +93,7 @@ impl Executor<'_> {
         if let Err(e) = self.pull_all(plan) {
             return failed(e);
         }
-        if crate::ops::stop_requested() {
+        if crate::signals::stop_requested() {
             return failed("interrupted by a signal after pulling".to_string());
         }
         if let Some(files) = files
@@ -116,7 +116,7 @@ impl Executor<'_> {
         let mut after = Vec::new();
         let mut skipped = Vec::new();
         for change in &plan.changes {
-            if crate::ops::stop_requested() {
+            if crate::signals::stop_requested() {
                 let error = "interrupted by a signal before all changes were made".to_string();
                 self.printer.step(format!("{error}; rolling back"));
                 return self.roll_back(plan, &done, &backups, files, error);
@@ -151,7 +151,7 @@ impl Executor<'_> {
         let timeout = policy.and_then(|p| p.health_timeout).unwrap_or(self.health.timeout);
         // Stopping (SIGTERM) restores and checks health, but does not sit
         // out the stability period against a stop timeout.
-        let stability = if crate::ops::stop_requested() { Duration::ZERO } else { self.health.stability };
+        let stability = if crate::signals::stop_requested() { Duration::ZERO } else { self.health.stability };
         (HealthSettings { timeout, stability }, policy.and_then(|p| p.health_url.as_deref()))
     }
 
@@ -223,7 +223,7 @@ impl Executor<'_> {
             {
                 result = self.engine.tag(pinned, repo, tag);
             }
-            crate::ops::crash_point("pulled");
+            crate::signals::crash_point("pulled");
             let summary = match &result {
                 Ok(()) => format!("pulled {source}"),
                 Err(e) => format!("pull of {source} failed: {e:#}"),
@@ -269,7 +269,7 @@ impl Executor<'_> {
             let verb = if change.kind == ChangeKind::Create { "creating" } else { "recreating" };
             self.printer.step(format!("{verb} {service}{why}"));
             self.compose.up(project, service, change.force).map_err(|e| format!("{e:#}"))?;
-            crate::ops::crash_point("recreated");
+            crate::signals::crash_point("recreated");
             self.wait(project, service, expected.as_deref(), &[])?;
         } else {
             self.printer.step(format!("starting new {service} beside the old (start-first){why}"));
@@ -301,7 +301,7 @@ impl Executor<'_> {
             .map_err(|e| format!("{e:#}"))
             .and_then(|()| self.start_hidden(project, service, old))
             .and_then(|hidden| {
-                crate::ops::crash_point("recreated");
+                crate::signals::crash_point("recreated");
                 self.wait(project, service, expected, old)?;
                 self.reveal(&hidden)
             });
@@ -389,7 +389,7 @@ impl Executor<'_> {
             }
         }
         if withdrawn {
-            crate::ops::crash_point("withdrawn");
+            crate::signals::crash_point("withdrawn");
             std::thread::sleep(DRAIN);
         }
         for c in &chosen {
@@ -512,7 +512,7 @@ impl Executor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::classify::PlanKind;
+    use crate::plan::classify::PlanKind;
     use crate::seams::compose::ComposeModel;
     use crate::seams::engine::{ContainerInfo, ImageInfo, PullProgress};
     use anyhow::{Result, bail};

@@ -5,53 +5,24 @@
 //!
 //! This module strings the stages together for the commands.
 
-pub mod backup;
-pub mod classify;
-pub mod diff;
-pub mod execute;
 pub mod fetch;
-pub mod health;
 pub mod observe;
-pub mod snapshot;
 
 use anyhow::{Context, Result, anyhow};
 use git2::Oid;
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 
+use crate::apply::execute::Files;
+use crate::apply::files::{DirectoryFiles, GitDeploy};
+use crate::apply::snapshot;
 use crate::exit::usage;
+use crate::plan::classify::{self, Baseline, Inputs, Plan};
+use crate::plan::diff;
+use crate::plan::observation::Observation;
 use crate::seams::compose::{Compose, ComposeCli, ComposeModel};
 use crate::seams::engine::Engine;
 use crate::seams::git::{GitRepo, short};
 use crate::settings::StackSettings;
 use crate::state::Revision;
-use classify::{Baseline, Inputs, Plan};
-use observe::Observation;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    UpToDate,
-    Applied,
-    /// A change failed; the stack was returned to the previous revision.
-    RolledBack,
-    /// The rollback failed too: a human is needed.
-    RollbackFailed,
-    /// Failed before any container was touched (e.g. a pull failed).
-    Failed,
-}
-
-impl Outcome {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Outcome::Applied => "applied",
-            Outcome::UpToDate => "up to date",
-            Outcome::RolledBack => "failed and rolled back",
-            Outcome::Failed => "failed; nothing was changed",
-            Outcome::RollbackFailed => "failed, and the rollback failed: a human is needed",
-        }
-    }
-}
 
 /// The stack's plan as of now, with what was observed to make it (the
 /// backup stage needs the image ids) and the git state to deploy it.
@@ -65,74 +36,6 @@ pub struct Checked {
     pub directory: Option<DirectoryFiles>,
     /// Per service: health and hook settings from configuration and labels.
     pub policies: std::collections::BTreeMap<String, crate::labels::ServicePolicy>,
-}
-
-/// The checkout move an apply makes, and undoes on rollback.
-pub struct GitDeploy {
-    pub repo: GitRepo,
-    pub new: Oid,
-    pub old: Option<Oid>,
-}
-
-impl execute::Files for GitDeploy {
-    fn deploy_new(&self) -> Result<()> {
-        self.repo.checkout(self.new)
-    }
-
-    fn restore_old(&self) -> Result<()> {
-        match self.old {
-            Some(old) => self.repo.checkout(old),
-            // A first deploy has no earlier files to go back to.
-            None => Ok(()),
-        }
-    }
-}
-
-/// A directory stack's files, moved between copies (`snapshot`): on
-/// rollback the files that ran before are written back, so what runs and
-/// what the files say agree again, and no unattended run tries the failed
-/// edit a second time. The edit itself stays in its own copy.
-pub struct DirectoryFiles {
-    pub state_dir: PathBuf,
-    pub directory: PathBuf,
-    /// The copy of the files as they are now on disk.
-    pub on_disk: String,
-    /// A rollback to a revision: its copy, written into the directory.
-    pub deploy: Option<String>,
-    /// The copy last seen to match what runs (None: never seen yet).
-    pub before: Option<String>,
-}
-
-impl execute::Files for DirectoryFiles {
-    fn deploy_new(&self) -> Result<()> {
-        match &self.deploy {
-            Some(id) => snapshot::restore(&self.state_dir, id, &self.directory),
-            None => Ok(()),
-        }
-    }
-
-    fn restore_old(&self) -> Result<()> {
-        match &self.before {
-            Some(id) => snapshot::restore(&self.state_dir, id, &self.directory),
-            None => Err(anyhow!(
-                "clusterup has no copy of the files that ran before (it never saw this stack's files match \
-                 what runs), so the previous configuration cannot be restored"
-            )),
-        }
-    }
-
-    fn copies(&self) -> (Option<String>, Option<String>) {
-        (Some(self.deploy.clone().unwrap_or_else(|| self.on_disk.clone())), self.before.clone())
-    }
-
-    fn kept_note(&self) -> Option<String> {
-        let edit = snapshot::tree(&self.state_dir, &self.on_disk);
-        Some(format!(
-            "the files that ran before are back in {}; the edited ones are kept in {}",
-            self.directory.display(),
-            edit.display()
-        ))
-    }
 }
 
 /// What a plan leads to.
@@ -223,7 +126,7 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
                     stack.state_dir.join("git").display()
                 ));
             }
-            crate::state::private_dir(&stack.state_dir)
+            crate::files::private_dir(&stack.state_dir)
                 .with_context(|| format!("creating the state dir {}", stack.state_dir.display()))?;
             let incoming = tempfile::Builder::new()
                 .prefix("incoming-")
@@ -335,12 +238,12 @@ impl Checked {
     /// What an apply of `plan` moves on disk: the git checkout when the
     /// commit moves; a directory stack's files when the plan changes
     /// structure (an image update leaves a pending edit alone).
-    pub fn files_for(&self, plan: &Plan) -> Option<&dyn execute::Files> {
+    pub fn files_for(&self, plan: &Plan) -> Option<&dyn Files> {
         if let Some(git) = self.git.as_ref().filter(|_| plan.moves_commit()) {
             return Some(git);
         }
         let structural = plan.changes.iter().any(|c| c.is_structural());
-        self.directory.as_ref().filter(|d| structural || d.deploy.is_some()).map(|d| d as &dyn execute::Files)
+        self.directory.as_ref().filter(|d| structural || d.deploy.is_some()).map(|d| d as &dyn Files)
     }
 }
 

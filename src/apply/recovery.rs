@@ -1,0 +1,154 @@
+//! Recovery: every run first finishes what a killed run left. If the
+//! interrupted revision reached its target and is healthy it is completed;
+//! otherwise the stack goes back to where the revision started.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+
+use super::execute::{Execution, Files};
+use super::files::{DirectoryFiles, GitDeploy};
+use super::health::{Check, wait_healthy};
+use super::revision::Ctx;
+use crate::plan::classify::{ChangeKind, Plan};
+use crate::reference::Reference;
+use crate::seams::compose::{Compose, ComposeCli};
+use crate::seams::engine::ContainerInfo;
+use crate::seams::git::GitRepo;
+use crate::state::Outcome;
+
+impl Ctx<'_> {
+    /// Every run first finishes what a killed run left: if the interrupted
+    /// revision's target runs and is healthy it is completed, otherwise the
+    /// stack goes back to where the revision started.
+    pub fn recover(&self) -> Result<Option<(u64, Outcome)>> {
+        let journal = self.state.journal()?;
+        let Some(last) = journal.revisions.last().filter(|r| r.outcome.is_none()) else { return Ok(None) };
+        self.printer.step(format!("revision {} was interrupted; recovering it first", last.id));
+        let plan = &last.plan;
+        self.remove_leftovers(&plan.project)?;
+        let git = match &self.stack.git {
+            Some(source) => {
+                let repo = GitRepo::open(&self.stack.state_dir.join("git"), source)?;
+                let oid = |c: &Option<String>| c.as_deref().and_then(|c| git2::Oid::from_str(c).ok());
+                oid(&plan.commit).map(|new| GitDeploy { repo, new, old: oid(&plan.deployed_commit) })
+            }
+            None => None,
+        };
+        let directory = match (&self.stack.git, &last.files) {
+            (None, Some(on_disk)) => Some(DirectoryFiles {
+                state_dir: self.stack.state_dir.clone(),
+                directory: self.stack.directory.clone(),
+                on_disk: on_disk.clone(),
+                deploy: None,
+                before: last.files_before.clone(),
+            }),
+            _ => None,
+        };
+        let compose = ComposeCli::new(self.stack);
+        let execution = if self.target_reached(plan, git.as_ref(), &compose)? {
+            self.printer.step(format!("revision {} had reached its target; completing it", last.id));
+            Execution { outcome: Outcome::Applied, error: None, after: Vec::new(), skipped: Vec::new() }
+        } else {
+            let files = git.as_ref().map(|g| g as &dyn Files).or(directory.as_ref().map(|d| d as &dyn Files));
+            let error = format!("revision {} was interrupted before it finished", last.id);
+            self.executor(&compose, &BTreeMap::new()).restore(plan, &last.services, files, error)
+        };
+        self.finish(last, &execution, false)?;
+        let outcome = execution.outcome.describe();
+        self.printer
+            .human(format!("stack {}: recovered interrupted revision {}: {outcome}\n", self.stack.name, last.id));
+        Ok(Some((last.id, execution.outcome)))
+    }
+
+    /// Compose renames a recreated container into place last; a recreate
+    /// cut short leaves `<id12>_<name>` behind. A start-first update cut
+    /// short leaves a container its service's name does not reach (the new
+    /// one before it was healthy, or the old one on its way out) beside
+    /// one it does: that one stays, whichever it is.
+    fn remove_leftovers(&self, project: &str) -> Result<()> {
+        let containers = self.engine.containers(project)?;
+        let running = |service: &str| containers.iter().filter(|c| c.service == service && c.is_running()).count();
+        let mut named = BTreeMap::new();
+        // Only a service running twice can be halfway through start-first.
+        for c in containers.iter().filter(|c| c.is_running() && running(&c.service) > 1) {
+            named.insert(c.id.as_str(), self.named_by_service(c)?);
+        }
+        for c in &containers {
+            let renamed = c.name.len() > 13
+                && c.name
+                    .get(..13)
+                    .is_some_and(|p| p.ends_with('_') && p[..12].chars().all(|ch| ch.is_ascii_hexdigit()));
+            let unnamed = named.get(c.id.as_str()) == Some(&false)
+                && containers.iter().any(|o| o.service == c.service && named.get(o.id.as_str()) == Some(&true));
+            let why = match (renamed, unnamed) {
+                (true, _) => "an interrupted recreate",
+                (false, true) => "an interrupted start-first update",
+                (false, false) => continue,
+            };
+            self.printer.step(format!("removing {} left by {why}", c.name));
+            self.engine.remove_container(&c.id)?;
+        }
+        Ok(())
+    }
+
+    /// Whether Docker's DNS gives out the container under its service's
+    /// name in every network that has names at all (the default bridge
+    /// has none).
+    fn named_by_service(&self, c: &ContainerInfo) -> Result<bool> {
+        let aliases = self.engine.network_aliases(&c.id)?;
+        Ok(aliases.values().all(|a| a.is_empty() || a.contains(&c.service)))
+    }
+
+    fn target_reached(&self, plan: &Plan, git: Option<&GitDeploy>, compose: &dyn Compose) -> Result<bool> {
+        if let Some(g) = git
+            && g.repo.head() != Some(g.new)
+        {
+            return Ok(false);
+        }
+        let containers = self.engine.containers(&plan.project)?;
+        let hashes = compose.hashes().unwrap_or_default();
+        for change in &plan.changes {
+            let mine: Vec<_> = containers.iter().filter(|c| c.service == change.service).collect();
+            if change.kind == ChangeKind::Remove {
+                if !mine.is_empty() {
+                    return Ok(false);
+                }
+                continue;
+            }
+            if mine.is_empty()
+                || mine.iter().any(|c| c.config_hash.is_some() && c.config_hash != hashes.get(&change.service).cloned())
+            {
+                return Ok(false);
+            }
+            let expected = match (&change.image, &change.to) {
+                (Some(image), Some(digest)) if change.is_digest_update() => {
+                    let Some(info) = self.engine.image(image)? else { return Ok(false) };
+                    let reference = Reference::parse(image);
+                    if !info.repo_digests.iter().any(|d| reference.digest_in(d) == Some(digest.as_str())) {
+                        return Ok(false);
+                    }
+                    Some(info.id)
+                }
+                _ => None,
+            };
+            // A container still on the old image (a start-first update's
+            // old one, say) settles it without waiting out the timeout.
+            if expected.as_ref().is_some_and(|e| mine.iter().any(|c| &c.image_id != e)) {
+                return Ok(false);
+            }
+            let check = Check {
+                settings: self.stack.health,
+                url: None,
+                poll: std::time::Duration::from_millis(500),
+                interruptible: false,
+                ignore: &[],
+            };
+            let healthy = wait_healthy(self.engine, &plan.project, &change.service, expected.as_deref(), &check);
+            if healthy.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,164 @@
+//! A stack's revisions: run one (journal, back up, execute, reject its
+//! target on failure, prune old backups), shared by apply and rollback.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+
+use super::backup;
+use super::execute::{Execution, Executor, Files};
+use super::snapshot;
+use crate::labels::ServicePolicy;
+use crate::output::Printer;
+use crate::plan::classify::Plan;
+use crate::plan::observation::Observation;
+use crate::seams::compose::ComposeCli;
+use crate::seams::engine::Engine;
+use crate::settings::StackSettings;
+use crate::signals::{crash_point, stop_requested};
+use crate::state::{Ending, Outcome, Rejection, Revision, StateDir, Trigger, now};
+
+pub struct Ctx<'a> {
+    pub engine: &'a dyn Engine,
+    pub stack: &'a StackSettings,
+    pub state: &'a StateDir,
+    pub printer: &'a Printer,
+}
+
+impl Ctx<'_> {
+    pub(super) fn executor<'a>(
+        &'a self,
+        compose: &'a ComposeCli,
+        policies: &'a BTreeMap<String, ServicePolicy>,
+    ) -> Executor<'a> {
+        Executor {
+            engine: self.engine,
+            compose,
+            printer: self.printer,
+            health: self.stack.health,
+            stack: &self.stack.name,
+            policies,
+            hooks: &self.stack.hooks,
+            hook_timeout: self.stack.hook_timeout,
+        }
+    }
+
+    /// Every running service's image id now.
+    fn snapshot(&self, project: &str) -> BTreeMap<String, String> {
+        self.engine
+            .containers(project)
+            .map(|cs| cs.into_iter().filter(|c| c.is_running()).map(|c| (c.service, c.image_id)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Journals, backs up and executes `plan` as revision N; a failure
+    /// rejects its target so no unattended run tries it again.
+    pub fn run_revision(
+        &self,
+        plan: &Plan,
+        observation: &Observation,
+        policies: &BTreeMap<String, ServicePolicy>,
+        files: Option<&dyn Files>,
+        trigger: Trigger,
+    ) -> Result<(u64, Execution)> {
+        let id = self.state.next_revision_id()?;
+        let backups = backup::backups_for(plan, observation, id);
+        let (files_deployed, files_before) = files.map(Files::copies).unwrap_or_default();
+        let revision = Revision {
+            id,
+            trigger,
+            started: now(),
+            finished: None,
+            plan: plan.clone(),
+            services: backups.clone(),
+            outcome: None,
+            error: None,
+            images: BTreeMap::new(),
+            files: files_deployed,
+            files_before,
+        };
+        self.state.begin(&revision).context("journaling the revision before acting")?;
+        crash_point("journaled");
+        for b in &backups {
+            self.printer.detail(format!("keeping the image {} runs now as {}", b.service, b.backup_tag));
+        }
+        let compose = ComposeCli::new(self.stack);
+        let execution = match backup::keep_images(self.engine, &backups) {
+            Ok(()) => self.executor(&compose, policies).execute(plan, &backups, files),
+            Err(e) => Execution::failed(format!("keeping the current images for rollback: {e:#}; nothing was changed")),
+        };
+        if execution.outcome == Outcome::RolledBack
+            && let Some(note) = files.and_then(Files::kept_note)
+        {
+            self.printer.step(note);
+        }
+        self.finish(&revision, &execution, true)?;
+        Ok((id, execution))
+    }
+
+    /// `reject`: a revision that failed on its merits is not retried
+    /// unattended; one that was merely interrupted is.
+    pub(super) fn finish(&self, revision: &Revision, execution: &Execution, reject: bool) -> Result<()> {
+        let images = self.snapshot(&revision.plan.project);
+        let ending = Ending {
+            outcome: execution.outcome,
+            error: execution.error.clone(),
+            after: execution.after.clone(),
+            images,
+        };
+        self.state
+            .end(revision.id, ending)
+            .with_context(|| format!("journaling the end of revision {}", revision.id))?;
+        // A run stopped by a signal says nothing about its target.
+        if reject && !stop_requested() && matches!(execution.outcome, Outcome::RolledBack | Outcome::RollbackFailed) {
+            self.reject(revision, "it failed and was rolled back")?;
+        }
+        if execution.outcome == Outcome::Applied
+            && let Some(files) = &revision.files
+        {
+            snapshot::set_good(&self.stack.state_dir, files)?;
+        }
+        if execution.outcome == Outcome::Applied
+            && let Err(e) = self.prune()
+        {
+            self.printer.step(format!("pruning old rollback images: {e:#}"));
+        }
+        Ok(())
+    }
+
+    /// Marks `revision`'s target (its commit, if it moved, and its image
+    /// digests) as not to be applied unattended again.
+    pub fn reject(&self, revision: &Revision, why: &str) -> Result<()> {
+        let moved = revision.plan.moves_commit();
+        let rejection = Rejection {
+            revision: revision.id,
+            time: now(),
+            commit: if moved { revision.plan.commit.clone() } else { None },
+            digests: revision.target_digests(),
+            reason: format!("revision {}: {why}", revision.id),
+        };
+        if rejection.commit.is_none() && rejection.digests.is_empty() {
+            return Ok(());
+        }
+        self.state.reject(rejection)
+    }
+
+    /// Keeps the rollback images of the last `keep_images` revisions and
+    /// untags older ones. Only `clusterup/<stack>/...` tags are touched; an
+    /// image a container still uses keeps its tag.
+    pub fn prune(&self) -> Result<()> {
+        let revisions = self.state.revisions()?;
+        let kept = || revisions.iter().rev().take(self.stack.keep_images);
+        let keep: Vec<String> = kept().map(|r| format!("rev-{}", r.id)).collect();
+        let copies = kept().flat_map(|r| [r.files.clone(), r.files_before.clone()]).flatten().collect();
+        snapshot::prune(&self.stack.state_dir, &copies)?;
+        let prefix = backup::backup_prefix(&self.stack.name);
+        for tag in self.engine.tags_under(&prefix)? {
+            let rev = tag.rsplit_once(':').map(|(_, t)| t.to_string()).unwrap_or_default();
+            if !keep.contains(&rev) {
+                self.engine.untag(&tag)?;
+            }
+        }
+        Ok(())
+    }
+}
