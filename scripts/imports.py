@@ -13,15 +13,16 @@ import sys
 from pathlib import Path
 
 LAYERS = [
-    ["main", "cli", "docs", "fuzz"],
-    ["commands"],
-    ["ops", "notify", "metrics"],
+    ["main", "docs", "fuzz"],
+    ["commands", "cli"],
+    ["notify", "metrics"],
+    ["ops"],
     ["apply"],
-    ["state", "report"],
+    ["report", "state"],
     ["plan"],
-    ["labels", "settings", "window"],
+    ["labels", "settings", "window", "output"],
     ["seams"],
-    ["signals", "redact", "trust", "reference", "exit", "output", "clock"],
+    ["signals", "redact", "trust", "reference", "exit", "clock", "files"],
 ]
 __doc__ += "\n".join("    " + " ".join(layer) for layer in LAYERS) + "\n"
 

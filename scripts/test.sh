@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (rustup, Rust >= 1.89)"
 ensure_testbed
+# The layers keep their order: no module circles, no import running up.
+command -v python3 >/dev/null || apt_install python3
+python3 scripts/imports.py --check >/dev/null || { python3 scripts/imports.py; die "the module graph has a circle or an upward import (above)"; }
 # The Debian package builds, installs with its units in place, and goes.
 PROFILE=dev bash scripts/package-deb.sh --check
 # E2E tests mostly wait on containers: run more of them than there are cores.

@@ -6,36 +6,14 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::exit::ExitStatus;
 use crate::redact::Secret;
 use crate::report::{CommandName, Ended, Report};
-use crate::settings::{NotifyKind, NotifyTarget, StackSettings};
+use crate::settings::{Event, NotifyKind, NotifyTarget, StackSettings};
 use crate::state::Outcome;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Event {
-    UpdateAvailable,
-    Applied,
-    Failed,
-    RolledBack,
-    NeedsApproval,
-    RollbackFailed,
-}
-
-impl Event {
-    fn name(self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-    }
-
-    /// Worth a GitHub issue until the stack is healthy again.
-    fn is_problem(self) -> bool {
-        matches!(self, Event::Failed | Event::RolledBack | Event::NeedsApproval | Event::RollbackFailed)
-    }
-}
 
 /// What a finished command means for notifications, and whether the stack
 /// is healthy (closing open problem issues).

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::exit::usage;
 use crate::redact::SecretUrl;
@@ -15,8 +15,7 @@ use crate::seams::worktree::{Discovered, Upstream};
 pub const DEFAULT_CONFIG: &str = "/etc/clusterup/clusterup.yaml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/clusterup";
 
-/// Names Compose looks for, in its own order of preference.
-pub const COMPOSE_FILE_NAMES: [&str; 4] = ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
+pub use crate::seams::compose::COMPOSE_FILE_NAMES;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StackSettings {
@@ -52,6 +51,18 @@ pub struct StackSettings {
     pub scope: Option<String>,
     pub notify: Vec<NotifyTarget>,
     pub timeouts: Timeouts,
+}
+
+impl StackSettings {
+    /// The Compose CLI for this stack's files.
+    pub fn compose(&self) -> crate::seams::compose::ComposeCli {
+        crate::seams::compose::ComposeCli::new(
+            &self.directory,
+            &self.compose_files,
+            self.project.as_deref(),
+            self.timeouts.compose,
+        )
+    }
 }
 
 /// Bounds on every external call without one of its own (git has
@@ -124,27 +135,30 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub const DEFAULT_KEEP_IMAGES: usize = 3;
 
-/// A stack whose compose files come from a branch of a git repository.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GitSource {
-    pub url: SecretUrl,
-    pub branch: String,
-    /// The stack's directory inside the repository ("" for the top).
-    pub path: PathBuf,
-    pub submodules: bool,
-    pub ssh_key: Option<PathBuf>,
-    /// Where clusterup checks out the deployed commit.
-    pub checkout: PathBuf,
-    /// CLUSTERUP_GIT_TOKEN may go over plain HTTP.
-    pub insecure: bool,
-    /// A fetch that sends or receives nothing for this long is given up.
-    pub idle_timeout: Duration,
-    /// No fetch (submodules included) takes longer than this.
-    pub timeout: Duration,
-    /// The operator's own clone at `checkout`, fetched from this remote of
-    /// it and moved in place (None: clusterup's clone in the state dir).
-    pub in_place: Option<String>,
+/// What a notification target may be told of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    UpdateAvailable,
+    Applied,
+    Failed,
+    RolledBack,
+    NeedsApproval,
+    RollbackFailed,
 }
+
+impl Event {
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    }
+
+    /// Worth a GitHub issue until the stack is healthy again.
+    pub fn is_problem(self) -> bool {
+        matches!(self, Event::Failed | Event::RolledBack | Event::NeedsApproval | Event::RollbackFailed)
+    }
+}
+
+pub use crate::seams::git::GitSource;
 
 pub const DEFAULT_GIT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -299,7 +313,7 @@ pub struct NotifyTarget {
     pub token_file: Option<PathBuf>,
     /// Empty: every event.
     #[serde(default)]
-    pub events: Vec<crate::notify::Event>,
+    pub events: Vec<Event>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -12,7 +12,7 @@ use super::health::{Check, wait_healthy};
 use super::revision::Ctx;
 use crate::plan::classify::{ChangeKind, Plan};
 use crate::reference::Reference;
-use crate::seams::compose::{Compose, ComposeCli};
+use crate::seams::compose::Compose;
 use crate::seams::engine::ContainerInfo;
 use crate::seams::git::GitRepo;
 use crate::state::Outcome;
@@ -45,7 +45,7 @@ impl Ctx<'_> {
             }),
             _ => None,
         };
-        let compose = ComposeCli::new(self.stack);
+        let compose = self.stack.compose();
         let execution = if self.target_reached(plan, git.as_ref(), &compose)? {
             self.printer.step(format!("revision {} had reached its target; completing it", last.id));
             Execution { outcome: Outcome::Applied, error: None, after: Vec::new(), skipped: Vec::new() }

@@ -82,7 +82,7 @@ impl Ctx<'_> {
         for b in &backups {
             self.printer.detail(format!("keeping the image {} runs now as {}", b.service, b.backup_tag));
         }
-        let compose = ComposeCli::new(self.stack);
+        let compose = self.stack.compose();
         let execution = match backup::keep_images(self.engine, &backups) {
             Ok(()) => self.executor(&compose, policies).execute(plan, &backups, files),
             Err(e) => Execution::failed(format!("keeping the current images for rollback: {e:#}; nothing was changed")),

@@ -51,7 +51,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
 fn dispatch(cli: Cli, stacks: &[StackSettings], printer: &Printer) -> Result<ExitStatus> {
     // Pausing must work while the engine is down, in an incident.
     let timeouts = stacks.first().map(|s| s.timeouts).unwrap_or_default();
-    let engine = || DockerEngine::connect(&timeouts);
+    let engine = || DockerEngine::connect(timeouts.engine, timeouts.registry, timeouts.credential_helper);
     match cli.command {
         Command::Check(args) => check::run(&engine()?, stacks, &args, printer),
         Command::Apply(args) => apply::run(&engine()?, stacks, (&args).into(), printer),

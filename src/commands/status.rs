@@ -15,7 +15,7 @@ use crate::reference::short;
 use crate::report::{
     CommandName, Deployed, DeployedRevision, Report, ServiceStatus, Stats, StatusDetail, StatusReport,
 };
-use crate::seams::compose::{Compose, ComposeCli};
+use crate::seams::compose::Compose;
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
 use crate::state::Outcome;
@@ -74,7 +74,7 @@ fn status_one(
         };
         return Ok((ExitStatus::Success, Report::Status(Box::new(report))));
     }
-    let model = ComposeCli::new(stack).model()?;
+    let model = stack.compose().model()?;
     let observation = observe(engine, &model.project, &[], true)?;
     let now = crate::clock::now()?;
     let services: Vec<ServiceStatus> = model

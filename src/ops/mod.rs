@@ -54,7 +54,7 @@ pub fn check(engine: &dyn Engine, stack: &StackSettings) -> Result<Checked> {
 }
 
 pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Checked> {
-    let compose = ComposeCli::new(stack);
+    let compose = stack.compose();
     let mut file_diff = String::new();
     let mut changed_files = Vec::new();
     let (model, old_model, hashes, git) = match &stack.git {
@@ -69,7 +69,7 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
                     match &r.files {
                         Some(id) => {
                             let tree = snapshot::tree(&stack.state_dir, id);
-                            let target = ComposeCli::in_copy(stack, &tree, &stack.directory).named(&model.project);
+                            let target = stack.compose().in_copy(&tree, &stack.directory).named(&model.project);
                             let new = target.model().with_context(|| {
                                 format!("reading revision {}'s files, kept in {}", r.id, tree.display())
                             })?;
@@ -144,7 +144,7 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
                 Some(_) => Some(compose.model().context("reading the deployed commit's compose model")?),
                 None => None,
             };
-            let mut new_compose = ComposeCli::in_copy(stack, incoming.path(), &source.checkout);
+            let mut new_compose = stack.compose().in_copy(incoming.path(), &source.checkout);
             // An operator's directory names the project (as `docker compose
             // up` there did); the scratch copy must not.
             if let (None, Some(deployed)) = (&stack.project, &old_model) {

@@ -608,7 +608,7 @@ mod tests {
     /// needed): spelling differences must vanish, real changes must not.
     mod normalized_by_compose {
         use super::*;
-        use crate::seams::compose::{Compose, ComposeCli};
+        use crate::seams::compose::Compose;
         use std::path::Path;
 
         fn model(files: &[(&str, &str)]) -> ComposeModel {
@@ -621,7 +621,7 @@ mod tests {
             let mut stack = crate::settings::from_directory(&stack_dir, Some(dir.path())).unwrap();
             stack.project = Some("p".into());
             // Both sides are read as if deployed from one directory.
-            let mut m = ComposeCli::new(&stack).model().expect("docker compose config (Compose v2 is required)");
+            let mut m = stack.compose().model().expect("docker compose config (Compose v2 is required)");
             crate::seams::compose::relocate_model(&mut m, &stack_dir, Path::new("/deployed"));
             m
         }

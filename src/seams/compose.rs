@@ -12,7 +12,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::exit::usage;
-use crate::settings::{COMPOSE_FILE_NAMES, StackSettings};
+/// Names Compose looks for, in its own order of preference.
+pub const COMPOSE_FILE_NAMES: [&str; 4] = ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
 
 /// The stack as Compose understands it after interpolation, `extends`,
 /// `include`, profiles and merges.
@@ -154,27 +155,26 @@ pub struct ComposeCli {
 }
 
 impl ComposeCli {
-    pub fn new(stack: &StackSettings) -> ComposeCli {
+    /// The stack in `directory`: its compose `files` (empty: Compose's
+    /// default), under `project` (None: the name Compose derives), each
+    /// call bounded by `timeout`.
+    pub fn new(directory: &Path, files: &[PathBuf], project: Option<&str>, timeout: std::time::Duration) -> ComposeCli {
         ComposeCli {
-            directory: stack.directory.clone(),
-            files: stack.compose_files.clone(),
-            project: stack.project.clone(),
+            directory: directory.to_path_buf(),
+            files: files.to_vec(),
+            project: project.map(String::from),
             relocation: None,
-            timeout: stack.timeouts.compose,
+            timeout,
         }
     }
 
-    /// The stack's compose files in `copy`, a copy of the tree at `root`
-    /// (a commit exported for comparison), read as if deployed from `root`:
+    /// The same compose files in `copy`, a copy of the tree at `root` (a
+    /// commit exported for comparison), read as if deployed from `root`:
     /// a path that leaves the stack directory (`../shared/app.conf`) maps
     /// back as well as one inside it.
-    pub fn in_copy(stack: &StackSettings, copy: &Path, root: &Path) -> ComposeCli {
-        let inside = stack.directory.strip_prefix(root).unwrap_or(Path::new(""));
-        ComposeCli {
-            directory: copy.join(inside),
-            relocation: Some((copy.to_path_buf(), root.to_path_buf())),
-            ..ComposeCli::new(stack)
-        }
+    pub fn in_copy(self, copy: &Path, root: &Path) -> ComposeCli {
+        let inside = self.directory.strip_prefix(root).unwrap_or(Path::new("")).to_path_buf();
+        ComposeCli { directory: copy.join(inside), relocation: Some((copy.to_path_buf(), root.to_path_buf())), ..self }
     }
 
     /// The same, under the project name `project`.
@@ -453,7 +453,7 @@ mod tests {
         write("three.env", "C=\"Three-Env-Value\"\n");
         let mut stack = crate::settings::from_directory(dir.path(), Some(dir.path())).unwrap();
         stack.project = Some("p".into());
-        ComposeCli::new(&stack).register_env_files();
+        stack.compose().register_env_files();
         let said = "bad: Dot-Env-Value One-Env-Value Two-Env-Value Three-Env-Value";
         assert_eq!(crate::redact::external(said), "bad: <redacted> <redacted> <redacted> <redacted>");
     }

@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use bollard::Docker;
@@ -128,20 +129,23 @@ pub struct DockerEngine {
 }
 
 impl DockerEngine {
-    pub fn connect(timeouts: &crate::settings::Timeouts) -> Result<DockerEngine> {
+    /// The engine at DOCKER_HOST (or the default socket); each request
+    /// bounded by `engine`, each registry request by `registry`, each
+    /// credential helper call by `credential_helper`.
+    pub fn connect(engine: Duration, registry: Duration, credential_helper: Duration) -> Result<DockerEngine> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
         let hint =
             || format!("connecting to the Docker engine at {host}; is dockerd running and may this user use it?");
-        let docker = Docker::connect_with_defaults().with_context(hint)?.with_timeout(timeouts.engine);
+        let docker = Docker::connect_with_defaults().with_context(hint)?.with_timeout(engine);
         // bollard speaks the newest API by default; older engines refuse it.
         let docker = runtime.block_on(docker.negotiate_version()).with_context(hint)?;
         Ok(DockerEngine {
             docker,
             runtime,
-            credentials: Credentials::load(timeouts.credential_helper)?,
+            credentials: Credentials::load(credential_helper)?,
             credential_cache: RefCell::new(HashMap::new()),
-            registries: Registries::new(timeouts.registry),
+            registries: Registries::new(registry),
         })
     }
 

@@ -16,7 +16,28 @@ use std::time::{Duration, Instant};
 
 use super::worktree;
 use crate::redact::{Secret, SecretUrl};
-use crate::settings::GitSource;
+
+/// A stack whose compose files come from a branch of a git repository.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GitSource {
+    pub url: SecretUrl,
+    pub branch: String,
+    /// The stack's directory inside the repository ("" for the top).
+    pub path: PathBuf,
+    pub submodules: bool,
+    pub ssh_key: Option<PathBuf>,
+    /// Where clusterup checks out the deployed commit.
+    pub checkout: PathBuf,
+    /// CLUSTERUP_GIT_TOKEN may go over plain HTTP.
+    pub insecure: bool,
+    /// A fetch that sends or receives nothing for this long is given up.
+    pub idle_timeout: Duration,
+    /// No fetch (submodules included) takes longer than this.
+    pub timeout: Duration,
+    /// The operator's own clone at `checkout`, fetched from this remote of
+    /// it and moved in place (None: clusterup's clone in the state dir).
+    pub in_place: Option<String>,
+}
 
 pub struct GitRepo {
     repo: Repository,
