@@ -306,6 +306,7 @@ mod tests {
                 pull: true,
                 force: false,
                 restore_image: None,
+                renamed_to: None,
                 reasons: vec![],
             });
             p.run.as_mut().unwrap().error = Some("service web: unhealthy".into());

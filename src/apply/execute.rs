@@ -653,6 +653,7 @@ mod tests {
             pull: kind == ChangeKind::Image,
             force: false,
             restore_image: None,
+            renamed_to: None,
             reasons: vec![],
         }
     }

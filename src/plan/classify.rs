@@ -55,6 +55,9 @@ pub struct Change {
     /// A rollback: the local image id to put back under `image` first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_image: Option<String>,
+    /// A removal that is half of a rename: the service's new name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_to: Option<String>,
     /// Why: changed fields, shared networks, renames, new digests.
     #[serde(default)]
     pub reasons: Vec<String>,
@@ -270,21 +273,106 @@ pub fn registry_lookups(model: &ComposeModel, observation: &Observation, skip: &
 }
 
 pub fn classify(inputs: &Inputs) -> Plan {
-    let Inputs { new, observation, skip, .. } = inputs;
-    let (services, mut changes) = image_states(inputs);
-    let old = match &inputs.baseline {
-        Baseline::Deployed(old) => Some(*old),
-        _ => None,
+    let (services, changes) = image_states(inputs);
+    let mut plan = Builder { inputs, changes, removals: Vec::new(), data_risks: Vec::new() };
+    let (old, model_diff) = match &inputs.baseline {
+        Baseline::Running { hashes, gone } => {
+            plan.against_running(hashes, gone);
+            (None, ModelDiff::default())
+        }
+        Baseline::Nothing => {
+            plan.first_deploy();
+            (None, ModelDiff::default())
+        }
+        Baseline::Deployed(old) => {
+            let model_diff = diff::diff(old, inputs.new);
+            plan.against_deployed(old, &model_diff);
+            (Some(*old), model_diff)
+        }
     };
-    let model_diff = old.map(|old| diff::diff(old, new)).unwrap_or_default();
-    let mut data_risks = Vec::new();
-    let running = |name: &str| observation.services.get(name).is_some_and(has_running);
-    let recreate = |changes: &mut BTreeMap<String, Change>, name: &str, reason: String, force: bool| {
-        if skip.contains(name) || !running(name) {
+    plan.add_dependants();
+    let data_risks = std::mem::take(&mut plan.data_risks);
+    let mut ordered = plan.ordered(old);
+    if let Some(target) = inputs.target_images {
+        for c in ordered.iter_mut().filter(|c| matches!(c.kind, ChangeKind::Create | ChangeKind::Recreate)) {
+            c.restore_image = target.get(&c.service).cloned();
+            c.pull &= c.restore_image.is_none();
+        }
+    }
+    let needs_approval = approvals(&ordered, inputs.policy, &data_risks).into_iter().map(Approval::describe).collect();
+    Plan {
+        stack: inputs.stack.to_string(),
+        project: inputs.new.project.clone(),
+        kind: kind_of(&ordered),
+        commit: inputs.commit.clone(),
+        deployed_commit: inputs.deployed_commit.clone(),
+        changes: ordered,
+        services,
+        diff: model_diff,
+        data_risks,
+        needs_approval,
+    }
+}
+
+/// Why `apply --auto` would hold a plan back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approval {
+    Images,
+    Structural,
+    DataAtRisk,
+}
+
+impl Approval {
+    pub fn describe(self) -> String {
+        match self {
+            Approval::Images => "image updates need approval (auto.images is false)",
+            Approval::Structural => "structural changes need approval (auto.structural is false)",
+            Approval::DataAtRisk => {
+                "data at risk: never applied by --auto; run `clusterup apply` and confirm, or pass --accept-data-risk"
+            }
+        }
+        .to_string()
+    }
+}
+
+fn approvals(changes: &[Change], policy: Policy, data_risks: &[String]) -> Vec<Approval> {
+    let images = changes.iter().any(|c| c.kind == ChangeKind::Image);
+    let structural = changes.iter().any(Change::is_structural);
+    let mut out = Vec::new();
+    if images && !policy.images {
+        out.push(Approval::Images);
+    }
+    if structural && !policy.structural {
+        out.push(Approval::Structural);
+    }
+    if !data_risks.is_empty() {
+        out.push(Approval::DataAtRisk);
+    }
+    out
+}
+
+/// A plan being made: the changes per service so far, the removals, and
+/// what puts data at risk.
+struct Builder<'a> {
+    inputs: &'a Inputs<'a>,
+    changes: BTreeMap<String, Change>,
+    removals: Vec<Change>,
+    data_risks: Vec<String>,
+}
+
+impl Builder<'_> {
+    fn running(&self, name: &str) -> bool {
+        self.inputs.observation.services.get(name).is_some_and(has_running)
+    }
+
+    /// Recreates a running, not skipped service, for `reason`; an image
+    /// update of it becomes a recreate that keeps the new digest.
+    fn recreate(&mut self, name: &str, reason: String, force: bool) {
+        if self.inputs.skip.contains(name) || !self.running(name) {
             return;
         }
-        let svc = &new.services[name];
-        let entry = changes.entry(name.to_string()).or_insert_with(|| Change {
+        let svc = &self.inputs.new.services[name];
+        let entry = self.changes.entry(name.to_string()).or_insert_with(|| Change {
             service: name.to_string(),
             kind: ChangeKind::Recreate,
             image: svc.image.clone(),
@@ -293,6 +381,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
             pull: false,
             force: false,
             restore_image: None,
+            renamed_to: None,
             reasons: Vec::new(),
         });
         if entry.kind == ChangeKind::Image {
@@ -301,250 +390,232 @@ pub fn classify(inputs: &Inputs) -> Plan {
         }
         entry.reasons.push(reason);
         entry.force |= force;
-    };
+    }
 
-    let mut removals = Vec::new();
-    match &inputs.baseline {
-        Baseline::Running { hashes, gone } => {
-            for (name, hash) in hashes.iter() {
-                let differs = observation
+    /// A directory stack: drifted config hashes, services with no
+    /// container (created), services gone from the files (removed).
+    fn against_running(&mut self, hashes: &BTreeMap<String, String>, gone: &BTreeSet<String>) {
+        let Inputs { new, observation, skip, .. } = self.inputs;
+        for (name, hash) in hashes {
+            let differs = observation
+                .services
+                .get(name)
+                .is_some_and(|o| o.containers.iter().any(|c| c.config_hash.as_deref().is_some_and(|h| h != hash)));
+            if differs && new.services.contains_key(name) {
+                self.recreate(name, "configuration differs from the running container".to_string(), false);
+            }
+        }
+        // A service in the files with no container at all (added by hand)
+        // is created, as `docker compose up -d` would; one that was
+        // stopped keeps its container and stays stopped.
+        for (name, svc) in &new.services {
+            if !observation.services.contains_key(name) && !skip.contains(name) {
+                let why = "in the compose files, with no container".to_string();
+                self.changes.insert(name.clone(), create(name, svc, observation, Some(why)));
+            }
+        }
+        // Removed from the files by hand: its containers go, as
+        // `up --remove-orphans` would, its volumes stay.
+        let gone: Vec<&String> = gone.iter().filter(|n| !skip.contains(*n) && self.running(n)).collect();
+        for name in gone {
+            let observed = &observation.services[name];
+            let anonymous: BTreeSet<String> =
+                observed.containers.iter().flat_map(|c| c.anonymous_volumes.iter().cloned()).collect();
+            self.data_risks.extend(anonymous_risk(name, &anonymous.into_iter().collect::<Vec<_>>()));
+            let image = observed.image.as_ref().and_then(|i| i.repo_tags.first().cloned());
+            let why = "no longer in the compose files".to_string();
+            self.removals.push(remove(name, &ComposeService { image, ..Default::default() }, Some(why)));
+        }
+    }
+
+    /// A git stack clusterup has not deployed yet.
+    fn first_deploy(&mut self) {
+        let Inputs { new, observation, skip, .. } = self.inputs;
+        for name in new.services.keys() {
+            if observation.services.contains_key(name) {
+                let why = "first deploy from git (Compose recreates it only if its configuration differs)";
+                self.recreate(name, why.to_string(), false);
+            } else if !skip.contains(name) {
+                self.changes.insert(name.clone(), create(name, &new.services[name], observation, None));
+            }
+        }
+    }
+
+    /// A git stack: what the new commit changes against the deployed one.
+    fn against_deployed(&mut self, old: &ComposeModel, model_diff: &ModelDiff) {
+        for d in &model_diff.services {
+            self.service_diff(old, d);
+        }
+        // Compose's hash does not see file contents: a changed
+        // bind-mounted file, config or secret redeploys its services
+        // (a submodule that moved, when its files are unknown, counts
+        // for every file in it).
+        let Inputs { new, changed_files, .. } = self.inputs;
+        for (name, svc) in &new.services {
+            let touched = diff::file_inputs(svc, new)
+                .into_iter()
+                .find(|input| changed_files.iter().any(|f| f.starts_with(input) || input.starts_with(f)));
+            if let Some(file) = touched {
+                self.recreate(name, format!("{} changed", file.display()), true);
+            }
+        }
+        for t in &model_diff.top_level {
+            self.top_level(old, model_diff, t);
+        }
+    }
+
+    fn service_diff(&mut self, old: &ComposeModel, d: &ServiceDiff) {
+        let Inputs { new, observation, skip, .. } = self.inputs;
+        match d {
+            ServiceDiff::Added { service } if !skip.contains(service) => {
+                self.changes.insert(service.clone(), create(service, &new.services[service], observation, None));
+            }
+            ServiceDiff::Removed { service } if !skip.contains(service) => {
+                self.data_risks.extend(anonymous_risk(service, &diff::anonymous_volumes(&old.services[service])));
+                self.removals.push(remove(service, &old.services[service], None));
+            }
+            ServiceDiff::Renamed { from, to, data } => {
+                if !diff::anonymous_volumes(&old.services[from]).is_empty() {
+                    self.data_risks.push(format!("renaming service {from} to {to}: {data}"));
+                }
+                let why = format!("renamed from {from} ({data})");
+                self.changes.insert(to.clone(), create(to, &new.services[to], observation, Some(why)));
+                let mut removal = remove(from, &old.services[from], Some(format!("renamed to {to}")));
+                removal.renamed_to = Some(to.clone());
+                self.removals.push(removal);
+            }
+            ServiceDiff::Changed { service, fields } => self.changed_fields(old, service, fields),
+            _ => {}
+        }
+    }
+
+    fn changed_fields(&mut self, old: &ComposeModel, service: &str, fields: &[diff::FieldChange]) {
+        let Inputs { new, skip, .. } = self.inputs;
+        let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
+        let (old_ref, new_ref) = (&old.services[service].image, &new.services[service].image);
+        if names == ["image"] && !new.services[service].build && !skip.contains(service) && self.running(service) {
+            // Only the reference moved (a new tag): an image update, under
+            // the image policy.
+            let why =
+                format!("image {} -> {}", old_ref.as_deref().unwrap_or("none"), new_ref.as_deref().unwrap_or("none"));
+            let change = Change {
+                service: service.to_string(),
+                kind: ChangeKind::Image,
+                image: new_ref.clone(),
+                from: old_ref.clone(),
+                to: new_ref.clone(),
+                pull: true,
+                force: false,
+                restore_image: None,
+                renamed_to: None,
+                reasons: vec![why],
+            };
+            self.changes.insert(service.to_string(), change);
+            return;
+        }
+        self.recreate(service, format!("changed: {}", names.join(", ")), false);
+        if names.contains(&"image")
+            && let Some(c) = self.changes.get_mut(service)
+        {
+            c.from = old_ref.clone();
+            c.to = new_ref.clone();
+            c.pull = !new.services[service].build;
+        }
+    }
+
+    /// A network, volume, config or secret that changed: its users are
+    /// recreated; a volume's change may put data at risk.
+    fn top_level(&mut self, old: &ComposeModel, model_diff: &ModelDiff, t: &diff::TopLevelChange) {
+        if t.section == "volumes" {
+            self.volume_risk(old, model_diff, t);
+        }
+        if t.change == Presence::Added {
+            return;
+        }
+        let new = self.inputs.new;
+        for (name, svc) in &new.services {
+            let uses = match t.section.as_str() {
+                "networks" => diff::networks(svc).contains(&t.name),
+                "volumes" => diff::named_volumes(svc).contains(&t.name),
+                section => diff::sources(svc, section).contains(&t.name),
+            };
+            if uses {
+                self.recreate(name, format!("uses {} {}, which changed", singular(&t.section), t.name), false);
+            }
+        }
+    }
+
+    fn volume_risk(&mut self, old: &ComposeModel, model_diff: &ModelDiff, t: &diff::TopLevelChange) {
+        let new = self.inputs.new;
+        match t.change {
+            // Compose drops unused volumes from its model: only a service
+            // that stays but stops mounting it loses data.
+            Presence::Removed => {
+                let kept: Vec<&String> = old
                     .services
-                    .get(name)
-                    .is_some_and(|o| o.containers.iter().any(|c| c.config_hash.as_deref().is_some_and(|h| h != hash)));
-                if differs && new.services.contains_key(name) {
-                    recreate(&mut changes, name, "configuration differs from the running container".to_string(), false);
+                    .iter()
+                    .filter(|(_, s)| diff::named_volumes(s).contains(&t.name))
+                    .map(|(n, _)| renamed_to(model_diff, n).unwrap_or(n))
+                    .filter(|n| new.services.contains_key(*n))
+                    .collect();
+                if let Some(service) = kept.first() {
+                    self.data_risks.push(format!(
+                        "named volume {} is removed from the compose files while service {service} stays: \
+                         its data stays in the volume, but the service no longer sees it",
+                        t.name
+                    ));
                 }
             }
-            // A service in the files with no container at all (added by
-            // hand) is created, as `docker compose up -d` would; one that
-            // was stopped keeps its container and stays stopped.
-            for (name, svc) in &new.services {
-                if !observation.services.contains_key(name) && !skip.contains(name) {
-                    let why = "in the compose files, with no container".to_string();
-                    changes.insert(name.clone(), create(name, svc, observation, Some(why)));
-                }
-            }
-            // Removed from the files by hand: its containers go, as
-            // `up --remove-orphans` would, its volumes stay.
-            for name in gone.iter().filter(|n| !skip.contains(*n) && running(n)) {
-                let observed = &observation.services[name];
-                let anonymous: BTreeSet<String> =
-                    observed.containers.iter().flat_map(|c| c.anonymous_volumes.iter().cloned()).collect();
-                data_risks.extend(anonymous_risk(name, &anonymous.into_iter().collect::<Vec<_>>()));
-                let image = observed.image.as_ref().and_then(|i| i.repo_tags.first().cloned());
-                let why = "no longer in the compose files".to_string();
-                removals.push(remove(name, &ComposeService { image, ..Default::default() }, Some(why)));
-            }
+            Presence::Changed => self.data_risks.push(format!(
+                "named volume {}'s driver or options changed: Compose would recreate it and its data would be lost",
+                t.name
+            )),
+            Presence::Added => {}
         }
-        Baseline::Nothing => {
-            for name in new.services.keys() {
-                if observation.services.contains_key(name) {
-                    recreate(
-                        &mut changes,
-                        name,
-                        "first deploy from git (Compose recreates it only if its configuration differs)".to_string(),
-                        false,
-                    );
-                } else if !skip.contains(name) {
-                    changes.insert(name.clone(), create(name, &new.services[name], observation, None));
-                }
+    }
+
+    /// A container joined to another's network namespace or volumes loses
+    /// them when that one is recreated: recreate it too, after.
+    fn add_dependants(&mut self) {
+        loop {
+            let recreated: BTreeSet<String> = self.changes.keys().cloned().collect();
+            let dependants: Vec<(String, String)> = self
+                .inputs
+                .new
+                .services
+                .iter()
+                .filter(|(name, _)| !recreated.contains(*name))
+                .flat_map(|(name, svc)| {
+                    diff::attached_to(svc).into_iter().filter(|t| recreated.contains(t)).map(move |t| (name.clone(), t))
+                })
+                .collect();
+            let before = self.changes.len();
+            for (name, target) in dependants {
+                self.recreate(&name, format!("shares the network or volumes of {target}"), true);
             }
-        }
-        Baseline::Deployed(old) => {
-            for d in &model_diff.services {
-                match d {
-                    ServiceDiff::Added { service } if !skip.contains(service) => {
-                        changes.insert(service.clone(), create(service, &new.services[service], observation, None));
-                    }
-                    ServiceDiff::Removed { service } if !skip.contains(service) => {
-                        data_risks.extend(anonymous_risk(service, &diff::anonymous_volumes(&old.services[service])));
-                        removals.push(remove(service, &old.services[service], None));
-                    }
-                    ServiceDiff::Renamed { from, to, data } => {
-                        if !diff::anonymous_volumes(&old.services[from]).is_empty() {
-                            data_risks.push(format!("renaming service {from} to {to}: {data}"));
-                        }
-                        changes.insert(
-                            to.clone(),
-                            create(to, &new.services[to], observation, Some(format!("renamed from {from} ({data})"))),
-                        );
-                        removals.push(remove(from, &old.services[from], Some(format!("renamed to {to}"))));
-                    }
-                    ServiceDiff::Changed { service, fields } => {
-                        let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
-                        let (old_ref, new_ref) = (&old.services[service].image, &new.services[service].image);
-                        if names == ["image"]
-                            && !new.services[service].build
-                            && !skip.contains(service)
-                            && running(service)
-                        {
-                            // Only the reference moved (a new tag): an image
-                            // update, under the image policy.
-                            changes.insert(
-                                service.clone(),
-                                Change {
-                                    service: service.clone(),
-                                    kind: ChangeKind::Image,
-                                    image: new_ref.clone(),
-                                    from: old_ref.clone(),
-                                    to: new_ref.clone(),
-                                    pull: true,
-                                    force: false,
-                                    restore_image: None,
-                                    reasons: vec![format!(
-                                        "image {} -> {}",
-                                        old_ref.as_deref().unwrap_or("none"),
-                                        new_ref.as_deref().unwrap_or("none")
-                                    )],
-                                },
-                            );
-                            continue;
-                        }
-                        recreate(&mut changes, service, format!("changed: {}", names.join(", ")), false);
-                        if names.contains(&"image")
-                            && let Some(c) = changes.get_mut(service)
-                        {
-                            c.from = old_ref.clone();
-                            c.to = new_ref.clone();
-                            c.pull = !new.services[service].build;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            // Compose's hash does not see file contents: a changed
-            // bind-mounted file, config or secret redeploys its services
-            // (a submodule that moved, when its files are unknown, counts
-            // for every file in it).
-            for (name, svc) in &new.services {
-                let touched = diff::file_inputs(svc, new)
-                    .into_iter()
-                    .find(|input| inputs.changed_files.iter().any(|f| f.starts_with(input) || input.starts_with(f)));
-                if let Some(file) = touched {
-                    recreate(&mut changes, name, format!("{} changed", file.display()), true);
-                }
-            }
-            for t in &model_diff.top_level {
-                if t.section == "volumes" {
-                    match t.change {
-                                                // Compose drops unused volumes from its model: only a
-                        // service that stays but stops mounting it loses data.
-                        Presence::Removed => {
-                            let kept: Vec<&String> = old
-                                .services
-                                .iter()
-                                .filter(|(_, s)| diff::named_volumes(s).contains(&t.name))
-                                .map(|(n, _)| renamed_to(&model_diff, n).unwrap_or(n))
-                                .filter(|n| new.services.contains_key(*n))
-                                .collect();
-                            if let Some(service) = kept.first() {
-                                data_risks.push(format!(
-                                    "named volume {} is removed from the compose files while service {service} stays: \
-                                     its data stays in the volume, but the service no longer sees it",
-                                    t.name
-                                ));
-                            }
-                        }
-                        Presence::Changed => data_risks.push(format!(
-                            "named volume {}'s driver or options changed: Compose would recreate it and its data would be lost",
-                            t.name
-                        )),
-                        Presence::Added => {}
-                    }
-                }
-                if t.change == Presence::Added {
-                    continue;
-                }
-                for (name, svc) in &new.services {
-                    let uses = match t.section.as_str() {
-                        "networks" => diff::networks(svc).contains(&t.name),
-                        "volumes" => diff::named_volumes(svc).contains(&t.name),
-                        _ => {
-                            svc.raw.get(&t.section).is_some_and(|v| v.to_string().contains(&format!("\"{}\"", t.name)))
-                        }
-                    };
-                    if uses {
-                        recreate(
-                            &mut changes,
-                            name,
-                            format!("uses {} {}, which changed", singular(&t.section), t.name),
-                            false,
-                        );
-                    }
-                }
+            if self.changes.len() == before {
+                break;
             }
         }
     }
 
-    // A container joined to another's network namespace or volumes loses
-    // them when that one is recreated: recreate it too, after.
-    loop {
-        let recreated: BTreeSet<String> = changes.keys().cloned().collect();
-        let dependants: Vec<(String, String)> = new
-            .services
-            .iter()
-            .filter(|(name, _)| !recreated.contains(*name))
-            .flat_map(|(name, svc)| {
-                diff::attached_to(svc).into_iter().filter(|t| recreated.contains(t)).map(move |t| (name.clone(), t))
-            })
-            .collect();
-        let before = changes.len();
-        for (name, target) in dependants {
-            recreate(&mut changes, &name, format!("shares the network or volumes of {target}"), true);
+    /// Dependencies first, removals last (in reverse dependency order),
+    /// except that a renamed service's old one goes just before its new
+    /// one comes: it may hold a fixed port or container name.
+    fn ordered(mut self, old: Option<&ComposeModel>) -> Vec<Change> {
+        let mut ordered: Vec<Change> =
+            dependency_order(self.inputs.new).into_iter().filter_map(|n| self.changes.remove(&n)).collect();
+        if let Some(old) = old {
+            let order = dependency_order(old);
+            self.removals.sort_by_key(|c| std::cmp::Reverse(order.iter().position(|n| *n == c.service)));
         }
-        if changes.len() == before {
-            break;
+        for removal in self.removals {
+            match removal.renamed_to.as_ref().and_then(|to| ordered.iter().position(|c| &c.service == to)) {
+                Some(i) => ordered.insert(i, removal),
+                None => ordered.push(removal),
+            }
         }
-    }
-
-    let mut ordered: Vec<Change> = dependency_order(new).into_iter().filter_map(|n| changes.remove(&n)).collect();
-    if let Some(old) = old {
-        let order = dependency_order(old);
-        removals.sort_by_key(|c| std::cmp::Reverse(order.iter().position(|n| *n == c.service)));
-    }
-    // A renamed service may hold a fixed port or container name: the old
-    // one goes just before the new one comes.
-    for removal in removals {
-        let renamed_to = removal.reasons.iter().find_map(|r| r.strip_prefix("renamed to ")).map(String::from);
-        match renamed_to.and_then(|to| ordered.iter().position(|c| c.service == to)) {
-            Some(i) => ordered.insert(i, removal),
-            None => ordered.push(removal),
-        }
-    }
-
-    if let Some(target) = inputs.target_images {
-        for c in ordered.iter_mut().filter(|c| matches!(c.kind, ChangeKind::Create | ChangeKind::Recreate)) {
-            c.restore_image = target.get(&c.service).cloned();
-            c.pull &= c.restore_image.is_none();
-        }
-    }
-    let kind = kind_of(&ordered);
-    let images = ordered.iter().any(|c| c.kind == ChangeKind::Image);
-    let structural = ordered.iter().any(Change::is_structural);
-    let mut needs_approval = Vec::new();
-    if images && !inputs.policy.images {
-        needs_approval.push("image updates need approval (auto.images is false)".to_string());
-    }
-    if structural && !inputs.policy.structural {
-        needs_approval.push("structural changes need approval (auto.structural is false)".to_string());
-    }
-    if !data_risks.is_empty() {
-        needs_approval.push(
-            "data at risk: never applied by --auto; run `clusterup apply` and confirm, or pass --accept-data-risk"
-                .to_string(),
-        );
-    }
-    Plan {
-        stack: inputs.stack.to_string(),
-        project: new.project.clone(),
-        kind,
-        commit: inputs.commit.clone(),
-        deployed_commit: inputs.deployed_commit.clone(),
-        changes: ordered,
-        services,
-        diff: model_diff,
-        data_risks,
-        needs_approval,
+        ordered
     }
 }
 
@@ -566,7 +637,8 @@ pub fn unattended(plan: &Plan, policy: Policy, accept_data_risk: bool) -> (Plan,
     }
     out.kind = kind_of(&out.changes);
     let held_back = if out.changes.len() < plan.changes.len() || out.commit != plan.commit {
-        plan.needs_approval.iter().filter(|r| !(accept_data_risk && r.starts_with("data at risk"))).cloned().collect()
+        let data_risk = Approval::DataAtRisk.describe();
+        plan.needs_approval.iter().filter(|r| !(accept_data_risk && **r == data_risk)).cloned().collect()
     } else {
         Vec::new()
     };
@@ -612,6 +684,7 @@ fn restore_states(
                     pull: false,
                     force: false,
                     restore_image: Some(want.clone()),
+                    renamed_to: None,
                     reasons: vec!["the image the target revision ran".to_string()],
                 },
             );
@@ -663,6 +736,7 @@ fn create(name: &str, svc: &ComposeService, observation: &Observation, reason: O
         pull: svc.image.is_some() && !svc.build && !local,
         force: false,
         restore_image: None,
+        renamed_to: None,
         reasons: reason.into_iter().collect(),
     }
 }
@@ -677,6 +751,7 @@ fn remove(name: &str, svc: &ComposeService, reason: Option<String>) -> Change {
         pull: false,
         force: false,
         restore_image: None,
+        renamed_to: None,
         reasons: reason.into_iter().collect(),
     }
 }
@@ -720,6 +795,7 @@ fn image_states(inputs: &Inputs) -> (Vec<ServiceReport>, BTreeMap<String, Change
                                     pull: true,
                                     force: false,
                                     restore_image: None,
+                                    renamed_to: None,
                                     reasons: Vec::new(),
                                 },
                             );
@@ -1021,6 +1097,23 @@ mod tests {
         let (auto, held) = unattended(&plan, Policy { images: true, structural: true }, false);
         assert_eq!(auto.changes.len(), 3);
         assert!(held.is_empty());
+    }
+
+    /// A changed secret recreates the services that use it, not one that
+    /// mounts another secret at a path named like it.
+    #[test]
+    fn a_changed_secret_recreates_its_users_only() {
+        let services = |v: &str| {
+            json!({
+                "app": {"image": "a:1", "secrets": [{"source": "token", "target": "token"}]},
+                "other": {"image": "o:1", "secrets": [{"source": "cert", "target": "token"}], "labels": {"x": v}}
+            })
+        };
+        let secrets = |token: &str| json!({"secrets": {"token": {"file": token}, "cert": {"file": "/s/cert"}}});
+        let old = json_model(services("1"), secrets("/s/token-1"));
+        let new = json_model(services("1"), secrets("/s/token-2"));
+        let plan = structural(&old, &new, &up(&["app", "other"]), Policy::default());
+        assert_eq!(steps(&plan), [(ChangeKind::Recreate, "app")]);
     }
 
     /// A tag changed in git is an image update, but it comes with the

@@ -123,6 +123,19 @@ fn rename_data(svc: &ComposeService) -> String {
 
 /// Mount targets of volumes with no name: their data is tied to the
 /// container and is left behind when it is removed or renamed.
+/// The names of the configs or secrets (`section`) a service uses, from
+/// Compose's normalized `[{source: name, target: ...}]` (or plain names).
+pub fn sources(svc: &ComposeService, section: &str) -> Vec<String> {
+    svc.raw
+        .get(section)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str().or_else(|| e.get("source").and_then(Value::as_str)))
+        .map(String::from)
+        .collect()
+}
+
 pub fn anonymous_volumes(svc: &ComposeService) -> Vec<String> {
     volumes(svc)
         .filter(|v| v.get("type").and_then(Value::as_str) == Some("volume") && v.get("source").is_none())
