@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use super::error::StepError;
 use super::health::{Check, wait_healthy};
 use crate::labels::ServicePolicy;
 use crate::output::Printer;
@@ -91,7 +92,7 @@ impl Executor<'_> {
             return failed(format!("the stack's pre-update hook failed ({e})"));
         }
         if let Err(e) = self.pull_all(plan) {
-            return failed(e);
+            return failed(e.to_string());
         }
         if crate::signals::stop_requested() {
             return failed("interrupted by a signal after pulling".to_string());
@@ -162,7 +163,7 @@ impl Executor<'_> {
         command: &str,
         change: Option<&Change>,
         container: Option<&str>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let mut env = vec![("CLUSTERUP_STACK", self.stack.to_string()), ("CLUSTERUP_HOOK", which.to_string())];
         if let Some(c) = change {
             env.push(("CLUSTERUP_SERVICE", c.service.clone()));
@@ -173,12 +174,12 @@ impl Executor<'_> {
         }
         let place = if container.is_some() { " in the container" } else { "" };
         self.printer.step(format!("running {which} hook{place}: {command}"));
-        hooks::run(command, container, &env, self.hook_timeout)
+        hooks::run(command, container, &env, self.hook_timeout).map_err(StepError::Hook)
     }
 
     /// The service's hooks for one moment: on the host, then in its
     /// container (when it has one).
-    fn service_hooks(&self, which: &str, project: &str, change: &Change) -> Result<(), String> {
+    fn service_hooks(&self, which: &str, project: &str, change: &Change) -> Result<(), StepError> {
         let Some(policy) = self.policies.get(&change.service) else { return Ok(()) };
         let (host, inside) = match which {
             "pre-update" => (&policy.host_hooks.pre_update, &policy.container_hooks.pre_update),
@@ -200,7 +201,7 @@ impl Executor<'_> {
     /// failure can never leave a service removed and not recreated. Image
     /// updates are pulled by the digest that was checked, so the tag moving
     /// again meanwhile cannot slip an unplanned image in.
-    fn pull_all(&self, plan: &Plan) -> Result<(), String> {
+    fn pull_all(&self, plan: &Plan) -> Result<(), StepError> {
         let mut pulled: Vec<&str> = Vec::new();
         for change in plan.changes.iter().filter(|c| c.pull) {
             let Some(image) = change.image.as_deref() else {
@@ -229,14 +230,14 @@ impl Executor<'_> {
                 Err(e) => format!("pull of {source} failed: {e:#}"),
             };
             display.finish(self.printer, &summary);
-            result.map_err(|e| format!("{e:#}"))?;
+            result.map_err(StepError::Engine)?;
         }
         Ok(())
     }
 
     /// Applies one change; the image id the service runs afterwards, if it
     /// still exists.
-    fn apply_one(&self, project: &str, change: &Change) -> Result<Step, String> {
+    fn apply_one(&self, project: &str, change: &Change) -> Result<Step, StepError> {
         let service = &change.service;
         if let Err(e) = self.service_hooks("pre-update", project, change) {
             return Ok(Step::Skipped(format!("its pre-update hook failed ({e})")));
@@ -247,10 +248,10 @@ impl Executor<'_> {
             return Ok(Step::Done(None));
         }
         if let (Some(id), Some((repo, tag))) = (&change.restore_image, change.image.as_deref().and_then(split_tag)) {
-            self.engine.tag(id, repo, tag).map_err(|e| format!("{e:#}"))?;
+            self.engine.tag(id, repo, tag).map_err(StepError::Engine)?;
         }
         let expected = match change.image.as_deref() {
-            Some(image) => self.engine.image(image).map_err(|e| format!("{e:#}"))?.map(|i| i.id),
+            Some(image) => self.engine.image(image).map_err(StepError::Engine)?.map(|i| i.id),
             None => None,
         };
         let why = if change.reasons.is_empty() { String::new() } else { format!(" ({})", change.reasons.join("; ")) };
@@ -268,7 +269,7 @@ impl Executor<'_> {
         if old.is_empty() {
             let verb = if change.kind == ChangeKind::Create { "creating" } else { "recreating" };
             self.printer.step(format!("{verb} {service}{why}"));
-            self.compose.up(project, service, change.force).map_err(|e| format!("{e:#}"))?;
+            self.compose.up(project, service, change.force).map_err(StepError::Compose)?;
             crate::signals::crash_point("recreated");
             self.wait(project, service, expected.as_deref(), &[])?;
         } else {
@@ -279,11 +280,11 @@ impl Executor<'_> {
         if let Err(e) = self.service_hooks("post-update", project, change) {
             self.printer.step(format!("warning: {service}'s post-update hook failed ({e})"));
         }
-        let running = self.engine.containers(project).map_err(|e| format!("{e:#}"))?;
+        let running = self.engine.containers(project).map_err(StepError::Engine)?;
         Ok(Step::Done(running.into_iter().find(|c| c.service == *service).map(|c| c.image_id)))
     }
 
-    fn wait(&self, project: &str, service: &str, expected: Option<&str>, ignore: &[String]) -> Result<(), String> {
+    fn wait(&self, project: &str, service: &str, expected: Option<&str>, ignore: &[String]) -> Result<(), StepError> {
         self.printer.step(format!("waiting for {service} to be healthy"));
         let (health, url) = self.health_for(service);
         let check = Check { settings: health, url, poll: POLL, interruptible: true, ignore };
@@ -293,12 +294,18 @@ impl Executor<'_> {
     /// Replaces the `old` containers of `service` by new ones that serve
     /// before the old ones stop. On failure only the new ones go: the old
     /// ones never stopped.
-    fn start_first(&self, project: &str, service: &str, expected: Option<&str>, old: &[String]) -> Result<(), String> {
+    fn start_first(
+        &self,
+        project: &str,
+        service: &str,
+        expected: Option<&str>,
+        old: &[String],
+    ) -> Result<(), StepError> {
         let is_new = |id: &str| !old.contains(&id.to_string());
         let fresh = self
             .compose
             .scale_up(project, service, old.len() * 2)
-            .map_err(|e| format!("{e:#}"))
+            .map_err(StepError::Compose)
             .and_then(|()| self.start_hidden(project, service, old))
             .and_then(|hidden| {
                 crate::signals::crash_point("recreated");
@@ -318,8 +325,8 @@ impl Executor<'_> {
     /// networks by their own names only: Docker's DNS would hand out their
     /// addresses under the service's name before they serve. Returns the
     /// aliases each had, for `reveal`.
-    fn start_hidden(&self, project: &str, service: &str, old: &[String]) -> Result<Vec<Hidden>, String> {
-        let fail = |e: anyhow::Error| format!("{e:#}");
+    fn start_hidden(&self, project: &str, service: &str, old: &[String]) -> Result<Vec<Hidden>, StepError> {
+        let fail = StepError::Engine;
         let mut hidden = Vec::new();
         for c in self.service_containers(project, service)?.into_iter().filter(|c| !old.contains(&c.id)) {
             let aliases = self.named_networks(&c).map_err(fail)?;
@@ -334,17 +341,17 @@ impl Executor<'_> {
 
     /// Gives the healthy new containers back the aliases compose created
     /// them with, the service's name among them.
-    fn reveal(&self, hidden: &[Hidden]) -> Result<(), String> {
+    fn reveal(&self, hidden: &[Hidden]) -> Result<(), StepError> {
         for h in hidden {
             for (network, aliases) in &h.aliases {
-                self.engine.set_aliases(&h.id, network, aliases).map_err(|e| format!("{e:#}"))?;
+                self.engine.set_aliases(&h.id, network, aliases).map_err(StepError::Engine)?;
             }
         }
         Ok(())
     }
 
-    fn service_containers(&self, project: &str, service: &str) -> Result<Vec<ContainerInfo>, String> {
-        let all = self.engine.containers(project).map_err(|e| format!("{e:#}"))?;
+    fn service_containers(&self, project: &str, service: &str) -> Result<Vec<ContainerInfo>, StepError> {
+        let all = self.engine.containers(project).map_err(StepError::Engine)?;
         Ok(all.into_iter().filter(|c| c.service == service).collect())
     }
 
@@ -417,9 +424,9 @@ impl Executor<'_> {
         Ok(aliases)
     }
 
-    fn remove_service(&self, project: &str, service: &str) -> Result<(), String> {
+    fn remove_service(&self, project: &str, service: &str) -> Result<(), StepError> {
         for c in self.service_containers(project, service)? {
-            self.engine.remove_container(&c.id).map_err(|e| format!("{e:#}"))?;
+            self.engine.remove_container(&c.id).map_err(StepError::Engine)?;
         }
         Ok(())
     }
@@ -479,7 +486,7 @@ impl Executor<'_> {
                     ));
                     self.compose
                         .up(&plan.project, service, change.force)
-                        .map_err(|e| format!("{e:#}"))
+                        .map_err(StepError::Compose)
                         .and_then(|()| {
                             let (health, url) = self.health_for(service);
                             let check = Check { settings: health, url, poll: POLL, interruptible: false, ignore: &[] };

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::error::{StepError, Unhealthy};
 use crate::reference::short;
 use crate::seams::engine::{ContainerInfo, Engine};
 use crate::settings::HealthSettings;
@@ -31,7 +32,7 @@ pub fn wait_healthy(
     service: &str,
     expected_image: Option<&str>,
     check: &Check,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let Check { settings, url, poll, interruptible, ignore } = *check;
     let start = Instant::now();
     let mut restarts: HashMap<String, i64> = HashMap::new();
@@ -47,13 +48,14 @@ pub fn wait_healthy(
         for c in &containers {
             let base = *restarts.entry(c.id.clone()).or_insert(c.restart_count);
             if c.restart_count > base {
-                return Err(format!("container {} restarted during the health check", c.name));
+                return Err(StepError::Unhealthy(Unhealthy::Restarted { container: c.name.clone() }));
             }
             if matches!(c.state.as_str(), "exited" | "dead" | "restarting") {
-                return Err(format!("container {} is {} (it stopped after starting)", c.name, c.state));
+                let (container, state) = (c.name.clone(), c.state.clone());
+                return Err(StepError::Unhealthy(Unhealthy::Stopped { container, state }));
             }
             if c.health.as_deref() == Some("unhealthy") {
-                return Err(format!("container {} is unhealthy", c.name));
+                return Err(StepError::Unhealthy(Unhealthy::Reported { container: c.name.clone() }));
             }
             if expected_image.is_some_and(|e| c.image_id != e) {
                 waiting_for = Some(format!("container {} still runs image {}", c.name, short(&c.image_id)));
@@ -82,17 +84,15 @@ pub fn wait_healthy(
             Some(reason) => {
                 stable_since = None;
                 if start.elapsed() >= settings.timeout {
-                    return Err(format!(
-                        "not healthy within {} ({reason})",
-                        humantime::format_duration(settings.timeout)
-                    ));
+                    let timed_out = Unhealthy::TimedOut { after: settings.timeout, waiting_for: reason };
+                    return Err(StepError::Unhealthy(timed_out));
                 }
             }
         }
         std::thread::sleep(poll);
         crate::signals::crash_point("health-wait");
         if interruptible && crate::signals::stop_requested() {
-            return Err("interrupted by a signal while waiting for health".to_string());
+            return Err(StepError::Interrupted);
         }
     }
 }
@@ -169,30 +169,40 @@ mod tests {
         }]
     }
 
-    fn judge(states: Vec<Vec<ContainerInfo>>) -> Result<(), String> {
+    fn judge(states: Vec<Vec<ContainerInfo>>) -> Result<(), StepError> {
         let engine = Scripted { states: RefCell::new(states) };
         let settings = HealthSettings { timeout: Duration::from_millis(200), stability: Duration::from_millis(20) };
         let check = Check { settings, url: None, poll: Duration::from_millis(5), interruptible: true, ignore: &[] };
         wait_healthy(&engine, "p", "web", Some("new"), &check)
     }
 
+    /// The verdict, and the evidence it carries.
+    fn verdict(states: Vec<Vec<ContainerInfo>>) -> (Unhealthy, String) {
+        match judge(states) {
+            Err(StepError::Unhealthy(u)) => {
+                let text = u.to_string();
+                (u, text)
+            }
+            other => panic!("expected an unhealthy verdict, got {other:?}"),
+        }
+    }
+
     #[test]
     fn verdicts() {
         assert!(judge(vec![c("running", Some("starting"), 0, "new"), c("running", Some("healthy"), 0, "new")]).is_ok());
         assert!(judge(vec![c("running", None, 0, "new")]).is_ok(), "no healthcheck: running and stable is enough");
-        let e = judge(vec![c("running", Some("starting"), 0, "new"), c("running", Some("unhealthy"), 0, "new")])
-            .unwrap_err();
-        assert!(e.contains("unhealthy"), "{e}");
-        let e =
-            judge(vec![c("running", Some("healthy"), 0, "new"), c("running", Some("healthy"), 1, "new")]).unwrap_err();
-        assert!(e.contains("restarted"), "healthy then restarting is a crash loop: {e}");
-        let e = judge(vec![c("running", Some("healthy"), 0, "new"), c("exited", None, 0, "new")]).unwrap_err();
-        assert!(e.contains("exited"), "{e}");
-        let e = judge(vec![c("running", Some("starting"), 0, "new")]).unwrap_err();
-        assert!(e.contains("not healthy within") && e.contains("starting"), "{e}");
-        let e = judge(vec![c("running", Some("healthy"), 0, "old")]).unwrap_err();
+        let (u, e) = verdict(vec![c("running", Some("starting"), 0, "new"), c("running", Some("unhealthy"), 0, "new")]);
+        assert!(matches!(u, Unhealthy::Reported { .. }) && e.contains("unhealthy"), "{e}");
+        let (u, e) = verdict(vec![c("running", Some("healthy"), 0, "new"), c("running", Some("healthy"), 1, "new")]);
+        assert!(matches!(u, Unhealthy::Restarted { .. }), "healthy then restarting is a crash loop: {e}");
+        let (u, e) = verdict(vec![c("running", Some("healthy"), 0, "new"), c("exited", None, 0, "new")]);
+        assert!(matches!(&u, Unhealthy::Stopped { state, .. } if state == "exited"), "{e}");
+        let (u, e) = verdict(vec![c("running", Some("starting"), 0, "new")]);
+        assert!(matches!(&u, Unhealthy::TimedOut { waiting_for, .. } if waiting_for.contains("starting")), "{e}");
+        assert!(e.contains("not healthy within"), "{e}");
+        let (_, e) = verdict(vec![c("running", Some("healthy"), 0, "old")]);
         assert!(e.contains("still runs image"), "{e}");
-        let e = judge(vec![vec![]]).unwrap_err();
+        let (_, e) = verdict(vec![vec![]]);
         assert!(e.contains("no container"), "{e}");
     }
 }

@@ -4,6 +4,7 @@
 //! left unfinished.
 
 pub mod backup;
+pub mod error;
 pub mod execute;
 pub mod files;
 pub mod health;
