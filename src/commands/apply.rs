@@ -253,3 +253,79 @@ fn confirm(
     }
     Ok((!printer.confirm(&question)?).then(|| "declined".to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::classify::{Change, ChangeKind, PlanKind};
+    use crate::state::Rejection;
+
+    fn change(service: &str, kind: ChangeKind, to: &str) -> Change {
+        Change {
+            service: service.into(),
+            kind,
+            image: Some(format!("r/{service}:1")),
+            from: None,
+            to: Some(to.into()),
+            pull: kind == ChangeKind::Image,
+            force: false,
+            restore_image: None,
+            renamed_to: None,
+            reasons: vec![],
+        }
+    }
+
+    fn rejection(commit: Option<&str>, digests: &[(&str, &str)]) -> Rejection {
+        Rejection {
+            revision: 1,
+            time: "2026-11-27T10:00:00Z".into(),
+            commit: commit.map(String::from),
+            digests: digests.iter().map(|(s, d)| (s.to_string(), d.to_string())).collect(),
+            reason: "revision 1: it failed and was rolled back".into(),
+        }
+    }
+
+    /// A plan moving the commit to `new`: web's new digest, api recreated
+    /// by the commit, worker's tag changed by it.
+    fn plan() -> Plan {
+        let mut plan = Plan::empty("s");
+        plan.commit = Some("new".into());
+        plan.deployed_commit = Some("old".into());
+        plan.changes = vec![
+            change("web", ChangeKind::Image, "sha256:bad"),
+            change("api", ChangeKind::Recreate, "r/api:1"),
+            change("worker", ChangeKind::Image, "r/worker:2"),
+        ];
+        plan.kind = PlanKind::Mixed;
+        plan
+    }
+
+    #[test]
+    fn a_rejected_commit_holds_back_everything_it_brings() {
+        let journal = Journal { revisions: vec![], rejections: vec![rejection(Some("new"), &[])] };
+        let (held, why) = hold_back_rejected(plan(), &journal);
+        let left: Vec<&str> = held.changes.iter().map(|c| c.service.as_str()).collect();
+        assert_eq!(left, ["web"], "the registry's digest is not the commit's to hold back");
+        assert_eq!(held.commit.as_deref(), Some("old"), "the deployed files stay");
+        assert_eq!(held.kind, PlanKind::Image);
+        assert_eq!(why.len(), 1);
+        assert!(why[0].contains("commit new") && why[0].contains("--retry"), "{why:?}");
+    }
+
+    #[test]
+    fn a_rejected_digest_is_held_back_until_a_newer_one_appears() {
+        let journal = Journal { revisions: vec![], rejections: vec![rejection(None, &[("web", "sha256:bad")])] };
+        let (held, why) = hold_back_rejected(plan(), &journal);
+        let left: Vec<&str> = held.changes.iter().map(|c| c.service.as_str()).collect();
+        assert_eq!(left, ["api", "worker"]);
+        assert_eq!(held.commit.as_deref(), Some("new"));
+        assert!(why[0].contains("web's image sha256:bad was rejected"), "{why:?}");
+
+        let mut newer = plan();
+        newer.changes[0].to = Some("sha256:newer".into());
+        let (held, why) = hold_back_rejected(newer, &journal);
+        assert_eq!(held.changes.len(), 3, "a newer digest is tried");
+        assert!(why.is_empty());
+        assert!(rejected_parts(&plan(), &Journal::default()).is_empty());
+    }
+}
