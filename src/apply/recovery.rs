@@ -12,7 +12,6 @@ use super::health::{Check, wait_healthy};
 use super::revision::Ctx;
 use crate::plan::classify::{ChangeKind, Plan};
 use crate::reference::Reference;
-use crate::seams::compose::Compose;
 use crate::seams::engine::ContainerInfo;
 use crate::seams::git::GitRepo;
 use crate::state::Outcome;
@@ -45,14 +44,13 @@ impl Ctx<'_> {
             }),
             _ => None,
         };
-        let compose = self.stack.compose();
-        let execution = if self.target_reached(plan, git.as_ref(), &compose)? {
+        let execution = if self.target_reached(plan, git.as_ref())? {
             self.printer.step(format!("revision {} had reached its target; completing it", last.id));
             Execution { outcome: Outcome::Applied, error: None, after: Vec::new(), skipped: Vec::new() }
         } else {
             let files = git.as_ref().map(|g| g as &dyn Files).or(directory.as_ref().map(|d| d as &dyn Files));
             let error = format!("revision {} was interrupted before it finished", last.id);
-            self.executor(&compose, &BTreeMap::new()).restore(plan, &last.services, files, error)
+            self.executor(&BTreeMap::new()).restore(plan, &last.services, files, error)
         };
         self.finish(last, &execution, false)?;
         let outcome = execution.outcome.describe();
@@ -100,14 +98,14 @@ impl Ctx<'_> {
         Ok(aliases.values().all(|a| a.is_empty() || a.contains(&c.service)))
     }
 
-    fn target_reached(&self, plan: &Plan, git: Option<&GitDeploy>, compose: &dyn Compose) -> Result<bool> {
+    fn target_reached(&self, plan: &Plan, git: Option<&GitDeploy>) -> Result<bool> {
         if let Some(g) = git
             && g.repo.head() != Some(g.new)
         {
             return Ok(false);
         }
         let containers = self.engine.containers(&plan.project)?;
-        let hashes = compose.hashes().unwrap_or_default();
+        let hashes = self.compose.hashes().unwrap_or_default();
         for change in &plan.changes {
             let mine: Vec<_> = containers.iter().filter(|c| c.service == change.service).collect();
             if change.kind == ChangeKind::Remove {
@@ -150,5 +148,96 @@ impl Ctx<'_> {
             }
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::Printer;
+    use crate::plan::classify::{Change, PlanKind};
+    use crate::seams::fake::{Fake, fake};
+    use crate::settings::{HealthSettings, StackSettings};
+    use crate::state::{Revision, ServiceImages, StateDir, Trigger};
+    use std::time::Duration;
+
+    /// A directory stack whose revision 1 (recreating `a`) was journaled
+    /// and never finished; `a` runs `running` now.
+    fn interrupted(running: &str) -> (tempfile::TempDir, StackSettings, Fake) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("p");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("compose.yaml"), "services: {}\n").unwrap();
+        let mut stack = crate::settings::from_directory(&dir, Some(&tmp.path().join("state"))).unwrap();
+        stack.health = HealthSettings { timeout: Duration::from_millis(100), stability: Duration::ZERO };
+        let f = fake("sha256:new-a", "sha256:new-b");
+        f.running.borrow_mut().insert("a".into(), running.into());
+        let change = Change {
+            service: "a".into(),
+            kind: ChangeKind::Recreate,
+            image: Some("r/a:latest".into()),
+            from: None,
+            to: None,
+            pull: false,
+            force: false,
+            restore_image: None,
+            renamed_to: None,
+            reasons: vec!["changed: environment".into()],
+        };
+        let plan = Plan { kind: PlanKind::Structural, changes: vec![change], ..Plan::empty("p") };
+        let before = ServiceImages {
+            service: "a".into(),
+            image: Some("r/a:latest".into()),
+            before: "old-a".into(),
+            backup_tag: "clusterup/p/a:rev-1".into(),
+            after: None,
+        };
+        let revision = Revision {
+            id: 1,
+            trigger: Trigger::Auto,
+            started: "2026-11-27T10:00:00Z".into(),
+            finished: None,
+            plan,
+            services: vec![before],
+            outcome: None,
+            error: None,
+            images: BTreeMap::new(),
+            files: None,
+            files_before: None,
+        };
+        StateDir::open(&stack.state_dir).unwrap().begin(&revision).unwrap();
+        (tmp, stack, f)
+    }
+
+    fn recover(stack: &StackSettings, f: &Fake) -> Option<(u64, Outcome)> {
+        let state = StateDir::open(&stack.state_dir).unwrap();
+        let printer = Printer::new(false, true, 0);
+        let ctx = Ctx { engine: f, compose: f, stack, state: &state, printer: &printer };
+        ctx.recover().unwrap()
+    }
+
+    #[test]
+    fn a_revision_that_reached_its_target_is_completed_without_touching_anything() {
+        let (_tmp, stack, f) = interrupted("new-a");
+        assert_eq!(recover(&stack, &f), Some((1, Outcome::Applied)));
+        assert!(!f.log.borrow().iter().any(|l| l.starts_with("up")), "{:?}", f.log.borrow());
+        assert_eq!(recover(&stack, &f), None, "a finished revision is not recovered twice");
+    }
+
+    #[test]
+    fn a_revision_short_of_its_target_is_rolled_back() {
+        let (_tmp, stack, f) = interrupted("bad-a");
+        assert_eq!(recover(&stack, &f), Some((1, Outcome::RolledBack)));
+        assert_eq!(*f.log.borrow(), ["up a"]);
+        assert_eq!(f.running.borrow()["a"], "old-a", "a runs what it ran before the revision");
+        let journal = StateDir::open(&stack.state_dir).unwrap().journal().unwrap();
+        assert!(journal.rejections.is_empty(), "an interrupted revision says nothing about its target");
+    }
+
+    #[test]
+    fn a_failed_restore_is_reported_for_a_human() {
+        let (_tmp, stack, mut f) = interrupted("bad-a");
+        f.fail_up_of_image = Some("old-a".into());
+        assert_eq!(recover(&stack, &f), Some((1, Outcome::RollbackFailed)));
     }
 }

@@ -12,28 +12,26 @@ use crate::labels::ServicePolicy;
 use crate::output::Printer;
 use crate::plan::classify::Plan;
 use crate::plan::observation::Observation;
-use crate::seams::compose::ComposeCli;
+use crate::seams::compose::Compose;
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
 use crate::signals::{crash_point, stop_requested};
 use crate::state::{Ending, Outcome, Rejection, Revision, StateDir, Trigger, now};
 
+/// What a revision runs against: the seams, built once by the command.
 pub struct Ctx<'a> {
     pub engine: &'a dyn Engine,
+    pub compose: &'a dyn Compose,
     pub stack: &'a StackSettings,
     pub state: &'a StateDir,
     pub printer: &'a Printer,
 }
 
 impl Ctx<'_> {
-    pub(super) fn executor<'a>(
-        &'a self,
-        compose: &'a ComposeCli,
-        policies: &'a BTreeMap<String, ServicePolicy>,
-    ) -> Executor<'a> {
+    pub(super) fn executor<'a>(&'a self, policies: &'a BTreeMap<String, ServicePolicy>) -> Executor<'a> {
         Executor {
             engine: self.engine,
-            compose,
+            compose: self.compose,
             printer: self.printer,
             health: self.stack.health,
             stack: &self.stack.name,
@@ -82,9 +80,8 @@ impl Ctx<'_> {
         for b in &backups {
             self.printer.detail(format!("keeping the image {} runs now as {}", b.service, b.backup_tag));
         }
-        let compose = self.stack.compose();
         let execution = match backup::keep_images(self.engine, &backups) {
-            Ok(()) => self.executor(&compose, policies).execute(plan, &backups, files),
+            Ok(()) => self.executor(policies).execute(plan, &backups, files),
             Err(e) => Execution::failed(format!("keeping the current images for rollback: {e:#}; nothing was changed")),
         };
         if execution.outcome == Outcome::RolledBack

@@ -82,7 +82,8 @@ fn apply_one(
 ) -> Result<(ExitStatus, Report)> {
     let state = StateDir::open(&stack.state_dir)?;
     let _lock = state.lock(&stack.name)?;
-    let ctx = Ctx { engine, stack, state: &state, printer };
+    let compose = stack.compose();
+    let ctx = Ctx { engine, compose: &compose, stack, state: &state, printer };
     if let Some((id, outcome)) = ctx.recover()?
         && outcome == Outcome::RollbackFailed
     {

@@ -112,7 +112,8 @@ fn rollback_one(
 ) -> Result<(ExitStatus, Report)> {
     let state = StateDir::open(&stack.state_dir)?;
     let _lock = state.lock(&stack.name)?;
-    let ctx = Ctx { engine, stack, state: &state, printer };
+    let compose = stack.compose();
+    let ctx = Ctx { engine, compose: &compose, stack, state: &state, printer };
     ctx.recover()?;
     let journal = state.journal()?;
     let current = journal

@@ -5,6 +5,8 @@
 pub mod compose;
 pub mod credentials;
 pub mod engine;
+#[cfg(test)]
+pub mod fake;
 pub mod git;
 pub mod hooks;
 pub mod process;
