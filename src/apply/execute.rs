@@ -548,20 +548,29 @@ mod tests {
     }
 
     fn run(f: &Fake, changes: Vec<Change>, backups: &[ServiceImages], files: bool) -> Execution {
+        run_with_hooks(f, changes, backups, files, &Hooks::default(), &BTreeMap::new())
+    }
+
+    fn run_with_hooks(
+        f: &Fake,
+        changes: Vec<Change>,
+        backups: &[ServiceImages],
+        files: bool,
+        hooks: &Hooks,
+        policies: &BTreeMap<String, ServicePolicy>,
+    ) -> Execution {
         let plan = Plan { kind: PlanKind::Image, commit: None, changes, ..Plan::empty("p") };
         let printer = Printer::new(false, true, 0);
         let health = HealthSettings { timeout: Duration::from_millis(50), stability: Duration::ZERO };
         let files = files.then_some(f as &dyn Files);
-        let policies = BTreeMap::new();
-        let hooks = Hooks::default();
         let executor = Executor {
             engine: f,
             compose: f,
             printer: &printer,
             health,
             stack: "p",
-            policies: &policies,
-            hooks: &hooks,
+            policies,
+            hooks,
             hook_timeout: Duration::from_secs(5),
         };
         executor.execute(&plan, backups, files)
@@ -661,5 +670,52 @@ mod tests {
         assert_eq!(e.outcome, Outcome::RolledBack);
         assert_eq!(*f.log.borrow(), ["files new", "up a", "up c", "files old", "rm c-bad-c", "up a"]);
         assert!(!f.running.borrow().contains_key("c"), "a service created by the failed revision is removed");
+    }
+
+    /// The stack's hooks wrap the whole update; a service's host hooks
+    /// wrap its own recreate; a failing service pre-update hook leaves
+    /// that service as it was and the others go on; a failing stack
+    /// pre-update hook changes nothing.
+    #[test]
+    fn hooks_run_in_order_and_their_failures_are_contained() {
+        let tmp = tempfile::tempdir().unwrap();
+        let trail = tmp.path().join("trail");
+        let say = |what: &str| format!("echo {what} >> {}", trail.display());
+        let stack_hooks = Hooks { pre_update: Some(say("stack-pre")), post_update: Some(say("stack-post")) };
+        let service = |pre: String| ServicePolicy {
+            health_url: None,
+            health_timeout: None,
+            host_hooks: Hooks { pre_update: Some(pre), post_update: Some(say("post-$CLUSTERUP_SERVICE")) },
+            container_hooks: Hooks::default(),
+            strategy: Strategy::StopFirst,
+            fallback_reason: None,
+        };
+        let policies = BTreeMap::from([("b".to_string(), service(say("pre-$CLUSTERUP_SERVICE")))]);
+        let f = Fake { trail: Some(trail.clone()), ..fake("sha256:new-a", "sha256:new-b") };
+        let changes = vec![
+            change("a", ChangeKind::Image, Some("sha256:new-a")),
+            change("b", ChangeKind::Image, Some("sha256:new-b")),
+        ];
+        let e = run_with_hooks(&f, changes.clone(), &[backup("a"), backup("b")], false, &stack_hooks, &policies);
+        assert_eq!(e.outcome, Outcome::Applied);
+        let lines = std::fs::read_to_string(&trail).unwrap();
+        assert_eq!(lines.lines().collect::<Vec<_>>(), ["stack-pre", "up a", "pre-b", "up b", "post-b", "stack-post"]);
+
+        std::fs::remove_file(&trail).unwrap();
+        let policies = BTreeMap::from([("b".to_string(), service("exit 3".to_string()))]);
+        let f = Fake { trail: Some(trail.clone()), ..fake("sha256:new-a", "sha256:new-b") };
+        let e = run_with_hooks(&f, changes.clone(), &[backup("a"), backup("b")], false, &stack_hooks, &policies);
+        assert_eq!(e.outcome, Outcome::Applied);
+        assert_eq!(e.skipped.len(), 1, "{:?}", e.skipped);
+        assert!(e.skipped[0].starts_with("b: its pre-update hook failed"), "{:?}", e.skipped);
+        assert_eq!(f.running.borrow()["b"], "old-b", "b was left as it was");
+        assert_eq!(f.running.borrow()["a"], "sha256:new-a");
+
+        let failing = Hooks { pre_update: Some("exit 1".into()), post_update: None };
+        let f = fake("sha256:new-a", "sha256:new-b");
+        let e = run_with_hooks(&f, changes, &[backup("a"), backup("b")], false, &failing, &BTreeMap::new());
+        assert_eq!(e.outcome, Outcome::Failed);
+        assert!(e.error.unwrap().contains("nothing was changed"));
+        assert!(f.log.borrow().is_empty(), "not even a pull: {:?}", f.log.borrow());
     }
 }

@@ -24,6 +24,9 @@ pub struct Fake {
     pub fail_pull: bool,
     pub fail_up_of_image: Option<String>,
     pub log: RefCell<Vec<String>>,
+    /// A file each `up` is also written to, for ordering against hooks
+    /// (which run as real processes and write there too).
+    pub trail: Option<std::path::PathBuf>,
 }
 
 impl Engine for Fake {
@@ -103,6 +106,11 @@ impl Compose for Fake {
     }
     fn up(&self, _: &str, service: &str, _: bool) -> Result<()> {
         self.log.borrow_mut().push(format!("up {service}"));
+        if let Some(trail) = &self.trail {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(trail)?;
+            writeln!(file, "up {service}")?;
+        }
         let id = self.tags.borrow()[&self.images[service]].clone();
         if self.fail_up_of_image.as_deref() == Some(id.as_str()) {
             bail!("compose failed");
