@@ -297,18 +297,7 @@ mod tests {
     fn summaries_name_stack_host_and_what_happened() {
         let mut report = applied(Outcome::RolledBack, Some(4), &[]);
         if let Report::Plan(p) = &mut report {
-            p.plan.changes.push(Change {
-                service: "web".into(),
-                kind: ChangeKind::Image,
-                image: None,
-                from: None,
-                to: None,
-                pull: true,
-                force: false,
-                restore_image: None,
-                renamed_to: None,
-                reasons: vec![],
-            });
+            p.plan.changes.push(Change::new("web", ChangeKind::Image, None));
             p.run.as_mut().unwrap().error = Some("service web: unhealthy".into());
         }
         let text = summary("shop", "h1", Event::RolledBack, &report);

@@ -524,16 +524,9 @@ mod tests {
 
     fn change(service: &str, kind: ChangeKind, to: Option<&str>) -> Change {
         Change {
-            service: service.into(),
-            kind,
-            image: Some(format!("r/{service}:latest")),
-            from: None,
             to: to.map(String::from),
             pull: kind == ChangeKind::Image,
-            force: false,
-            restore_image: None,
-            renamed_to: None,
-            reasons: vec![],
+            ..Change::new(service, kind, Some(format!("r/{service}:latest")))
         }
     }
 

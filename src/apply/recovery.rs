@@ -173,16 +173,8 @@ mod tests {
         let f = fake("sha256:new-a", "sha256:new-b");
         f.running.borrow_mut().insert("a".into(), running.into());
         let change = Change {
-            service: "a".into(),
-            kind: ChangeKind::Recreate,
-            image: Some("r/a:latest".into()),
-            from: None,
-            to: None,
-            pull: false,
-            force: false,
-            restore_image: None,
-            renamed_to: None,
             reasons: vec!["changed: environment".into()],
+            ..Change::new("a", ChangeKind::Recreate, Some("r/a:latest".into()))
         };
         let plan = Plan { kind: PlanKind::Structural, changes: vec![change], ..Plan::empty("p") };
         let before = ServiceImages {

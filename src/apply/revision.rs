@@ -18,6 +18,26 @@ use crate::settings::StackSettings;
 use crate::signals::{crash_point, stop_requested};
 use crate::state::{Ending, Outcome, Rejection, Revision, StateDir, Trigger, now};
 
+/// A stack held for a run: its state dir, the lock on it, and its
+/// Compose. The revision context borrows from it.
+pub struct Session {
+    pub state: StateDir,
+    _lock: crate::state::StackLock,
+    compose: crate::seams::compose::ComposeCli,
+}
+
+impl Session {
+    pub fn open(stack: &StackSettings) -> Result<Session> {
+        let state = StateDir::open(&stack.state_dir)?;
+        let lock = state.lock(&stack.name)?;
+        Ok(Session { state, _lock: lock, compose: stack.compose() })
+    }
+
+    pub fn ctx<'a>(&'a self, engine: &'a dyn Engine, stack: &'a StackSettings, printer: &'a Printer) -> Ctx<'a> {
+        Ctx { engine, compose: &self.compose, stack, state: &self.state, printer }
+    }
+}
+
 /// What a revision runs against: the seams, built once by the command.
 pub struct Ctx<'a> {
     pub engine: &'a dyn Engine,

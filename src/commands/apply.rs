@@ -6,7 +6,7 @@
 use anyhow::Result;
 
 use super::{each_stack, plural};
-use crate::apply::revision::Ctx;
+use crate::apply::revision::Session;
 use crate::cli::ApplyArgs;
 use crate::exit::{ExitStatus, usage};
 use crate::ops;
@@ -17,7 +17,7 @@ use crate::report::{CommandName, PlanReport, RecoveredReport, Report, RunResult,
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
 use crate::state::Outcome;
-use crate::state::{Journal, Pause, StateDir, Trigger};
+use crate::state::{Journal, Pause, Trigger};
 
 /// What the operator allowed, independent of how it was asked.
 #[derive(Debug, Clone, Default)]
@@ -80,10 +80,8 @@ fn apply_one(
     opts: &ApplyOptions,
     printer: &Printer,
 ) -> Result<(ExitStatus, Report)> {
-    let state = StateDir::open(&stack.state_dir)?;
-    let _lock = state.lock(&stack.name)?;
-    let compose = stack.compose();
-    let ctx = Ctx { engine, compose: &compose, stack, state: &state, printer };
+    let session = Session::open(stack)?;
+    let (state, ctx) = (&session.state, session.ctx(engine, stack, printer));
     if let Some((id, outcome)) = ctx.recover()?
         && outcome == Outcome::RollbackFailed
     {
@@ -263,16 +261,9 @@ mod tests {
 
     fn change(service: &str, kind: ChangeKind, to: &str) -> Change {
         Change {
-            service: service.into(),
-            kind,
-            image: Some(format!("r/{service}:1")),
-            from: None,
             to: Some(to.into()),
             pull: kind == ChangeKind::Image,
-            force: false,
-            restore_image: None,
-            renamed_to: None,
-            reasons: vec![],
+            ..Change::new(service, kind, Some(format!("r/{service}:1")))
         }
     }
 

@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow};
 
 use super::apply::report;
 use super::{each_stack, table, to_value};
-use crate::apply::revision::Ctx;
+use crate::apply::revision::Session;
 use crate::cli::RollbackArgs;
 use crate::exit::{ExitStatus, usage};
 use crate::ops::{self, Goal};
@@ -110,10 +110,8 @@ fn rollback_one(
     args: &RollbackArgs,
     printer: &Printer,
 ) -> Result<(ExitStatus, Report)> {
-    let state = StateDir::open(&stack.state_dir)?;
-    let _lock = state.lock(&stack.name)?;
-    let compose = stack.compose();
-    let ctx = Ctx { engine, compose: &compose, stack, state: &state, printer };
+    let session = Session::open(stack)?;
+    let (state, ctx) = (&session.state, session.ctx(engine, stack, printer));
     ctx.recover()?;
     let journal = state.journal()?;
     let current = journal

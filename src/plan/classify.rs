@@ -64,6 +64,23 @@ pub struct Change {
 }
 
 impl Change {
+    /// A change of `kind` to `service`, running `image` afterwards, with
+    /// nothing else said yet.
+    pub fn new(service: &str, kind: ChangeKind, image: Option<String>) -> Change {
+        Change {
+            service: service.to_string(),
+            kind,
+            image,
+            from: None,
+            to: None,
+            pull: false,
+            force: false,
+            restore_image: None,
+            renamed_to: None,
+            reasons: Vec::new(),
+        }
+    }
+
     pub fn is_structural(&self) -> bool {
         self.kind != ChangeKind::Image
     }
@@ -372,18 +389,10 @@ impl Builder<'_> {
             return;
         }
         let svc = &self.inputs.new.services[name];
-        let entry = self.changes.entry(name.to_string()).or_insert_with(|| Change {
-            service: name.to_string(),
-            kind: ChangeKind::Recreate,
-            image: svc.image.clone(),
-            from: None,
-            to: None,
-            pull: false,
-            force: false,
-            restore_image: None,
-            renamed_to: None,
-            reasons: Vec::new(),
-        });
+        let entry = self
+            .changes
+            .entry(name.to_string())
+            .or_insert_with(|| Change::new(name, ChangeKind::Recreate, svc.image.clone()));
         if entry.kind == ChangeKind::Image {
             entry.reasons.push(format!("new digest {}", entry.to.as_deref().unwrap_or("?")));
             entry.kind = ChangeKind::Recreate;
@@ -499,16 +508,11 @@ impl Builder<'_> {
             let why =
                 format!("image {} -> {}", old_ref.as_deref().unwrap_or("none"), new_ref.as_deref().unwrap_or("none"));
             let change = Change {
-                service: service.to_string(),
-                kind: ChangeKind::Image,
-                image: new_ref.clone(),
                 from: old_ref.clone(),
                 to: new_ref.clone(),
                 pull: true,
-                force: false,
-                restore_image: None,
-                renamed_to: None,
                 reasons: vec![why],
+                ..Change::new(service, ChangeKind::Image, new_ref.clone())
             };
             self.changes.insert(service.to_string(), change);
             return;
@@ -676,16 +680,11 @@ fn restore_states(
             changed.insert(
                 name.clone(),
                 Change {
-                    service: name.clone(),
-                    kind: ChangeKind::Image,
-                    image: Some(image.clone()),
                     from: Some(c.image_id.clone()),
                     to: Some(want.clone()),
-                    pull: false,
-                    force: false,
                     restore_image: Some(want.clone()),
-                    renamed_to: None,
                     reasons: vec!["the image the target revision ran".to_string()],
+                    ..Change::new(name, ChangeKind::Image, Some(image.clone()))
                 },
             );
         }
@@ -728,31 +727,18 @@ fn singular(section: &str) -> &str {
 fn create(name: &str, svc: &ComposeService, observation: &Observation, reason: Option<String>) -> Change {
     let local = svc.image.as_ref().is_some_and(|i| observation.local_images.contains(i));
     Change {
-        service: name.to_string(),
-        kind: ChangeKind::Create,
-        image: svc.image.clone(),
-        from: None,
         to: svc.image.clone(),
         pull: svc.image.is_some() && !svc.build && !local,
-        force: false,
-        restore_image: None,
-        renamed_to: None,
         reasons: reason.into_iter().collect(),
+        ..Change::new(name, ChangeKind::Create, svc.image.clone())
     }
 }
 
 fn remove(name: &str, svc: &ComposeService, reason: Option<String>) -> Change {
     Change {
-        service: name.to_string(),
-        kind: ChangeKind::Remove,
-        image: svc.image.clone(),
         from: svc.image.clone(),
-        to: None,
-        pull: false,
-        force: false,
-        restore_image: None,
-        renamed_to: None,
         reasons: reason.into_iter().collect(),
+        ..Change::new(name, ChangeKind::Remove, svc.image.clone())
     }
 }
 
@@ -787,16 +773,10 @@ fn image_states(inputs: &Inputs) -> (Vec<ServiceReport>, BTreeMap<String, Change
                             changed.insert(
                                 name.clone(),
                                 Change {
-                                    service: name.clone(),
-                                    kind: ChangeKind::Image,
-                                    image: Some(reference),
                                     from: running,
                                     to: Some(available.clone()),
                                     pull: true,
-                                    force: false,
-                                    restore_image: None,
-                                    renamed_to: None,
-                                    reasons: Vec::new(),
+                                    ..Change::new(name, ChangeKind::Image, Some(reference))
                                 },
                             );
                         }
