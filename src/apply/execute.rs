@@ -522,6 +522,18 @@ mod tests {
     use crate::plan::classify::PlanKind;
     use crate::seams::fake::{Fake, fake};
 
+    /// The files an apply moves, as entries in the fake's log.
+    impl Files for Fake {
+        fn deploy_new(&self) -> Result<()> {
+            self.log.borrow_mut().push("files new".into());
+            Ok(())
+        }
+        fn restore_old(&self) -> Result<()> {
+            self.log.borrow_mut().push("files old".into());
+            Ok(())
+        }
+    }
+
     fn change(service: &str, kind: ChangeKind, to: Option<&str>) -> Change {
         Change {
             to: to.map(String::from),

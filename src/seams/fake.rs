@@ -1,14 +1,13 @@
 //! One set of fakes for the seams, for unit tests of everything above
-//! them: an engine, Compose and the files an apply moves, in memory. Tags
-//! map references to image ids, `up` (re)creates a service from its
-//! reference's current id, and an image id containing "bad" is unhealthy.
+//! them: an engine and Compose, in memory. Tags map references to image
+//! ids, `up` (re)creates a service from its reference's current id, and
+//! an image id containing "bad" is unhealthy.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
 
-use crate::apply::execute::Files;
 use crate::seams::compose::{Compose, ComposeModel};
 use crate::seams::engine::{ContainerInfo, Engine, ImageInfo, PullProgress};
 
@@ -123,16 +122,6 @@ impl Compose for Fake {
     }
 }
 
-impl Files for Fake {
-    fn deploy_new(&self) -> Result<()> {
-        self.log.borrow_mut().push("files new".into());
-        Ok(())
-    }
-    fn restore_old(&self) -> Result<()> {
-        self.log.borrow_mut().push("files old".into());
-        Ok(())
-    }
-}
 
 /// Services a and b, each `r/<svc>:latest`, running `old-<svc>`; the
 /// registry serves `new_a` / `new_b` under the digests of those names.
