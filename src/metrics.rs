@@ -31,9 +31,7 @@ pub fn render(stacks: &[StackSettings]) -> Result<String> {
         let Some(state) = StateDir::existing(&stack.state_dir) else { continue };
         let label = format!("stack=\"{}\"", stack.name.replace('\\', "\\\\").replace('"', "\\\""));
         if let Some(run) = state.last_run()? {
-            if let Ok(t) = run.time.parse::<jiff::Timestamp>() {
-                lines.push((0, format!("{{{label}}} {}", t.as_second())));
-            }
+            lines.push((0, format!("{{{label}}} {}", run.time.as_second())));
             lines.push((1, format!("{{{label}}} {}", run.exit_code)));
             lines.push((2, format!("{{{label}}} {}", run.pending)));
         }
@@ -42,10 +40,7 @@ pub fn render(stacks: &[StackSettings]) -> Result<String> {
         let revisions = state.revisions()?;
         if let Some(last) = revisions.last() {
             lines.push((4, format!("{{{label}}} {}", last.id)));
-            let took = last
-                .finished
-                .as_deref()
-                .and_then(|f| Some(f.parse::<jiff::Timestamp>().ok()?.duration_since(last.started.parse().ok()?)));
+            let took = last.finished.map(|f| f.duration_since(last.started));
             if let Some(d) = took {
                 lines.push((5, format!("{{{label}}} {}", d.as_secs_f64())));
             }

@@ -127,7 +127,7 @@ fn post(
             "event": event,
             "stack": stack,
             "host": host,
-            "time": crate::state::now(),
+            "time": crate::clock::stamp(),
             "summary": text,
             "report": report,
         }),

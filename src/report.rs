@@ -154,7 +154,8 @@ pub enum Deployed {
 pub struct DeployedRevision {
     pub revision: u64,
     pub commit: Option<String>,
-    pub when: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub when: Option<jiff::Timestamp>,
     pub trigger: Trigger,
 }
 

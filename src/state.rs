@@ -12,6 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::exit::LockHeld;
@@ -53,8 +54,10 @@ const LAST_RUN: &str = "last_run.json";
 pub struct Revision {
     pub id: u64,
     pub trigger: Trigger,
-    pub started: String,
-    pub finished: Option<String>,
+    #[schemars(with = "String")]
+    pub started: Timestamp,
+    #[schemars(with = "Option<String>")]
+    pub finished: Option<Timestamp>,
     pub plan: Plan,
     pub services: Vec<ServiceImages>,
     /// None while the revision is in progress (or was interrupted).
@@ -116,7 +119,7 @@ enum Event {
     },
     End {
         id: u64,
-        finished: String,
+        finished: Timestamp,
         outcome: Outcome,
         error: Option<String>,
         after: Vec<(String, String)>,
@@ -131,7 +134,7 @@ enum Event {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Rejection {
     pub revision: u64,
-    pub time: String,
+    pub time: Timestamp,
     pub commit: Option<String>,
     pub digests: Vec<(String, String)>,
     pub reason: String,
@@ -165,7 +168,8 @@ impl Journal {
 /// The last `check` or `apply` of a stack, for `status` and metrics.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct LastRun {
-    pub time: String,
+    #[schemars(with = "String")]
+    pub time: Timestamp,
     pub command: String,
     pub exit_code: u8,
     /// Changes the plan held (applied or not), and of what kind.
@@ -177,10 +181,12 @@ pub struct LastRun {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Pause {
     pub by: String,
-    pub since: String,
+    #[schemars(with = "String")]
+    pub since: Timestamp,
     pub reason: Option<String>,
-    /// RFC 3339; None: until `clusterup resume`.
-    pub until: Option<String>,
+    /// None: until `clusterup resume`.
+    #[schemars(with = "Option<String>")]
+    pub until: Option<Timestamp>,
 }
 
 impl Pause {
@@ -292,7 +298,7 @@ impl StateDir {
     pub fn active_pause(&self) -> Result<Option<Pause>> {
         let Some(pause) = self.pause()? else { return Ok(None) };
         let now = crate::clock::now()?;
-        let expired = pause.until.as_deref().and_then(|u| u.parse::<jiff::Timestamp>().ok()).is_some_and(|u| u <= now);
+        let expired = pause.until.is_some_and(|u| u <= now);
         if expired {
             self.clear_pause()?;
             return Ok(None);
@@ -325,7 +331,7 @@ impl StateDir {
 
     pub fn end(&self, id: u64, ending: Ending) -> Result<()> {
         let Ending { outcome, error, after, images } = ending;
-        self.append(&Event::End { id, finished: now(), outcome, error, after, images })
+        self.append(&Event::End { id, finished: crate::clock::stamp(), outcome, error, after, images })
     }
 
     fn append(&self, event: &Event) -> Result<()> {
@@ -431,12 +437,28 @@ fn read_journal(path: &Path) -> Result<Journal> {
     Ok(Journal { revisions, rejections })
 }
 
-pub fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
 #[cfg(test)]
 mod tests {
+
+    /// Times are now `jiff::Timestamp`s: a state dir written by the
+    /// release before (times as RFC 3339 strings) still reads, and times
+    /// are written as before, to the second.
+    #[test]
+    fn state_written_by_the_previous_release_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(JOURNAL), include_str!("../tests/fixtures/state-0.1/journal.jsonl")).unwrap();
+        std::fs::write(dir.path().join(LAST_RUN), include_str!("../tests/fixtures/state-0.1/last_run.json")).unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let revisions = state.revisions().unwrap();
+        assert_eq!(revisions.len(), 1);
+        assert_eq!(revisions[0].started.to_string(), "2026-11-27T15:57:50Z");
+        assert_eq!(revisions[0].finished.map(|f| f.to_string()).as_deref(), Some("2026-11-27T15:58:03Z"));
+        assert_eq!(revisions[0].outcome, Some(Outcome::Applied));
+        assert_eq!(state.last_run().unwrap().unwrap().time.to_string(), "2026-11-27T15:58:03Z");
+        let written = serde_json::to_string(&crate::clock::stamp()).unwrap();
+        assert!(written.ends_with("Z\"") && !written.contains('.'), "{written}");
+    }
+
     use super::*;
     use crate::plan::classify::PlanKind;
     use std::os::unix::fs::PermissionsExt;
@@ -445,7 +467,7 @@ mod tests {
         Revision {
             id,
             trigger: Trigger::Auto,
-            started: now(),
+            started: crate::clock::stamp(),
             finished: None,
             plan: Plan { kind: PlanKind::Image, commit: None, ..Plan::empty("s") },
             services: vec![ServiceImages {
@@ -562,7 +584,7 @@ mod tests {
         state
             .reject(Rejection {
                 revision: 1,
-                time: now(),
+                time: crate::clock::stamp(),
                 commit: Some("abc".into()),
                 digests: vec![("web".into(), "sha256:bad".into())],
                 reason: "rolled back".into(),
@@ -575,7 +597,8 @@ mod tests {
         assert!(journal.rejected_digest("db", "sha256:bad").is_none());
 
         assert_eq!(state.pause().unwrap(), None);
-        let pause = Pause { by: "alice".into(), since: now(), reason: Some("incident".into()), until: None };
+        let pause =
+            Pause { by: "alice".into(), since: crate::clock::stamp(), reason: Some("incident".into()), until: None };
         state.set_pause(&pause).unwrap();
         assert_eq!(state.pause().unwrap(), Some(pause));
         let mode = std::fs::metadata(tmp.path().join(PAUSE)).unwrap().permissions().mode() & 0o777;

@@ -187,7 +187,7 @@ mod tests {
         let revision = Revision {
             id: 1,
             trigger: Trigger::Auto,
-            started: "2026-11-27T10:00:00Z".into(),
+            started: "2026-11-27T10:00:00Z".parse().unwrap(),
             finished: None,
             plan,
             services: vec![before],

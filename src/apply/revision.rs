@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use super::backup;
 use super::execute::{Execution, Executor, Files};
 use super::snapshot;
+use crate::clock::stamp;
 use crate::labels::ServicePolicy;
 use crate::output::Printer;
 use crate::plan::classify::Plan;
@@ -16,7 +17,7 @@ use crate::seams::compose::Compose;
 use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
 use crate::signals::{crash_point, stop_requested};
-use crate::state::{Ending, Outcome, Rejection, Revision, StateDir, Trigger, now};
+use crate::state::{Ending, Outcome, Rejection, Revision, StateDir, Trigger};
 
 /// A stack held for a run: its state dir, the lock on it, and its
 /// Compose. The revision context borrows from it.
@@ -85,7 +86,7 @@ impl Ctx<'_> {
         let revision = Revision {
             id,
             trigger,
-            started: now(),
+            started: stamp(),
             finished: None,
             plan: plan.clone(),
             services: backups.clone(),
@@ -149,7 +150,7 @@ impl Ctx<'_> {
         let moved = revision.plan.moves_commit();
         let rejection = Rejection {
             revision: revision.id,
-            time: now(),
+            time: stamp(),
             commit: if moved { revision.plan.commit.clone() } else { None },
             digests: revision.target_digests(),
             reason: format!("revision {}: {why}", revision.id),

@@ -270,7 +270,7 @@ mod tests {
     fn rejection(commit: Option<&str>, digests: &[(&str, &str)]) -> Rejection {
         Rejection {
             revision: 1,
-            time: "2026-11-27T10:00:00Z".into(),
+            time: "2026-11-27T10:00:00Z".parse().unwrap(),
             commit: commit.map(String::from),
             digests: digests.iter().map(|(s, d)| (s.to_string(), d.to_string())).collect(),
             reason: "revision 1: it failed and was rolled back".into(),

@@ -123,7 +123,7 @@ fn record_run(stack: &StackSettings, command: CommandName, result: &Result<(Exit
     });
     let kind = report.filter(|_| pending > 0).map_or(PlanKind::None, Report::kind);
     let run = crate::state::LastRun {
-        time: crate::state::now(),
+        time: crate::clock::stamp(),
         command: command.as_str().to_string(),
         exit_code,
         pending,

@@ -26,8 +26,7 @@ pub fn pause(stacks: &[StackSettings], args: &PauseArgs, printer: &Printer) -> R
         (Some(d), _) => Some(now.checked_add(jiff::SignedDuration::try_from(d).context("--for is too long")?)?),
         (None, until) => until,
     };
-    let pause =
-        Pause { by: who(), since: now.to_string(), reason: args.reason.clone(), until: until.map(|u| u.to_string()) };
+    let pause = Pause { by: who(), since: now, reason: args.reason.clone(), until };
     Ok(each_stack(stacks, printer, |stack| {
         StateDir::open(&stack.state_dir)?.set_pause(&pause)?;
         printer.human(format!("stack {}: {}\n", stack.name, pause.describe()));

@@ -45,7 +45,7 @@ fn list(stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Report)
             let images: Vec<String> = r.images.iter().map(|(s, i)| format!("{s}={}", short(i))).collect();
             [
                 r.id.to_string(),
-                r.started.clone(),
+                r.started.to_string(),
                 to_value(&r.trigger).as_str().unwrap_or("").to_string(),
                 r.plan.commit.as_deref().map(short).unwrap_or("-").to_string(),
                 r.outcome.map_or("unfinished", Outcome::describe).to_string(),
@@ -84,9 +84,7 @@ fn resolve<'a>(spec: &str, revisions: &'a [Revision]) -> Result<&'a Revision> {
     let time: jiff::Timestamp = spec.parse().map_err(|_| {
         usage(format!("--to {spec:?} is neither a revision number, a commit prefix nor an RFC 3339 time"))
     })?;
-    good()
-        .find(|r| r.started.parse::<jiff::Timestamp>().is_ok_and(|s| s <= time))
-        .ok_or_else(|| usage(format!("no good revision started before {spec}")))
+    good().find(|r| r.started <= time).ok_or_else(|| usage(format!("no good revision started before {spec}")))
 }
 
 /// The stack as it was before `rev`: its commit and, per service, the
@@ -185,7 +183,7 @@ mod tests {
         Revision {
             id,
             trigger: Trigger::Auto,
-            started: started.into(),
+            started: started.parse().unwrap(),
             finished: None,
             plan: Plan { kind: PlanKind::Image, commit: Some(commit.into()), ..Plan::empty("s") },
             services: vec![],

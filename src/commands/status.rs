@@ -24,14 +24,8 @@ use crate::state::{Revision, StateDir};
 pub fn stats(revisions: &[Revision]) -> Stats {
     let finished: Vec<&Revision> = revisions.iter().filter(|r| r.outcome.is_some()).collect();
     let good = finished.iter().filter(|r| r.outcome == Some(Outcome::Applied)).count();
-    let mut durations: Vec<f64> = finished
-        .iter()
-        .filter_map(|r| {
-            let start: jiff::Timestamp = r.started.parse().ok()?;
-            let end: jiff::Timestamp = r.finished.as_deref()?.parse().ok()?;
-            Some(end.duration_since(start).as_secs_f64())
-        })
-        .collect();
+    let mut durations: Vec<f64> =
+        finished.iter().filter_map(|r| Some(r.finished?.duration_since(r.started).as_secs_f64())).collect();
     durations.sort_by(f64::total_cmp);
     // Nearest rank: the smallest value with at least p of the data at or below it.
     let rank =
@@ -142,7 +136,7 @@ fn status_one(
             text,
             "deployed: revision {}{commit}, {} ({})",
             d.id,
-            d.finished.as_deref().unwrap_or(&d.started),
+            d.finished.unwrap_or(d.started),
             to_value(&d.trigger).as_str().unwrap_or("")
         );
     }
@@ -196,7 +190,7 @@ fn status_one(
     let deployed = deployed.map(|d| DeployedRevision {
         revision: d.id,
         commit: d.plan.commit.clone(),
-        when: d.finished.clone(),
+        when: d.finished,
         trigger: d.trigger,
     });
     let report = StatusReport {
@@ -225,8 +219,8 @@ mod tests {
         Revision {
             id: 1,
             trigger: Trigger::Auto,
-            started: started.into(),
-            finished: Some(finished.into()),
+            started: started.parse().unwrap(),
+            finished: Some(finished.parse().unwrap()),
             plan: Plan { kind: PlanKind::Image, ..Plan::empty("s") },
             services: vec![],
             outcome,

@@ -122,7 +122,6 @@ impl Compose for Fake {
     }
 }
 
-
 /// Services a and b, each `r/<svc>:latest`, running `old-<svc>`; the
 /// registry serves `new_a` / `new_b` under the digests of those names.
 pub fn fake(new_a: &str, new_b: &str) -> Fake {
