@@ -1,3 +1,7 @@
+// Human output goes through `output::Printer` alone: it knows about
+// --json, --quiet, terminals and secrets.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod apply;
 mod cli;
 mod clock;
@@ -32,7 +36,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let printer = output::Printer::new(cli.global.json, cli.global.quiet, cli.global.verbose);
     if let Err(e) = signals::install_signal_handlers() {
-        eprintln!("warning: cannot handle SIGTERM gracefully: {e}");
+        printer.warn(format!("cannot handle SIGTERM gracefully: {e}"));
     }
     match commands::run(cli, &printer) {
         Ok(status) => status.into(),
@@ -40,7 +44,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {}", output::for_people(&format!("{err:#}")));
+            printer.error("", &err);
             exit::status_of(&err).into()
         }
     }

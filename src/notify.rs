@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::exit::ExitStatus;
+use crate::output::Printer;
 use crate::redact::Secret;
 use crate::report::{CommandName, Ended, Report};
 use crate::settings::{Event, NotifyKind, NotifyTarget, StackSettings};
@@ -85,7 +86,7 @@ fn agent(timeout: Duration) -> ureq::Agent {
 
 /// Sends what `command`'s result calls for to every target; failures are
 /// logged on stderr and otherwise ignored.
-pub fn send(stack: &StackSettings, command: CommandName, status: ExitStatus, report: &Report) {
+pub fn send(stack: &StackSettings, command: CommandName, status: ExitStatus, report: &Report, printer: &Printer) {
     if stack.notify.is_empty() {
         return;
     }
@@ -104,8 +105,7 @@ pub fn send(stack: &StackSettings, command: CommandName, status: ExitStatus, rep
             }
         };
         if let Err(e) = result {
-            let e = crate::output::for_people(&format!("{e:#}"));
-            eprintln!("warning: stack {}: notification ({:?}) failed: {e}", stack.name, target.kind);
+            printer.warn(format!("stack {}: notification ({:?}) failed: {e:#}", stack.name, target.kind));
         }
     }
 }

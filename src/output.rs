@@ -20,6 +20,8 @@ pub struct Printer {
     color: bool,
 }
 
+// The one place that writes to the terminal.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
 impl Printer {
     pub fn new(json: bool, quiet: bool, verbose: u8) -> Printer {
         Printer {
@@ -48,6 +50,24 @@ impl Printer {
         if !self.quiet {
             eprintln!("{}", for_people(msg.as_ref()));
         }
+    }
+
+    /// Something went wrong beside the run's result (a notification, the
+    /// metrics file): said even with --quiet.
+    pub fn warn(&self, msg: impl AsRef<str>) {
+        eprintln!("warning: {}", for_people(msg.as_ref()));
+    }
+
+    /// An error that ends a run or a stack's part of it, with its causes.
+    pub fn error(&self, context: impl AsRef<str>, err: &dyn std::fmt::Display) {
+        let context = context.as_ref();
+        let sep = if context.is_empty() { "" } else { ": " };
+        eprintln!("error: {context}{sep}{}", for_people(&format!("{err:#}")));
+    }
+
+    /// Clears a terminal for the next redraw (`status --watch`).
+    pub fn clear_screen(&self) {
+        print!("\x1b[2J\x1b[H");
     }
 
     pub fn detail(&self, msg: impl AsRef<str>) {

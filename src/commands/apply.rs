@@ -44,7 +44,7 @@ impl From<&ApplyArgs> for ApplyOptions {
 pub fn run(engine: &dyn Engine, stacks: &[StackSettings], opts: ApplyOptions, printer: &Printer) -> Result<ExitStatus> {
     Ok(each_stack(stacks, printer, |stack| {
         let result = apply_one(engine, stack, &opts, printer);
-        super::after_run(stack, CommandName::Apply, &result);
+        super::after_run(stack, CommandName::Apply, &result, printer);
         result
     }))
 }
@@ -165,7 +165,7 @@ fn apply_one(
         printer.human(format!("not applied: {reason}\n"));
     }
     if let Some(e) = &execution.error {
-        eprintln!("error: stack {}: {}", stack.name, crate::output::for_people(&e.to_string()));
+        printer.error(format!("stack {}", stack.name), e);
     }
     let run = RunResult {
         outcome: execution.outcome,

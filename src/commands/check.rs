@@ -21,7 +21,7 @@ pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &CheckArgs, prin
     let mut others = ExitStatus::Success;
     let status = each_stack(stacks, printer, |stack| {
         let result = check_one(engine, stack, printer);
-        super::after_run(stack, CommandName::Check, &result);
+        super::after_run(stack, CommandName::Check, &result, printer);
         let (status, report) = result?;
         if status == ExitStatus::UpdatesPending {
             pending.push(stack.clone());

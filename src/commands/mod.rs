@@ -43,7 +43,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
     if let Some(path) = metrics
         && let Err(e) = crate::metrics::write(&path, &stacks)
     {
-        eprintln!("warning: writing metrics to {}: {}", path.display(), crate::output::for_people(&format!("{e:#}")));
+        printer.warn(format!("writing metrics to {}: {e:#}", path.display()));
     }
     status
 }
@@ -82,7 +82,7 @@ pub fn each_stack(
             Err(err) => {
                 let s = status_of(&err);
                 status = status.worst(s);
-                eprintln!("error: stack {}: {}", stack.name, crate::output::for_people(&format!("{err:#}")));
+                printer.error(format!("stack {}", stack.name), &err);
                 reports.push(error_report(stack, &err));
             }
         }
@@ -100,17 +100,22 @@ fn error_report(stack: &StackSettings, err: &anyhow::Error) -> Report {
 
 /// After a `check`, `apply` or `rollback` of `stack`: remember how it
 /// ended (for `status` and metrics) and notify. Never fails the run.
-pub fn after_run(stack: &StackSettings, command: CommandName, result: &Result<(ExitStatus, Report)>) {
+pub fn after_run(
+    stack: &StackSettings,
+    command: CommandName,
+    result: &Result<(ExitStatus, Report)>,
+    printer: &Printer,
+) {
     if command != CommandName::Rollback {
-        record_run(stack, command, result);
+        record_run(stack, command, result, printer);
     }
     match result {
-        Ok((status, report)) => crate::notify::send(stack, command, *status, report),
-        Err(e) => crate::notify::send(stack, command, status_of(e), &error_report(stack, e)),
+        Ok((status, report)) => crate::notify::send(stack, command, *status, report, printer),
+        Err(e) => crate::notify::send(stack, command, status_of(e), &error_report(stack, e), printer),
     }
 }
 
-fn record_run(stack: &StackSettings, command: CommandName, result: &Result<(ExitStatus, Report)>) {
+fn record_run(stack: &StackSettings, command: CommandName, result: &Result<(ExitStatus, Report)>, printer: &Printer) {
     let (exit_code, report) = match result {
         Ok((status, report)) => (status.code(), Some(report)),
         Err(e) => (status_of(e).code(), None),
@@ -130,7 +135,7 @@ fn record_run(stack: &StackSettings, command: CommandName, result: &Result<(Exit
         kind,
     };
     if let Err(e) = crate::state::StateDir::open(&stack.state_dir).and_then(|s| s.record_run(&run)) {
-        eprintln!("warning: stack {}: recording the run: {}", stack.name, crate::output::for_people(&format!("{e:#}")));
+        printer.warn(format!("stack {}: recording the run: {e:#}", stack.name));
     }
 }
 

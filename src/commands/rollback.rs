@@ -28,7 +28,7 @@ pub fn run(
             return list(stack, printer);
         }
         let result = rollback_one(engine, stack, args, printer);
-        super::after_run(stack, CommandName::Rollback, &result);
+        super::after_run(stack, CommandName::Rollback, &result, printer);
         result
     }))
 }
@@ -169,7 +169,7 @@ fn rollback_one(
     };
     printer.human(format!("revision {id}: {}\n", execution.outcome.describe()));
     if let Some(e) = &execution.error {
-        eprintln!("error: stack {}: {}", stack.name, crate::output::for_people(&e.to_string()));
+        printer.error(format!("stack {}", stack.name), e);
     }
     Ok((status, report(CommandName::Rollback, plan, execution.outcome, Some(id), execution.error, &[])))
 }

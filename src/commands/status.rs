@@ -46,7 +46,7 @@ pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &StatusArgs, pri
         return Err(usage("--watch redraws a terminal; without one, run `clusterup status` from a timer"));
     }
     loop {
-        print!("\x1b[2J\x1b[H");
+        printer.clear_screen();
         each_stack(stacks, printer, |stack| status_one(engine, stack, args, printer));
         std::thread::sleep(std::time::Duration::from_secs(2));
     }
