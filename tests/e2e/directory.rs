@@ -86,6 +86,10 @@ fn a_service_removed_from_the_files_is_removed_and_its_volumes_kept() {
     let label = format!("label=com.docker.compose.project={}", stack.name);
     let db_before = docker(&["ps", "-q", "--filter", &label, "--filter", "label=com.docker.compose.service=db"]);
     assert!(!String::from_utf8_lossy(&db_before.stdout).trim().is_empty(), "db runs before");
+    let format = "{{range .Mounts}}{{if eq .Destination \"/cache\"}}{{.Name}}{{end}}{{end}}";
+    let cache = docker(&["inspect", "-f", format, String::from_utf8_lossy(&db_before.stdout).trim()]);
+    let cache = String::from_utf8_lossy(&cache.stdout).trim().to_string();
+    assert_eq!(cache.len(), 64, "db's anonymous volume: {cache:?}");
 
     let run = stack.clusterup(&["apply", "--yes", "--accept-data-risk"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -93,6 +97,9 @@ fn a_service_removed_from_the_files_is_removed_and_its_volumes_kept() {
     let db_left = docker(&["ps", "-aq", "--filter", &label, "--filter", "label=com.docker.compose.service=db"]);
     assert!(String::from_utf8_lossy(&db_left.stdout).trim().is_empty(), "db is removed");
     assert_eq!(stack.volume_file("data", "file").as_deref(), Some("precious"), "its named volume and data stay");
+    assert!(docker(&["volume", "inspect", &cache]).status.success(), "its anonymous volume stays too");
+    // Detached and unlabelled, it is the test's to clean up.
+    docker(&["volume", "rm", &cache]);
     assert_eq!(stack.container_id("web"), web_id, "web was not touched");
     assert_eq!(stack.health("tools"), "running/healthy", "tools was not touched");
     let run = stack.clusterup(&["check", "--only"]);
