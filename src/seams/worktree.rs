@@ -35,6 +35,11 @@ pub struct Upstream {
 
 /// The work tree `dir` lies in, if it lies in one.
 pub fn discover(dir: &Path) -> Result<Option<Discovered>> {
+    // Most stacks are in no work tree: asking libgit2 would set it up
+    // (TLS included) on every run for nothing.
+    if !dir.ancestors().any(|d| d.join(".git").exists()) {
+        return Ok(None);
+    }
     let repo = match Repository::discover(dir) {
         Ok(repo) => repo,
         Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
