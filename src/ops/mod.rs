@@ -1,9 +1,7 @@
-//! The update pipeline, one module per stage, each from plain data to
-//! plain data:
-//!
-//! fetch → observe → diff → classify → backup → execute (→ health, rollback)
-//!
-//! This module strings the stages together for the commands.
+//! A plan's inputs, gathered: the stack's compose models old and new (from
+//! the files, a git commit, or a kept copy), what runs (`observe`) and the
+//! registries' digests (`fetch`), handed to the pure planner in `plan`.
+//! `apply` carries the plan out.
 
 pub mod fetch;
 pub mod observe;
@@ -29,7 +27,8 @@ use crate::state::Revision;
 pub struct Checked {
     pub plan: Plan,
     pub observation: Observation,
-    /// Unified diff of the stack's files, secrets redacted (git stacks).
+    /// Unified diff of the stack's files, secrets redacted (git stacks, and
+    /// a directory stack's rollback to kept files).
     pub file_diff: String,
     pub git: Option<GitDeploy>,
     /// Directory stacks: the copies of the files to deploy and go back to.
@@ -213,14 +212,16 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
     let directory = match on_disk {
         Some(on_disk) => {
             // Files that match what runs are the ones to come back to.
-            if hashes.is_some() && !plan.changes.iter().any(|c| c.is_structural()) {
+            let before = if hashes.is_some() && !plan.changes.iter().any(|c| c.is_structural()) {
                 snapshot::set_good(&stack.state_dir, &on_disk)?;
-            }
+                Some(on_disk.clone())
+            } else {
+                snapshot::good(&stack.state_dir)
+            };
             let deploy = match goal {
                 Goal::Revision(r) => r.files.clone(),
                 Goal::Latest | Goal::Commit(_) => None,
             };
-            let before = snapshot::good(&stack.state_dir);
             Some(DirectoryFiles {
                 state_dir: stack.state_dir.clone(),
                 directory: stack.directory.clone(),

@@ -24,6 +24,9 @@ pub struct GitSource {
     pub branch: String,
     /// The stack's directory inside the repository ("" for the top).
     pub path: PathBuf,
+    /// clusterup's clone updates its submodules on checkout; an in-place
+    /// checkout always does (`submodule update --init --recursive`, as the
+    /// old scripts did), whatever this says.
     pub submodules: bool,
     pub ssh_key: Option<PathBuf>,
     /// Where clusterup checks out the deployed commit.

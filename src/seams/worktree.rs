@@ -198,7 +198,22 @@ fn modified_files(root: &Path, timeout: Duration) -> Result<Vec<String>> {
         &["status", "--porcelain=v1", "-z", "--untracked-files=no", "--ignore-submodules=untracked"],
         timeout,
     )?;
-    Ok(out.split('\0').filter(|l| l.len() > 3).map(|l| l[3..].to_string()).collect())
+    Ok(porcelain_paths(&out))
+}
+
+/// The paths of `git status --porcelain=v1 -z`: `XY path`, where a rename
+/// or copy is followed by its source path as an entry of its own.
+fn porcelain_paths(out: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut entries = out.split('\0').filter(|e| !e.is_empty());
+    while let Some(entry) = entries.next() {
+        let Some(path) = entry.get(3..) else { continue };
+        paths.push(path.to_string());
+        if entry.starts_with(['R', 'C']) {
+            entries.next();
+        }
+    }
+    paths
 }
 
 /// Up to five commits of `from` that `not` lacks, as `abc1234 subject`.
@@ -231,6 +246,12 @@ pub fn move_to(root: &Path, commit: Oid, timeout: Duration) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_entries_name_each_changed_path_once() {
+        let out = " M compose.yaml\0R  new.env\0old.env\0MM sub dir/a b.txt\0";
+        assert_eq!(porcelain_paths(out), ["compose.yaml", "new.env", "sub dir/a b.txt"]);
+    }
 
     #[test]
     fn remote_urls_match_without_credentials_or_suffixes() {
