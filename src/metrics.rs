@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use crate::clock::Clock;
 use crate::settings::StackSettings;
 use crate::state::Outcome;
 use crate::state::StateDir;
@@ -25,7 +26,7 @@ const METRICS: [(&str, &str, &str); 8] = [
     ("clusterup_deployed_revision", "gauge", "The revision the stack runs (the latest that applied)."),
 ];
 
-pub fn render(stacks: &[StackSettings]) -> Result<String> {
+pub fn render(stacks: &[StackSettings], clock: &dyn Clock) -> Result<String> {
     let mut lines: Vec<(usize, String)> = Vec::new();
     for stack in stacks {
         let Some(state) = StateDir::existing(&stack.state_dir) else { continue };
@@ -35,7 +36,7 @@ pub fn render(stacks: &[StackSettings]) -> Result<String> {
             lines.push((1, format!("{{{label}}} {}", run.exit_code)));
             lines.push((2, format!("{{{label}}} {}", run.pending)));
         }
-        let paused = state.active_pause()?.is_some();
+        let paused = state.active_pause(clock.now()?)?.is_some();
         lines.push((3, format!("{{{label}}} {}", u8::from(paused))));
         let revisions = state.revisions()?;
         if let Some(last) = revisions.last() {
@@ -64,8 +65,8 @@ pub fn render(stacks: &[StackSettings]) -> Result<String> {
     Ok(out)
 }
 
-pub fn write(path: &Path, stacks: &[StackSettings]) -> Result<()> {
+pub fn write(path: &Path, stacks: &[StackSettings], clock: &dyn Clock) -> Result<()> {
     // The collector runs as another user: the file is world-readable, and
     // holds nothing secret.
-    crate::files::write_atomic_mode(path, render(stacks)?.as_bytes(), 0o644)
+    crate::files::write_atomic_mode(path, render(stacks, clock)?.as_bytes(), 0o644)
 }

@@ -86,7 +86,14 @@ fn agent(timeout: Duration) -> ureq::Agent {
 
 /// Sends what `command`'s result calls for to every target; failures are
 /// logged on stderr and otherwise ignored.
-pub fn send(stack: &StackSettings, command: CommandName, status: ExitStatus, report: &Report, printer: &Printer) {
+pub fn send(
+    stack: &StackSettings,
+    command: CommandName,
+    status: ExitStatus,
+    report: &Report,
+    time: jiff::Timestamp,
+    printer: &Printer,
+) {
     if stack.notify.is_empty() {
         return;
     }
@@ -98,7 +105,7 @@ pub fn send(stack: &StackSettings, command: CommandName, status: ExitStatus, rep
         let result = match target.kind {
             NotifyKind::Webhook | NotifyKind::Slack => {
                 let agent = agent(stack.timeouts.notify);
-                wanted.iter().try_for_each(|e| post(&agent, target, &stack.name, &host, *e, report))
+                wanted.iter().try_for_each(|e| post(&agent, target, &stack.name, &host, *e, report, time))
             }
             NotifyKind::Github => {
                 github(&agent(stack.timeouts.notify), target, &stack.name, &host, &wanted, healthy, report)
@@ -117,6 +124,7 @@ fn post(
     host: &str,
     event: Event,
     report: &Report,
+    time: jiff::Timestamp,
 ) -> Result<()> {
     let url = target.url.as_ref().context("`url` is required for webhook and slack notifications")?;
     let text = summary(stack, host, event, report);
@@ -127,7 +135,7 @@ fn post(
             "event": event,
             "stack": stack,
             "host": host,
-            "time": crate::clock::stamp(),
+            "time": time,
             "summary": text,
             "report": report,
         }),
@@ -286,7 +294,15 @@ mod tests {
         let target = webhook(&format!("http://127.0.0.1:{port}/hooks/Webhook-Secret-Path"));
         let start = std::time::Instant::now();
         let report = applied(Outcome::Failed, None, &[]);
-        let err = post(&agent(Duration::from_millis(800)), &target, "s", "h", Event::Failed, &report);
+        let err = post(
+            &agent(Duration::from_millis(800)),
+            &target,
+            "s",
+            "h",
+            Event::Failed,
+            &report,
+            crate::seams::fake::NOW,
+        );
         let err = format!("{:#}", err.unwrap_err());
         assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
         assert!(!crate::redact::scrub(&err).contains("Webhook-Secret-Path"), "{err}");

@@ -54,14 +54,14 @@ pub struct StackSettings {
 }
 
 impl StackSettings {
-    /// The Compose CLI for this stack's files.
-    pub fn compose(&self) -> crate::seams::compose::ComposeCli {
-        crate::seams::compose::ComposeCli::new(
-            &self.directory,
-            &self.compose_files,
-            self.project.as_deref(),
-            self.timeouts.compose,
-        )
+    /// Where this stack's compose files are, for `Open::compose`.
+    pub fn compose_spec(&self) -> crate::seams::compose::ComposeSpec {
+        crate::seams::compose::ComposeSpec {
+            directory: self.directory.clone(),
+            files: self.compose_files.clone(),
+            project: self.project.clone(),
+            timeout: self.timeouts.compose,
+        }
     }
 }
 

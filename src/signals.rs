@@ -1,6 +1,7 @@
 //! The process-signal view: SIGTERM and SIGINT ask the run to stop, and
 //! the crash points the recovery tests stop it at. Everything that waits
-//! asks `stop_requested`.
+//! asks whether to stop: the pipeline through the `Signals` it is given
+//! (`seams::Seams`), the seams' own bounded waits through `stop_requested`.
 
 use anyhow::Result;
 
@@ -17,6 +18,20 @@ pub fn install_signal_handlers() -> Result<()> {
         signal_hook::flag::register(sig, flag.clone())?;
     }
     Ok(())
+}
+
+/// Whether the run was asked to stop.
+pub trait Signals {
+    fn stop_requested(&self) -> bool;
+}
+
+/// This process's SIGTERM and SIGINT.
+pub struct ProcessSignals;
+
+impl Signals for ProcessSignals {
+    fn stop_requested(&self) -> bool {
+        stop_requested()
+    }
 }
 
 pub fn stop_requested() -> bool {

@@ -142,6 +142,7 @@ pub struct Rejection {
 
 /// How a revision ended.
 pub struct Ending {
+    pub finished: Timestamp,
     pub outcome: Outcome,
     pub error: Option<String>,
     pub after: Vec<(String, String)>,
@@ -295,9 +296,8 @@ impl StateDir {
     }
 
     /// The pause in force, if any; one whose time has passed is lifted.
-    pub fn active_pause(&self) -> Result<Option<Pause>> {
+    pub fn active_pause(&self, now: Timestamp) -> Result<Option<Pause>> {
         let Some(pause) = self.pause()? else { return Ok(None) };
-        let now = crate::clock::now()?;
         let expired = pause.until.is_some_and(|u| u <= now);
         if expired {
             self.clear_pause()?;
@@ -330,8 +330,8 @@ impl StateDir {
     }
 
     pub fn end(&self, id: u64, ending: Ending) -> Result<()> {
-        let Ending { outcome, error, after, images } = ending;
-        self.append(&Event::End { id, finished: crate::clock::stamp(), outcome, error, after, images })
+        let Ending { finished, outcome, error, after, images } = ending;
+        self.append(&Event::End { id, finished, outcome, error, after, images })
     }
 
     fn append(&self, event: &Event) -> Result<()> {
@@ -455,11 +455,12 @@ mod tests {
         assert_eq!(revisions[0].finished.map(|f| f.to_string()).as_deref(), Some("2026-11-27T15:58:03Z"));
         assert_eq!(revisions[0].outcome, Some(Outcome::Applied));
         assert_eq!(state.last_run().unwrap().unwrap().time.to_string(), "2026-11-27T15:58:03Z");
-        let written = serde_json::to_string(&crate::clock::stamp()).unwrap();
+        let written = serde_json::to_string(&SystemClock.stamp()).unwrap();
         assert!(written.ends_with("Z\"") && !written.contains('.'), "{written}");
     }
 
     use super::*;
+    use crate::clock::{Clock, SystemClock};
     use crate::plan::classify::PlanKind;
     use std::os::unix::fs::PermissionsExt;
 
@@ -467,7 +468,7 @@ mod tests {
         Revision {
             id,
             trigger: Trigger::Auto,
-            started: crate::clock::stamp(),
+            started: SystemClock.stamp(),
             finished: None,
             plan: Plan { kind: PlanKind::Image, commit: None, ..Plan::empty("s") },
             services: vec![ServiceImages {
@@ -491,8 +492,13 @@ mod tests {
         let state = StateDir::open(&tmp.path().join("stack")).unwrap();
         state.begin(&revision(1)).unwrap();
         let images = BTreeMap::from([("web".to_string(), "sha256:new".to_string())]);
-        let ending =
-            Ending { outcome: Outcome::Applied, error: None, after: vec![("web".into(), "sha256:new".into())], images };
+        let ending = Ending {
+            finished: SystemClock.stamp(),
+            outcome: Outcome::Applied,
+            error: None,
+            after: vec![("web".into(), "sha256:new".into())],
+            images,
+        };
         state.end(1, ending).unwrap();
         let revs = state.revisions().unwrap();
         assert_eq!(revs.len(), 1);
@@ -517,6 +523,7 @@ mod tests {
         assert_eq!(revs.len(), 1);
         assert_eq!(revs[0].outcome, None, "the torn end record must not count");
         let ending = Ending {
+            finished: SystemClock.stamp(),
             outcome: Outcome::RolledBack,
             error: Some("unhealthy".into()),
             after: vec![],
@@ -584,7 +591,7 @@ mod tests {
         state
             .reject(Rejection {
                 revision: 1,
-                time: crate::clock::stamp(),
+                time: SystemClock.stamp(),
                 commit: Some("abc".into()),
                 digests: vec![("web".into(), "sha256:bad".into())],
                 reason: "rolled back".into(),
@@ -598,7 +605,7 @@ mod tests {
 
         assert_eq!(state.pause().unwrap(), None);
         let pause =
-            Pause { by: "alice".into(), since: crate::clock::stamp(), reason: Some("incident".into()), until: None };
+            Pause { by: "alice".into(), since: SystemClock.stamp(), reason: Some("incident".into()), until: None };
         state.set_pause(&pause).unwrap();
         assert_eq!(state.pause().unwrap(), Some(pause));
         let mode = std::fs::metadata(tmp.path().join(PAUSE)).unwrap().permissions().mode() & 0o777;

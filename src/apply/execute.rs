@@ -18,6 +18,7 @@ use crate::seams::compose::Compose;
 use crate::seams::engine::{ContainerInfo, Engine};
 use crate::seams::hooks;
 use crate::settings::{HealthSettings, Hooks, Strategy};
+use crate::signals::Signals;
 use crate::state::Outcome;
 use crate::state::ServiceImages;
 
@@ -73,6 +74,7 @@ pub trait Files {
 
 pub struct Executor<'a> {
     pub engine: &'a dyn Engine,
+    pub signals: &'a dyn Signals,
     pub compose: &'a dyn Compose,
     pub printer: &'a Printer,
     pub health: HealthSettings,
@@ -94,7 +96,7 @@ impl Executor<'_> {
         if let Err(e) = self.pull_all(plan) {
             return failed(e.to_string());
         }
-        if crate::signals::stop_requested() {
+        if self.signals.stop_requested() {
             return failed("interrupted by a signal after pulling".to_string());
         }
         if let Some(files) = files
@@ -117,7 +119,7 @@ impl Executor<'_> {
         let mut after = Vec::new();
         let mut skipped = Vec::new();
         for change in &plan.changes {
-            if crate::signals::stop_requested() {
+            if self.signals.stop_requested() {
                 let error = "interrupted by a signal before all changes were made".to_string();
                 self.printer.step(format!("{error}; rolling back"));
                 return self.roll_back(plan, &done, &backups, files, error);
@@ -152,7 +154,7 @@ impl Executor<'_> {
         let timeout = policy.and_then(|p| p.health_timeout).unwrap_or(self.health.timeout);
         // Stopping (SIGTERM) restores and checks health, but does not sit
         // out the stability period against a stop timeout.
-        let stability = if crate::signals::stop_requested() { Duration::ZERO } else { self.health.stability };
+        let stability = if self.signals.stop_requested() { Duration::ZERO } else { self.health.stability };
         (HealthSettings { timeout, stability }, policy.and_then(|p| p.health_url.as_deref()))
     }
 
@@ -287,7 +289,7 @@ impl Executor<'_> {
     fn wait(&self, project: &str, service: &str, expected: Option<&str>, ignore: &[String]) -> Result<(), StepError> {
         self.printer.step(format!("waiting for {service} to be healthy"));
         let (health, url) = self.health_for(service);
-        let check = Check { settings: health, url, poll: POLL, interruptible: true, ignore };
+        let check = Check { settings: health, url, poll: POLL, stop: Some(self.signals), ignore };
         wait_healthy(self.engine, project, service, expected, &check)
     }
 
@@ -489,7 +491,7 @@ impl Executor<'_> {
                         .map_err(StepError::Compose)
                         .and_then(|()| {
                             let (health, url) = self.health_for(service);
-                            let check = Check { settings: health, url, poll: POLL, interruptible: false, ignore: &[] };
+                            let check = Check { settings: health, url, poll: POLL, stop: None, ignore: &[] };
                             wait_healthy(self.engine, &plan.project, service, before, &check)
                         })
                         .map(|()| {
@@ -570,6 +572,7 @@ mod tests {
         let files = files.then_some(f as &dyn Files);
         let executor = Executor {
             engine: f,
+            signals: &crate::seams::fake::NoSignal,
             compose: f,
             printer: &printer,
             health,

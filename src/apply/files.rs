@@ -9,11 +9,11 @@ use git2::Oid;
 
 use super::execute::Files;
 use super::snapshot;
-use crate::seams::git::GitRepo;
+use crate::seams::git::Repo;
 
 /// The checkout move an apply makes, and undoes on rollback.
 pub struct GitDeploy {
-    pub repo: GitRepo,
+    pub repo: Box<dyn Repo>,
     pub new: Oid,
     pub old: Option<Oid>,
 }

@@ -8,6 +8,7 @@ use super::error::{StepError, Unhealthy};
 use crate::reference::short;
 use crate::seams::engine::{ContainerInfo, Engine};
 use crate::settings::HealthSettings;
+use crate::signals::Signals;
 
 /// How one health wait is judged.
 pub struct Check<'a> {
@@ -16,8 +17,8 @@ pub struct Check<'a> {
     pub url: Option<&'a str>,
     pub poll: Duration,
     /// A stop request (SIGTERM) ends the wait as a failure; a rollback's
-    /// wait is not interruptible.
-    pub interruptible: bool,
+    /// wait is not interruptible (None).
+    pub stop: Option<&'a dyn Signals>,
     /// Containers not judged: the old ones a start-first update retires
     /// once the new ones pass.
     pub ignore: &'a [String],
@@ -33,7 +34,7 @@ pub fn wait_healthy(
     expected_image: Option<&str>,
     check: &Check,
 ) -> Result<(), StepError> {
-    let Check { settings, url, poll, interruptible, ignore } = *check;
+    let Check { settings, url, poll, stop, ignore } = *check;
     let start = Instant::now();
     let mut restarts: HashMap<String, i64> = HashMap::new();
     let mut stable_since: Option<Instant> = None;
@@ -91,7 +92,7 @@ pub fn wait_healthy(
         }
         std::thread::sleep(poll);
         crate::signals::crash_point("health-wait");
-        if interruptible && crate::signals::stop_requested() {
+        if stop.is_some_and(|s| s.stop_requested()) {
             return Err(StepError::Interrupted);
         }
     }
@@ -172,7 +173,7 @@ mod tests {
     fn judge(states: Vec<Vec<ContainerInfo>>) -> Result<(), StepError> {
         let engine = Scripted { states: RefCell::new(states) };
         let settings = HealthSettings { timeout: Duration::from_millis(200), stability: Duration::from_millis(20) };
-        let check = Check { settings, url: None, poll: Duration::from_millis(5), interruptible: true, ignore: &[] };
+        let check = Check { settings, url: None, poll: Duration::from_millis(5), stop: None, ignore: &[] };
         wait_healthy(&engine, "p", "web", Some("new"), &check)
     }
 

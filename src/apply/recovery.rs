@@ -13,7 +13,6 @@ use super::revision::Ctx;
 use crate::plan::classify::{ChangeKind, Plan};
 use crate::reference::Reference;
 use crate::seams::engine::ContainerInfo;
-use crate::seams::git::GitRepo;
 use crate::state::Outcome;
 
 impl Ctx<'_> {
@@ -28,7 +27,7 @@ impl Ctx<'_> {
         self.remove_leftovers(&plan.project)?;
         let git = match &self.stack.git {
             Some(source) => {
-                let repo = GitRepo::open(&self.stack.state_dir.join("git"), source)?;
+                let repo = self.seams.open.repo(&self.stack.state_dir.join("git"), source)?;
                 let oid = |c: &Option<String>| c.as_deref().and_then(|c| git2::Oid::from_str(c).ok());
                 oid(&plan.commit).map(|new| GitDeploy { repo, new, old: oid(&plan.deployed_commit) })
             }
@@ -65,7 +64,7 @@ impl Ctx<'_> {
     /// one before it was healthy, or the old one on its way out) beside
     /// one it does: that one stays, whichever it is.
     fn remove_leftovers(&self, project: &str) -> Result<()> {
-        let containers = self.engine.containers(project)?;
+        let containers = self.seams.engine.containers(project)?;
         let running = |service: &str| containers.iter().filter(|c| c.service == service && c.is_running()).count();
         let mut named = BTreeMap::new();
         // Only a service running twice can be halfway through start-first.
@@ -85,7 +84,7 @@ impl Ctx<'_> {
                 (false, false) => continue,
             };
             self.printer.step(format!("removing {} left by {why}", c.name));
-            self.engine.remove_container(&c.id)?;
+            self.seams.engine.remove_container(&c.id)?;
         }
         Ok(())
     }
@@ -94,7 +93,7 @@ impl Ctx<'_> {
     /// name in every network that has names at all (the default bridge
     /// has none).
     fn named_by_service(&self, c: &ContainerInfo) -> Result<bool> {
-        let aliases = self.engine.network_aliases(&c.id)?;
+        let aliases = self.seams.engine.network_aliases(&c.id)?;
         Ok(aliases.values().all(|a| a.is_empty() || a.contains(&c.service)))
     }
 
@@ -104,7 +103,7 @@ impl Ctx<'_> {
         {
             return Ok(false);
         }
-        let containers = self.engine.containers(&plan.project)?;
+        let containers = self.seams.engine.containers(&plan.project)?;
         let hashes = self.compose.hashes().unwrap_or_default();
         for change in &plan.changes {
             let mine: Vec<_> = containers.iter().filter(|c| c.service == change.service).collect();
@@ -121,7 +120,7 @@ impl Ctx<'_> {
             }
             let expected = match (&change.image, &change.to) {
                 (Some(image), Some(digest)) if change.is_digest_update() => {
-                    let Some(info) = self.engine.image(image)? else { return Ok(false) };
+                    let Some(info) = self.seams.engine.image(image)? else { return Ok(false) };
                     let reference = Reference::parse(image);
                     if !info.repo_digests.iter().any(|d| reference.digest_in(d) == Some(digest.as_str())) {
                         return Ok(false);
@@ -139,10 +138,10 @@ impl Ctx<'_> {
                 settings: self.stack.health,
                 url: None,
                 poll: std::time::Duration::from_millis(500),
-                interruptible: false,
+                stop: None,
                 ignore: &[],
             };
-            let healthy = wait_healthy(self.engine, &plan.project, &change.service, expected.as_deref(), &check);
+            let healthy = wait_healthy(self.seams.engine, &plan.project, &change.service, expected.as_deref(), &check);
             if healthy.is_err() {
                 return Ok(false);
             }
@@ -204,7 +203,7 @@ mod tests {
     fn recover(stack: &StackSettings, f: &Fake) -> Option<(u64, Outcome)> {
         let state = StateDir::open(&stack.state_dir).unwrap();
         let printer = Printer::new(false, true, 0);
-        let ctx = Ctx { engine: f, compose: f, stack, state: &state, printer: &printer };
+        let ctx = Ctx { seams: crate::seams::fake::seams(f), compose: f, stack, state: &state, printer: &printer };
         ctx.recover().unwrap()
     }
 

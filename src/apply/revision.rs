@@ -8,15 +8,14 @@ use anyhow::{Context, Result};
 use super::backup;
 use super::execute::{Execution, Executor, Files};
 use super::snapshot;
-use crate::clock::stamp;
 use crate::labels::ServicePolicy;
 use crate::output::Printer;
 use crate::plan::classify::Plan;
 use crate::plan::observation::Observation;
+use crate::seams::Seams;
 use crate::seams::compose::Compose;
-use crate::seams::engine::Engine;
 use crate::settings::StackSettings;
-use crate::signals::{crash_point, stop_requested};
+use crate::signals::crash_point;
 use crate::state::{Ending, Outcome, Rejection, Revision, StateDir, Trigger};
 
 /// A stack held for a run: its state dir, the lock on it, and its
@@ -24,24 +23,25 @@ use crate::state::{Ending, Outcome, Rejection, Revision, StateDir, Trigger};
 pub struct Session {
     pub state: StateDir,
     _lock: crate::state::StackLock,
-    compose: crate::seams::compose::ComposeCli,
+    compose: Box<dyn Compose>,
 }
 
 impl Session {
-    pub fn open(stack: &StackSettings) -> Result<Session> {
+    pub fn open(seams: &Seams, stack: &StackSettings) -> Result<Session> {
         let state = StateDir::open(&stack.state_dir)?;
         let lock = state.lock(&stack.name)?;
-        Ok(Session { state, _lock: lock, compose: stack.compose() })
+        Ok(Session { state, _lock: lock, compose: seams.open.compose(&stack.compose_spec()) })
     }
 
-    pub fn ctx<'a>(&'a self, engine: &'a dyn Engine, stack: &'a StackSettings, printer: &'a Printer) -> Ctx<'a> {
-        Ctx { engine, compose: &self.compose, stack, state: &self.state, printer }
+    pub fn ctx<'a>(&'a self, seams: &Seams<'a>, stack: &'a StackSettings, printer: &'a Printer) -> Ctx<'a> {
+        Ctx { seams: *seams, compose: self.compose.as_ref(), stack, state: &self.state, printer }
     }
 }
 
-/// What a revision runs against: the seams, built once by the command.
+/// What a revision runs against: the seams the command was given, and
+/// the stack's Compose.
 pub struct Ctx<'a> {
-    pub engine: &'a dyn Engine,
+    pub seams: Seams<'a>,
     pub compose: &'a dyn Compose,
     pub stack: &'a StackSettings,
     pub state: &'a StateDir,
@@ -51,7 +51,8 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     pub(super) fn executor<'a>(&'a self, policies: &'a BTreeMap<String, ServicePolicy>) -> Executor<'a> {
         Executor {
-            engine: self.engine,
+            engine: self.seams.engine,
+            signals: self.seams.signals,
             compose: self.compose,
             printer: self.printer,
             health: self.stack.health,
@@ -64,7 +65,8 @@ impl Ctx<'_> {
 
     /// Every running service's image id now.
     fn snapshot(&self, project: &str) -> BTreeMap<String, String> {
-        self.engine
+        self.seams
+            .engine
             .containers(project)
             .map(|cs| cs.into_iter().filter(|c| c.is_running()).map(|c| (c.service, c.image_id)).collect())
             .unwrap_or_default()
@@ -86,7 +88,7 @@ impl Ctx<'_> {
         let revision = Revision {
             id,
             trigger,
-            started: stamp(),
+            started: self.seams.clock.stamp(),
             finished: None,
             plan: plan.clone(),
             services: backups.clone(),
@@ -101,7 +103,7 @@ impl Ctx<'_> {
         for b in &backups {
             self.printer.detail(format!("keeping the image {} runs now as {}", b.service, b.backup_tag));
         }
-        let execution = match backup::keep_images(self.engine, &backups) {
+        let execution = match backup::keep_images(self.seams.engine, &backups) {
             Ok(()) => self.executor(policies).execute(plan, &backups, files),
             Err(e) => Execution::failed(format!("keeping the current images for rollback: {e:#}; nothing was changed")),
         };
@@ -119,6 +121,7 @@ impl Ctx<'_> {
     pub(super) fn finish(&self, revision: &Revision, execution: &Execution, reject: bool) -> Result<()> {
         let images = self.snapshot(&revision.plan.project);
         let ending = Ending {
+            finished: self.seams.clock.stamp(),
             outcome: execution.outcome,
             error: execution.error.clone(),
             after: execution.after.clone(),
@@ -128,7 +131,10 @@ impl Ctx<'_> {
             .end(revision.id, ending)
             .with_context(|| format!("journaling the end of revision {}", revision.id))?;
         // A run stopped by a signal says nothing about its target.
-        if reject && !stop_requested() && matches!(execution.outcome, Outcome::RolledBack | Outcome::RollbackFailed) {
+        if reject
+            && !self.seams.signals.stop_requested()
+            && matches!(execution.outcome, Outcome::RolledBack | Outcome::RollbackFailed)
+        {
             self.reject(revision, "it failed and was rolled back")?;
         }
         if execution.outcome == Outcome::Applied
@@ -150,7 +156,7 @@ impl Ctx<'_> {
         let moved = revision.plan.moves_commit();
         let rejection = Rejection {
             revision: revision.id,
-            time: stamp(),
+            time: self.seams.clock.stamp(),
             commit: if moved { revision.plan.commit.clone() } else { None },
             digests: revision.target_digests(),
             reason: format!("revision {}: {why}", revision.id),
@@ -171,10 +177,10 @@ impl Ctx<'_> {
         let copies = kept().flat_map(|r| [r.files.clone(), r.files_before.clone()]).flatten().collect();
         snapshot::prune(&self.stack.state_dir, &copies)?;
         let prefix = backup::backup_prefix(&self.stack.name);
-        for tag in self.engine.tags_under(&prefix)? {
+        for tag in self.seams.engine.tags_under(&prefix)? {
             let rev = tag.rsplit_once(':').map(|(_, t)| t.to_string()).unwrap_or_default();
             if !keep.contains(&rev) {
-                self.engine.untag(&tag)?;
+                self.seams.engine.untag(&tag)?;
             }
         }
         Ok(())

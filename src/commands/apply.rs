@@ -14,7 +14,7 @@ use crate::output::Printer;
 use crate::plan::classify::{self, Plan};
 use crate::reference::short;
 use crate::report::{CommandName, PlanReport, RecoveredReport, Report, RunResult, SkippedOutcome, SkippedReport};
-use crate::seams::engine::Engine;
+use crate::seams::Seams;
 use crate::settings::StackSettings;
 use crate::state::Outcome;
 use crate::state::{Journal, Pause, Trigger};
@@ -41,10 +41,10 @@ impl From<&ApplyArgs> for ApplyOptions {
     }
 }
 
-pub fn run(engine: &dyn Engine, stacks: &[StackSettings], opts: ApplyOptions, printer: &Printer) -> Result<ExitStatus> {
+pub fn run(seams: &Seams, stacks: &[StackSettings], opts: ApplyOptions, printer: &Printer) -> Result<ExitStatus> {
     Ok(each_stack(stacks, printer, |stack| {
-        let result = apply_one(engine, stack, &opts, printer);
-        super::after_run(stack, CommandName::Apply, &result, printer);
+        let result = apply_one(seams, stack, &opts, printer);
+        super::after_run(seams, stack, CommandName::Apply, &result, printer);
         result
     }))
 }
@@ -75,25 +75,25 @@ fn skipped(stack: &StackSettings, why: String, printer: &Printer) -> (ExitStatus
 }
 
 fn apply_one(
-    engine: &dyn Engine,
+    seams: &Seams,
     stack: &StackSettings,
     opts: &ApplyOptions,
     printer: &Printer,
 ) -> Result<(ExitStatus, Report)> {
-    let session = Session::open(stack)?;
-    let (state, ctx) = (&session.state, session.ctx(engine, stack, printer));
+    let session = Session::open(seams, stack)?;
+    let (state, ctx) = (&session.state, session.ctx(seams, stack, printer));
     if let Some((id, outcome)) = ctx.recover()?
         && outcome == Outcome::RollbackFailed
     {
         let report = RecoveredReport { command: CommandName::Apply, stack: stack.name.clone(), outcome, revision: id };
         return Ok((ExitStatus::RollbackFailed, Report::Recovered(report)));
     }
-    let pause = state.active_pause()?;
+    let pause = state.active_pause(seams.clock.now()?)?;
     if opts.auto {
         if let Some(p) = &pause {
             return Ok(skipped(stack, p.describe(), printer));
         }
-        if let Err(next) = crate::window::check(&stack.windows, crate::clock::now()?) {
+        if let Err(next) = crate::window::check(&stack.windows, seams.clock.now()?) {
             let when = next.map_or_else(|| "never".to_string(), |z| z.to_string());
             let windows: Vec<String> = stack.windows.iter().map(ToString::to_string).collect();
             return Ok(skipped(
@@ -108,7 +108,7 @@ fn apply_one(
         Some(commit) => ops::Goal::Commit(commit),
         None => ops::Goal::Latest,
     };
-    let checked = ops::plan(engine, stack, goal)?;
+    let checked = ops::plan(seams, stack, goal)?;
     super::check::show_plan(printer, &checked.plan, &checked.file_diff);
     let registry_failed = checked.plan.registry_errors().next().is_some();
     let journal = state.journal()?;

@@ -13,15 +13,15 @@ use crate::output::Printer;
 use crate::plan::classify::{ChangeKind, Plan, PlanKind};
 use crate::reference::short;
 use crate::report::{CommandName, PlanReport, Report};
-use crate::seams::engine::Engine;
+use crate::seams::Seams;
 use crate::settings::StackSettings;
 
-pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &CheckArgs, printer: &Printer) -> Result<ExitStatus> {
+pub fn run(seams: &Seams, stacks: &[StackSettings], args: &CheckArgs, printer: &Printer) -> Result<ExitStatus> {
     let mut pending: Vec<StackSettings> = Vec::new();
     let mut others = ExitStatus::Success;
     let status = each_stack(stacks, printer, |stack| {
-        let result = check_one(engine, stack, printer);
-        super::after_run(stack, CommandName::Check, &result, printer);
+        let result = check_one(seams, stack, printer);
+        super::after_run(seams, stack, CommandName::Check, &result, printer);
         let (status, report) = result?;
         if status == ExitStatus::UpdatesPending {
             pending.push(stack.clone());
@@ -36,12 +36,12 @@ pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &CheckArgs, prin
     if !printer.confirm("Apply these changes now?")? {
         return Ok(status);
     }
-    let applied = super::apply::run(engine, &pending, ApplyOptions { yes: true, ..Default::default() }, printer)?;
+    let applied = super::apply::run(seams, &pending, ApplyOptions { yes: true, ..Default::default() }, printer)?;
     Ok(applied.worst(others))
 }
 
-fn check_one(engine: &dyn Engine, stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Report)> {
-    let checked = ops::check(engine, stack)?;
+fn check_one(seams: &Seams, stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Report)> {
+    let checked = ops::check(seams, stack)?;
     let plan = &checked.plan;
     show_plan(printer, plan, &checked.file_diff);
     let status = if plan.registry_errors().next().is_some() {

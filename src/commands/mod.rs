@@ -14,13 +14,16 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cli::{Cli, Command};
+use crate::clock::{Clock, SystemClock};
 use crate::exit::{ExitStatus, status_of};
 use crate::output::Printer;
 use crate::plan::classify::{Plan, PlanKind, ServiceReport, ServiceState};
 use crate::reference::short;
 use crate::report::{CommandName, Ended, ErrorReport, Report};
 use crate::seams::engine::DockerEngine;
+use crate::seams::{Seams, System};
 use crate::settings::{self, StackSettings};
+use crate::signals::ProcessSignals;
 use crate::state::Outcome;
 
 pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
@@ -41,7 +44,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
     let metrics = cli.global.metrics_file.clone().or_else(|| stacks.first().and_then(|s| s.metrics_file.clone()));
     let status = dispatch(cli, &stacks, printer);
     if let Some(path) = metrics
-        && let Err(e) = crate::metrics::write(&path, &stacks)
+        && let Err(e) = crate::metrics::write(&path, &stacks, &SystemClock)
     {
         printer.warn(format!("writing metrics to {}: {e:#}", path.display()));
     }
@@ -52,13 +55,17 @@ fn dispatch(cli: Cli, stacks: &[StackSettings], printer: &Printer) -> Result<Exi
     // Pausing must work while the engine is down, in an incident.
     let timeouts = stacks.first().map(|s| s.timeouts).unwrap_or_default();
     let engine = || DockerEngine::connect(timeouts.engine, timeouts.registry, timeouts.credential_helper);
+    let with_seams = |run: &dyn Fn(&Seams) -> Result<ExitStatus>| {
+        let engine = engine()?;
+        run(&Seams { engine: &engine, open: &System, clock: &SystemClock, signals: &ProcessSignals })
+    };
     match cli.command {
-        Command::Check(args) => check::run(&engine()?, stacks, &args, printer),
-        Command::Apply(args) => apply::run(&engine()?, stacks, (&args).into(), printer),
-        Command::Rollback(args) => rollback::run(&engine()?, stacks, &args, printer),
-        Command::Pause(args) => pause::pause(stacks, &args, printer),
+        Command::Check(args) => with_seams(&|seams| check::run(seams, stacks, &args, printer)),
+        Command::Apply(args) => with_seams(&|seams| apply::run(seams, stacks, (&args).into(), printer)),
+        Command::Rollback(args) => with_seams(&|seams| rollback::run(seams, stacks, &args, printer)),
+        Command::Pause(args) => pause::pause(&SystemClock, stacks, &args, printer),
         Command::Resume => pause::resume(stacks, printer),
-        Command::Status(args) => status::run(&engine()?, stacks, &args, printer),
+        Command::Status(args) => with_seams(&|seams| status::run(seams, stacks, &args, printer)),
     }
 }
 
@@ -101,21 +108,29 @@ fn error_report(stack: &StackSettings, err: &anyhow::Error) -> Report {
 /// After a `check`, `apply` or `rollback` of `stack`: remember how it
 /// ended (for `status` and metrics) and notify. Never fails the run.
 pub fn after_run(
+    seams: &Seams,
     stack: &StackSettings,
     command: CommandName,
     result: &Result<(ExitStatus, Report)>,
     printer: &Printer,
 ) {
     if command != CommandName::Rollback {
-        record_run(stack, command, result, printer);
+        record_run(seams.clock, stack, command, result, printer);
     }
+    let now = seams.clock.stamp();
     match result {
-        Ok((status, report)) => crate::notify::send(stack, command, *status, report, printer),
-        Err(e) => crate::notify::send(stack, command, status_of(e), &error_report(stack, e), printer),
+        Ok((status, report)) => crate::notify::send(stack, command, *status, report, now, printer),
+        Err(e) => crate::notify::send(stack, command, status_of(e), &error_report(stack, e), now, printer),
     }
 }
 
-fn record_run(stack: &StackSettings, command: CommandName, result: &Result<(ExitStatus, Report)>, printer: &Printer) {
+fn record_run(
+    clock: &dyn Clock,
+    stack: &StackSettings,
+    command: CommandName,
+    result: &Result<(ExitStatus, Report)>,
+    printer: &Printer,
+) {
     let (exit_code, report) = match result {
         Ok((status, report)) => (status.code(), Some(report)),
         Err(e) => (status_of(e).code(), None),
@@ -127,13 +142,8 @@ fn record_run(stack: &StackSettings, command: CommandName, result: &Result<(Exit
         r.held_back().len() + if applied { 0 } else { r.changes().len() }
     });
     let kind = report.filter(|_| pending > 0).map_or(PlanKind::None, Report::kind);
-    let run = crate::state::LastRun {
-        time: crate::clock::stamp(),
-        command: command.as_str().to_string(),
-        exit_code,
-        pending,
-        kind,
-    };
+    let run =
+        crate::state::LastRun { time: clock.stamp(), command: command.as_str().to_string(), exit_code, pending, kind };
     if let Err(e) = crate::state::StateDir::open(&stack.state_dir).and_then(|s| s.record_run(&run)) {
         printer.warn(format!("stack {}: recording the run: {e:#}", stack.name));
     }

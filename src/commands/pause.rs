@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 
 use super::each_stack;
 use crate::cli::PauseArgs;
+use crate::clock::Clock;
 use crate::exit::ExitStatus;
 use crate::output::Printer;
 use crate::report::{CommandName, PausedReport, Report, ResumedReport};
@@ -20,8 +21,8 @@ fn who() -> String {
         .unwrap_or_else(|| "unknown user".to_string())
 }
 
-pub fn pause(stacks: &[StackSettings], args: &PauseArgs, printer: &Printer) -> Result<ExitStatus> {
-    let now = crate::clock::now()?;
+pub fn pause(clock: &dyn Clock, stacks: &[StackSettings], args: &PauseArgs, printer: &Printer) -> Result<ExitStatus> {
+    let now = clock.now()?;
     let until = match (args.duration, args.until) {
         (Some(d), _) => Some(now.checked_add(jiff::SignedDuration::try_from(d).context("--for is too long")?)?),
         (None, until) => until,

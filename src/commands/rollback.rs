@@ -12,23 +12,18 @@ use crate::ops::{self, Goal};
 use crate::output::Printer;
 use crate::reference::short;
 use crate::report::{CommandName, Report, RevisionsReport};
-use crate::seams::engine::Engine;
+use crate::seams::Seams;
 use crate::settings::StackSettings;
 use crate::state::Outcome;
 use crate::state::{Revision, StateDir, Trigger};
 
-pub fn run(
-    engine: &dyn Engine,
-    stacks: &[StackSettings],
-    args: &RollbackArgs,
-    printer: &Printer,
-) -> Result<ExitStatus> {
+pub fn run(seams: &Seams, stacks: &[StackSettings], args: &RollbackArgs, printer: &Printer) -> Result<ExitStatus> {
     Ok(each_stack(stacks, printer, |stack| {
         if args.list {
             return list(stack, printer);
         }
-        let result = rollback_one(engine, stack, args, printer);
-        super::after_run(stack, CommandName::Rollback, &result, printer);
+        let result = rollback_one(seams, stack, args, printer);
+        super::after_run(seams, stack, CommandName::Rollback, &result, printer);
         result
     }))
 }
@@ -103,13 +98,13 @@ fn state_before(rev: &Revision) -> Revision {
 }
 
 fn rollback_one(
-    engine: &dyn Engine,
+    seams: &Seams,
     stack: &StackSettings,
     args: &RollbackArgs,
     printer: &Printer,
 ) -> Result<(ExitStatus, Report)> {
-    let session = Session::open(stack)?;
-    let (state, ctx) = (&session.state, session.ctx(engine, stack, printer));
+    let session = Session::open(seams, stack)?;
+    let (state, ctx) = (&session.state, session.ctx(seams, stack, printer));
     ctx.recover()?;
     let journal = state.journal()?;
     let current = journal
@@ -133,7 +128,7 @@ fn rollback_one(
     if target.id == current.id && args.to.is_some() {
         return Err(usage(format!("revision {} is what runs now", target.id)));
     }
-    let checked = ops::plan(engine, stack, Goal::Revision(target))?;
+    let checked = ops::plan(seams, stack, Goal::Revision(target))?;
     let plan = &checked.plan;
     let to = if target.id == current.id {
         format!("the state before revision {}", current.id)

@@ -15,8 +15,7 @@ use crate::reference::short;
 use crate::report::{
     CommandName, Deployed, DeployedRevision, Report, ServiceStatus, Stats, StatusDetail, StatusReport,
 };
-use crate::seams::compose::Compose;
-use crate::seams::engine::Engine;
+use crate::seams::Seams;
 use crate::settings::StackSettings;
 use crate::state::Outcome;
 use crate::state::{Revision, StateDir};
@@ -38,22 +37,22 @@ pub fn stats(revisions: &[Revision]) -> Stats {
     }
 }
 
-pub fn run(engine: &dyn Engine, stacks: &[StackSettings], args: &StatusArgs, printer: &Printer) -> Result<ExitStatus> {
+pub fn run(seams: &Seams, stacks: &[StackSettings], args: &StatusArgs, printer: &Printer) -> Result<ExitStatus> {
     if !args.watch {
-        return Ok(each_stack(stacks, printer, |stack| status_one(engine, stack, args, printer)));
+        return Ok(each_stack(stacks, printer, |stack| status_one(seams, stack, args, printer)));
     }
     if !printer.is_terminal() {
         return Err(usage("--watch redraws a terminal; without one, run `clusterup status` from a timer"));
     }
     loop {
         printer.clear_screen();
-        each_stack(stacks, printer, |stack| status_one(engine, stack, args, printer));
+        each_stack(stacks, printer, |stack| status_one(seams, stack, args, printer));
         std::thread::sleep(std::time::Duration::from_secs(2));
     }
 }
 
 fn status_one(
-    engine: &dyn Engine,
+    seams: &Seams,
     stack: &StackSettings,
     args: &StatusArgs,
     printer: &Printer,
@@ -68,9 +67,9 @@ fn status_one(
         };
         return Ok((ExitStatus::Success, Report::Status(Box::new(report))));
     }
-    let model = stack.compose().model()?;
-    let observation = observe(engine, &model.project, &[], true)?;
-    let now = crate::clock::now()?;
+    let model = seams.open.compose(&stack.compose_spec()).model()?;
+    let observation = observe(seams.engine, &model.project, &[], true)?;
+    let now = seams.clock.now()?;
     let services: Vec<ServiceStatus> = model
         .services
         .iter()
@@ -106,7 +105,7 @@ fn status_one(
         None => Vec::new(),
     };
     let (pause, last_run) = match &state {
-        Some(s) => (s.active_pause()?, s.last_run()?),
+        Some(s) => (s.active_pause(now)?, s.last_run()?),
         None => (None, None),
     };
     let deployed = revisions.iter().rev().find(|r| r.is_good());

@@ -16,9 +16,9 @@ use crate::exit::usage;
 use crate::plan::classify::{self, Baseline, Inputs, Plan};
 use crate::plan::diff;
 use crate::plan::observation::Observation;
-use crate::seams::compose::{Compose, ComposeCli, ComposeModel};
-use crate::seams::engine::Engine;
-use crate::seams::git::{GitRepo, short};
+use crate::seams::Seams;
+use crate::seams::compose::{Compose, ComposeModel};
+use crate::seams::git::short;
 use crate::settings::StackSettings;
 use crate::state::Revision;
 
@@ -48,12 +48,12 @@ pub enum Goal<'a> {
     Commit(&'a str),
 }
 
-pub fn check(engine: &dyn Engine, stack: &StackSettings) -> Result<Checked> {
-    plan(engine, stack, Goal::Latest)
+pub fn check(seams: &Seams, stack: &StackSettings) -> Result<Checked> {
+    plan(seams, stack, Goal::Latest)
 }
 
-pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Checked> {
-    let compose = stack.compose();
+pub fn plan(seams: &Seams, stack: &StackSettings, goal: Goal) -> Result<Checked> {
+    let compose = seams.open.compose(&stack.compose_spec());
     let mut file_diff = String::new();
     let mut changed_files = Vec::new();
     let (model, old_model, hashes, git) = match &stack.git {
@@ -68,11 +68,11 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
                     match &r.files {
                         Some(id) => {
                             let tree = snapshot::tree(&stack.state_dir, id);
-                            let target = stack.compose().in_copy(&tree, &stack.directory).named(&model.project);
+                            let target = compose.in_copy(&tree, &stack.directory, Some(&model.project));
                             let new = target.model().with_context(|| {
                                 format!("reading revision {}'s files, kept in {}", r.id, tree.display())
                             })?;
-                            file_diff = files_diff(&target, &stack.directory, &tree);
+                            file_diff = files_diff(target.as_ref(), &stack.directory, &tree);
                             changed_files = snapshot::differing(&stack.state_dir, id, &stack.directory)?;
                             (new, Some(model), None, None)
                         }
@@ -86,7 +86,7 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
             }
         }
         Some(source) => {
-            let repo = GitRepo::open(&stack.state_dir.join("git"), source)?;
+            let repo = seams.open.repo(&stack.state_dir.join("git"), source)?;
             let old = repo.head();
             let new = match goal {
                 Goal::Latest => repo.fetch()?,
@@ -143,18 +143,19 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
                 Some(_) => Some(compose.model().context("reading the deployed commit's compose model")?),
                 None => None,
             };
-            let mut new_compose = stack.compose().in_copy(incoming.path(), &source.checkout);
             // An operator's directory names the project (as `docker compose
             // up` there did); the scratch copy must not.
-            if let (None, Some(deployed)) = (&stack.project, &old_model) {
-                new_compose = new_compose.named(&deployed.project);
-            }
+            let project = match (&stack.project, &old_model) {
+                (None, Some(deployed)) => Some(deployed.project.as_str()),
+                _ => None,
+            };
+            let new_compose = compose.in_copy(incoming.path(), &source.checkout, project);
             let model = new_compose.model().map_err(|e| {
                 let cause = e.to_string().replace(&incoming.path().display().to_string(), "");
                 usage(format!("commit {} of {}: {cause}", short(new), source.url))
             })?;
             if old.is_some() {
-                file_diff = files_diff(&new_compose, &stack.directory, &new_dir);
+                file_diff = files_diff(new_compose.as_ref(), &stack.directory, &new_dir);
             }
             if let Some(old) = old {
                 changed_files = repo.changed_files(old, new)?;
@@ -163,7 +164,7 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
         }
     };
     let references: Vec<String> = model.services.values().filter_map(|s| s.image.clone()).collect();
-    let observation = observe::observe(engine, &model.project, &references, false)?;
+    let observation = observe::observe(seams.engine, &model.project, &references, false)?;
     let labels = crate::labels::resolve(stack, &model).map_err(|e| usage(format!("stack {}: {e}", stack.name)))?;
     let skip = labels.skip;
     if let Some(unknown) = stack.skip.iter().chain(stack.services.keys()).find(|s| !model.services.contains_key(*s)) {
@@ -179,10 +180,10 @@ pub fn plan(engine: &dyn Engine, stack: &StackSettings, goal: Goal) -> Result<Ch
     };
     let remote = match target_images {
         Some(_) => Default::default(),
-        None => fetch::fetch(engine, &classify::registry_lookups(&model, &observation, &skip)),
+        None => fetch::fetch(seams.engine, &classify::registry_lookups(&model, &observation, &skip)),
     };
     let gone = match &hashes {
-        Some(_) => removed_by_hand(&compose, &model, &observation)?,
+        Some(_) => removed_by_hand(compose.as_ref(), &model, &observation)?,
         None => Default::default(),
     };
     let baseline = match (&hashes, &old_model, &git) {
@@ -249,7 +250,7 @@ impl Checked {
 }
 
 /// Unified diffs of the compose files and `.env` between two directories.
-fn files_diff(compose: &ComposeCli, before: &std::path::Path, after: &std::path::Path) -> String {
+fn files_diff(compose: &dyn Compose, before: &std::path::Path, after: &std::path::Path) -> String {
     let mut out = String::new();
     for file in compose.source_files() {
         let read = |dir: &std::path::Path| std::fs::read_to_string(dir.join(&file)).unwrap_or_default();
@@ -265,7 +266,7 @@ fn files_diff(compose: &ComposeCli, before: &std::path::Path, after: &std::path:
 /// any profile: removed by hand. Asked of Compose only when some service
 /// runs that the active profiles leave out.
 fn removed_by_hand(
-    compose: &ComposeCli,
+    compose: &dyn Compose,
     model: &ComposeModel,
     observation: &Observation,
 ) -> Result<std::collections::BTreeSet<String>> {
@@ -276,4 +277,157 @@ fn removed_by_hand(
         gone.retain(|s| !defined.contains(s));
     }
     Ok(gone)
+}
+
+/// `plan` against the shared fakes: Compose reads `compose.json`, the
+/// engine is in memory, git is real on a local remote. No daemon.
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::plan::classify::ChangeKind;
+    use crate::seams::Open;
+    use crate::seams::fake::{Fake, FakeOpen, fake, git, hash_of, seams};
+    use crate::seams::git::GitSource;
+
+    const MODEL: &str = r#"{"name": "p", "services": {"a": {"image": "r/a:latest"}, "b": {"image": "r/b:latest"}}}"#;
+
+    fn kinds(checked: &Checked) -> Vec<(String, ChangeKind)> {
+        checked.plan.changes.iter().map(|c| (c.service.clone(), c.kind)).collect()
+    }
+
+    /// A directory stack in `tmp/p` defined by `model`, state in `tmp/state`.
+    fn directory(tmp: &Path, model: &str) -> StackSettings {
+        let dir = tmp.join("p");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("compose.yaml"), "services: {}\n").unwrap();
+        std::fs::write(dir.join("compose.json"), model).unwrap();
+        crate::settings::from_directory(&dir, Some(&tmp.join("state"))).unwrap()
+    }
+
+    /// The engine runs what `stack`'s files define now.
+    fn running_as_defined(f: &mut Fake, stack: &StackSettings) {
+        let compose = FakeOpen.compose(&stack.compose_spec());
+        let model = compose.model().unwrap();
+        f.hashes = model.services.iter().map(|(s, svc)| (s.clone(), hash_of(&svc.raw))).collect();
+    }
+
+    #[test]
+    fn a_directory_stack_in_step_with_its_files_plans_only_new_digests_and_keeps_its_files_as_good() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stack = directory(tmp.path(), MODEL);
+        let mut f = fake("new-a", "old-b");
+        running_as_defined(&mut f, &stack);
+        let checked = plan(&seams(&f), &stack, Goal::Latest).unwrap();
+        assert_eq!(kinds(&checked), [("a".into(), ChangeKind::Image)]);
+        assert_eq!(checked.plan.changes[0].to.as_deref(), Some("new-a"));
+        let files = checked.directory.as_ref().expect("a directory stack's files are kept");
+        assert_eq!(files.before.as_deref(), Some(files.on_disk.as_str()), "files matching what runs are the good copy");
+        assert!(checked.files_for(&checked.plan).is_none(), "an image update moves no files");
+        assert!(checked.git.is_none());
+    }
+
+    #[test]
+    fn a_hand_edited_directory_recreates_the_edited_service_and_removes_the_dropped_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stack = directory(tmp.path(), MODEL);
+        let mut f = fake("old-a", "old-b");
+        running_as_defined(&mut f, &stack);
+        f.running.borrow_mut().insert("c".into(), "old-c".into());
+        let edited = MODEL
+            .replace(r#""b": {"image": "r/b:latest"}"#, r#""b": {"image": "r/b:latest", "environment": {"X": "1"}}"#);
+        std::fs::write(stack.directory.join("compose.json"), edited).unwrap();
+        let checked = plan(&seams(&f), &stack, Goal::Latest).unwrap();
+        assert_eq!(kinds(&checked), [("b".into(), ChangeKind::Recreate), ("c".into(), ChangeKind::Remove)]);
+        let files = checked.directory.as_ref().unwrap();
+        assert_eq!(files.before, None, "the edited files never matched what runs");
+        assert!(checked.files_for(&checked.plan).is_some(), "a structural change moves the files");
+    }
+
+    #[test]
+    fn a_directory_stack_has_no_commit_to_expect() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stack = directory(tmp.path(), MODEL);
+        let f = fake("old-a", "old-b");
+        let err = plan(&seams(&f), &stack, Goal::Commit("abc123")).err().unwrap();
+        assert_eq!(crate::exit::status_of(&err), crate::exit::ExitStatus::Usage, "{err:#}");
+    }
+
+    /// A remote whose branch main holds `stack/compose.json` = `model`, and
+    /// a git stack following it whose clone has deployed that commit.
+    fn deployed_git_stack(tmp: &Path, model: &str) -> (StackSettings, std::path::PathBuf) {
+        let (bare, work) = (tmp.join("remote.git"), tmp.join("work"));
+        std::fs::create_dir_all(&bare).unwrap();
+        git(&bare, &["init", "--bare", "-q"]);
+        git(tmp, &["clone", "-q", bare.to_str().unwrap(), "work"]);
+        commit(&work, model, "one");
+        let checkout = tmp.join("checkout");
+        let source = GitSource {
+            url: crate::redact::SecretUrl::git(&format!("file://{}", bare.display())),
+            insecure: false,
+            timeout: crate::settings::DEFAULT_GIT_TIMEOUT,
+            idle_timeout: crate::settings::DEFAULT_GIT_IDLE_TIMEOUT,
+            branch: "main".into(),
+            path: "stack".into(),
+            submodules: false,
+            ssh_key: None,
+            checkout: checkout.clone(),
+            in_place: None,
+        };
+        let mut stack = directory(tmp, model);
+        let repo = FakeOpen.repo(&stack.state_dir.join("git"), &source).unwrap();
+        repo.checkout(repo.fetch().unwrap()).unwrap();
+        stack.directory = checkout.join("stack");
+        stack.git = Some(source);
+        (stack, work)
+    }
+
+    fn commit(work: &Path, model: &str, message: &str) {
+        std::fs::create_dir_all(work.join("stack")).unwrap();
+        std::fs::write(work.join("stack/compose.yaml"), "services: {}\n").unwrap();
+        std::fs::write(work.join("stack/compose.json"), model).unwrap();
+        git(work, &["add", "."]);
+        git(work, &["commit", "-qm", message]);
+        git(work, &["push", "-qf", "origin", "HEAD:main"]);
+    }
+
+    fn head(work: &Path) -> String {
+        let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).current_dir(work).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    #[test]
+    fn a_new_commit_is_read_from_a_scratch_copy_and_the_checkout_stays_deployed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (stack, work) = deployed_git_stack(tmp.path(), MODEL);
+        let deployed = head(&work);
+        let edited = MODEL.replace(r#""b": {"image": "r/b:latest"}"#, r#""b": {"image": "r/b:2"}"#);
+        commit(&work, &edited, "two");
+        let f = fake("old-a", "old-b");
+        let checked = plan(&seams(&f), &stack, Goal::Latest).unwrap();
+        assert_eq!(kinds(&checked), [("b".into(), ChangeKind::Image)], "{:?}", checked.plan.changes);
+        assert_eq!(checked.plan.commit, Some(head(&work)));
+        assert_eq!(checked.plan.deployed_commit, Some(deployed.clone()));
+        assert!(checked.file_diff.contains("+") && checked.file_diff.contains("r/b:2"), "{}", checked.file_diff);
+        assert!(checked.files_for(&checked.plan).is_some(), "the commit moves with the change");
+        let on_disk = std::fs::read_to_string(stack.directory.join("compose.json")).unwrap();
+        assert_eq!(on_disk, MODEL, "check leaves the deployed files in place");
+
+        let err = plan(&seams(&f), &stack, Goal::Commit(&deployed[..1].repeat(12))).err().unwrap();
+        assert!(format!("{err:#}").contains("is not in"), "{err:#}");
+    }
+
+    #[test]
+    fn a_rewritten_branch_is_refused_naming_the_deployed_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (stack, work) = deployed_git_stack(tmp.path(), MODEL);
+        let deployed = head(&work);
+        git(&work, &["commit", "-q", "--amend", "-m", "rewritten"]);
+        git(&work, &["push", "-qf", "origin", "HEAD:main"]);
+        let f = fake("old-a", "old-b");
+        let err = plan(&seams(&f), &stack, Goal::Latest).err().unwrap();
+        let text = format!("{err:#}");
+        assert!(text.contains("no longer contains the deployed commit") && text.contains(&deployed[..7]), "{text}");
+    }
 }

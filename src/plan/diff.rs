@@ -634,7 +634,8 @@ mod tests {
             let mut stack = crate::settings::from_directory(&stack_dir, Some(dir.path())).unwrap();
             stack.project = Some("p".into());
             // Both sides are read as if deployed from one directory.
-            let mut m = stack.compose().model().expect("docker compose config (Compose v2 is required)");
+            let cli = crate::seams::compose::ComposeCli::new(&stack.compose_spec());
+            let mut m = cli.model().expect("docker compose config (Compose v2 is required)");
             crate::seams::compose::relocate_model(&mut m, &stack_dir, Path::new("/deployed"));
             m
         }

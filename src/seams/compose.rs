@@ -142,6 +142,44 @@ pub trait Compose {
     /// Creates (without starting) containers of `service` from the current
     /// model up to `replicas`, leaving the existing ones as they are.
     fn scale_up(&self, project: &str, service: &str, replicas: usize) -> Result<()>;
+
+    /// `model` and `hashes`, read at the same time.
+    fn model_and_hashes(&self) -> Result<(ComposeModel, BTreeMap<String, String>)> {
+        Ok((self.model()?, self.hashes()?))
+    }
+
+    /// Every service the files define, under any profile.
+    fn all_services(&self) -> Result<Vec<String>>;
+
+    /// The compose files alone, relative to the directory.
+    fn compose_files(&self) -> Vec<PathBuf>;
+
+    /// The files that define the stack, for a text diff: the compose files
+    /// and `.env`, relative to the directory.
+    fn source_files(&self) -> Vec<PathBuf> {
+        let mut files = self.compose_files();
+        files.push(PathBuf::from(".env"));
+        files
+    }
+
+    /// The same compose files in `copy`, a copy of the tree at `root` (a
+    /// commit exported for comparison, a kept copy), read as if deployed
+    /// from `root`, under `project` (None: this one's): a path that leaves
+    /// the stack directory (`../shared/app.conf`) maps back as well as one
+    /// inside it.
+    fn in_copy(&self, copy: &Path, root: &Path, project: Option<&str>) -> Box<dyn Compose>;
+}
+
+/// Where a stack's compose files are, and how long one Compose call may
+/// take: what `Open::compose` turns into a `Compose`.
+#[derive(Debug, Clone)]
+pub struct ComposeSpec {
+    pub directory: PathBuf,
+    /// Empty: Compose's default file names.
+    pub files: Vec<PathBuf>,
+    /// None: the name Compose derives.
+    pub project: Option<String>,
+    pub timeout: std::time::Duration,
 }
 
 pub struct ComposeCli {
@@ -155,47 +193,14 @@ pub struct ComposeCli {
 }
 
 impl ComposeCli {
-    /// The stack in `directory`: its compose `files` (empty: Compose's
-    /// default), under `project` (None: the name Compose derives), each
-    /// call bounded by `timeout`.
-    pub fn new(directory: &Path, files: &[PathBuf], project: Option<&str>, timeout: std::time::Duration) -> ComposeCli {
+    pub fn new(spec: &ComposeSpec) -> ComposeCli {
         ComposeCli {
-            directory: directory.to_path_buf(),
-            files: files.to_vec(),
-            project: project.map(String::from),
+            directory: spec.directory.clone(),
+            files: spec.files.clone(),
+            project: spec.project.clone(),
             relocation: None,
-            timeout,
+            timeout: spec.timeout,
         }
-    }
-
-    /// The same compose files in `copy`, a copy of the tree at `root` (a
-    /// commit exported for comparison), read as if deployed from `root`:
-    /// a path that leaves the stack directory (`../shared/app.conf`) maps
-    /// back as well as one inside it.
-    pub fn in_copy(self, copy: &Path, root: &Path) -> ComposeCli {
-        let inside = self.directory.strip_prefix(root).unwrap_or(Path::new("")).to_path_buf();
-        ComposeCli { directory: copy.join(inside), relocation: Some((copy.to_path_buf(), root.to_path_buf())), ..self }
-    }
-
-    /// The same, under the project name `project`.
-    pub fn named(self, project: &str) -> ComposeCli {
-        ComposeCli { project: Some(project.to_string()), ..self }
-    }
-
-    /// The files that define the stack, for a text diff: the compose files
-    /// and `.env`, relative to the directory.
-    pub fn source_files(&self) -> Vec<PathBuf> {
-        let mut files = self.compose_files();
-        files.push(PathBuf::from(".env"));
-        files
-    }
-
-    /// The compose files alone, relative to the directory.
-    pub fn compose_files(&self) -> Vec<PathBuf> {
-        if !self.files.is_empty() {
-            return self.files.clone();
-        }
-        COMPOSE_FILE_NAMES.iter().map(PathBuf::from).find(|f| self.directory.join(f).is_file()).into_iter().collect()
     }
 
     fn command(&self, project: Option<&str>) -> Command {
@@ -219,28 +224,6 @@ impl ComposeCli {
         // through a recreate: clusterup decides when to stop.
         cmd.current_dir(&self.directory).stdin(Stdio::null()).process_group(0);
         cmd
-    }
-
-    /// Every service the files define, under any profile.
-    pub fn all_services(&self) -> Result<Vec<String>> {
-        let mut cmd = self.command(None);
-        cmd.args(["--profile", "*", "config", "--services"]);
-        let out = self.run(cmd, "listing the services of the compose files")?;
-        if !out.status.success() {
-            bail!("docker compose config --services failed for {}: {}", self.describe_files(), stderr_of(&out));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
-    }
-
-    /// `model` and `hashes`, read at the same time.
-    pub fn model_and_hashes(&self) -> Result<(ComposeModel, BTreeMap<String, String>)> {
-        // Two processes at once: each spends most of its time starting up.
-        let (model, hashes) = std::thread::scope(|scope| {
-            let hashes = scope.spawn(|| self.hashes());
-            (self.model(), hashes.join())
-        });
-        let hashes = hashes.unwrap_or_else(|_| Err(anyhow::anyhow!("reading compose config hashes failed")));
-        Ok((model?, hashes?))
     }
 
     /// Runs one compose command within the stack's compose timeout.
@@ -414,6 +397,44 @@ impl Compose for ComposeCli {
     fn scale_up(&self, project: &str, service: &str, replicas: usize) -> Result<()> {
         self.up_with(project, service, &["--no-start", "--no-recreate", "--scale", &format!("{service}={replicas}")])
     }
+
+    fn model_and_hashes(&self) -> Result<(ComposeModel, BTreeMap<String, String>)> {
+        // Two processes at once: each spends most of its time starting up.
+        let (model, hashes) = std::thread::scope(|scope| {
+            let hashes = scope.spawn(|| self.hashes());
+            (self.model(), hashes.join())
+        });
+        let hashes = hashes.unwrap_or_else(|_| Err(anyhow::anyhow!("reading compose config hashes failed")));
+        Ok((model?, hashes?))
+    }
+
+    fn all_services(&self) -> Result<Vec<String>> {
+        let mut cmd = self.command(None);
+        cmd.args(["--profile", "*", "config", "--services"]);
+        let out = self.run(cmd, "listing the services of the compose files")?;
+        if !out.status.success() {
+            bail!("docker compose config --services failed for {}: {}", self.describe_files(), stderr_of(&out));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+    }
+
+    fn compose_files(&self) -> Vec<PathBuf> {
+        if !self.files.is_empty() {
+            return self.files.clone();
+        }
+        COMPOSE_FILE_NAMES.iter().map(PathBuf::from).find(|f| self.directory.join(f).is_file()).into_iter().collect()
+    }
+
+    fn in_copy(&self, copy: &Path, root: &Path, project: Option<&str>) -> Box<dyn Compose> {
+        let inside = self.directory.strip_prefix(root).unwrap_or(Path::new(""));
+        Box::new(ComposeCli {
+            directory: copy.join(inside),
+            files: self.files.clone(),
+            project: project.map(String::from).or_else(|| self.project.clone()),
+            relocation: Some((copy.to_path_buf(), root.to_path_buf())),
+            timeout: self.timeout,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -453,7 +474,7 @@ mod tests {
         write("three.env", "C=\"Three-Env-Value\"\n");
         let mut stack = crate::settings::from_directory(dir.path(), Some(dir.path())).unwrap();
         stack.project = Some("p".into());
-        stack.compose().register_env_files();
+        ComposeCli::new(&stack.compose_spec()).register_env_files();
         let said = "bad: Dot-Env-Value One-Env-Value Two-Env-Value Three-Env-Value";
         assert_eq!(crate::redact::external(said), "bad: <redacted> <redacted> <redacted> <redacted>");
     }

@@ -1,15 +1,113 @@
 //! One set of fakes for the seams, for unit tests of everything above
-//! them: an engine and Compose, in memory. Tags map references to image
-//! ids, `up` (re)creates a service from its reference's current id, and
-//! an image id containing "bad" is unhealthy.
+//! them: an engine and Compose in memory (`Fake`), Compose reading its
+//! model from a file (`FileCompose`), a clock that stands still and no
+//! signals; git is the real one, on local repositories.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
 
-use crate::seams::compose::{Compose, ComposeModel};
-use crate::seams::engine::{ContainerInfo, Engine, ImageInfo, PullProgress};
+use super::compose::{Compose, ComposeModel, ComposeSpec, relocate};
+use super::engine::{ContainerInfo, Engine, ImageInfo, PullProgress};
+use super::git::{GitRepo, GitSource, Repo};
+use super::{Open, Seams};
+use crate::clock::Clock;
+use crate::signals::Signals;
+
+/// The seams of a unit test: `engine`, `FileCompose`, real git, a clock
+/// standing at `NOW`, no signal.
+pub fn seams(engine: &dyn Engine) -> Seams<'_> {
+    Seams { engine, open: &FakeOpen, clock: &Stopped, signals: &NoSignal }
+}
+
+pub const NOW: jiff::Timestamp = jiff::Timestamp::constant(1_795_780_800, 0);
+
+pub struct Stopped;
+
+impl Clock for Stopped {
+    fn now(&self) -> Result<jiff::Timestamp> {
+        Ok(NOW)
+    }
+}
+
+pub struct NoSignal;
+
+impl Signals for NoSignal {
+    fn stop_requested(&self) -> bool {
+        false
+    }
+}
+
+pub struct FakeOpen;
+
+impl Open for FakeOpen {
+    fn compose(&self, spec: &ComposeSpec) -> Box<dyn Compose> {
+        Box::new(FileCompose { directory: spec.directory.clone(), project: spec.project.clone(), relocation: None })
+    }
+
+    fn repo(&self, git_dir: &Path, source: &GitSource) -> Result<Box<dyn Repo>> {
+        Ok(Box::new(GitRepo::open(git_dir, source)?))
+    }
+}
+
+/// Compose whose normalized model is `compose.json` in the directory,
+/// written as `docker compose config --format json` prints it (a project
+/// `name` is optional here: the directory's name stands in). A service's
+/// config hash is a hash of its model.
+pub struct FileCompose {
+    directory: PathBuf,
+    project: Option<String>,
+    relocation: Option<(PathBuf, PathBuf)>,
+}
+
+pub const MODEL_FILE: &str = "compose.json";
+
+impl Compose for FileCompose {
+    fn model(&self) -> Result<ComposeModel> {
+        let path = self.directory.join(MODEL_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut json: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let fallback = self.directory.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let project = self.project.clone().or_else(|| json["name"].as_str().map(String::from)).unwrap_or(fallback);
+        json["name"] = project.into();
+        if let Some((from, to)) = &self.relocation {
+            relocate(&mut json, from, to);
+        }
+        ComposeModel::from_json(&json)
+    }
+    fn hashes(&self) -> Result<BTreeMap<String, String>> {
+        Ok(self.model()?.services.iter().map(|(name, svc)| (name.clone(), hash_of(&svc.raw))).collect())
+    }
+    fn up(&self, _: &str, _: &str, _: bool) -> Result<()> {
+        unreachable!("FileCompose only reads")
+    }
+    fn scale_up(&self, _: &str, _: &str, _: usize) -> Result<()> {
+        unreachable!("FileCompose only reads")
+    }
+    fn all_services(&self) -> Result<Vec<String>> {
+        Ok(self.model()?.services.into_keys().collect())
+    }
+    fn compose_files(&self) -> Vec<PathBuf> {
+        vec![PathBuf::from(MODEL_FILE)]
+    }
+    fn in_copy(&self, copy: &Path, root: &Path, project: Option<&str>) -> Box<dyn Compose> {
+        let inside = self.directory.strip_prefix(root).unwrap_or(Path::new(""));
+        Box::new(FileCompose {
+            directory: copy.join(inside),
+            project: project.map(String::from).or_else(|| self.project.clone()),
+            relocation: Some((copy.to_path_buf(), root.to_path_buf())),
+        })
+    }
+}
+
+/// The config hash `FileCompose` gives a service with this model.
+pub fn hash_of(raw: &Value) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(raw.to_string().as_bytes()))[..12].to_string()
+}
 
 /// A tiny engine + compose + files: tags map references to image ids,
 /// `up` (re)creates a service from its reference's current id, and an
@@ -20,6 +118,8 @@ pub struct Fake {
     pub running: RefCell<BTreeMap<String, String>>,
     pub registry: BTreeMap<String, String>,
     pub images: BTreeMap<String, String>,
+    /// The config hash each service's containers carry.
+    pub hashes: BTreeMap<String, String>,
     pub fail_pull: bool,
     pub fail_up_of_image: Option<String>,
     pub log: RefCell<Vec<String>>,
@@ -42,7 +142,7 @@ impl Engine for Fake {
                 health: Some(if image.contains("bad") { "unhealthy" } else { "healthy" }.into()),
                 restart_count: 0,
                 image_id: image.clone(),
-                config_hash: None,
+                config_hash: self.hashes.get(service).cloned(),
                 started_at: None,
                 anonymous_volumes: vec![],
             })
@@ -51,8 +151,16 @@ impl Engine for Fake {
     fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
         Ok(self.tags.borrow().get(reference).map(|id| ImageInfo { id: id.clone(), ..Default::default() }))
     }
-    fn registry_digests(&self, _: &[String]) -> Vec<Result<String>> {
-        unreachable!("execute never asks registries")
+    /// The digest the registry serves under a reference's repository.
+    fn registry_digests(&self, references: &[String]) -> Vec<Result<String>> {
+        references
+            .iter()
+            .map(|r| {
+                let repo = r.split_once(':').map_or(r.as_str(), |(repo, _)| repo);
+                let found = self.registry.keys().find_map(|k| k.strip_prefix(&format!("{repo}@")).map(String::from));
+                found.with_context(|| format!("registry r: {repo} not found"))
+            })
+            .collect()
     }
     fn network_aliases(&self, _: &str) -> Result<BTreeMap<String, Vec<String>>> {
         Ok(BTreeMap::new())
@@ -63,9 +171,17 @@ impl Engine for Fake {
     fn start_container(&self, _: &str) -> Result<()> {
         unreachable!("no start-first service here")
     }
+    /// An image id is also its digest: `r/a:latest` tagging `old-a` was
+    /// pulled as `r/a@old-a`.
     fn local_images(&self) -> Result<Vec<ImageInfo>> {
-        let ids: std::collections::BTreeSet<String> = self.tags.borrow().values().cloned().collect();
-        Ok(ids.into_iter().map(|id| ImageInfo { id, ..Default::default() }).collect())
+        let mut images: BTreeMap<String, ImageInfo> = BTreeMap::new();
+        for (reference, id) in self.tags.borrow().iter() {
+            let image = images.entry(id.clone()).or_insert_with(|| ImageInfo { id: id.clone(), ..Default::default() });
+            image.repo_tags.push(reference.clone());
+            let repo = reference.split_once(':').map_or(reference.as_str(), |(repo, _)| repo);
+            image.repo_digests.push(format!("{repo}@{id}"));
+        }
+        Ok(images.into_values().collect())
     }
     fn pull(&self, reference: &str, _: &mut dyn FnMut(&PullProgress)) -> Result<()> {
         self.log.borrow_mut().push(format!("pull {reference}"));
@@ -120,6 +236,15 @@ impl Compose for Fake {
     fn scale_up(&self, _: &str, _: &str, _: usize) -> Result<()> {
         unreachable!("no start-first service here")
     }
+    fn all_services(&self) -> Result<Vec<String>> {
+        unreachable!("the executor reads no files")
+    }
+    fn compose_files(&self) -> Vec<PathBuf> {
+        unreachable!("the executor reads no files")
+    }
+    fn in_copy(&self, _: &Path, _: &Path, _: Option<&str>) -> Box<dyn Compose> {
+        unreachable!("the executor reads no files")
+    }
 }
 
 /// Services a and b, each `r/<svc>:latest`, running `old-<svc>`; the
@@ -134,4 +259,15 @@ pub fn fake(new_a: &str, new_b: &str) -> Fake {
         f.images.insert(svc.into(), r);
     }
     f
+}
+
+/// Runs git in `dir` as a test's committer; panics when it fails.
+pub fn git(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }

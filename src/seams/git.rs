@@ -48,6 +48,43 @@ pub struct GitRepo {
     source: GitSource,
 }
 
+/// A stack's git checkout: clusterup's clone in the state dir, or the
+/// operator's own, moved in place.
+pub trait Repo {
+    /// Fetches the branch and returns its commit. Bounded: a remote that
+    /// accepts and never answers, or a signal, ends the wait (the fetch
+    /// itself runs on a thread of its own, left behind if it hangs).
+    fn fetch(&self) -> Result<Oid>;
+
+    /// Whether the work tree may be moved to `upstream`: an in-place
+    /// checkout must be on its branch, clean, and behind upstream only.
+    /// clusterup's own clone is always at the deployed commit.
+    fn preflight(&self, upstream: Oid) -> Result<()>;
+
+    /// The commit a (possibly abbreviated) id names.
+    fn resolve(&self, prefix: &str) -> Result<Oid>;
+
+    /// Whether `new` contains `old` in its history: the branch moved
+    /// forward. A force-push or rewritten history answers no.
+    fn descends_from(&self, new: Oid, old: Oid) -> Result<bool>;
+
+    /// Writes the tree of `commit` (submodules included, where known) to
+    /// `dest`, fresh: the stack directory's compose files may name files
+    /// anywhere in the repository (`../shared/app.env`).
+    fn export(&self, commit: Oid, dest: &Path) -> Result<()>;
+
+    /// Puts `commit` in the work tree: changed and deleted files follow the
+    /// commit; files git does not track (data, local `.env`) stay.
+    fn checkout(&self, commit: Oid) -> Result<()>;
+
+    /// Files that differ between two commits, as paths in the work tree;
+    /// inside a submodule that moved too, where its clone has both commits.
+    fn changed_files(&self, old: Oid, new: Oid) -> Result<Vec<PathBuf>>;
+
+    /// The commit the work tree holds, if anything was checked out yet.
+    fn head(&self) -> Option<Oid>;
+}
+
 impl GitRepo {
     /// Opens the clone in `git_dir`, creating it (empty, 0700) the first
     /// time.
@@ -72,10 +109,18 @@ impl GitRepo {
         Ok(GitRepo { repo, git_dir: git_dir.to_path_buf(), source: source.clone() })
     }
 
-    /// Fetches the branch and returns its commit. Bounded: a remote that
-    /// accepts and never answers, or a signal, ends the wait (the fetch
-    /// itself runs on a thread of its own, left behind if it hangs).
-    pub fn fetch(&self) -> Result<Oid> {
+    /// Whether this is the operator's own checkout, moved in place.
+    pub fn in_place(&self) -> bool {
+        self.source.in_place.is_some()
+    }
+
+    fn callbacks(&self) -> RemoteCallbacks<'static> {
+        callbacks(&self.source, Instant::now() + self.source.timeout)
+    }
+}
+
+impl Repo for GitRepo {
+    fn fetch(&self) -> Result<Oid> {
         let GitSource { url, branch, timeout, .. } = &self.source;
         if let Some(remote) = &self.source.in_place {
             return worktree::fetch(&self.repo, &self.source.checkout, remote, branch, *timeout);
@@ -102,31 +147,20 @@ impl GitRepo {
         }
     }
 
-    /// Whether the work tree may be moved to `upstream`: an in-place
-    /// checkout must be on its branch, clean, and behind upstream only.
-    /// clusterup's own clone is always at the deployed commit.
-    pub fn preflight(&self, upstream: Oid) -> Result<()> {
+    fn preflight(&self, upstream: Oid) -> Result<()> {
         match &self.source.in_place {
             Some(_) => worktree::preflight(&self.repo, &self.source.checkout, upstream, self.source.timeout),
             None => Ok(()),
         }
     }
 
-    /// Whether this is the operator's own checkout, moved in place.
-    pub fn in_place(&self) -> bool {
-        self.source.in_place.is_some()
-    }
-
-    /// The commit a (possibly abbreviated) id names.
-    pub fn resolve(&self, prefix: &str) -> Result<Oid> {
+    fn resolve(&self, prefix: &str) -> Result<Oid> {
         self.repo.revparse_single(prefix).and_then(|o| o.peel_to_commit()).map(|c| c.id()).map_err(|_| {
             anyhow!("commit {prefix} is not in {} (branch {} was fetched)", self.source.url, self.source.branch)
         })
     }
 
-    /// Whether `new` contains `old` in its history: the branch moved
-    /// forward. A force-push or rewritten history answers no.
-    pub fn descends_from(&self, new: Oid, old: Oid) -> Result<bool> {
+    fn descends_from(&self, new: Oid, old: Oid) -> Result<bool> {
         if new == old {
             return Ok(true);
         }
@@ -136,10 +170,7 @@ impl GitRepo {
         Ok(self.repo.graph_descendant_of(new, old)?)
     }
 
-    /// Writes the tree of `commit` (submodules included, where known) to
-    /// `dest`, fresh: the stack directory's compose files may name files
-    /// anywhere in the repository (`../shared/app.env`).
-    pub fn export(&self, commit: Oid, dest: &Path) -> Result<()> {
+    fn export(&self, commit: Oid, dest: &Path) -> Result<()> {
         if dest.exists() {
             std::fs::remove_dir_all(dest).with_context(|| format!("clearing {}", dest.display()))?;
         }
@@ -154,9 +185,7 @@ impl GitRepo {
         export_tree(&self.repo, &tree, Path::new(""), dest)
     }
 
-    /// Puts `commit` in the work tree: changed and deleted files follow the
-    /// commit; files git does not track (data, local `.env`) stay.
-    pub fn checkout(&self, commit: Oid) -> Result<()> {
+    fn checkout(&self, commit: Oid) -> Result<()> {
         // Files get the modes git records (0644, 0755), whatever the umask
         // clusterup runs under (systemd's UMask=0077 would make them
         // unreadable to a container that does not run as root).
@@ -187,21 +216,14 @@ impl GitRepo {
         Ok(())
     }
 
-    /// Files that differ between two commits, as paths in the work tree;
-    /// inside a submodule that moved too, where its clone has both commits.
-    pub fn changed_files(&self, old: Oid, new: Oid) -> Result<Vec<PathBuf>> {
+    fn changed_files(&self, old: Oid, new: Oid) -> Result<Vec<PathBuf>> {
         let mut out = Vec::new();
         changed_in(&self.repo, old, new, &self.source.checkout, &mut out)?;
         Ok(out)
     }
 
-    /// The commit the work tree holds, if anything was checked out yet.
-    pub fn head(&self) -> Option<Oid> {
+    fn head(&self) -> Option<Oid> {
         self.repo.head().ok().and_then(|h| h.target())
-    }
-
-    fn callbacks(&self) -> RemoteCallbacks<'static> {
-        callbacks(&self.source, Instant::now() + self.source.timeout)
     }
 }
 
@@ -410,18 +432,8 @@ pub fn short(oid: Oid) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seams::fake::git;
     use std::os::unix::fs::PermissionsExt;
-    use std::process::Command;
-
-    fn git(dir: &Path, args: &[&str]) {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("git");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
 
     /// A bare remote with one commit holding `stack/compose.yaml`.
     fn remote() -> (tempfile::TempDir, PathBuf, PathBuf) {

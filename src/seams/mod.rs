@@ -1,6 +1,8 @@
 //! The outside world behind small seams: the Docker engine, the Compose CLI,
-//! registries and their credentials. Pipeline stages take these as traits so the
-//! planner and executor are tested without a daemon.
+//! registries and their credentials, git, the clock and the process's
+//! signals. `commands::dispatch` builds them once as `Seams`; everything
+//! below takes them from there, so the pipeline is tested without a daemon
+//! (`fake`).
 
 pub mod compose;
 pub mod credentials;
@@ -12,6 +14,46 @@ pub mod hooks;
 pub mod process;
 pub mod registry;
 pub mod worktree;
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::clock::Clock;
+use crate::signals::Signals;
+use compose::{Compose, ComposeCli, ComposeSpec};
+use engine::Engine;
+use git::{GitRepo, GitSource, Repo};
+
+/// What a command talks to outside the process.
+#[derive(Clone, Copy)]
+pub struct Seams<'a> {
+    pub engine: &'a dyn Engine,
+    pub open: &'a dyn Open,
+    pub clock: &'a dyn Clock,
+    pub signals: &'a dyn Signals,
+}
+
+/// Opens a stack's Compose and its git checkout.
+pub trait Open {
+    fn compose(&self, spec: &ComposeSpec) -> Box<dyn Compose>;
+    /// clusterup's clone in `git_dir` (created the first time), or the
+    /// operator's checkout when `source` is in place.
+    fn repo(&self, git_dir: &Path, source: &GitSource) -> Result<Box<dyn Repo>>;
+}
+
+/// The Compose CLI and libgit2 (with the git command, in place).
+pub struct System;
+
+impl Open for System {
+    fn compose(&self, spec: &ComposeSpec) -> Box<dyn Compose> {
+        Box::new(ComposeCli::new(spec))
+    }
+
+    fn repo(&self, git_dir: &Path, source: &GitSource) -> Result<Box<dyn Repo>> {
+        Ok(Box::new(GitRepo::open(git_dir, source)?))
+    }
+}
 
 /// A peer that accepts connections and never answers: the hang every
 /// external call must bound.
