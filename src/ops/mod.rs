@@ -6,6 +6,9 @@
 pub mod fetch;
 pub mod observe;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use anyhow::{Context, Result, anyhow};
 use git2::Oid;
 
@@ -18,7 +21,7 @@ use crate::plan::diff;
 use crate::plan::observation::Observation;
 use crate::seams::Seams;
 use crate::seams::compose::{Compose, ComposeModel};
-use crate::seams::git::short;
+use crate::seams::git::{GitSource, Repo, short};
 use crate::settings::StackSettings;
 use crate::state::Revision;
 
@@ -54,114 +57,9 @@ pub fn check(seams: &Seams, stack: &StackSettings) -> Result<Checked> {
 
 pub fn plan(seams: &Seams, stack: &StackSettings, goal: Goal) -> Result<Checked> {
     let compose = seams.open.compose(&stack.compose_spec());
-    let mut file_diff = String::new();
-    let mut changed_files = Vec::new();
-    let (model, old_model, hashes, git) = match &stack.git {
-        None => {
-            match goal {
-                Goal::Latest => {
-                    let (model, hashes) = compose.model_and_hashes()?;
-                    (model, None, Some(hashes), None)
-                }
-                Goal::Revision(r) => {
-                    let model = compose.model()?;
-                    match &r.files {
-                        Some(id) => {
-                            let tree = snapshot::tree(&stack.state_dir, id);
-                            let target = compose.in_copy(&tree, &stack.directory, Some(&model.project));
-                            let new = target.model().with_context(|| {
-                                format!("reading revision {}'s files, kept in {}", r.id, tree.display())
-                            })?;
-                            file_diff = files_diff(target.as_ref(), &stack.directory, &tree);
-                            changed_files = snapshot::differing(&stack.state_dir, id, &stack.directory)?;
-                            (new, Some(model), None, None)
-                        }
-                        // Revisions from before copies were kept: images only.
-                        None => (model.clone(), Some(model), None, None),
-                    }
-                }
-                Goal::Commit(_) => {
-                    return Err(usage("--expect-revision names a git commit; this stack has no git source"));
-                }
-            }
-        }
-        Some(source) => {
-            let repo = seams.open.repo(&stack.state_dir.join("git"), source)?;
-            let old = repo.head();
-            let new = match goal {
-                Goal::Latest => repo.fetch()?,
-                Goal::Commit(prefix) => {
-                    let head = repo.fetch()?;
-                    let commit = repo.resolve(prefix)?;
-                    if !repo.descends_from(head, commit)? {
-                        return Err(anyhow!(
-                            "commit {prefix} is not on branch {} of {}; nothing was changed",
-                            source.branch,
-                            source.url
-                        ));
-                    }
-                    commit
-                }
-                Goal::Revision(r) => r
-                    .plan
-                    .commit
-                    .as_deref()
-                    .and_then(|c| Oid::from_str(c).ok())
-                    .or(old)
-                    .ok_or_else(|| anyhow!("revision {} records no commit", r.id))?,
-            };
-            if matches!(goal, Goal::Latest | Goal::Commit(_)) {
-                repo.preflight(new)?;
-            }
-            if let (Some(old), Goal::Latest | Goal::Commit(_)) = (old, &goal)
-                && !repo.descends_from(new, old)?
-            {
-                return Err(anyhow!(
-                    "branch {} of {} no longer contains the deployed commit {} (history was rewritten or force-pushed); \
-                     nothing was changed. Inspect the branch; to deploy it anyway, remove {} so clusterup starts afresh",
-                    source.branch,
-                    source.url,
-                    short(old),
-                    stack.state_dir.join("git").display()
-                ));
-            }
-            crate::files::private_dir(&stack.state_dir)
-                .with_context(|| format!("creating the state dir {}", stack.state_dir.display()))?;
-            let incoming = tempfile::Builder::new()
-                .prefix("incoming-")
-                .tempdir_in(&stack.state_dir)
-                .context("creating a scratch directory in the state dir")?;
-            repo.export(new, incoming.path())?;
-            // An untracked `.env` in the checkout is the host's own (ports,
-            // secrets): the new commit is read with it, as it will run.
-            let new_dir = incoming.path().join(&source.path);
-            let local_env = stack.directory.join(".env");
-            if local_env.is_file() && !new_dir.join(".env").exists() {
-                std::fs::copy(&local_env, new_dir.join(".env")).context("reading the checkout's .env")?;
-            }
-            let old_model: Option<ComposeModel> = match old {
-                Some(_) => Some(compose.model().context("reading the deployed commit's compose model")?),
-                None => None,
-            };
-            // An operator's directory names the project (as `docker compose
-            // up` there did); the scratch copy must not.
-            let project = match (&stack.project, &old_model) {
-                (None, Some(deployed)) => Some(deployed.project.as_str()),
-                _ => None,
-            };
-            let new_compose = compose.in_copy(incoming.path(), &source.checkout, project);
-            let model = new_compose.model().map_err(|e| {
-                let cause = e.to_string().replace(&incoming.path().display().to_string(), "");
-                usage(format!("commit {} of {}: {cause}", short(new), source.url))
-            })?;
-            if old.is_some() {
-                file_diff = files_diff(new_compose.as_ref(), &stack.directory, &new_dir);
-            }
-            if let Some(old) = old {
-                changed_files = repo.changed_files(old, new)?;
-            }
-            (model, old_model, None, Some(GitDeploy { repo, new, old }))
-        }
+    let Models { new: model, old: old_model, hashes, git, file_diff, changed_files } = match &stack.git {
+        None => directory_models(stack, compose.as_ref(), &goal)?,
+        Some(source) => git_models(seams, stack, source, compose.as_ref(), &goal)?,
     };
     let references: Vec<String> = model.services.values().filter_map(|s| s.image.clone()).collect();
     let observation = observe::observe(seams.engine, &model.project, &references, false)?;
@@ -186,10 +84,10 @@ pub fn plan(seams: &Seams, stack: &StackSettings, goal: Goal) -> Result<Checked>
         Some(_) => removed_by_hand(compose.as_ref(), &model, &observation)?,
         None => Default::default(),
     };
-    let baseline = match (&hashes, &old_model, &git) {
-        (Some(hashes), _, _) => Baseline::Running { hashes, gone: &gone },
-        (None, Some(old), _) => Baseline::Deployed(old),
-        _ => Baseline::Nothing,
+    let baseline = match (&hashes, &old_model) {
+        (Some(hashes), _) => Baseline::Running { hashes, gone: &gone },
+        (None, Some(old)) => Baseline::Deployed(old),
+        (None, None) => Baseline::Nothing,
     };
     let on_disk = match (&stack.git, old_model.as_ref().or(hashes.as_ref().map(|_| &model))) {
         (None, Some(current)) => {
@@ -211,29 +109,173 @@ pub fn plan(seams: &Seams, stack: &StackSettings, goal: Goal) -> Result<Checked>
         target_images,
     });
     let directory = match on_disk {
-        Some(on_disk) => {
-            // Files that match what runs are the ones to come back to.
-            let before = if hashes.is_some() && !plan.changes.iter().any(|c| c.is_structural()) {
-                snapshot::set_good(&stack.state_dir, &on_disk)?;
-                Some(on_disk.clone())
-            } else {
-                snapshot::good(&stack.state_dir)
-            };
-            let deploy = match goal {
-                Goal::Revision(r) => r.files.clone(),
-                Goal::Latest | Goal::Commit(_) => None,
-            };
-            Some(DirectoryFiles {
-                state_dir: stack.state_dir.clone(),
-                directory: stack.directory.clone(),
-                on_disk,
-                deploy,
-                before,
-            })
-        }
+        Some(on_disk) => Some(directory_files(stack, on_disk, hashes.is_some(), &plan, &goal)?),
         None => None,
     };
     Ok(Checked { plan, observation, file_diff, git, directory, policies: labels.policies })
+}
+
+/// A directory stack's copies around `plan`: `on_disk` (the files now),
+/// the copy to deploy (a rollback's), and the one to come back to.
+/// `to_files`: the plan compares what runs with the files on disk.
+fn directory_files(
+    stack: &StackSettings,
+    on_disk: String,
+    to_files: bool,
+    plan: &Plan,
+    goal: &Goal,
+) -> Result<DirectoryFiles> {
+    // Files that match what runs are the ones to come back to.
+    let before = if to_files && !plan.changes.iter().any(|c| c.is_structural()) {
+        snapshot::set_good(&stack.state_dir, &on_disk)?;
+        Some(on_disk.clone())
+    } else {
+        snapshot::good(&stack.state_dir)
+    };
+    let deploy = match goal {
+        Goal::Revision(r) => r.files.clone(),
+        Goal::Latest | Goal::Commit(_) => None,
+    };
+    Ok(DirectoryFiles {
+        state_dir: stack.state_dir.clone(),
+        directory: stack.directory.clone(),
+        on_disk,
+        deploy,
+        before,
+    })
+}
+
+/// The compose models a plan compares, and where they came from.
+struct Models {
+    /// What the plan deploys.
+    new: ComposeModel,
+    /// What was deployed, read from its files (git, a rollback to kept
+    /// files); None when the running containers are the baseline.
+    old: Option<ComposeModel>,
+    /// A directory stack going to its own files: the config hash Compose
+    /// gives each service, compared with the containers'.
+    hashes: Option<BTreeMap<String, String>>,
+    git: Option<GitDeploy>,
+    file_diff: String,
+    changed_files: Vec<PathBuf>,
+}
+
+/// A directory stack: its files as they are, or a revision's kept copy.
+fn directory_models(stack: &StackSettings, compose: &dyn Compose, goal: &Goal) -> Result<Models> {
+    let none =
+        |new, old, hashes| Models { new, old, hashes, git: None, file_diff: String::new(), changed_files: vec![] };
+    match goal {
+        Goal::Latest => {
+            let (model, hashes) = compose.model_and_hashes()?;
+            Ok(none(model, None, Some(hashes)))
+        }
+        Goal::Revision(r) => {
+            let model = compose.model()?;
+            let Some(id) = &r.files else {
+                // Revisions from before copies were kept: images only.
+                return Ok(none(model.clone(), Some(model), None));
+            };
+            let tree = snapshot::tree(&stack.state_dir, id);
+            let target = compose.in_copy(&tree, &stack.directory, Some(&model.project));
+            let new = target
+                .model()
+                .with_context(|| format!("reading revision {}'s files, kept in {}", r.id, tree.display()))?;
+            Ok(Models {
+                file_diff: files_diff(target.as_ref(), &stack.directory, &tree),
+                changed_files: snapshot::differing(&stack.state_dir, id, &stack.directory)?,
+                ..none(new, Some(model), None)
+            })
+        }
+        Goal::Commit(_) => Err(usage("--expect-revision names a git commit; this stack has no git source")),
+    }
+}
+
+/// A git stack: the commit to deploy, read from a scratch copy (the
+/// checkout stays at the deployed commit until an apply moves it).
+fn git_models(
+    seams: &Seams,
+    stack: &StackSettings,
+    source: &GitSource,
+    compose: &dyn Compose,
+    goal: &Goal,
+) -> Result<Models> {
+    let repo = seams.open.repo(&stack.state_dir.join("git"), source)?;
+    let old = repo.head();
+    let new = commit_to_deploy(repo.as_ref(), source, goal, old)?;
+    if let (Some(old), Goal::Latest | Goal::Commit(_)) = (old, goal)
+        && !repo.descends_from(new, old)?
+    {
+        return Err(anyhow!(
+            "branch {} of {} no longer contains the deployed commit {} (history was rewritten or force-pushed); \
+             nothing was changed. Inspect the branch; to deploy it anyway, remove {} so clusterup starts afresh",
+            source.branch,
+            source.url,
+            short(old),
+            stack.state_dir.join("git").display()
+        ));
+    }
+    crate::files::private_dir(&stack.state_dir)
+        .with_context(|| format!("creating the state dir {}", stack.state_dir.display()))?;
+    let incoming = tempfile::Builder::new()
+        .prefix("incoming-")
+        .tempdir_in(&stack.state_dir)
+        .context("creating a scratch directory in the state dir")?;
+    repo.export(new, incoming.path())?;
+    // An untracked `.env` in the checkout is the host's own (ports,
+    // secrets): the new commit is read with it, as it will run.
+    let new_dir = incoming.path().join(&source.path);
+    let local_env = stack.directory.join(".env");
+    if local_env.is_file() && !new_dir.join(".env").exists() {
+        std::fs::copy(&local_env, new_dir.join(".env")).context("reading the checkout's .env")?;
+    }
+    let old_model: Option<ComposeModel> = match old {
+        Some(_) => Some(compose.model().context("reading the deployed commit's compose model")?),
+        None => None,
+    };
+    // An operator's directory names the project (as `docker compose
+    // up` there did); the scratch copy must not.
+    let project = match (&stack.project, &old_model) {
+        (None, Some(deployed)) => Some(deployed.project.as_str()),
+        _ => None,
+    };
+    let new_compose = compose.in_copy(incoming.path(), &source.checkout, project);
+    let model = new_compose.model().map_err(|e| {
+        let cause = e.to_string().replace(&incoming.path().display().to_string(), "");
+        usage(format!("commit {} of {}: {cause}", short(new), source.url))
+    })?;
+    let (file_diff, changed_files) = match old {
+        Some(old) => (files_diff(new_compose.as_ref(), &stack.directory, &new_dir), repo.changed_files(old, new)?),
+        None => (String::new(), Vec::new()),
+    };
+    let git = Some(GitDeploy { repo, new, old });
+    Ok(Models { new: model, old: old_model, hashes: None, git, file_diff, changed_files })
+}
+
+/// The commit `goal` names: the branch head (fetched), a fleet's commit
+/// on the branch, or the one a revision recorded. A new commit must be
+/// one the work tree may move to.
+fn commit_to_deploy(repo: &dyn Repo, source: &GitSource, goal: &Goal, deployed: Option<Oid>) -> Result<Oid> {
+    let new = match *goal {
+        Goal::Latest => repo.fetch()?,
+        Goal::Commit(prefix) => {
+            let head = repo.fetch()?;
+            let commit = repo.resolve(prefix)?;
+            if !repo.descends_from(head, commit)? {
+                return Err(anyhow!(
+                    "commit {prefix} is not on branch {} of {}; nothing was changed",
+                    source.branch,
+                    source.url
+                ));
+            }
+            commit
+        }
+        Goal::Revision(r) => {
+            let recorded = r.plan.commit.as_deref().and_then(|c| Oid::from_str(c).ok());
+            return recorded.or(deployed).ok_or_else(|| anyhow!("revision {} records no commit", r.id));
+        }
+    };
+    repo.preflight(new)?;
+    Ok(new)
 }
 
 impl Checked {
@@ -289,7 +331,6 @@ mod tests {
     use crate::plan::classify::ChangeKind;
     use crate::seams::Open;
     use crate::seams::fake::{Fake, FakeOpen, fake, git, hash_of, seams};
-    use crate::seams::git::GitSource;
 
     const MODEL: &str = r#"{"name": "p", "services": {"a": {"image": "r/a:latest"}, "b": {"image": "r/b:latest"}}}"#;
 
