@@ -82,6 +82,28 @@ fn resolve<'a>(spec: &str, revisions: &'a [Revision]) -> Result<&'a Revision> {
     good().find(|r| r.started <= time).ok_or_else(|| usage(format!("no good revision started before {spec}")))
 }
 
+/// The revision that runs now and the one to go back to: `to`'s, or the
+/// good revision before the current one, or (from the first) the state
+/// before it.
+fn choose(to: Option<&str>, revisions: &[Revision], stack: &str) -> Result<(Revision, Revision)> {
+    let current = revisions
+        .iter()
+        .rev()
+        .find(|r| r.is_good())
+        .ok_or_else(|| anyhow!("nothing to roll back: no revision of stack {stack} was applied yet"))?;
+    let target = match to {
+        Some(spec) => resolve(spec, revisions)?.clone(),
+        None => match revisions.iter().rev().find(|r| r.is_good() && r.id < current.id) {
+            Some(r) => r.clone(),
+            None => state_before(current),
+        },
+    };
+    if target.id == current.id && to.is_some() {
+        return Err(usage(format!("revision {} is what runs now", target.id)));
+    }
+    Ok((current.clone(), target))
+}
+
 /// The stack as it was before `rev`: its commit and, per service, the
 /// image kept as `before`.
 fn state_before(rev: &Revision) -> Revision {
@@ -107,27 +129,8 @@ fn rollback_one(
     let (state, ctx) = (&session.state, session.ctx(seams, stack, printer));
     ctx.recover()?;
     let journal = state.journal()?;
-    let current = journal
-        .revisions
-        .iter()
-        .rev()
-        .find(|r| r.is_good())
-        .ok_or_else(|| anyhow!("nothing to roll back: no revision of stack {} was applied yet", stack.name))?;
-    let before_current;
-    let target = match &args.to {
-        Some(spec) => resolve(spec, &journal.revisions)?,
-        None => match journal.revisions.iter().rev().find(|r| r.is_good() && r.id < current.id) {
-            Some(r) => r,
-            None => {
-                // The first revision: go back to what ran before it.
-                before_current = state_before(current);
-                &before_current
-            }
-        },
-    };
-    if target.id == current.id && args.to.is_some() {
-        return Err(usage(format!("revision {} is what runs now", target.id)));
-    }
+    let (current, target) = choose(args.to.as_deref(), &journal.revisions, &stack.name)?;
+    let (current, target) = (&current, &target);
     let checked = ops::plan(seams, stack, Goal::Revision(target))?;
     let plan = &checked.plan;
     let to = if target.id == current.id {
@@ -205,5 +208,54 @@ mod tests {
         assert_eq!(resolve("2026-11-21T12:00:00Z", &revs).unwrap().id, 1);
         assert_eq!(resolve("2026-11-23T00:00:00Z", &revs).unwrap().id, 3);
         assert!(format!("{:#}", resolve("yesterday", &revs).unwrap_err()).contains("neither"));
+    }
+
+    #[test]
+    fn a_rollback_goes_to_the_good_revision_before_the_current_one() {
+        let revs = vec![
+            rev(1, Outcome::Applied, "aaaa1111", "2026-11-20T10:00:00Z"),
+            rev(2, Outcome::RolledBack, "bbbb2222", "2026-11-21T10:00:00Z"),
+            rev(3, Outcome::Applied, "cccc3333", "2026-11-22T10:00:00Z"),
+            rev(4, Outcome::RollbackFailed, "dddd4444", "2026-11-23T10:00:00Z"),
+        ];
+        let (current, target) = choose(None, &revs, "s").unwrap();
+        assert_eq!((current.id, target.id), (3, 1), "failed revisions are neither current nor a target");
+        let err = choose(Some("3"), &revs, "s").unwrap_err();
+        assert!(err.to_string().contains("is what runs now"), "{err}");
+        assert_eq!(choose(Some("aaaa"), &revs, "s").unwrap().1.id, 1);
+        let err = choose(None, &revs[1..2], "s").unwrap_err();
+        assert!(err.to_string().contains("nothing to roll back"), "{err}");
+    }
+
+    /// From the first revision, back to what ran before it: the images it
+    /// kept, its files before, its commit before; a service it created has
+    /// no image to go back to.
+    #[test]
+    fn a_rollback_from_the_first_revision_goes_to_the_state_before_it() {
+        let mut first = rev(1, Outcome::Applied, "aaaa1111", "2026-11-20T10:00:00Z");
+        first.plan.deployed_commit = Some("0000aaaa".into());
+        first.files_before = Some("copy-before".into());
+        first.plan.changes = vec![
+            crate::plan::classify::Change::new("web", crate::plan::classify::ChangeKind::Image, Some("r/web:1".into())),
+            crate::plan::classify::Change::new(
+                "new",
+                crate::plan::classify::ChangeKind::Create,
+                Some("r/new:1".into()),
+            ),
+        ];
+        first.services = ["web", "new"]
+            .map(|s| crate::state::ServiceImages {
+                service: s.into(),
+                image: Some(format!("r/{s}:1")),
+                before: format!("old-{s}"),
+                backup_tag: format!("clusterup/s/{s}:rev-1"),
+                after: None,
+            })
+            .to_vec();
+        let (current, target) = choose(None, &[first], "s").unwrap();
+        assert_eq!((current.id, target.id), (1, 1));
+        assert_eq!(target.plan.commit.as_deref(), Some("0000aaaa"));
+        assert_eq!(target.files.as_deref(), Some("copy-before"));
+        assert_eq!(target.images.into_iter().collect::<Vec<_>>(), [("web".to_string(), "old-web".to_string())]);
     }
 }
