@@ -107,6 +107,7 @@ impl Ctx<'_> {
             Ok(()) => self.executor(policies).execute(plan, &backups, files),
             Err(e) => Execution::failed(format!("keeping the current images for rollback: {e:#}; nothing was changed")),
         };
+        crash_point("executed");
         if execution.outcome == Outcome::RolledBack
             && let Some(note) = files.and_then(Files::kept_note)
         {

@@ -159,17 +159,9 @@ fn private_registry_with_credentials_from_the_docker_config() {
 
     // No secret anywhere: output, journal, every state file.
     let mut texts = vec![run.all(), stack.journal()];
-    let mut dirs = vec![stack.state.clone()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                texts.push(String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).to_string());
-            }
-        }
-    }
+    let files = crate::support::files_under(&stack.state, &[]);
+    assert!(!files.is_empty(), "the state dir was written");
+    texts.extend(files.into_iter().map(|(_, bytes)| String::from_utf8_lossy(&bytes).to_string()));
     for text in texts {
         assert!(!text.contains(&password) && !text.contains("wrong-password"), "secret leaked: {text}");
     }

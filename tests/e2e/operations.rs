@@ -68,9 +68,11 @@ fn notifications_reach_webhook_slack_and_one_github_issue_per_problem() {
 #[test]
 fn hooks_get_the_update_details_and_a_failing_pre_hook_skips_its_service() {
     let stack_dir_file = std::env::temp_dir().join(format!("cu-hooks-{}.env", std::process::id()));
+    let service_file = std::env::temp_dir().join(format!("cu-hooks-{}-web.env", std::process::id()));
     let config = format!(
-        "    hooks:\n      pre_update: 'env | grep ^CLUSTERUP_ | sort > {}'\n    services:\n      other:\n        pre_update: 'exit 7'\n",
-        stack_dir_file.display()
+        "    hooks:\n      pre_update: 'env | grep ^CLUSTERUP_ | sort > {}'\n    services:\n      other:\n        pre_update: 'exit 7'\n      web:\n        pre_update: 'env | grep ^CLUSTERUP_ | sort > {}'\n",
+        stack_dir_file.display(),
+        service_file.display()
     );
     // `$$`: Compose would interpolate a single `$` itself.
     let labels = "    labels:\n      clusterup.post-update: 'echo $$CLUSTERUP_NEW_DIGEST > /www/hooked'\n";
@@ -86,10 +88,24 @@ fn hooks_get_the_update_details_and_a_failing_pre_hook_skips_its_service() {
 
     let env = std::fs::read_to_string(&stack_dir_file).unwrap();
     let _ = std::fs::remove_file(&stack_dir_file);
-    assert!(env.contains(&format!("CLUSTERUP_STACK={}", stack.name)), "{env}");
+    let expected = format!("CLUSTERUP_HOOK=pre-update\nCLUSTERUP_STACK={}\n", stack.name);
+    assert_eq!(env, expected, "the stack's hook knows the stack");
+    let web_change = report["changes"].as_array().unwrap().iter().find(|c| c["service"] == "web").unwrap().clone();
+    let env = std::fs::read_to_string(&service_file).unwrap();
+    let _ = std::fs::remove_file(&service_file);
+    let expected = format!(
+        "CLUSTERUP_CHANGE=image\nCLUSTERUP_HOOK=pre-update\nCLUSTERUP_IMAGE={}\nCLUSTERUP_NEW_DIGEST={}\n\
+         CLUSTERUP_OLD_DIGEST={}\nCLUSTERUP_SERVICE=web\nCLUSTERUP_STACK={}\n",
+        stack.image("web"),
+        web_change["to"].as_str().unwrap(),
+        web_change["from"].as_str().unwrap(),
+        stack.name
+    );
+    assert_eq!(env, expected, "a service's hook gets every detail of its change");
+    assert!(web_change["from"].as_str().unwrap().starts_with("sha256:"), "{web_change}");
     let id = stack.container_id("web");
     let out = docker(&["exec", &id, "/bin/cat", "/www/hooked"]);
-    let digest = report["changes"].as_array().unwrap().iter().find(|c| c["service"] == "web").unwrap()["to"].clone();
+    let digest = web_change["to"].clone();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         digest.as_str().unwrap(),
@@ -162,7 +178,8 @@ fn status_and_metrics_tell_what_happened() {
     assert_eq!(status["stats"]["success_rate"], 1.0);
     let web = status["services"].as_array().unwrap().iter().find(|s| s["service"] == "web").unwrap().clone();
     assert_eq!(web["health"], "healthy");
-    assert!(web["uptime_seconds"].as_i64().unwrap() >= 0);
+    let uptime = web["uptime_seconds"].as_i64().unwrap();
+    assert!((0..120).contains(&uptime), "recreated by this test's apply: {uptime}s");
     let human = stack.clusterup(&["status"]).stdout;
     assert!(human.contains("deployed: revision 1") && human.contains("100% applied"), "{human}");
 
@@ -175,7 +192,12 @@ fn status_and_metrics_tell_what_happened() {
     assert_eq!(value("clusterup_last_run_exit_code"), 0.0);
     assert_eq!(value("clusterup_paused"), 0.0);
     assert_eq!(value("clusterup_pending_changes"), 0.0, "{text}");
-    assert!(value("clusterup_last_run_timestamp_seconds") > 1.7e9);
+    let now = jiff::Timestamp::now().as_second() as f64;
+    let ran = value("clusterup_last_run_timestamp_seconds");
+    assert!((now - 600.0..=now).contains(&ran), "the apply just now: {ran} vs {now}");
+    assert_eq!(value("clusterup_deployed_revision"), 1.0, "{text}");
+    let took = value("clusterup_last_update_duration_seconds");
+    assert!(took > 0.0 && took < 600.0, "{text}");
     assert!(text.contains(&format!("clusterup_revisions_total{{stack=\"{}\",outcome=\"applied\"}} 1", stack.name)));
     assert!(
         text.lines().filter(|l| !l.starts_with('#')).all(|l| l.rsplit(' ').next().unwrap().parse::<f64>().is_ok()),

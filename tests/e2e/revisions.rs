@@ -1,28 +1,13 @@
 //! Revisions and recovery: no flapping, rollback, crash recovery, pause,
 //! update windows, pruning of rollback images.
 
-use crate::support::{Stack, docker, image_id};
+use std::os::unix::process::ExitStatusExt;
 
-/// `web` (and `other`) from this stack's repositories, running v1; then
-/// `next` is pushed for both.
-fn running_then_pushed(test: &str, next: &str, extra_config: &str) -> Stack {
-    let mut stack = Stack::new(test);
-    let (web, other) = (stack.image("web"), stack.image("other"));
-    stack.publish("v1", &web);
-    stack.publish("v1", &other);
-    stack.write_compose(&format!(
-        "services:\n  web:\n    image: {web}\n  other:\n    image: {other}\n    depends_on: [web]\n"
-    ));
-    stack.write_config(extra_config);
-    stack.up();
-    stack.publish(next, &web);
-    stack.publish(next, &other);
-    stack
-}
+use crate::support::{Stack, docker, image_id};
 
 #[test]
 fn a_rolled_back_image_is_not_retried_until_a_newer_one_appears() {
-    let mut stack = running_then_pushed("noflap", "bad", "");
+    let mut stack = Stack::two_services_pushed("noflap", "bad", "");
     let run = stack.clusterup(&["apply", "--auto"]);
     assert_eq!(run.code, 1, "{run:?}");
     let ids = (stack.container_id("web"), stack.container_id("other"));
@@ -44,7 +29,7 @@ fn a_rolled_back_image_is_not_retried_until_a_newer_one_appears() {
 
 #[test]
 fn rollback_returns_to_the_state_before_and_auto_does_not_reapply() {
-    let stack = running_then_pushed("rollbackimg", "v2", "");
+    let stack = Stack::two_services_pushed("rollbackimg", "v2", "");
     assert_eq!(stack.clusterup(&["apply", "--auto"]).code, 0);
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
 
@@ -71,10 +56,11 @@ fn rollback_returns_to_the_state_before_and_auto_does_not_reapply() {
 /// Kills `apply --auto` at `stage`, then checks that the next run recovers
 /// and finishes the update.
 fn crash_at(test: &str, stage: &str, completed: bool) {
-    let stack = running_then_pushed(test, "v2", "");
+    let stack = Stack::two_services_pushed(test, "v2", "");
     let out =
         stack.clusterup_command(&stack.dir, &["apply", "--auto"]).env("CLUSTERUP_CRASH_AT", stage).output().unwrap();
-    assert!(!out.status.success(), "the run must have died at {stage}");
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "the run must have died at {stage}: {out:?}");
+    let ids_at_crash = (stack.container_id("web"), stack.container_id("other"));
 
     let run = stack.clusterup(&["apply", "--auto"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -86,6 +72,8 @@ fn crash_at(test: &str, stage: &str, completed: bool) {
     let outcomes = stack.outcomes();
     if completed {
         assert_eq!(outcomes, ["applied"], "{stage}: the interrupted revision had done its work");
+        let ids = (stack.container_id("web"), stack.container_id("other"));
+        assert_eq!(ids, ids_at_crash, "{stage}: completing it recreates nothing");
     } else {
         assert_eq!(outcomes, ["rolled_back", "applied"], "{stage}: rolled back, then applied afresh");
     }
@@ -120,9 +108,17 @@ fn killed_during_the_health_wait_recovers() {
     crash_at("crashhealth", "health-wait", false);
 }
 
+/// Killed once every service was recreated and healthy, before the end
+/// was journaled: the next run finds the target reached and completes
+/// the revision, recreating nothing.
+#[test]
+fn killed_after_the_update_was_healthy_completes_it() {
+    crash_at("crashdone", "executed", true);
+}
+
 #[test]
 fn pause_stops_unattended_applies_until_resumed_or_expired() {
-    let stack = running_then_pushed("pause", "v2", "");
+    let stack = Stack::two_services_pushed("pause", "v2", "");
     let run = stack.clusterup(&["pause", "--reason", "incident 42"]);
     assert_eq!(run.code, 0, "{run:?}");
     let run = stack.clusterup(&["apply", "--auto"]);
@@ -145,7 +141,7 @@ fn pause_stops_unattended_applies_until_resumed_or_expired() {
 
 #[test]
 fn an_update_window_holds_unattended_applies() {
-    let stack = running_then_pushed("window", "v2", "    window: \"Mon 02:00-03:00 UTC\"\n");
+    let stack = Stack::two_services_pushed("window", "v2", "    window: \"Mon 02:00-03:00 UTC\"\n");
     let at = |now: &str| {
         stack.clusterup_command(&stack.dir, &["apply", "--auto"]).env("CLUSTERUP_NOW", now).output().unwrap()
     };
@@ -161,7 +157,7 @@ fn an_update_window_holds_unattended_applies() {
 
 #[test]
 fn pruning_keeps_the_configured_number_of_rollback_images() {
-    let mut stack = running_then_pushed("prune", "v2", "    keep_images: 2\n");
+    let mut stack = Stack::two_services_pushed("prune", "v2", "    keep_images: 2\n");
     let user_tag = format!("{}-user/keep:1", stack.name);
     stack.tag_local("v1", &user_tag);
     let web = stack.image("web");

@@ -1,6 +1,8 @@
 //! The start-first strategy: the old container serves until the new one
 //! is healthy, so a service that takes seconds to start stays answering.
 
+use std::os::unix::process::ExitStatusExt;
+
 use crate::support::{Stack, docker, image_id};
 
 /// Resolves `web` afresh for every request, as a client that does not
@@ -145,7 +147,7 @@ fn crash_during_start_first(name: &str, stage: &str) {
 
     let out =
         stack.clusterup_command(&stack.dir, &["apply", "--auto"]).env("CLUSTERUP_CRASH_AT", stage).output().unwrap();
-    assert!(!out.status.success(), "the run must have died: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "the run must have died at {stage}: {out:?}");
     let running = stack.compose(&["ps", "-q", "web"]);
     assert_eq!(String::from_utf8_lossy(&running.stdout).lines().count(), 2, "two containers of web at the crash");
 

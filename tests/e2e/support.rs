@@ -141,6 +141,23 @@ impl Stack {
         (stack, web)
     }
 
+    /// `web` and `other` (which depends on web) from this stack's
+    /// repositories, running v1; then `next` is pushed for both.
+    pub fn two_services_pushed(test: &str, next: &str, extra_config: &str) -> Stack {
+        let mut stack = Stack::new(test);
+        let (web, other) = (stack.image("web"), stack.image("other"));
+        stack.publish("v1", &web);
+        stack.publish("v1", &other);
+        stack.write_compose(&format!(
+            "services:\n  web:\n    image: {web}\n  other:\n    image: {other}\n    depends_on: [web]\n"
+        ));
+        stack.write_config(extra_config);
+        stack.up();
+        stack.publish(next, &web);
+        stack.publish(next, &other);
+        stack
+    }
+
     /// One service `web` from `image`, running v1, with nothing pending;
     /// returns the stack and web's reference.
     pub fn web_running(test: &str, image: impl Fn(&Stack) -> String) -> (Stack, String) {
@@ -525,4 +542,27 @@ impl Drop for Stack {
             let _ = docker(&["image", "rm", "--no-prune", &tag]);
         }
     }
+}
+
+/// Every file under `dir` (directories named in `skip` left out) with its
+/// bytes; a file that cannot be read fails the test, so a scan for
+/// secrets never passes by skipping one.
+pub fn files_under(dir: &Path, skip: &[&str]) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+            if path.is_dir() {
+                if !skip.contains(&name.as_str()) {
+                    dirs.push(path);
+                }
+            } else {
+                let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
 }
