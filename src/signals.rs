@@ -40,13 +40,17 @@ pub fn stop_requested() -> bool {
 
 /// Stops the process dead at a named point when `CLUSTERUP_CRASH_AT` names
 /// it: the recovery tests' stand-in for SIGKILL, OOM or power loss.
-/// `CLUSTERUP_TERM_AT` sends the process SIGTERM there instead, to test
-/// the graceful stop at each point.
+/// `CLUSTERUP_TERM_AT` sends the process SIGTERM there instead, the first
+/// time it passes (a second signal would end it at once), to test the
+/// graceful stop at each point.
 pub fn crash_point(name: &str) {
     if std::env::var("CLUSTERUP_CRASH_AT").is_ok_and(|at| at == name) {
         std::process::abort();
     }
-    if std::env::var("CLUSTERUP_TERM_AT").is_ok_and(|at| at == name) {
+    static TERMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if std::env::var("CLUSTERUP_TERM_AT").is_ok_and(|at| at == name)
+        && !TERMED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
         // SAFETY: raise has no preconditions; the handler only sets a flag.
         unsafe { libc::raise(libc::SIGTERM) };
     }

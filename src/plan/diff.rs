@@ -617,89 +617,46 @@ mod tests {
         assert!(d.contains("not YAML") && !d.contains("s3cr3t"), "{d}");
     }
 
-    /// Pairs of compose files read by the real Compose CLI (no daemon
-    /// needed): spelling differences must vanish, real changes must not.
+    /// Pairs of compose files as Compose normalizes them, recorded in
+    /// `tests/fixtures/normalized/<case>/{a,b}/config.json` (the e2e test
+    /// `normalized` checks the recording against the real Compose):
+    /// spelling differences must vanish, real changes must not.
     mod normalized_by_compose {
         use super::*;
-        use crate::seams::compose::Compose;
-        use std::path::Path;
 
-        fn model(files: &[(&str, &str)]) -> ComposeModel {
-            let dir = tempfile::tempdir().unwrap();
-            let stack_dir = dir.path().join("stack");
-            std::fs::create_dir_all(&stack_dir).unwrap();
-            for (name, text) in files {
-                std::fs::write(stack_dir.join(name), text).unwrap();
-            }
-            let mut stack = crate::settings::from_directory(&stack_dir, Some(dir.path())).unwrap();
-            stack.project = Some("p".into());
-            // Both sides are read as if deployed from one directory.
-            let cli = crate::seams::compose::ComposeCli::new(&stack.compose_spec());
-            let mut m = cli.model().expect("docker compose config (Compose v2 is required)");
-            crate::seams::compose::relocate_model(&mut m, &stack_dir, Path::new("/deployed"));
-            m
+        fn case(name: &str) -> ModelDiff {
+            let side = |side: &str| {
+                let path =
+                    format!("{}/tests/fixtures/normalized/{name}/{side}/config.json", env!("CARGO_MANIFEST_DIR"));
+                let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                ComposeModel::from_json(&serde_json::from_str(&text).unwrap()).unwrap()
+            };
+            diff(&side("a"), &side("b"))
         }
 
-        fn same(a: &[(&str, &str)], b: &[(&str, &str)]) {
-            let d = diff(&model(a), &model(b));
-            assert_eq!(d, ModelDiff::default(), "{a:?} vs {b:?}");
-        }
-
-        /// Long syntax spells out what short syntax implies (`volume: {}`,
-        /// `create_host_path`); Compose hashes them differently too.
+        /// Anchors and merges, long and short syntax (`volume: {}`,
+        /// `create_host_path`), interpolation defaults, `extends`, a
+        /// service under an inactive profile.
         #[test]
         fn spelling_differences_vanish() {
-            same(
-                &[(
-                    "compose.yaml",
-                    "x-base: &base\n  restart: always\n  environment: {A: '1'}\nservices:\n  web:\n    <<: *base\n    image: w\n",
-                )],
-                &[(
-                    "compose.yaml",
-                    "services:\n  web:\n    image: w\n    restart: always\n    environment:\n      - A=1\n",
-                )],
-            );
-            same(
-                &[(
-                    "compose.yaml",
-                    "services:\n  web:\n    image: w\n    ports: ['127.0.0.1:8080:80']\n    volumes: ['data:/data', './conf:/conf:ro']\nvolumes: {data: {}}\n",
-                )],
-                &[(
-                    "compose.yaml",
-                    "services:\n  web:\n    image: w\n    ports:\n      - {target: 80, published: '8080', host_ip: 127.0.0.1, protocol: tcp}\n    volumes:\n      - {type: volume, source: data, target: /data, volume: {}}\n      - {type: bind, source: ./conf, target: /conf, read_only: true, bind: {create_host_path: true}}\nvolumes: {data: {}}\n",
-                )],
-            );
-            same(
-                &[("compose.yaml", "services:\n  web:\n    image: w:${TAG:-1.0}\n")],
-                &[("compose.yaml", "services:\n  web:\n    image: w:1.0\n")],
-            );
-            same(
-                &[
-                    ("compose.yaml", "services:\n  web:\n    extends: {file: base.yaml, service: base}\n"),
-                    ("base.yaml", "services:\n  base:\n    image: w\n    command: [run]\n"),
-                ],
-                &[("compose.yaml", "services:\n  web:\n    image: w\n    command: [run]\n")],
-            );
-            same(
-                &[("compose.yaml", "services:\n  web:\n    image: w\n  debug:\n    image: d\n    profiles: [debug]\n")],
-                &[("compose.yaml", "services:\n  web:\n    image: w\n")],
-            );
+            for name in [
+                "same-anchors",
+                "same-long-syntax",
+                "same-interpolation-default",
+                "same-extends",
+                "same-inactive-profile",
+            ] {
+                assert_eq!(case(name), ModelDiff::default(), "{name}");
+            }
         }
 
         #[test]
         fn real_changes_show() {
-            let d = diff(
-                &model(&[("compose.yaml", "services:\n  web:\n    image: w:${TAG:-1}\n"), (".env", "TAG=1\n")]),
-                &model(&[("compose.yaml", "services:\n  web:\n    image: w:${TAG:-1}\n"), (".env", "TAG=2\n")]),
-            );
-            match &d.services[..] {
+            match &case("changed-env-file-tag").services[..] {
                 [ServiceDiff::Changed { fields, .. }] => assert_eq!(fields[0].detail.as_deref(), Some("w:1 -> w:2")),
                 other => panic!("{other:?}"),
             }
-            let d = diff(
-                &model(&[("compose.yaml", "services:\n  web:\n    image: w\n    ports: ['8080:80']\n")]),
-                &model(&[("compose.yaml", "services:\n  web:\n    image: w\n    ports: ['8081:80']\n")]),
-            );
+            let d = case("changed-port");
             assert!(
                 matches!(&d.services[..], [ServiceDiff::Changed { fields, .. }] if fields[0].field == "ports"),
                 "{d:?}"

@@ -103,17 +103,6 @@ pub fn relocate(value: &mut Value, from: &Path, to: &Path) {
     relocate_str(value, from.trim_end_matches('/'), to.trim_end_matches('/'));
 }
 
-/// `relocate` for an already parsed model.
-#[cfg(test)]
-pub fn relocate_model(model: &mut ComposeModel, from: &Path, to: &Path) {
-    for svc in model.services.values_mut() {
-        relocate(&mut svc.raw, from, to);
-    }
-    for entries in model.top_level.values_mut() {
-        entries.values_mut().for_each(|v| relocate(v, from, to));
-    }
-}
-
 fn relocate_str(value: &mut Value, from: &str, to: &str) {
     match value {
         Value::String(s) => {

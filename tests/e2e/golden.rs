@@ -43,21 +43,8 @@ fn json_documents_are_stable() {
         documents.push((name, serde_json::to_string_pretty(&doc).unwrap() + "\n"));
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let bless = std::env::var("CLUSTERUP_BLESS").is_ok_and(|v| v == "1");
-    let mut differ = Vec::new();
-    for (name, text) in documents {
-        let path = dir.join(format!("{name}.json"));
-        if bless {
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(&path, &text).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_default();
-        if want != text {
-            differ.push(format!("{}:\n--- want\n{want}\n--- got\n{text}", path.display()));
-        }
-    }
-    assert!(differ.is_empty(), "JSON output changed (CLUSTERUP_BLESS=1 to accept):\n{}", differ.join("\n"));
+    let files = documents.into_iter().map(|(name, text)| (dir.join(format!("{name}.json")), text)).collect();
+    crate::support::golden(files, "JSON output changed");
 }
 
 /// Placeholders for what changes between runs.

@@ -10,6 +10,7 @@ mod golden;
 mod image_updates;
 mod in_place;
 mod inputs;
+mod normalized;
 mod operations;
 mod receiver;
 mod revisions;

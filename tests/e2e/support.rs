@@ -566,3 +566,22 @@ pub fn files_under(dir: &Path, skip: &[&str]) -> Vec<(PathBuf, Vec<u8>)> {
     }
     out
 }
+
+/// Compares each file with the text it should hold; with
+/// `CLUSTERUP_BLESS=1`, writes them instead.
+pub fn golden(files: Vec<(PathBuf, String)>, what: &str) {
+    let bless = std::env::var("CLUSTERUP_BLESS").is_ok_and(|v| v == "1");
+    let mut differ = Vec::new();
+    for (path, text) in files {
+        if bless {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_default();
+        if want != text {
+            differ.push(format!("{}:\n--- want\n{want}\n--- got\n{text}", path.display()));
+        }
+    }
+    assert!(differ.is_empty(), "{what} (CLUSTERUP_BLESS=1 to accept):\n{}", differ.join("\n"));
+}
