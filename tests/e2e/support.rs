@@ -512,8 +512,21 @@ pub fn silent_port() -> u16 {
     port
 }
 
+/// A port no one listens on, for a service or registry a test starts
+/// later. Taken below the kernel's ephemeral range (32768 and up), where
+/// nothing else is handed ports behind the test's back (a port from
+/// `bind(0)` is released before use and may go to another test's
+/// connection meanwhile), from a block of this process's own, each once.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let base = 20000 + (std::process::id() % 50) as u16 * 200;
+    for _ in 0..200 {
+        let port = base + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 200;
+        if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {base}..{}", base + 200)
 }
 
 impl Drop for Stack {
