@@ -7,7 +7,7 @@
 //! | `…enable=true` | with `label_enable: true`, only these are touched |
 //! | `com.centurylinklabs.watchtower.scope=X` | with `scope: X`, only these are touched |
 //! | `clusterup.health-url`, `clusterup.health-timeout` | health check overrides |
-//! | `clusterup.pre-update`, `clusterup.post-update` | hooks run inside the container |
+//! | `clusterup.pre-update`, `clusterup.post-update` (or Watchtower's `lifecycle.` ones) | hooks run inside the container |
 //! | `clusterup.strategy` | `stop-first` (the default) or `start-first` |
 //! | `clusterup.strategy-fallback` | `stop-first`: where start-first cannot work |
 
@@ -26,6 +26,8 @@ const HEALTH_URL: &str = "clusterup.health-url";
 const HEALTH_TIMEOUT: &str = "clusterup.health-timeout";
 const PRE_UPDATE: &str = "clusterup.pre-update";
 const POST_UPDATE: &str = "clusterup.post-update";
+const WATCHTOWER_PRE_UPDATE: &str = "com.centurylinklabs.watchtower.lifecycle.pre-update";
+const WATCHTOWER_POST_UPDATE: &str = "com.centurylinklabs.watchtower.lifecycle.post-update";
 const STRATEGY: &str = "clusterup.strategy";
 const STRATEGY_FALLBACK: &str = "clusterup.strategy-fallback";
 
@@ -114,8 +116,8 @@ pub fn resolve(stack: &StackSettings, model: &ComposeModel) -> Result<Resolved, 
                 health_timeout: configured.health_timeout.or(timeout),
                 host_hooks: configured.hooks,
                 container_hooks: Hooks {
-                    pre_update: l.get(PRE_UPDATE).cloned(),
-                    post_update: l.get(POST_UPDATE).cloned(),
+                    pre_update: l.get(PRE_UPDATE).or(l.get(WATCHTOWER_PRE_UPDATE)).cloned(),
+                    post_update: l.get(POST_UPDATE).or(l.get(WATCHTOWER_POST_UPDATE)).cloned(),
                 },
                 strategy,
                 fallback_reason,
@@ -211,6 +213,24 @@ mod tests {
         assert_eq!(r.policies["lab"].health_url.as_deref(), Some("http://x/l"));
         assert_eq!(r.policies["lab"].health_timeout, Some(Duration::from_secs(30)));
         assert_eq!(r.policies["lab"].container_hooks.pre_update.as_deref(), Some("touch /x"));
+    }
+
+    /// A Watchtower-labelled stack keeps its lifecycle hooks; clusterup's
+    /// own label wins where both are set.
+    #[test]
+    fn watchtower_lifecycle_labels_are_container_hooks() {
+        let m = model(json!({
+            "wt": {"image": "a", "labels": {
+                "com.centurylinklabs.watchtower.lifecycle.pre-update": "/dump.sh",
+                "com.centurylinklabs.watchtower.lifecycle.post-update": "/warm.sh"}},
+            "both": {"image": "a", "labels": {
+                "com.centurylinklabs.watchtower.lifecycle.pre-update": "/old.sh",
+                "clusterup.pre-update": "/new.sh"}},
+        }));
+        let r = resolve(&stack(), &m).unwrap();
+        assert_eq!(r.policies["wt"].container_hooks.pre_update.as_deref(), Some("/dump.sh"));
+        assert_eq!(r.policies["wt"].container_hooks.post_update.as_deref(), Some("/warm.sh"));
+        assert_eq!(r.policies["both"].container_hooks.pre_update.as_deref(), Some("/new.sh"));
     }
 
     #[test]

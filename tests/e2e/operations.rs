@@ -135,7 +135,7 @@ fn watchtower_labels_are_honoured() {
         image(&stack, "on"),
         label("com.centurylinklabs.watchtower.enable=true"),
         image(&stack, "scoped"),
-        label("com.centurylinklabs.watchtower.scope=prod"),
+        label("com.centurylinklabs.watchtower.scope=prod\", \"com.centurylinklabs.watchtower.lifecycle.post-update=touch /www/wt-hooked"),
     ));
     stack.write_config("    label_enable: true\n");
     stack.up();
@@ -164,6 +164,8 @@ fn watchtower_labels_are_honoured() {
         report["changes"].as_array().unwrap().iter().map(|c| c["service"].as_str().unwrap()).collect();
     assert_eq!(changed, ["scoped"], "scope: only services of that scope");
     assert_eq!(stack.running_image("off"), image_id("clusterup-fixture/web:v1"));
+    let hooked = docker(&["exec", &stack.container_id("scoped"), "/bin/ls", "/www/wt-hooked"]);
+    assert!(hooked.status.success(), "Watchtower's post-update label ran in the new container: {hooked:?}");
 }
 
 #[test]
