@@ -12,6 +12,7 @@ mod in_place;
 mod inputs;
 mod normalized;
 mod operations;
+mod promises;
 mod receiver;
 mod revisions;
 mod safety;

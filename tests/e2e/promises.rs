@@ -1,0 +1,147 @@
+//! README promises that had no test: several stacks in one run, pauses
+//! (`--until`, with the engine down, mentioned by a manual apply), the
+//! health-URL gate, a failing stack pre-update hook, a `skip` naming no
+//! service.
+
+use crate::support::{Stack, image_id};
+
+/// The configuration for `stack` plus one more stack per `(suffix, dir)`.
+fn several(stack: &Stack, others: &[(&str, &std::path::Path)]) {
+    let config = stack.write_config("");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    for (suffix, dir) in others {
+        text.push_str(&format!("  - name: {}-{suffix}\n    directory: {}\n", stack.name, dir.display()));
+    }
+    std::fs::write(&config, text).unwrap();
+}
+
+#[test]
+fn several_stacks_report_in_one_document_and_the_code_that_most_needs_attention_wins() {
+    let (stack, web) = Stack::web_running("multi", |s| s.image("web"));
+    let paused = stack.scratch("paused");
+    std::fs::write(paused.join("compose.yaml"), format!("services:\n  web:\n    image: {web}\n")).unwrap();
+    let broken = stack.scratch("broken");
+    std::fs::write(broken.join("compose.yaml"), "services: [web]\n").unwrap();
+    several(&stack, &[("paused", &paused), ("broken", &broken)]);
+    let paused_name = format!("{}-paused", stack.name);
+    assert_eq!(stack.clusterup(&["pause", "--stack", &paused_name, "--reason", "drill"]).code, 0);
+
+    let run = stack.clusterup(&["apply", "--auto", "--json"]);
+    assert_eq!(run.code, 2, "2 (the broken stack) wins over 4 (paused) and 0: {run:?}");
+    let doc = run.json();
+    assert_eq!(doc["schema_version"], 1, "{doc}");
+    let stacks = doc["stacks"].as_array().expect("one document for several stacks");
+    let names: Vec<&str> = stacks.iter().map(|s| s["stack"].as_str().unwrap()).collect();
+    assert_eq!(names, [stack.name.clone(), paused_name.clone(), format!("{}-broken", stack.name)], "config order");
+    assert_eq!(stacks[0]["outcome"], "up_to_date", "{doc}");
+    assert_eq!(stacks[1]["outcome"], "skipped", "{doc}");
+    assert!(stacks[1]["held_back"][0].as_str().unwrap().contains("drill"), "{doc}");
+    assert_eq!(stacks[2]["exit_code"], 2, "{doc}");
+    assert!(stacks[2]["error"].as_str().unwrap().contains("services must be a mapping"), "{doc}");
+
+    // Without the broken stack: the pause's 4 wins over 0.
+    several(&stack, &[("paused", &paused)]);
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stdout.contains(&format!("stack {paused_name}: not applied: paused by")), "{run:?}");
+}
+
+/// Runs clusterup with the clock at `now`: exit code and stdout.
+fn at(stack: &Stack, now: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = stack.clusterup_command(&stack.dir, args).env("CLUSTERUP_NOW", now).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+#[test]
+fn pause_until_a_time_and_pausing_with_the_engine_down() {
+    let (mut stack, web) = Stack::web_update_pending("pauseuntil", |s| s.image("web"));
+    stack.write_config("");
+    // An incident: the engine does not answer, pausing still works.
+    let mut pause =
+        stack.clusterup_command(&stack.dir, &["pause", "--until", "2026-11-25T13:00:00Z", "--reason", "db"]);
+    pause.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let out = pause.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, out) = at(&stack, "2026-11-25T12:59:00Z", &["apply", "--auto"]);
+    assert_eq!(code, Some(4), "{out}");
+    assert!(out.contains("paused by") && out.contains("db"), "{out}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
+    let (code, out) = at(&stack, "2026-11-25T13:00:01Z", &["apply", "--auto"]);
+    assert_eq!(code, Some(0), "the pause ended at its time: {out}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+
+    // Paused again, a manual apply goes ahead and says the stack is paused.
+    assert_eq!(at(&stack, "2026-11-25T13:00:01Z", &["pause", "--for", "1h"]).0, Some(0));
+    stack.publish("v1", &web);
+    let (code, out) = at(&stack, "2026-11-25T13:30:00Z", &["apply", "--yes"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("note: paused by"), "{out}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
+}
+
+/// An HTTP health endpoint that answers 500 for `failing` after its
+/// first request, then 200: an update's health wait (bounded below that)
+/// sees only failures, the rollback's wait after it a healthy answer.
+fn flaky_endpoint(failing: std::time::Duration) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut first = None;
+        for mut stream in listener.incoming().flatten() {
+            let since = *first.get_or_insert_with(std::time::Instant::now);
+            let mut request = [0u8; 1024];
+            let _ = std::io::Read::read(&mut stream, &mut request);
+            let status = if since.elapsed() < failing { "500 Internal Server Error" } else { "200 OK" };
+            let _ = std::io::Write::write_all(&mut stream, format!("HTTP/1.0 {status}\r\n\r\n").as_bytes());
+        }
+    });
+    port
+}
+
+/// `clusterup.health-url`: a service Docker calls healthy whose URL does
+/// not answer 2xx is rolled back.
+#[test]
+fn a_health_url_that_fails_rolls_back_a_service_docker_calls_healthy() {
+    let mut stack = Stack::new("healthurl");
+    let web = stack.image("web");
+    stack.publish("v1", &web);
+    let port = flaky_endpoint(std::time::Duration::from_secs(8));
+    stack.write_compose(&format!(
+        "services:\n  web:\n    image: {web}\n    labels:\n      clusterup.health-url: http://127.0.0.1:{port}/ready\n      clusterup.health-timeout: 8s\n"
+    ));
+    stack.write_config("");
+    stack.up();
+    stack.publish("v2", &web);
+    let run = stack.clusterup(&["apply", "--auto", "--json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let error = run.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("health URL") && error.contains("500"), "{error}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
+    assert_eq!(stack.health("web"), "running/healthy");
+
+    let run = stack.clusterup(&["apply", "--auto", "--retry"]);
+    assert_eq!(run.code, 0, "a URL that answers lets it through: {run:?}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+}
+
+#[test]
+fn a_failing_stack_pre_update_hook_touches_nothing() {
+    let (stack, _) = Stack::web_update_pending("prehook", |s| s.image("web"));
+    stack.write_config("    hooks:\n      pre_update: 'echo backing up; exit 3'\n");
+    let container = stack.container_id("web");
+    let run = stack.clusterup(&["apply", "--auto", "--json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let error = run.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("pre-update hook failed") && error.contains("nothing was changed"), "{error}");
+    assert_eq!(stack.container_id("web"), container, "not recreated");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
+}
+
+#[test]
+fn a_skip_naming_no_service_is_a_configuration_error() {
+    let (stack, _) = Stack::web_running("skipghost", |s| s.image("web"));
+    stack.write_config("    services:\n      ghost: {skip: true}\n");
+    let run = stack.clusterup(&["check"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("services.ghost.skip") && run.stderr.contains("services: web"), "{run:?}");
+}
