@@ -78,3 +78,23 @@ pub fn status_of(err: &anyhow::Error) -> ExitStatus {
 pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's order: 3 > 2 > 1 > 75 > 4 > 100 > 0, whichever stack
+    /// comes first.
+    #[test]
+    fn the_code_that_most_needs_attention_wins() {
+        use ExitStatus::*;
+        let order = [Success, UpdatesPending, Skipped, Locked, Failed, Usage, RollbackFailed];
+        let codes: Vec<u8> = order.iter().map(|s| s.code()).collect();
+        assert_eq!(codes, [0, 100, 4, 75, 1, 2, 3]);
+        for (i, a) in order.iter().enumerate() {
+            for (j, b) in order.iter().enumerate() {
+                assert_eq!(a.worst(*b), order[i.max(j)], "{a:?} with {b:?}");
+            }
+        }
+    }
+}

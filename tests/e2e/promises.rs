@@ -145,3 +145,63 @@ fn a_skip_naming_no_service_is_a_configuration_error() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("services.ghost.skip") && run.stderr.contains("services: web"), "{run:?}");
 }
+
+/// Starts `apply --auto` and waits until web no longer runs `before`:
+/// the run is in its health wait.
+fn apply_in_health_wait(stack: &Stack, before: &str) -> std::process::Child {
+    let child = stack
+        .clusterup_command(&stack.dir, &["apply", "--auto"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while stack.try_running_image("web").is_none_or(|image| image == before) {
+        assert!(std::time::Instant::now() < deadline, "web was never recreated");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    child
+}
+
+fn signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+}
+
+/// SIGINT (Ctrl-C) stops a run the way SIGTERM does: the change in
+/// progress is rolled back and the run exits 1; a second signal ends it
+/// at once, and the next run recovers.
+#[test]
+fn sigint_rolls_back_and_a_second_signal_ends_the_run_at_once() {
+    let (mut stack, web) = Stack::web_running("sigint", |s| s.image("web"));
+    let v1 = image_id("clusterup-fixture/web:v1");
+    stack.publish("slow", &web);
+    let child = apply_in_health_wait(&stack, &v1);
+    signal(&child, libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stack.running_image("web"), v1);
+    assert_eq!(stack.health("web"), "running/healthy");
+    assert_eq!(stack.outcomes(), ["rolled_back"]);
+    assert!(!stack.journal().contains(r#""event":"reject""#), "a stop is not a verdict on the target");
+
+    let child = apply_in_health_wait(&stack, &v1);
+    signal(&child, libc::SIGTERM);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "the second signal ends the run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stack.outcomes(), ["rolled_back", "unfinished"]);
+
+    stack.publish("v1", &web);
+    let run = stack.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("recovered interrupted revision 2"), "{run:?}");
+    assert_eq!(stack.running_image("web"), v1);
+    assert_eq!(stack.health("web"), "running/healthy");
+}
