@@ -144,7 +144,7 @@ impl Executor<'_> {
         if let Some(hook) = &self.hooks.post_update
             && let Err(e) = self.run_hook("post-update", hook, None, None)
         {
-            self.printer.step(format!("warning: the stack's post-update hook failed ({e})"));
+            self.printer.warn(format!("the stack's post-update hook failed ({e})"));
         }
         Execution { outcome: Outcome::Applied, error: None, after, skipped }
     }
@@ -280,7 +280,7 @@ impl Executor<'_> {
         }
         self.printer.step(format!("{service} is healthy"));
         if let Err(e) = self.service_hooks("post-update", project, change) {
-            self.printer.step(format!("warning: {service}'s post-update hook failed ({e})"));
+            self.printer.warn(format!("{service}'s post-update hook failed ({e})"));
         }
         let running = self.engine.containers(project).map_err(StepError::Engine)?;
         Ok(Step::Done(running.into_iter().find(|c| c.service == *service).map(|c| c.image_id)))

@@ -205,3 +205,72 @@ fn sigint_rolls_back_and_a_second_signal_ends_the_run_at_once() {
     assert_eq!(stack.running_image("web"), v1);
     assert_eq!(stack.health("web"), "running/healthy");
 }
+
+/// A failing post-update hook is logged (even with `-q`) and the update
+/// stands.
+#[test]
+fn a_failing_post_update_hook_is_logged_and_the_update_stands() {
+    let (stack, _) = Stack::web_update_pending("posthook", |s| s.image("web"));
+    stack.write_config("    hooks:\n      post_update: 'exit 5'\n");
+    let run = stack.clusterup(&["-q", "apply", "--auto"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("warning: the stack's post-update hook failed"), "{run:?}");
+    assert!(run.stderr.contains("exit status: 5") || run.stderr.contains("exit 5"), "{run:?}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+}
+
+/// `--config`, `--state-dir` and `--stack` on the command line do what
+/// the environment does; `-q` leaves out progress, never the result.
+#[test]
+fn flags_name_the_configuration_the_state_dir_and_the_stack() {
+    let (stack, _) = Stack::web_update_pending("flags", |s| s.image("web"));
+    let config = stack.write_config("");
+    let elsewhere = stack.scratch("flag-state");
+    let run_with = |args: &[&str]| {
+        let mut cmd = stack.clusterup_command(&stack.dir, args);
+        cmd.env_remove("CLUSTERUP_CONFIG").env_remove("CLUSTERUP_STATE_DIR");
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (config, state) = (config.display().to_string(), elsewhere.display().to_string());
+    let flags = ["--config", config.as_str(), "--state-dir", state.as_str(), "--stack", stack.name.as_str()];
+    let (code, out, _) = run_with(&[&flags[..], &["check", "--only"]].concat());
+    assert_eq!(code, Some(100), "{out}");
+    let (code, out, err) = run_with(&[&flags[..], &["-q", "apply", "--auto"]].concat());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(!err.contains("pulling") && !err.contains("recreating"), "-q: no progress: {err}");
+    assert!(elsewhere.join(&stack.name).join("journal.jsonl").is_file(), "the journal went to --state-dir");
+    assert!(!stack.state.join(&stack.name).join("journal.jsonl").exists(), "and not to the default");
+    let (code, out, err) = run_with(&[&flags[..4], &["--stack", "nosuch", "check"]].concat());
+    assert_eq!(code, Some(2), "an unknown --stack is a usage error: {out}{err}");
+    assert!(err.contains("nosuch"), "{err}");
+}
+
+/// `status --revisions N` shows the last N; rollback and resume work
+/// while paused.
+#[test]
+fn status_shows_n_revisions_and_rollback_works_while_paused() {
+    let (mut stack, web) = Stack::web_update_pending("statusn", |s| s.image("web"));
+    stack.write_config("");
+    assert_eq!(stack.clusterup(&["apply", "--auto"]).code, 0);
+    stack.publish("v1", &web);
+    assert_eq!(stack.clusterup(&["apply", "--auto"]).code, 0);
+    let run = stack.clusterup(&["status", "--json", "--revisions", "1"]);
+    let revisions = run.json()["revisions"].as_array().unwrap().clone();
+    let ids: Vec<u64> = revisions.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [2], "the latest one only: {run:?}");
+
+    assert_eq!(stack.clusterup(&["pause", "--reason", "incident"]).code, 0);
+    let run = stack.clusterup(&["rollback", "--yes"]);
+    assert_eq!(run.code, 0, "rollback is for incidents, paused or not: {run:?}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
+    let mut resume = stack.clusterup_command(&stack.dir, &["resume"]);
+    resume.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let out = resume.output().unwrap();
+    assert!(out.status.success(), "resume with the engine down: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("resumed"));
+}
