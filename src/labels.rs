@@ -189,6 +189,7 @@ mod tests {
         let m = model(json!({
             "plain": {"image": "a"},
             "off": {"image": "a", "labels": {"clusterup.enable": "false"}},
+            "on": {"image": "a", "labels": {"clusterup.enable": "true"}},
             "wt_off": {"image": "a", "labels": ["com.centurylinklabs.watchtower.enable=false"]},
             "wt_on": {"image": "a", "labels": {"com.centurylinklabs.watchtower.enable": "true", "com.centurylinklabs.watchtower.scope": "prod"}},
         }));
@@ -196,10 +197,10 @@ mod tests {
         let skip = |s: &StackSettings| resolve(s, &m).unwrap().skip.into_iter().collect::<Vec<_>>();
         assert_eq!(skip(&s), ["off", "wt_off"]);
         s.label_enable = true;
-        assert_eq!(skip(&s), ["off", "plain", "wt_off"], "opt-in: only enable=true");
+        assert_eq!(skip(&s), ["off", "plain", "wt_off"], "opt-in: only enable=true, clusterup's or Watchtower's");
         s.label_enable = false;
         s.scope = Some("prod".into());
-        assert_eq!(skip(&s), ["off", "plain", "wt_off"], "scope: only services of that scope");
+        assert_eq!(skip(&s), ["off", "on", "plain", "wt_off"], "scope: only services of that scope");
     }
 
     #[test]

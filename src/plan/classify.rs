@@ -1158,6 +1158,7 @@ mod tests {
             json!({
                 "web": {"image": "w:1", "networks": {"front": null}},
                 "side": {"image": "s:1", "network_mode": "service:web"},
+                "files": {"image": "f:1", "volumes_from": ["web"]},
                 "db": {"image": "d:1", "networks": {"back": null}},
                 "other": {"image": "o:1"}
             }),
@@ -1167,16 +1168,20 @@ mod tests {
             json!({
                 "web": {"image": "w:2", "networks": {"front": null}},
                 "side": {"image": "s:1", "network_mode": "service:web"},
+                "files": {"image": "f:1", "volumes_from": ["web"]},
                 "db": {"image": "d:1", "networks": {"back": null}},
                 "other": {"image": "o:1"}
             }),
             json!({"networks": {"front": {"name": "p_front"}, "back": {"name": "p_back", "internal": true}}}),
         );
-        let plan = structural(&old, &new, &up(&["web", "side", "db", "other"]), Policy::default());
+        let plan = structural(&old, &new, &up(&["web", "side", "files", "db", "other"]), Policy::default());
         let got = steps(&plan);
         assert!(got.contains(&(ChangeKind::Image, "web")), "a new tag alone is an image change: {got:?}");
         assert!(got.contains(&(ChangeKind::Recreate, "side")), "{got:?}");
-        assert!(plan.changes.iter().find(|c| c.service == "side").unwrap().force, "Compose would not recreate it");
+        for follower in ["side", "files"] {
+            let change = plan.changes.iter().find(|c| c.service == follower);
+            assert!(change.is_some_and(|c| c.kind == ChangeKind::Recreate && c.force), "{follower}: {got:?}");
+        }
         assert!(got.contains(&(ChangeKind::Recreate, "db")), "{got:?}");
         assert!(!got.iter().any(|(_, s)| *s == "other"), "{got:?}");
         assert_eq!(plan.kind, PlanKind::Mixed);
