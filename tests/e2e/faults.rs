@@ -34,6 +34,7 @@ fn a_registry_that_fails_mid_pull_changes_nothing() {
     let dir = stack.scratch("build");
     std::fs::write(dir.join("Dockerfile"), format!("FROM clusterup-fixture/web:v2\nLABEL test={}\n", stack.name))
         .unwrap();
+    let bridge = crate::support::on_default_bridge();
     let built = Command::new("docker")
         .args(["build", "-q", "-t", &unique])
         .arg(&dir)
@@ -41,6 +42,7 @@ fn a_registry_that_fails_mid_pull_changes_nothing() {
         .stdout(Stdio::null())
         .status()
         .unwrap();
+    drop(bridge);
     assert!(built.success());
     let config_blob = image_id(&unique);
     assert!(docker(&["tag", &unique, &web]).status.success());
@@ -312,6 +314,7 @@ struct PrivateEngine {
 impl PrivateEngine {
     fn script(call: &str, dir: &std::path::Path) -> std::process::Output {
         let lib = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lib/private-dockerd.sh");
+        let _bridge = crate::support::moving_default_bridge();
         Command::new("bash")
             .args(["-c", &format!("source {lib} && {call} \"$1\""), "_"])
             .arg(dir)

@@ -62,7 +62,23 @@ pub fn bed() -> &'static Bed {
 }
 
 pub fn docker(args: &[&str]) -> Output {
+    let _bridge = matches!(args.first(), Some(&"run" | &"build")).then(on_default_bridge);
     Command::new("docker").args(args).stdin(Stdio::null()).output().expect("running docker")
+}
+
+/// dockerd 20.10 deletes docker0, the default bridge, for a moment while
+/// another engine starts, restarts or stops (`scripts/lib/private-dockerd.sh`
+/// puts it back): a `docker run` or `docker build` on the main engine
+/// holds this shared, a private engine's start, restart or stop holds it
+/// alone, so the two never meet.
+static DEFAULT_BRIDGE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+pub fn on_default_bridge() -> std::sync::RwLockReadGuard<'static, ()> {
+    DEFAULT_BRIDGE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn moving_default_bridge() -> std::sync::RwLockWriteGuard<'static, ()> {
+    DEFAULT_BRIDGE.write().unwrap_or_else(|e| e.into_inner())
 }
 
 fn docker_ok(args: &[&str]) -> String {

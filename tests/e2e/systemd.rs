@@ -53,12 +53,14 @@ impl SystemdHost {
         );
         write("Dockerfile", "FROM scratch\nCOPY . /\nSTOPSIGNAL SIGRTMIN+3\nCMD [\"/lib/systemd/systemd\"]\n");
         let image = format!("clusterup-test/systemd:{}", stack.name);
+        let bridge = crate::support::on_default_bridge();
         let built = Command::new("docker")
             .args(["build", "-q", "-t", &image])
             .arg(&ctx)
             .env("DOCKER_BUILDKIT", "0")
             .output()
             .unwrap();
+        drop(bridge);
         assert!(built.status.success(), "building the systemd image: {}", String::from_utf8_lossy(&built.stderr));
         let host = SystemdHost { name: format!("{}-systemd", stack.name) };
         let bin = env!("CARGO_BIN_EXE_clusterup");
