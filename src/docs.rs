@@ -152,3 +152,18 @@ fn the_man_page_documents_every_flag_exit_code_and_file() {
         assert!(page.contains(needle), "man page lacks {needle}");
     }
 }
+
+/// The shipped units say what the README says: every 15 minutes, up to
+/// 5 minutes' random delay, catching up after downtime; 4 and 75 are
+/// not failures.
+#[test]
+fn the_systemd_units_keep_the_readmes_schedule_and_exit_codes() {
+    let unit = |name: &str| std::fs::read_to_string(format!("{}/systemd/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let timer = unit("clusterup.timer");
+    for line in ["OnCalendar=*:0/15", "RandomizedDelaySec=5min", "Persistent=true"] {
+        assert!(timer.lines().any(|l| l.trim() == line), "clusterup.timer: {line}");
+    }
+    let service = unit("clusterup.service");
+    assert!(service.lines().any(|l| l.trim() == "SuccessExitStatus=4 75"), "{service}");
+    assert!(service.contains("apply --auto"), "{service}");
+}

@@ -1127,6 +1127,22 @@ mod tests {
     }
 
     #[test]
+    fn a_named_volume_whose_driver_options_change_puts_data_at_risk() {
+        let services = json!({"db": {"image": "d:1", "volumes": [{"type": "volume", "source": "v", "target": "/v"}]}});
+        let old = json_model(services.clone(), json!({"volumes": {"v": {"name": "p_v"}}}));
+        let new = json_model(
+            services,
+            json!({"volumes": {"v": {"name": "p_v", "driver_opts": {"type": "tmpfs", "device": "tmpfs"}}}}),
+        );
+        let all = Policy { images: true, structural: true };
+        let plan = structural(&old, &new, &up(&["db"]), all);
+        assert_eq!(plan.data_risks.len(), 1, "{plan:?}");
+        assert!(plan.data_risks[0].contains("named volume v's driver or options changed"), "{:?}", plan.data_risks);
+        let (auto, held) = unattended(&plan, all, false);
+        assert!(auto.changes.is_empty() && !held.is_empty(), "never unattended");
+    }
+
+    #[test]
     fn data_at_risk_is_never_unattended() {
         let anon = json!([{"type": "volume", "target": "/data"}]);
         let named = json!([{"type": "volume", "source": "v", "target": "/v"}]);

@@ -160,8 +160,14 @@ fn a_clone_with_a_submodule_is_followed_in_place() {
         plan["changes"].as_array().unwrap().iter().map(|c| c["service"].as_str().unwrap()).collect();
     assert_eq!(changed, ["web"], "{run:?}");
     let api = host.stack.container_id("api");
+    // Files git does not track (data, notes) neither block the move nor go.
+    std::fs::create_dir_all(host.stack.dir.join("data")).unwrap();
+    std::fs::write(host.stack.dir.join("data/db.sqlite"), "rows").unwrap();
+    std::fs::write(host.stack.dir.join("NOTES.txt"), "ops notes").unwrap();
     let run = host.clusterup(&["apply", "--yes"]);
     assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(std::fs::read_to_string(host.stack.dir.join("data/db.sqlite")).unwrap(), "rows");
+    assert_eq!(std::fs::read_to_string(host.stack.dir.join("NOTES.txt")).unwrap(), "ops notes");
     assert_eq!(host.head(), a, "the work tree is at the upstream commit");
     assert_eq!(host.stack.running_image("web"), web_image("1.1"));
     assert_eq!(host.stack.container_id("api"), api, "api was not touched");

@@ -274,3 +274,57 @@ fn status_shows_n_revisions_and_rollback_works_while_paused() {
     assert!(out.status.success(), "resume with the engine down: {}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("resumed"));
 }
+
+/// A rollback recreates only the services whose image or configuration
+/// differs from the target revision's.
+#[test]
+fn a_rollback_recreates_only_what_differs() {
+    let mut stack = Stack::new("rollbackonly");
+    let (web, other) = (stack.image("web"), stack.image("other"));
+    stack.publish("v1", &web);
+    stack.publish("v1", &other);
+    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n  other:\n    image: {other}\n"));
+    stack.write_config("");
+    stack.up();
+    stack.publish("v2", &web);
+    assert_eq!(stack.clusterup(&["apply", "--auto"]).code, 0);
+    let other_id = stack.container_id("other");
+    let run = stack.clusterup(&["rollback", "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
+    assert_eq!(stack.container_id("other"), other_id, "other was the same in both revisions");
+}
+
+/// A manual apply of a target an earlier failure rejected says so before
+/// it goes ahead.
+#[test]
+fn a_manual_apply_of_a_rejected_target_says_so() {
+    let (mut stack, web) = Stack::web_running("manualrejected", |s| s.image("web"));
+    stack.publish("bad", &web);
+    assert_eq!(stack.clusterup(&["apply", "--auto"]).code, 1);
+    let run = stack.clusterup(&["apply", "--yes"]);
+    assert!(run.stdout.contains("note: web's image sha256:") && run.stdout.contains("was rejected"), "{run:?}");
+    assert_eq!(run.code, 1, "tried again, failed again, rolled back: {run:?}");
+    assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
+}
+
+/// An edit to a directory stack clusterup never saw match what runs has
+/// no files to go back to: when it fails, the run says a human is needed
+/// (exit 3).
+#[test]
+fn a_failed_first_edit_without_kept_files_needs_a_human() {
+    let mut stack = Stack::new("firstedit");
+    let web = stack.image("web");
+    stack.publish("v1", &web);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n"));
+    stack.write_config("");
+    stack.up();
+    stack.write_compose(&format!("services:\n  web:\n    image: {web}\n    ports: ['127.0.0.1:{port}:8080']\n"));
+    let run = stack.clusterup(&["apply", "--yes", "--json"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert_eq!(run.json()["outcome"], "rollback_failed", "{run:?}");
+    assert!(run.stderr.contains("no copy of the files that ran before"), "{run:?}");
+    drop(taken);
+}
