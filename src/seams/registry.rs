@@ -33,6 +33,9 @@ const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 /// registry does not answer 429.
 const CONCURRENCY: usize = 8;
 
+/// How often one lookup waits out a 429 before reporting it.
+const RATE_LIMIT_RETRIES: usize = 2;
+
 /// Resolves each registry's name once per run. ureq resolves before every
 /// request, a pooled connection or not, on a thread of its own when a
 /// timeout is set: a thread and a DNS query per image otherwise.
@@ -56,6 +59,7 @@ impl Resolver for OncePerHost {
 
 pub struct Registries {
     agent: ureq::Agent,
+    timeout: Duration,
     /// `Authorization` values that worked, per registry and repository.
     authorizations: Mutex<HashMap<(String, String), String>>,
 }
@@ -71,7 +75,7 @@ impl Registries {
             .user_agent(concat!("clusterup/", env!("CARGO_PKG_VERSION")))
             .build();
         let agent = ureq::Agent::with_parts(config, DefaultConnector::default(), OncePerHost::default());
-        Registries { agent, authorizations: Mutex::new(HashMap::new()) }
+        Registries { agent, timeout, authorizations: Mutex::new(HashMap::new()) }
     }
 
     /// The digest of each `(reference, credentials)`, several in flight,
@@ -116,13 +120,41 @@ impl Registries {
             .ok_or_else(|| anyhow!("registry {} sent no digest for {url}", reference.registry))
     }
 
+    /// A registry that answers 429 is asked again after the wait its
+    /// `Retry-After` names (seconds; a date or none: 1 s), at most
+    /// `RATE_LIMIT_RETRIES` times, never past the request's timeout and
+    /// not once a stop was asked for.
     fn head(&self, url: &str, authorization: Option<&str>) -> Result<ureq::http::Response<ureq::Body>> {
-        let mut request = self.agent.head(url).header("Accept", ACCEPT);
-        if let Some(a) = authorization {
-            request = request.header("Authorization", a);
+        let deadline = std::time::Instant::now() + self.timeout;
+        let mut attempt = 0;
+        loop {
+            let mut request = self.agent.head(url).header("Accept", ACCEPT);
+            if let Some(a) = authorization {
+                request = request.header("Authorization", a);
+            }
+            // The error names the URL only: headers may carry credentials.
+            let response = request.call().map_err(|e| anyhow!("{url}: {e}"))?;
+            if response.status() != 429 || attempt == RATE_LIMIT_RETRIES {
+                return Ok(response);
+            }
+            let wait = header(&response, "retry-after")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(Duration::from_secs(1), Duration::from_secs);
+            if std::time::Instant::now() + wait > deadline {
+                bail!(
+                    "{url}: rate limited (429); the registry asks to wait {}, longer than timeouts.registry allows",
+                    humantime::format_duration(wait)
+                );
+            }
+            let until = std::time::Instant::now() + wait;
+            while std::time::Instant::now() < until {
+                if crate::signals::stop_requested() {
+                    bail!("{url}: rate limited (429), and a stop was asked for while waiting");
+                }
+                std::thread::sleep(Duration::from_millis(50).min(until - std::time::Instant::now()));
+            }
+            attempt += 1;
         }
-        // The error names the URL only: headers may carry credentials.
-        request.call().map_err(|e| anyhow!("{url}: {e}"))
     }
 
     /// The `Authorization` value a 401's challenge asks for.
@@ -372,6 +404,69 @@ mod tests {
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.iter().filter(|r| r.starts_with("GET /token")).count(), 1, "{seen:#?}");
         assert_eq!(seen.iter().filter(|r| r.starts_with("HEAD /v2/team/app/manifests/v2")).count(), 4, "{seen:#?}");
+    }
+
+    /// A registry stand-in that answers each HEAD in turn with the next
+    /// of `replies` (the last one repeats), recording when each came.
+    fn scripted_registry(replies: &'static [&'static str]) -> (String, std::sync::Arc<Mutex<Vec<std::time::Instant>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                        line.clear();
+                    }
+                    let n = {
+                        let mut log = log.lock().unwrap();
+                        log.push(std::time::Instant::now());
+                        log.len()
+                    };
+                    let reply = replies[(n - 1).min(replies.len() - 1)];
+                    if stream.write_all(reply.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        (addr, seen)
+    }
+
+    const LIMITED: &str = "HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n";
+    const FOUND: &str = "HTTP/1.1 200 OK\r\ndocker-content-digest: sha256:abc\r\ncontent-length: 0\r\n\r\n";
+
+    #[test]
+    fn a_rate_limited_lookup_waits_as_asked_and_tries_again() {
+        let (addr, seen) = scripted_registry(&[LIMITED, FOUND]);
+        let registries = Registries::new(Duration::from_secs(20));
+        let digest = registries.digest(&Reference::parse(&format!("{addr}/app:v1")), None).unwrap();
+        assert_eq!(digest, "sha256:abc");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(seen[1] - seen[0] >= Duration::from_secs(1), "waited the Retry-After: {:?}", seen[1] - seen[0]);
+    }
+
+    #[test]
+    fn rate_limits_are_bounded_and_reported() {
+        let (addr, seen) = scripted_registry(&[LIMITED]);
+        let registries = Registries::new(Duration::from_secs(20));
+        let err = registries.digest(&Reference::parse(&format!("{addr}/app:v1")), None).unwrap_err().to_string();
+        assert!(err.contains("429"), "{err}");
+        assert_eq!(seen.lock().unwrap().len(), 1 + RATE_LIMIT_RETRIES, "asked again twice, then gave up");
+
+        const FOR_AN_HOUR: &str = "HTTP/1.1 429 Too Many Requests\r\nretry-after: 3600\r\ncontent-length: 0\r\n\r\n";
+        let (addr, seen) = scripted_registry(&[FOR_AN_HOUR]);
+        let err = registries.digest(&Reference::parse(&format!("{addr}/app:v1")), None).unwrap_err().to_string();
+        assert!(err.contains("rate limited (429)") && err.contains("1h"), "{err}");
+        assert_eq!(seen.lock().unwrap().len(), 1, "a wait past the timeout is not waited");
     }
 
     #[test]
