@@ -1027,4 +1027,33 @@ mod tests {
             assert!(err.contains(want), "{text:?}: wanted {want:?} in {err}");
         }
     }
+
+    /// Zero configuration in a git checkout: a branch following an
+    /// upstream is a git stack in place; no upstream, or a detached HEAD,
+    /// leaves a plain directory stack.
+    #[test]
+    fn a_checkout_is_a_git_stack_only_on_a_branch_with_an_upstream() {
+        use crate::seams::fake::git;
+        let tmp = tempfile::tempdir().unwrap();
+        let (bare, work) = (tmp.path().join("remote.git"), tmp.path().join("work"));
+        std::fs::create_dir_all(&bare).unwrap();
+        git(&bare, &["init", "--bare", "-q"]);
+        git(tmp.path(), &["init", "-q", "work"]);
+        std::fs::create_dir_all(work.join("stack")).unwrap();
+        std::fs::write(work.join("stack/compose.yaml"), "services: {}\n").unwrap();
+        git(&work, &["add", "."]);
+        git(&work, &["commit", "-qm", "one"]);
+        let stack = || from_directory(&work.join("stack"), Some(tmp.path())).unwrap();
+        assert!(stack().git.is_none(), "no upstream: a directory stack");
+
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        git(&work, &["push", "-q", "-u", "origin", "HEAD:main"]);
+        let source = stack().git.expect("a branch with an upstream: a git stack in place");
+        assert_eq!(source.in_place.as_deref(), Some("origin"));
+        assert_eq!(source.branch, "main");
+        assert_eq!(source.path, PathBuf::from("stack"));
+
+        git(&work, &["checkout", "-q", "--detach"]);
+        assert!(stack().git.is_none(), "a detached HEAD: a directory stack");
+    }
 }
