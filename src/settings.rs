@@ -1055,5 +1055,12 @@ mod tests {
 
         git(&work, &["checkout", "-q", "--detach"]);
         assert!(stack().git.is_none(), "a detached HEAD: a directory stack");
+
+        // A checkout another user owns is refused by git; clusterup says
+        // so, and how to trust it.
+        let chown = std::process::Command::new("chown").args(["-R", "4242"]).arg(&work).status().unwrap();
+        assert!(chown.success());
+        let err = from_directory(&work.join("stack"), Some(tmp.path())).err().expect("refused").to_string();
+        assert!(err.contains("owned by") && err.contains("safe.directory"), "{err}");
     }
 }

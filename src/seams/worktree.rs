@@ -43,6 +43,16 @@ pub fn discover(dir: &Path) -> Result<Option<Discovered>> {
     let repo = match Repository::discover(dir) {
         Ok(repo) => repo,
         Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+        Err(e) if e.code() == git2::ErrorCode::Owner => {
+            let root = dir.ancestors().find(|d| d.join(".git").exists()).unwrap_or(dir);
+            return Err(anyhow!(
+                "the git checkout {} is owned by another user, and git refuses it (\"dubious ownership\"); \
+                 if it is yours to deploy from, trust it with `git config --global --add safe.directory {}`, \
+                 or run clusterup as its owner (nothing was changed)",
+                root.display(),
+                root.display()
+            ));
+        }
         Err(e) => return Err(anyhow!("opening the git checkout around {}: {}", dir.display(), e.message())),
     };
     let Some(root) = repo.workdir() else { return Ok(None) };
