@@ -1060,7 +1060,8 @@ mod tests {
         // so, and how to trust it.
         let chown = std::process::Command::new("chown").args(["-R", "4242"]).arg(&work).status().unwrap();
         assert!(chown.success());
-        let err = from_directory(&work.join("stack"), Some(tmp.path())).err().expect("refused").to_string();
+        let Err(err) = from_directory(&work.join("stack"), Some(tmp.path())) else { panic!("not refused") };
+        let err = err.to_string();
         assert!(err.contains("owned by") && err.contains("safe.directory"), "{err}");
     }
 }
