@@ -42,28 +42,29 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
         crate::redact::Secret::new(token);
     }
     let metrics = cli.global.metrics_file.clone().or_else(|| stacks.first().and_then(|s| s.metrics_file.clone()));
-    let status = dispatch(cli, &stacks, printer);
+    let clock = SystemClock;
+    let status = dispatch(cli, &stacks, &clock, printer);
     if let Some(path) = metrics
-        && let Err(e) = crate::metrics::write(&path, &stacks, &SystemClock)
+        && let Err(e) = crate::metrics::write(&path, &stacks, &clock)
     {
         printer.warn(format!("writing metrics to {}: {e:#}", path.display()));
     }
     status
 }
 
-fn dispatch(cli: Cli, stacks: &[StackSettings], printer: &Printer) -> Result<ExitStatus> {
+fn dispatch(cli: Cli, stacks: &[StackSettings], clock: &dyn Clock, printer: &Printer) -> Result<ExitStatus> {
     // Pausing must work while the engine is down, in an incident.
     let timeouts = stacks.first().map(|s| s.timeouts).unwrap_or_default();
     let engine = || DockerEngine::connect(timeouts.engine, timeouts.registry, timeouts.credential_helper);
     let with_seams = |run: &dyn Fn(&Seams) -> Result<ExitStatus>| {
         let engine = engine()?;
-        run(&Seams { engine: &engine, open: &System, clock: &SystemClock, signals: &ProcessSignals })
+        run(&Seams { engine: &engine, open: &System, clock, signals: &ProcessSignals })
     };
     match cli.command {
         Command::Check(args) => with_seams(&|seams| check::run(seams, stacks, &args, printer)),
         Command::Apply(args) => with_seams(&|seams| apply::run(seams, stacks, (&args).into(), printer)),
         Command::Rollback(args) => with_seams(&|seams| rollback::run(seams, stacks, &args, printer)),
-        Command::Pause(args) => pause::pause(&SystemClock, stacks, &args, printer),
+        Command::Pause(args) => pause::pause(clock, stacks, &args, printer),
         Command::Resume => pause::resume(stacks, printer),
         Command::Status(args) => with_seams(&|seams| status::run(seams, stacks, &args, printer)),
     }
@@ -114,10 +115,10 @@ pub fn after_run(
     result: &Result<(ExitStatus, Report)>,
     printer: &Printer,
 ) {
-    if command != CommandName::Rollback {
-        record_run(seams.clock, stack, command, result, printer);
-    }
     let now = seams.clock.stamp();
+    if command != CommandName::Rollback {
+        record_run(now, stack, command, result, printer);
+    }
     match result {
         Ok((status, report)) => crate::notify::send(stack, command, *status, report, now, printer),
         Err(e) => crate::notify::send(stack, command, status_of(e), &error_report(stack, e), now, printer),
@@ -125,7 +126,7 @@ pub fn after_run(
 }
 
 fn record_run(
-    clock: &dyn Clock,
+    time: jiff::Timestamp,
     stack: &StackSettings,
     command: CommandName,
     result: &Result<(ExitStatus, Report)>,
@@ -142,8 +143,7 @@ fn record_run(
         r.held_back().len() + if applied { 0 } else { r.changes().len() }
     });
     let kind = report.filter(|_| pending > 0).map_or(PlanKind::None, Report::kind);
-    let run =
-        crate::state::LastRun { time: clock.stamp(), command: command.as_str().to_string(), exit_code, pending, kind };
+    let run = crate::state::LastRun { time, command: command.as_str().to_string(), exit_code, pending, kind };
     if let Err(e) = crate::state::StateDir::open(&stack.state_dir).and_then(|s| s.record_run(&run)) {
         printer.warn(format!("stack {}: recording the run: {e:#}", stack.name));
     }

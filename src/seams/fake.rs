@@ -12,9 +12,10 @@ use serde_json::Value;
 
 use super::compose::{Compose, ComposeModel, ComposeSpec, relocate};
 use super::engine::{ContainerInfo, Engine, ImageInfo, PullProgress};
-use super::git::{GitRepo, GitSource, Repo};
+use super::git::{GitSource, Repo};
 use super::{Open, Seams};
 use crate::clock::Clock;
+use crate::reference::split_tag;
 use crate::signals::Signals;
 
 /// The seams of a unit test: `engine`, `FileCompose`, real git, a clock
@@ -49,7 +50,7 @@ impl Open for FakeOpen {
     }
 
     fn repo(&self, git_dir: &Path, source: &GitSource) -> Result<Box<dyn Repo>> {
-        Ok(Box::new(GitRepo::open(git_dir, source)?))
+        super::System.repo(git_dir, source)
     }
 }
 
@@ -156,7 +157,7 @@ impl Engine for Fake {
         references
             .iter()
             .map(|r| {
-                let repo = r.split_once(':').map_or(r.as_str(), |(repo, _)| repo);
+                let repo = split_tag(r).map_or(r.as_str(), |(repo, _)| repo);
                 let found = self.registry.keys().find_map(|k| k.strip_prefix(&format!("{repo}@")).map(String::from));
                 found.with_context(|| format!("registry r: {repo} not found"))
             })
@@ -178,7 +179,7 @@ impl Engine for Fake {
         for (reference, id) in self.tags.borrow().iter() {
             let image = images.entry(id.clone()).or_insert_with(|| ImageInfo { id: id.clone(), ..Default::default() });
             image.repo_tags.push(reference.clone());
-            let repo = reference.split_once(':').map_or(reference.as_str(), |(repo, _)| repo);
+            let repo = split_tag(reference).map_or(reference.as_str(), |(repo, _)| repo);
             image.repo_digests.push(format!("{repo}@{id}"));
         }
         Ok(images.into_values().collect())

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 use base64::Engine as _;
@@ -125,7 +125,7 @@ impl Registries {
     /// `RATE_LIMIT_RETRIES` times, never past the request's timeout and
     /// not once a stop was asked for.
     fn head(&self, url: &str, authorization: Option<&str>) -> Result<ureq::http::Response<ureq::Body>> {
-        let deadline = std::time::Instant::now() + self.timeout;
+        let deadline = Instant::now() + self.timeout;
         let mut attempt = 0;
         loop {
             let mut request = self.agent.head(url).header("Accept", ACCEPT);
@@ -140,18 +140,18 @@ impl Registries {
             let wait = header(&response, "retry-after")
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map_or(Duration::from_secs(1), Duration::from_secs);
-            if std::time::Instant::now() + wait > deadline {
+            if Instant::now() + wait > deadline {
                 bail!(
                     "{url}: rate limited (429); the registry asks to wait {}, longer than timeouts.registry allows",
                     humantime::format_duration(wait)
                 );
             }
-            let until = std::time::Instant::now() + wait;
-            while std::time::Instant::now() < until {
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
                 if crate::signals::stop_requested() {
                     bail!("{url}: rate limited (429), and a stop was asked for while waiting");
                 }
-                std::thread::sleep(Duration::from_millis(50).min(until - std::time::Instant::now()));
+                std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
             }
             attempt += 1;
         }
@@ -321,7 +321,7 @@ mod tests {
     fn a_silent_registry_is_bounded() {
         let addr = format!("127.0.0.1:{}", crate::seams::silent_port());
         let registries = Registries::new(Duration::from_millis(800));
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         let err = registries.digest(&Reference::parse(&format!("{addr}/app:v1")), None).unwrap_err();
         assert!(start.elapsed() < Duration::from_secs(5), "{:?}: {err}", start.elapsed());
     }
@@ -408,7 +408,7 @@ mod tests {
 
     /// A registry stand-in that answers each HEAD in turn with the next
     /// of `replies` (the last one repeats), recording when each came.
-    fn scripted_registry(replies: &'static [&'static str]) -> (String, std::sync::Arc<Mutex<Vec<std::time::Instant>>>) {
+    fn scripted_registry(replies: &'static [&'static str]) -> (String, std::sync::Arc<Mutex<Vec<Instant>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
@@ -427,7 +427,7 @@ mod tests {
                     }
                     let n = {
                         let mut log = log.lock().unwrap();
-                        log.push(std::time::Instant::now());
+                        log.push(Instant::now());
                         log.len()
                     };
                     let reply = replies[(n - 1).min(replies.len() - 1)];
@@ -472,17 +472,7 @@ mod tests {
     #[test]
     fn a_registry_without_the_manifest_is_an_error_naming_it() {
         let registries = Registries::new(Duration::from_secs(20));
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap() > 2 {
-                line.clear();
-            }
-            stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").unwrap();
-        });
+        let (addr, _) = scripted_registry(&["HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"]);
         let err = registries.digest(&Reference::parse(&format!("{addr}/app:v9")), None).unwrap_err().to_string();
         assert!(err.contains(&addr) && err.contains("404"), "{err}");
     }
