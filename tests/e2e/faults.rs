@@ -250,32 +250,28 @@ fn a_clock_jumping_backwards_keeps_pauses_and_windows_sane() {
     let config = stack.config_path();
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("{text}    window: \"Wed 11:00-15:00 UTC\"\n")).unwrap();
-    let at = |now: &str, args: &[&str]| {
-        let out = stack.clusterup_command(&stack.dir, args).env("CLUSTERUP_NOW", now).output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
-    };
-    assert_eq!(at("2026-11-25T12:00:00Z", &["pause", "--for", "1h"]).0, Some(0));
+    assert_eq!(stack.clusterup_at("2026-11-25T12:00:00Z", &["pause", "--for", "1h"]).code, 0);
     // The clock jumps back a day: the pause still holds (it ends at a
     // fixed time, not after an elapsed span), outside the window too.
-    let (code, out) = at("2026-11-24T12:00:00Z", &["apply", "--auto"]);
-    assert_eq!(code, Some(4), "{out}");
-    assert!(out.contains("paused by") && out.contains("2026-11-25T13:00:00"), "{out}");
-    let (code, out) = at("2026-11-25T12:30:00Z", &["apply", "--auto"]);
-    assert_eq!(code, Some(4), "inside the window, still paused: {out}");
-    assert!(out.contains("paused by"), "{out}");
+    let run = stack.clusterup_at("2026-11-24T12:00:00Z", &["apply", "--auto"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stdout.contains("paused by") && run.stdout.contains("2026-11-25T13:00:00"), "{run:?}");
+    let run = stack.clusterup_at("2026-11-25T12:30:00Z", &["apply", "--auto"]);
+    assert_eq!(run.code, 4, "inside the window, still paused: {run:?}");
+    assert!(run.stdout.contains("paused by"), "{run:?}");
     // Past the pause's end but after the window closed: the window holds,
     // and names the next one.
-    let (code, out) = at("2026-11-25T16:00:00Z", &["apply", "--auto"]);
-    assert_eq!(code, Some(4), "{out}");
-    assert!(out.contains("outside the update window") && out.contains("2026-12-02T11:00:00"), "{out}");
+    let run = stack.clusterup_at("2026-11-25T16:00:00Z", &["apply", "--auto"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stdout.contains("outside the update window") && run.stdout.contains("2026-12-02T11:00:00"), "{run:?}");
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"), "held back every time");
     // Back inside the window, the pause over: it applies.
-    let (code, out) = at("2026-11-25T14:00:00Z", &["apply", "--auto"]);
-    assert_eq!(code, Some(0), "{out}");
+    let run = stack.clusterup_at("2026-11-25T14:00:00Z", &["apply", "--auto"]);
+    assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
-    let (code, out) = at("2026-11-25T14:00:00Z", &["status", "--json"]);
-    assert_eq!(code, Some(0), "{out}");
-    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let run = stack.clusterup_at("2026-11-25T14:00:00Z", &["status", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let status: serde_json::Value = run.json();
     assert_eq!(status["paused"], serde_json::Value::Null, "the ended pause is gone: {status}");
 }
 

@@ -3,7 +3,7 @@
 //! health-URL gate, a failing stack pre-update hook, a `skip` naming no
 //! service.
 
-use crate::support::{Stack, image_id};
+use crate::support::{Run, Stack, image_id};
 
 /// The configuration for `stack` plus one more stack per `(suffix, dir)`.
 fn several(stack: &Stack, others: &[(&str, &std::path::Path)]) {
@@ -46,12 +46,6 @@ fn several_stacks_report_in_one_document_and_the_code_that_most_needs_attention_
     assert!(run.stdout.contains(&format!("stack {paused_name}: not applied: paused by")), "{run:?}");
 }
 
-/// Runs clusterup with the clock at `now`: exit code and stdout.
-fn at(stack: &Stack, now: &str, args: &[&str]) -> (Option<i32>, String) {
-    let out = stack.clusterup_command(&stack.dir, args).env("CLUSTERUP_NOW", now).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
-}
-
 #[test]
 fn pause_until_a_time_and_pausing_with_the_engine_down() {
     let (mut stack, web) = Stack::web_update_pending("pauseuntil", |s| s.image("web"));
@@ -60,22 +54,22 @@ fn pause_until_a_time_and_pausing_with_the_engine_down() {
     let mut pause =
         stack.clusterup_command(&stack.dir, &["pause", "--until", "2026-11-25T13:00:00Z", "--reason", "db"]);
     pause.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
-    let out = pause.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (code, out) = at(&stack, "2026-11-25T12:59:00Z", &["apply", "--auto"]);
-    assert_eq!(code, Some(4), "{out}");
-    assert!(out.contains("paused by") && out.contains("db"), "{out}");
+    let run = Run::of(pause);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = stack.clusterup_at("2026-11-25T12:59:00Z", &["apply", "--auto"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stdout.contains("paused by") && run.stdout.contains("db"), "{run:?}");
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
-    let (code, out) = at(&stack, "2026-11-25T13:00:01Z", &["apply", "--auto"]);
-    assert_eq!(code, Some(0), "the pause ended at its time: {out}");
+    let run = stack.clusterup_at("2026-11-25T13:00:01Z", &["apply", "--auto"]);
+    assert_eq!(run.code, 0, "the pause ended at its time: {run:?}");
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
 
     // Paused again, a manual apply goes ahead and says the stack is paused.
-    assert_eq!(at(&stack, "2026-11-25T13:00:01Z", &["pause", "--for", "1h"]).0, Some(0));
+    assert_eq!(stack.clusterup_at("2026-11-25T13:00:01Z", &["pause", "--for", "1h"]).code, 0);
     stack.publish("v1", &web);
-    let (code, out) = at(&stack, "2026-11-25T13:30:00Z", &["apply", "--yes"]);
-    assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("note: paused by"), "{out}");
+    let run = stack.clusterup_at("2026-11-25T13:30:00Z", &["apply", "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("note: paused by"), "{run:?}");
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
 }
 
@@ -229,25 +223,20 @@ fn flags_name_the_configuration_the_state_dir_and_the_stack() {
     let run_with = |args: &[&str]| {
         let mut cmd = stack.clusterup_command(&stack.dir, args);
         cmd.env_remove("CLUSTERUP_CONFIG").env_remove("CLUSTERUP_STATE_DIR");
-        let out = cmd.output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        Run::of(cmd)
     };
     let (config, state) = (config.display().to_string(), elsewhere.display().to_string());
     let flags = ["--config", config.as_str(), "--state-dir", state.as_str(), "--stack", stack.name.as_str()];
-    let (code, out, _) = run_with(&[&flags[..], &["check", "--only"]].concat());
-    assert_eq!(code, Some(100), "{out}");
-    let (code, out, err) = run_with(&[&flags[..], &["-q", "apply", "--auto"]].concat());
-    assert_eq!(code, Some(0), "{out}{err}");
-    assert!(!err.contains("pulling") && !err.contains("recreating"), "-q: no progress: {err}");
+    let run = run_with(&[&flags[..], &["check", "--only"]].concat());
+    assert_eq!(run.code, 100, "{run:?}");
+    let run = run_with(&[&flags[..], &["-q", "apply", "--auto"]].concat());
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stderr.contains("pulling") && !run.stderr.contains("recreating"), "-q: no progress: {run:?}");
     assert!(elsewhere.join(&stack.name).join("journal.jsonl").is_file(), "the journal went to --state-dir");
     assert!(!stack.state.join(&stack.name).join("journal.jsonl").exists(), "and not to the default");
-    let (code, out, err) = run_with(&[&flags[..4], &["--stack", "nosuch", "check"]].concat());
-    assert_eq!(code, Some(2), "an unknown --stack is a usage error: {out}{err}");
-    assert!(err.contains("nosuch"), "{err}");
+    let run = run_with(&[&flags[..4], &["--stack", "nosuch", "check"]].concat());
+    assert_eq!(run.code, 2, "an unknown --stack is a usage error: {run:?}");
+    assert!(run.stderr.contains("nosuch"), "{run:?}");
 }
 
 /// `status --revisions N` shows the last N; rollback and resume work
@@ -270,9 +259,9 @@ fn status_shows_n_revisions_and_rollback_works_while_paused() {
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
     let mut resume = stack.clusterup_command(&stack.dir, &["resume"]);
     resume.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
-    let out = resume.output().unwrap();
-    assert!(out.status.success(), "resume with the engine down: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("resumed"));
+    let run = Run::of(resume);
+    assert_eq!(run.code, 0, "resume with the engine down: {run:?}");
+    assert!(run.stdout.contains("resumed"), "{run:?}");
 }
 
 /// A rollback recreates only the services whose image or configuration

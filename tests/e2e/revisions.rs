@@ -134,24 +134,19 @@ fn pause_stops_unattended_applies_until_resumed_or_expired() {
     let run = stack.clusterup(&["pause", "--for", "1h"]);
     assert_eq!(run.code, 0, "{run:?}");
     let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2)).to_string();
-    let mut cmd = stack.clusterup_command(&stack.dir, &["apply", "--auto"]);
-    let out = cmd.env("CLUSTERUP_NOW", &later).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "a pause --for ends by itself: {}", String::from_utf8_lossy(&out.stdout));
+    let run = stack.clusterup_at(&later, &["apply", "--auto"]);
+    assert_eq!(run.code, 0, "a pause --for ends by itself: {run:?}");
 }
 
 #[test]
 fn an_update_window_holds_unattended_applies() {
     let stack = Stack::two_services_pushed("window", "v2", "    window: \"Mon 02:00-03:00 UTC\"\n");
-    let at = |now: &str| {
-        stack.clusterup_command(&stack.dir, &["apply", "--auto"]).env("CLUSTERUP_NOW", now).output().unwrap()
-    };
-    let out = at("2026-11-25T12:00:00Z");
-    assert_eq!(out.status.code(), Some(4));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("outside the update window") && text.contains("2026-11-30T02:00:00"), "{text}");
+    let run = stack.clusterup_at("2026-11-25T12:00:00Z", &["apply", "--auto"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stdout.contains("outside the update window") && run.stdout.contains("2026-11-30T02:00:00"), "{run:?}");
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v1"));
-    let out = at("2026-11-30T02:30:00Z");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = stack.clusterup_at("2026-11-30T02:30:00Z", &["apply", "--auto"]);
+    assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
 }
 

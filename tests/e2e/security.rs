@@ -9,15 +9,6 @@ use crate::receiver::Receiver;
 use crate::support::{Run, Stack, bed, free_port, http_get, silent_port};
 
 /// Runs a prepared clusterup command and keeps everything it printed.
-fn output_of(mut cmd: Command) -> Run {
-    let out = cmd.output().expect("running clusterup");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
-}
-
 fn compose_with(stack: &Stack, n: u32) -> String {
     let web = stack.auth_image("web");
     format!(
@@ -55,7 +46,7 @@ fn no_secret_reaches_any_output_state_file_or_notification() {
         cmd.env("CLUSTERUP_GIT_TOKEN", "CanaryGitToken")
             .env("CU_SWEEP_TOKEN", "CanaryGithubToken")
             .env("CLUSTERUP_METRICS_FILE", &metrics);
-        output_of(cmd)
+        Run::of(cmd)
     };
     let mut outputs = Vec::new();
 
@@ -176,7 +167,7 @@ fn checked_out_files_are_readable_by_a_non_root_container_whatever_the_umask() {
             None => cmd.env_remove(k),
         };
     }
-    let run = output_of(cmd);
+    let run = Run::of(cmd);
     assert_eq!(run.code, 0, "{run:?}");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(stack.checkout().join("page.txt")).unwrap().permissions().mode() & 0o777;
@@ -203,7 +194,7 @@ fn a_silent_engine_is_bounded() {
     let mut cmd = stack.clusterup_command(&stack.dir, &["status"]);
     cmd.env("DOCKER_HOST", format!("unix://{}", socket.display()));
     let start = Instant::now();
-    let run = output_of(cmd);
+    let run = Run::of(cmd);
     assert!(start.elapsed() < Duration::from_secs(30), "{:?}: {run:?}", start.elapsed());
     assert_eq!(run.code, 1, "failed, nothing changed: {run:?}");
     assert!(run.stderr.contains("Docker engine") || run.stderr.contains("timed out"), "{run:?}");
@@ -230,7 +221,7 @@ fn a_hanging_compose_is_bounded() {
     let mut cmd = stack.clusterup_command(&stack.dir, &["check", "--only"]);
     cmd.env("DOCKER_CONFIG", &docker_config);
     let start = Instant::now();
-    let run = output_of(cmd);
+    let run = Run::of(cmd);
     assert!(start.elapsed() < Duration::from_secs(30), "{:?}: {run:?}", start.elapsed());
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("did not finish within 2s (timeouts.compose)"), "{run:?}");

@@ -98,6 +98,16 @@ pub struct Run {
 }
 
 impl Run {
+    /// Runs `cmd` to its end.
+    pub fn of(mut cmd: Command) -> Run {
+        let out = cmd.output().expect("running clusterup");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
@@ -296,12 +306,14 @@ impl Stack {
     }
 
     pub fn clusterup_in(&self, cwd: &Path, args: &[&str]) -> Run {
-        let out = self.clusterup_command(cwd, args).output().expect("running clusterup");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-        }
+        Run::of(self.clusterup_command(cwd, args))
+    }
+
+    /// Runs clusterup with its clock standing at `now` (RFC 3339).
+    pub fn clusterup_at(&self, now: &str, args: &[&str]) -> Run {
+        let mut cmd = self.clusterup_command(&self.dir, args);
+        cmd.env("CLUSTERUP_NOW", now);
+        Run::of(cmd)
     }
 
     pub fn clusterup_command(&self, cwd: &Path, args: &[&str]) -> Command {
