@@ -330,7 +330,7 @@ mod tests {
     use super::*;
     use crate::plan::classify::ChangeKind;
     use crate::seams::Open;
-    use crate::seams::fake::{Fake, FakeOpen, fake, git, hash_of, seams};
+    use crate::seams::fake::{Fake, FakeOpen, fake, git, seams};
 
     const MODEL: &str = r#"{"name": "p", "services": {"a": {"image": "r/a:latest"}, "b": {"image": "r/b:latest"}}}"#;
 
@@ -349,9 +349,7 @@ mod tests {
 
     /// The engine runs what `stack`'s files define now.
     fn running_as_defined(f: &mut Fake, stack: &StackSettings) {
-        let compose = FakeOpen.compose(&stack.compose_spec());
-        let model = compose.model().unwrap();
-        f.hashes = model.services.iter().map(|(s, svc)| (s.clone(), hash_of(&svc.raw))).collect();
+        f.hashes = FakeOpen.compose(&stack.compose_spec()).hashes().unwrap();
     }
 
     #[test]

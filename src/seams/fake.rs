@@ -80,7 +80,9 @@ impl Compose for FileCompose {
         ComposeModel::from_json(&json)
     }
     fn hashes(&self) -> Result<BTreeMap<String, String>> {
-        Ok(self.model()?.services.iter().map(|(name, svc)| (name.clone(), hash_of(&svc.raw))).collect())
+        use sha2::Digest;
+        let hash = |raw: &Value| format!("{:x}", sha2::Sha256::digest(raw.to_string().as_bytes()))[..12].to_string();
+        Ok(self.model()?.services.iter().map(|(name, svc)| (name.clone(), hash(&svc.raw))).collect())
     }
     fn up(&self, _: &str, _: &str, _: bool) -> Result<()> {
         unreachable!("FileCompose only reads")
@@ -102,12 +104,6 @@ impl Compose for FileCompose {
             relocation: Some((copy.to_path_buf(), root.to_path_buf())),
         })
     }
-}
-
-/// The config hash `FileCompose` gives a service with this model.
-pub fn hash_of(raw: &Value) -> String {
-    use sha2::Digest;
-    format!("{:x}", sha2::Sha256::digest(raw.to_string().as_bytes()))[..12].to_string()
 }
 
 /// A tiny engine + compose + files: tags map references to image ids,
