@@ -51,12 +51,8 @@ fn check_one(seams: &Seams, stack: &StackSettings, printer: &Printer) -> Result<
     } else {
         ExitStatus::UpdatesPending
     };
-    let report = PlanReport {
-        command: CommandName::Check,
-        plan: checked.plan.clone(),
-        file_diff: Some(checked.file_diff.clone()),
-        run: None,
-    };
+    let report =
+        PlanReport { command: CommandName::Check, plan: checked.plan, file_diff: Some(checked.file_diff), run: None };
     Ok((status, Report::Plan(Box::new(report))))
 }
 
