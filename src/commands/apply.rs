@@ -108,7 +108,11 @@ fn apply_one(
         Some(commit) => ops::Goal::Commit(commit),
         None => ops::Goal::Latest,
     };
-    let checked = ops::plan(seams, stack, goal)?;
+    let mut checked = ops::plan(seams, stack, goal)?;
+    if checked.cached_model && (!checked.plan.changes.is_empty() || checked.plan.moves_commit()) {
+        // Work to do: the plan carried out is made from what Compose says.
+        checked = ops::plan_fresh(seams, stack, goal)?;
+    }
     super::check::show_plan(printer, &checked.plan, &checked.file_diff);
     let registry_failed = checked.plan.registry_errors().next().is_some();
     let journal = state.journal()?;

@@ -4,6 +4,7 @@
 //! `apply` carries the plan out.
 
 pub mod fetch;
+pub mod model_cache;
 pub mod observe;
 
 use std::collections::BTreeMap;
@@ -38,9 +39,13 @@ pub struct Checked {
     pub directory: Option<DirectoryFiles>,
     /// Per service: health and hook settings from configuration and labels.
     pub policies: std::collections::BTreeMap<String, crate::labels::ServicePolicy>,
+    /// The compose model came from the last run's cache: Compose was not
+    /// asked (nor told the stack's secrets to keep out of output).
+    pub cached_model: bool,
 }
 
 /// What a plan leads to.
+#[derive(Clone, Copy)]
 pub enum Goal<'a> {
     /// The branch head and the registries' current digests.
     Latest,
@@ -55,10 +60,21 @@ pub fn check(seams: &Seams, stack: &StackSettings) -> Result<Checked> {
     plan(seams, stack, Goal::Latest)
 }
 
+/// The plan to `goal`, from the cached compose model where it still holds.
 pub fn plan(seams: &Seams, stack: &StackSettings, goal: Goal) -> Result<Checked> {
+    plan_with(seams, stack, goal, true)
+}
+
+/// The plan to `goal`, Compose asked whatever the cache holds: before a
+/// plan is carried out, so Compose knows the stack's secrets to scrub.
+pub fn plan_fresh(seams: &Seams, stack: &StackSettings, goal: Goal) -> Result<Checked> {
+    plan_with(seams, stack, goal, false)
+}
+
+fn plan_with(seams: &Seams, stack: &StackSettings, goal: Goal, use_cache: bool) -> Result<Checked> {
     let compose = seams.open.compose(&stack.compose_spec());
-    let Models { new: model, old: old_model, hashes, git, file_diff, changed_files } = match &stack.git {
-        None => directory_models(stack, compose.as_ref(), &goal)?,
+    let Models { new: model, old: old_model, hashes, git, file_diff, changed_files, cached_model } = match &stack.git {
+        None => directory_models(stack, compose.as_ref(), &goal, use_cache)?,
         Some(source) => git_models(seams, stack, source, compose.as_ref(), &goal)?,
     };
     let references: Vec<String> = model.services.values().filter_map(|s| s.image.clone()).collect();
@@ -112,7 +128,7 @@ pub fn plan(seams: &Seams, stack: &StackSettings, goal: Goal) -> Result<Checked>
         Some(on_disk) => Some(directory_files(stack, on_disk, hashes.is_some(), &plan, &goal)?),
         None => None,
     };
-    Ok(Checked { plan, observation, file_diff, git, directory, policies: labels.policies })
+    Ok(Checked { plan, observation, file_diff, git, directory, policies: labels.policies, cached_model })
 }
 
 /// A directory stack's copies around `plan`: `on_disk` (the files now),
@@ -158,16 +174,24 @@ struct Models {
     git: Option<GitDeploy>,
     file_diff: String,
     changed_files: Vec<PathBuf>,
+    cached_model: bool,
 }
 
 /// A directory stack: its files as they are, or a revision's kept copy.
-fn directory_models(stack: &StackSettings, compose: &dyn Compose, goal: &Goal) -> Result<Models> {
-    let none =
-        |new, old, hashes| Models { new, old, hashes, git: None, file_diff: String::new(), changed_files: vec![] };
+fn directory_models(stack: &StackSettings, compose: &dyn Compose, goal: &Goal, use_cache: bool) -> Result<Models> {
+    let none = |new, old, hashes| Models {
+        new,
+        old,
+        hashes,
+        git: None,
+        file_diff: String::new(),
+        changed_files: vec![],
+        cached_model: false,
+    };
     match goal {
         Goal::Latest => {
-            let (model, hashes) = compose.model_and_hashes()?;
-            Ok(none(model, None, Some(hashes)))
+            let (model, hashes, cached_model) = model_cache::model_and_hashes(compose, &stack.state_dir, use_cache)?;
+            Ok(Models { cached_model, ..none(model, None, Some(hashes)) })
         }
         Goal::Revision(r) => {
             let model = compose.model()?;
@@ -248,7 +272,7 @@ fn git_models(
         None => (String::new(), Vec::new()),
     };
     let git = Some(GitDeploy { repo, new, old });
-    Ok(Models { new: model, old: old_model, hashes: None, git, file_diff, changed_files })
+    Ok(Models { new: model, old: old_model, hashes: None, git, file_diff, changed_files, cached_model: false })
 }
 
 /// The commit `goal` names: the branch head (fetched), a fleet's commit
@@ -382,6 +406,37 @@ mod tests {
         let files = checked.directory.as_ref().unwrap();
         assert_eq!(files.before, None, "the edited files never matched what runs");
         assert!(checked.files_for(&checked.plan).is_some(), "a structural change moves the files");
+    }
+
+    #[test]
+    fn a_cached_model_plans_as_compose_would_and_keeps_no_secret() {
+        let tmp = tempfile::tempdir().unwrap();
+        let model = MODEL.replace(
+            r#""a": {"image": "r/a:latest"}"#,
+            r#""a": {"image": "r/a:latest", "environment": {"TOKEN": "CanaryEnv"}, "command": ["run", "--key=CanaryCommand"],
+                "labels": {"clusterup.strategy": "start-first", "traefik.auth": "CanaryLabel"}}"#,
+        );
+        let stack = directory(tmp.path(), &model);
+        let mut f = fake("new-a", "old-b");
+        running_as_defined(&mut f, &stack);
+        let first = plan(&seams(&f), &stack, Goal::Latest).unwrap();
+        let again = plan(&seams(&f), &stack, Goal::Latest).unwrap();
+        assert!(!first.cached_model && again.cached_model, "nothing changed: the second plan is from the cache");
+        let json = |c: &Checked| crate::commands::to_value(&c.plan);
+        assert_eq!(json(&again), json(&first));
+        assert_eq!(format!("{:?}", again.policies), format!("{:?}", first.policies), "labels clusterup reads are kept");
+        let kept = String::from_utf8(std::fs::read(stack.state_dir.join("compose-model.json")).unwrap()).unwrap();
+        assert!(kept.contains("start-first"), "{kept}");
+        for canary in ["CanaryEnv", "CanaryCommand", "CanaryLabel"] {
+            assert!(!kept.contains(canary), "{canary} kept in the state directory: {kept}");
+        }
+
+        let edited = model.replace(r#""b": {"image": "r/b:latest"}"#, r#""b": {"image": "r/b:latest", "init": true}"#);
+        std::fs::write(stack.directory.join("compose.json"), edited).unwrap();
+        let after_edit = plan(&seams(&f), &stack, Goal::Latest).unwrap();
+        assert!(!after_edit.cached_model);
+        assert_eq!(kinds(&after_edit), [("a".into(), ChangeKind::Image), ("b".into(), ChangeKind::Recreate)]);
+        assert!(!plan_fresh(&seams(&f), &stack, Goal::Latest).unwrap().cached_model, "a fresh plan asks Compose");
     }
 
     #[test]

@@ -157,6 +157,11 @@ pub trait Compose {
     /// the stack directory (`../shared/app.conf`) maps back as well as one
     /// inside it.
     fn in_copy(&self, copy: &Path, root: &Path, project: Option<&str>) -> Box<dyn Compose>;
+    /// A key for what `model_and_hashes` gives now: the same key, the same
+    /// answer. None when that cannot be told (then Compose is asked).
+    fn cache_key(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Where a stack's compose files are, and how long one Compose call may
@@ -216,8 +221,12 @@ impl ComposeCli {
     }
 
     /// Runs one compose command within the stack's compose timeout.
-    fn run(&self, mut cmd: Command, what: &str) -> Result<Output> {
-        let done = super::process::run(&mut cmd, None, self.timeout, usize::MAX).map_err(|e| match e {
+    fn run(&self, cmd: Command, what: &str) -> Result<Output> {
+        self.run_with(cmd, None, what)
+    }
+
+    fn run_with(&self, mut cmd: Command, input: Option<&[u8]>, what: &str) -> Result<Output> {
+        let done = super::process::run(&mut cmd, input, self.timeout, usize::MAX).map_err(|e| match e {
             super::process::Failure::Spawn(e) => {
                 anyhow::Error::new(e).context(format!("{what}: running `docker compose`; is the Docker CLI installed?"))
             }
@@ -241,6 +250,48 @@ impl ComposeCli {
         let mut cmd = self.command(None);
         cmd.args(["config", "--hash", "*"]);
         cmd
+    }
+
+    /// Up to Compose 2.40 at least, `config --hash` leaves `env_file`
+    /// unread while `up` labels containers with the hash of the service
+    /// with its env files merged in (docker/compose#14001): a service with
+    /// an env file would never look in step. Such a project's hashes are
+    /// taken of its resolved model, which has the files merged in.
+    fn reads_env_files(&self) -> bool {
+        let env: Vec<_> = std::env::vars_os().collect();
+        super::compose_inputs::inputs(&self.directory, &self.files, &env).is_none_or(|i| i.env_files)
+    }
+
+    fn hashes_of(&self, resolved: &Value) -> Result<BTreeMap<String, String>> {
+        let mut cmd = self.command(None);
+        cmd.args(["--file", "-", "--project-directory"]).arg(&self.directory).args(["config", "--hash", "*"]);
+        parse_hashes(self.run_with(cmd, Some(resolved.to_string().as_bytes()), "reading compose config hashes")?)
+    }
+
+    /// `docker compose config --format json`, as Compose prints it.
+    fn resolved_model(&self) -> Result<Value> {
+        self.register_env_files();
+        let mut cmd = self.command(None);
+        cmd.args(["config", "--format", "json"]);
+        let out = self.run(cmd, "reading the compose model")?;
+        if !out.status.success() {
+            require_v2()?;
+            return Err(usage(format!(
+                "invalid compose configuration in {} (nothing was changed): {}",
+                self.describe_files(),
+                stderr_of(&out)
+            )));
+        }
+        let json: Value = serde_json::from_slice(&out.stdout).context("reading `docker compose config` output")?;
+        register_environment(&json);
+        Ok(json)
+    }
+
+    fn model_of(&self, mut json: Value) -> Result<ComposeModel> {
+        if let Some((from, to)) = &self.relocation {
+            relocate(&mut json, from, to);
+        }
+        ComposeModel::from_json(&json)
     }
 
     fn describe_files(&self) -> String {
@@ -354,29 +405,14 @@ impl ComposeCli {
 
 impl Compose for ComposeCli {
     fn model(&self) -> Result<ComposeModel> {
-        self.register_env_files();
-        let mut cmd = self.command(None);
-        cmd.args(["config", "--format", "json"]);
-        let out = self.run(cmd, "reading the compose model")?;
-        if !out.status.success() {
-            require_v2()?;
-            return Err(usage(format!(
-                "invalid compose configuration in {} (nothing was changed): {}",
-                self.describe_files(),
-                stderr_of(&out)
-            )));
-        }
-        let mut json: Value = serde_json::from_slice(&out.stdout).context("reading `docker compose config` output")?;
-        register_environment(&json);
-        if let Some((from, to)) = &self.relocation {
-            relocate(&mut json, from, to);
-        }
-        ComposeModel::from_json(&json)
+        self.model_of(self.resolved_model()?)
     }
 
     fn hashes(&self) -> Result<BTreeMap<String, String>> {
-        let out = self.run(self.hash_command(), "reading compose config hashes")?;
-        parse_hashes(out)
+        if self.reads_env_files() {
+            return self.hashes_of(&self.resolved_model()?);
+        }
+        parse_hashes(self.run(self.hash_command(), "reading compose config hashes")?)
     }
 
     fn up(&self, project: &str, service: &str, force: bool) -> Result<()> {
@@ -388,6 +424,11 @@ impl Compose for ComposeCli {
     }
 
     fn model_and_hashes(&self) -> Result<(ComposeModel, BTreeMap<String, String>)> {
+        if self.reads_env_files() {
+            let resolved = self.resolved_model()?;
+            let hashes = self.hashes_of(&resolved)?;
+            return Ok((self.model_of(resolved)?, hashes));
+        }
         // Two processes at once: each spends most of its time starting up.
         let (model, hashes) = std::thread::scope(|scope| {
             let hashes = scope.spawn(|| self.hashes());
@@ -412,6 +453,14 @@ impl Compose for ComposeCli {
             return self.files.clone();
         }
         COMPOSE_FILE_NAMES.iter().map(PathBuf::from).find(|f| self.directory.join(f).is_file()).into_iter().collect()
+    }
+
+    fn cache_key(&self) -> Option<String> {
+        if self.relocation.is_some() {
+            return None;
+        }
+        let env: Vec<_> = std::env::vars_os().collect();
+        super::compose_inputs::cache_key(plugin()?, &self.directory, &self.files, self.project.as_deref(), &env)
     }
 
     fn in_copy(&self, copy: &Path, root: &Path, project: Option<&str>) -> Box<dyn Compose> {

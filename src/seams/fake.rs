@@ -96,6 +96,12 @@ impl Compose for FileCompose {
     fn compose_files(&self) -> Vec<PathBuf> {
         vec![PathBuf::from(MODEL_FILE)]
     }
+    fn cache_key(&self) -> Option<String> {
+        use sha2::Digest;
+        let model = std::fs::read(self.directory.join(MODEL_FILE)).ok()?;
+        let key = sha2::Sha256::new().chain_update(model).chain_update(self.project.as_deref().unwrap_or_default());
+        Some(format!("{:x}", key.finalize())).filter(|_| self.relocation.is_none())
+    }
     fn in_copy(&self, copy: &Path, root: &Path, project: Option<&str>) -> Box<dyn Compose> {
         let inside = self.directory.strip_prefix(root).unwrap_or(Path::new(""));
         Box::new(FileCompose {

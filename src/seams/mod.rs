@@ -5,6 +5,7 @@
 //! (`fake`).
 
 pub mod compose;
+pub mod compose_inputs;
 pub mod credentials;
 pub mod engine;
 #[cfg(test)]

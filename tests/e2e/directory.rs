@@ -1,7 +1,7 @@
 //! Directory stacks: the files in the directory, edited by hand, against
 //! what runs (part of issue 14).
 
-use crate::support::{Stack, docker, free_port, http_get};
+use crate::support::{Run, Stack, docker, free_port, http_get};
 
 #[test]
 fn a_service_added_to_the_files_is_created_and_nothing_else_touched() {
@@ -177,4 +177,58 @@ fn rollback_to_a_revision_restores_its_files() {
     assert_eq!(stack.health("web"), "running/healthy");
     let run = stack.clusterup(&["check", "--only"]);
     assert_eq!(run.code, 0, "files and containers agree again: {run:?}");
+}
+
+/// Issue 17: the compose model is kept between runs while nothing Compose
+/// reads changes, and a change to any of it is seen on the next run.
+#[test]
+fn a_kept_compose_model_never_hides_a_change_to_what_compose_reads() {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack = Stack::new("dircache");
+    let web = stack.image("web");
+    stack.publish("v1", &web);
+    stack.write_compose(&format!(
+        "services:\n  web:\n    image: {web}\n    env_file: [app.env]\n    environment:\n      FROM_DOTENV: ${{DOTENV_VALUE}}\n      FROM_SHELL: ${{SHELL_VALUE:-unset}}\n"
+    ));
+    let write = |name: &str, text: &str| std::fs::write(stack.dir.join(name), text).unwrap();
+    write(".env", "DOTENV_VALUE=1\n");
+    write("app.env", "APP=1\n");
+    stack.write_config("");
+    stack.up();
+    let check = |env: &[(&str, &str)]| {
+        let mut cmd = stack.clusterup_command(&stack.dir, &["check", "--only", "--json"]);
+        cmd.envs(env.iter().copied());
+        Run::of(cmd)
+    };
+    let kept = || {
+        let found = crate::support::files_under(&stack.state, &[]);
+        let (path, _) = found.iter().find(|(p, _)| p.ends_with("compose-model.json")).expect("the model is kept");
+        std::fs::metadata(path).unwrap().ino()
+    };
+    let in_step = |why: &str| {
+        let run = check(&[]);
+        assert_eq!(run.code, 0, "{why}: {run:?}");
+    };
+    in_step("first run");
+    let first = kept();
+    in_step("second run");
+    assert_eq!(kept(), first, "nothing changed: the kept model answered and was not written again");
+
+    let recreates_web = |what: &str, run: Run| {
+        assert_eq!(run.code, 100, "{what} is seen: {run:?}");
+        let plan = run.json();
+        assert_eq!(plan["changes"][0]["service"], "web", "{what}: {run:?}");
+        assert_eq!(plan["changes"][0]["kind"], "recreate", "{what}: {run:?}");
+    };
+    for (what, file, changed, back) in
+        [(".env", ".env", "DOTENV_VALUE=2\n", "DOTENV_VALUE=1\n"), ("an env_file", "app.env", "APP=2\n", "APP=1\n")]
+    {
+        write(file, changed);
+        recreates_web(what, check(&[]));
+        write(file, back);
+        in_step(&format!("{what} back as it was"));
+    }
+    recreates_web("a variable of the environment", check(&[("SHELL_VALUE", "set")]));
+    in_step("the environment back as it was");
+    assert_ne!(kept(), first, "each change asked Compose again");
 }
