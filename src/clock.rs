@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use jiff::Timestamp;
 
-pub trait Clock {
+pub trait Clock: Sync {
     fn now(&self) -> Result<Timestamp>;
 
     /// Now, to the second, for a record (an unreadable time, which the

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -18,6 +19,15 @@ pub struct Printer {
     stderr_tty: bool,
     interactive: bool,
     color: bool,
+    /// Output kept in order instead of written, for `replay`: stacks
+    /// checked at once print one after another, in configuration order.
+    kept: Option<Mutex<Vec<(Stream, String)>>>,
+}
+
+#[derive(Clone, Copy)]
+enum Stream {
+    Out,
+    Err,
 }
 
 // The one place that writes to the terminal.
@@ -31,6 +41,55 @@ impl Printer {
             stderr_tty: std::io::stderr().is_terminal(),
             interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
             color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            kept: None,
+        }
+    }
+
+    /// A printer like this one that keeps what it is given until `replay`.
+    /// It shows no progress bar and asks nothing.
+    pub fn keeping(&self) -> Printer {
+        Printer {
+            stderr_tty: false,
+            interactive: false,
+            kept: Some(Mutex::new(Vec::new())),
+            json: self.json,
+            quiet: self.quiet,
+            verbose: self.verbose,
+            color: self.color,
+        }
+    }
+
+    /// Writes what a `keeping` printer kept through `to`, in order.
+    pub fn replay(self, to: &Printer) {
+        for (stream, text) in self.kept.map(|k| k.into_inner().unwrap()).unwrap_or_default() {
+            match stream {
+                Stream::Out => to.out(text),
+                Stream::Err => to.err(text),
+            }
+        }
+    }
+
+    /// What a `keeping` printer holds, stdout and stderr interleaved.
+    #[cfg(test)]
+    pub fn kept_text(&self) -> String {
+        self.kept
+            .as_ref()
+            .map(|k| k.lock().unwrap().iter().map(|(_, t)| format!("{t}\n")).collect())
+            .unwrap_or_default()
+    }
+
+    fn out(&self, text: String) {
+        match &self.kept {
+            Some(kept) => kept.lock().unwrap().push((Stream::Out, text)),
+            None => print!("{text}"),
+        }
+    }
+
+    /// One line to stderr.
+    fn err(&self, line: String) {
+        match &self.kept {
+            Some(kept) => kept.lock().unwrap().push((Stream::Err, line)),
+            None => eprintln!("{line}"),
         }
     }
 
@@ -48,38 +107,38 @@ impl Printer {
     /// stays the result (and pure JSON with --json).
     pub fn step(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("{}", for_people(msg.as_ref()));
+            self.err(for_people(msg.as_ref()));
         }
     }
 
     /// Something went wrong beside the run's result (a notification, the
     /// metrics file): said even with --quiet.
     pub fn warn(&self, msg: impl AsRef<str>) {
-        eprintln!("warning: {}", for_people(msg.as_ref()));
+        self.err(format!("warning: {}", for_people(msg.as_ref())));
     }
 
     /// An error that ends a run or a stack's part of it, with its causes.
     pub fn error(&self, context: impl AsRef<str>, err: &dyn std::fmt::Display) {
         let context = context.as_ref();
         let sep = if context.is_empty() { "" } else { ": " };
-        eprintln!("error: {context}{sep}{}", for_people(&format!("{err:#}")));
+        self.err(format!("error: {context}{sep}{}", for_people(&format!("{err:#}"))));
     }
 
     /// Clears a terminal for the next redraw (`status --watch`).
     pub fn clear_screen(&self) {
-        print!("\x1b[2J\x1b[H");
+        self.out("\x1b[2J\x1b[H".to_string());
     }
 
     pub fn detail(&self, msg: impl AsRef<str>) {
         if self.verbose > 0 {
-            eprintln!("{}", for_people(msg.as_ref()));
+            self.err(for_people(msg.as_ref()));
         }
     }
 
     /// The result of a command, for people.
     pub fn human(&self, text: impl AsRef<str>) {
         if !self.json {
-            print!("{}", for_people(text.as_ref()));
+            self.out(for_people(text.as_ref()));
         }
     }
 
@@ -90,7 +149,7 @@ impl Printer {
         }
         let diff = for_people(diff);
         if !self.color {
-            print!("{diff}");
+            self.out(diff);
             return;
         }
         let painted: String = diff
@@ -105,14 +164,14 @@ impl Printer {
                 format!("\x1b[{code}m{l}\x1b[0m\n")
             })
             .collect();
-        print!("{painted}");
+        self.out(painted);
     }
 
     pub fn json(&self, value: &impl Serialize) {
         if self.json {
             let mut value = serde_json::to_value(value).expect("plain data serializes");
             crate::redact::scrub_json(&mut value);
-            println!("{}", serde_json::to_string_pretty(&value).expect("plain data serializes"));
+            self.out(format!("{}\n", serde_json::to_string_pretty(&value).expect("plain data serializes")));
         }
     }
 

@@ -21,7 +21,7 @@ pub fn install_signal_handlers() -> Result<()> {
 }
 
 /// Whether the run was asked to stop.
-pub trait Signals {
+pub trait Signals: Sync {
     fn stop_requested(&self) -> bool;
 }
 

@@ -19,6 +19,7 @@ BIN = ROOT / "target/release/clusterup"
 REGISTRY = os.environ.get("CLUSTERUP_TEST_REGISTRY", "127.0.0.1:5550")
 REPS = int(os.environ.get("REPS", "7"))
 SIZES = [int(s) for s in os.environ.get("SIZES", "10 50 200").split()]
+STACKS = [int(s) for s in os.environ.get("STACKS", "1 20 50").split()]
 
 
 def sh(*args, check=True, **kw):
@@ -73,7 +74,10 @@ class Stack:
 
     @staticmethod
     def publish(image, fixture="v1"):
-        sh("docker", "tag", f"clusterup-fixture/web:{fixture}", image)
+        # An image of its own for each reference, as on a real host (cup
+        # tells images apart by id).
+        subprocess.run(["docker", "build", "-q", "-t", image, "-"], check=True, capture_output=True,
+                       input=f"FROM clusterup-fixture/web:{fixture}\nLABEL bench.reference={image}\n".encode())
         sh("docker", "push", "-q", image)
 
     def ids(self):
@@ -99,8 +103,7 @@ class Stack:
 
 def heads(images):
     """The floor of a check: every manifest HEAD, 8 in flight over kept-alive
-    connections from this process (no process per request), and one compose
-    config."""
+    connections from this process (no process per request)."""
     import http.client
     import threading
     local = threading.local()
@@ -116,6 +119,76 @@ def heads(images):
         assert response.status == 200, (image, response.status)
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(head, images))
+
+
+def curl_heads(images):
+    """The issue's floor: one curl process sending every manifest HEAD, 8 in
+    parallel."""
+    urls = []
+    for image in images:
+        repo, tag = image.split("/", 1)[1].rsplit(":", 1)
+        urls.append(f"http://{REGISTRY}/v2/{repo}/manifests/{tag}")
+    sh("curl", "-sSf", "-I", "-o", "/dev/null", "--parallel", "--parallel-immediate", "--parallel-max", "8",
+       "-H", "Accept: application/vnd.docker.distribution.manifest.v2+json", *urls)
+
+
+CUP = os.environ.get("CUP", "")
+
+
+def engine_proxy(path):
+    """A socket in front of the engine's that says API 1.41 where a client
+    asks for a newer one: cup speaks 1.44, this machine's engine (20.10)
+    at most 1.41. The hop costs cup a little on each engine request."""
+    import socket
+    import threading
+    engine = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(64)
+
+    def pipe(src, dst, rewrite):
+        try:
+            while data := src.recv(65536):
+                if rewrite:
+                    data = data.replace(b" /v1.44/", b" /v1.41/")
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve():
+        while True:
+            client, _ = server.accept()
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(engine)
+            threading.Thread(target=pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream, client, False), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    return path
+
+
+def cup_ready(images, scratch):
+    """cup (the Rust update checker) when CUP names its binary, set up to
+    check exactly `images` against the local (plain HTTP) registry; None
+    with the reason printed when it cannot run."""
+    if not CUP or not os.access(CUP, os.X_OK):
+        print("cup: skipped: set CUP to a cup binary built from github.com/sergi0g/cup "
+              "(3.5.1, commit c58c2da6e8dd22a1de593fed938f6d58e9f78af2, features cli)", file=sys.stderr)
+        return None
+    config = scratch / "cup.json"
+    socket = engine_proxy(scratch / "engine.sock")
+    config.write_text(json.dumps({"version": 3, "socket": f"unix://{socket}", "registries": {REGISTRY: {"insecure": True}}}))
+    cmd = [CUP, "-c", str(config), "check", "--raw", *images]
+    first = subprocess.run(cmd, capture_output=True, text=True)
+    if first.returncode != 0:
+        print(f"cup: skipped: it failed: {first.stderr.strip()[-300:]}", file=sys.stderr)
+        return None
+    return lambda: sh(*cmd)
 
 
 def peak_rss_mb(cmd, cwd):
@@ -236,24 +309,31 @@ def parse_ts(text):
     return datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").timestamp() + float("0." + frac)
 
 
-def main():
-    rows = []
-    cases = os.environ.get("CASES", "check structural downtime").split()
-    if "structural" in cases:
-        structural(rows)
-    if "downtime" in cases:
-        downtime(rows)
-    if "check" not in cases:
-        SIZES.clear()
-    checks = {}
+def check(rows, per_image):
+    """One stack of n services: check with the kept compose model (files
+    unchanged, P1) and with Compose asked (P1b), against the floors."""
     for n in SIZES:
         stack = Stack(n, n)
         try:
             assert stack.clusterup("check").returncode == 0, stack.clusterup("check").stderr
+            misses = iter(range(1, 1_000_000))
+            env = dict(os.environ)
+
+            def asked():
+                # Another environment is another key: Compose is asked,
+                # the model it gives is the same.
+                env["CLUSTERUP_BENCH_RUN"] = str(next(misses))
+                subprocess.run([str(BIN), "--state-dir", str(stack.state), "check", "--only"], cwd=stack.dir,
+                               capture_output=True, env=env)
             fns = {
-                "clusterup check": lambda: stack.clusterup("check", "--only"),
-                "floor (HEADs + compose config)": lambda: (heads(stack.images), sh("docker", "compose", "config", "-q", cwd=stack.dir)),
+                "clusterup check (files unchanged)": lambda: stack.clusterup("check", "--only"),
+                "clusterup check (Compose asked)": asked,
+                "floor: one curl, every HEAD": lambda: curl_heads(stack.images),
+                "floor + compose config": lambda: (curl_heads(stack.images), sh("docker", "compose", "config", "-q", cwd=stack.dir)),
             }
+            cup = cup_ready(stack.images, stack.dir.parent)
+            if cup:
+                fns["cup check"] = cup
             if n == 50:
                 fns["skopeo inspect loop"] = lambda: [sh("skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{i}") for i in stack.images]
                 # Asks the registry about every image but pulls nothing (it
@@ -261,25 +341,74 @@ def main():
                 # digests, so it only times the asking.
                 fns["docker compose --dry-run pull"] = lambda: sh("docker", "compose", "--dry-run", "pull", "-q", cwd=stack.dir)
             m = median_of(fns)
-            checks[n] = m["clusterup check"]
-            floor = m["floor (HEADs + compose config)"]
+            floor = m["floor: one curl, every HEAD"]
+            case = f"check, {n} services"
             for name, secs in m.items():
-                rows.append((f"check, {n} services", name, secs, secs / floor))
+                rows.append((case, name, secs, secs / floor))
+            rows.append((case, "P1b: asked / (floor + compose config)", m["clusterup check (Compose asked)"],
+                         m["clusterup check (Compose asked)"] / m["floor + compose config"]))
+            if cup:
+                rows.append((case, "P1: unchanged / cup", m["clusterup check (files unchanged)"],
+                             m["clusterup check (files unchanged)"] / m["cup check"]))
+            per_image[f"{n} services, 1 stack"] = (m["clusterup check (files unchanged)"] / n, floor / n)
             if n == 50:
+                p1 = m["clusterup check (files unchanged)"]
                 noop = median_of({"apply --auto (no-op)": lambda: stack.clusterup("apply", "--auto")})["apply --auto (no-op)"]
                 rss = peak_rss_mb([str(BIN), "--state-dir", str(stack.state), "apply", "--auto"], stack.dir)
-                rows.append(("no-op apply, 50 services", "wall seconds (target <= 0.25)", noop, noop / 0.25))
+                rows.append(("no-op apply, 50 services", "P2: wall seconds / P1 (target <= 1.3)", noop, noop / p1))
                 rows.append(("no-op apply, 50 services", "peak RSS MB (target <= 30)", rss, rss / 30))
         finally:
             stack.down()
-    if len(checks) > 1:
-        smallest = min(checks)
-        for n, secs in sorted(checks.items()):
-            rows.append(("check growth", f"{n} services vs {smallest}", secs, secs / checks[smallest]))
 
-    print(f"{'case':<28} {'measure':<40} {'median':>10} {'ratio':>7}")
+
+def many_stacks(rows, per_image):
+    """A host with k stacks of 5 services each (P6): one check of them all
+    against one curl sending every HEAD."""
+    for k in STACKS:
+        stacks = [Stack(5, f"m{k}x{i}") for i in range(k)]
+        root = Path(tempfile.mkdtemp(prefix="clusterup-bench-many-"))
+        try:
+            config = root / "clusterup.yaml"
+            config.write_text(f"state_dir: {root / 'state'}\nstacks:\n" + "".join(
+                f"  - name: {s.name}\n    directory: {s.dir}\n" for s in stacks))
+            os.chmod(config, 0o600)
+            images = [i for s in stacks for i in s.images]
+
+            def run():
+                r = subprocess.run([str(BIN), "--config", str(config), "check", "--only"], capture_output=True, text=True)
+                assert r.returncode == 0, r.stdout + r.stderr
+            run()
+            m = median_of({"clusterup check, every stack": run, "floor: one curl, every HEAD": lambda: curl_heads(images)})
+            floor = m["floor: one curl, every HEAD"]
+            for name, secs in m.items():
+                rows.append((f"{k} stacks x 5 services", name, secs, secs / floor))
+            per_image[f"5 services, {k} stacks"] = (m["clusterup check, every stack"] / len(images), floor / len(images))
+        finally:
+            for s in stacks:
+                s.down()
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def main():
+    rows = []
+    cases = os.environ.get("CASES", "check stacks structural downtime").split()
+    if "structural" in cases:
+        structural(rows)
+    if "downtime" in cases:
+        downtime(rows)
+    per_image = {}
+    if "check" in cases:
+        check(rows, per_image)
+    if "stacks" in cases:
+        many_stacks(rows, per_image)
+    if per_image:
+        first = next(iter(per_image.values()))[0]
+        for what, (secs, floor) in per_image.items():
+            rows.append(("growth: ms per image", f"{what} (floor {floor * 1000:.2f})", secs * 1000, secs / first))
+
+    print(f"{'case':<28} {'measure':<46} {'median':>10} {'ratio':>7}")
     for case, name, secs, ratio in rows:
-        print(f"{case:<28} {name:<40} {secs:>10.3f} {ratio:>7.2f}")
+        print(f"{case:<28} {name:<46} {secs:>10.3f} {ratio:>7.2f}")
     json.dump([dict(case=c, measure=m, median=s, ratio=r) for c, m, s, r in rows], sys.stderr)
 
 

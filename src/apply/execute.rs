@@ -527,11 +527,11 @@ mod tests {
     /// The files an apply moves, as entries in the fake's log.
     impl Files for Fake {
         fn deploy_new(&self) -> Result<()> {
-            self.log.borrow_mut().push("files new".into());
+            self.log.lock().unwrap().push("files new".into());
             Ok(())
         }
         fn restore_old(&self) -> Result<()> {
-            self.log.borrow_mut().push("files old".into());
+            self.log.lock().unwrap().push("files old".into());
             Ok(())
         }
     }
@@ -599,7 +599,7 @@ mod tests {
             [("a".to_string(), "sha256:new-a".to_string()), ("b".to_string(), "sha256:new-b".to_string())]
         );
         assert_eq!(
-            *f.log.borrow(),
+            *f.log.lock().unwrap(),
             [
                 "pull r/a@sha256:new-a",
                 "tag r/a@sha256:new-a r/a:latest",
@@ -617,10 +617,10 @@ mod tests {
         let e = image_updates(&f, ["sha256:new-a", "sha256:bad-b"]);
         assert_eq!(e.outcome, Outcome::RolledBack);
         assert!(e.error.unwrap().contains("service b"));
-        assert_eq!(f.running.borrow()["a"], "old-a");
-        assert_eq!(f.running.borrow()["b"], "old-b");
-        assert_eq!(f.tags.borrow()["r/a:latest"], "old-a", "the tag points at the restored image");
-        let log = f.log.borrow();
+        assert_eq!(f.running.lock().unwrap()["a"], "old-a");
+        assert_eq!(f.running.lock().unwrap()["b"], "old-b");
+        assert_eq!(f.tags.lock().unwrap()["r/a:latest"], "old-a", "the tag points at the restored image");
+        let log = f.log.lock().unwrap();
         let tail: Vec<&str> = log[6..].iter().map(String::as_str).collect();
         assert_eq!(
             tail,
@@ -635,8 +635,8 @@ mod tests {
         let e = image_updates(&f, ["sha256:new-a", "sha256:new-b"]);
         assert_eq!(e.outcome, Outcome::Failed);
         assert!(e.error.unwrap().contains("nothing was changed"));
-        assert!(!f.log.borrow().iter().any(|l| l.starts_with("up")));
-        assert_eq!(f.running.borrow()["a"], "old-a");
+        assert!(!f.log.lock().unwrap().iter().any(|l| l.starts_with("up")));
+        assert_eq!(f.running.lock().unwrap()["a"], "old-a");
     }
 
     #[test]
@@ -646,14 +646,14 @@ mod tests {
         assert_eq!(e.outcome, Outcome::RollbackFailed);
         let error = e.error.unwrap();
         assert!(error.contains("rollback failed") && error.contains("restoring b"), "{error}");
-        assert_eq!(f.running.borrow()["a"], "old-a", "the other services are still restored");
+        assert_eq!(f.running.lock().unwrap()["a"], "old-a", "the other services are still restored");
     }
 
     #[test]
     fn structural_changes_switch_files_and_a_failure_switches_them_back() {
         let with_c = |c_image: &str| {
             let mut f = fake("sha256:new-a", "sha256:new-b");
-            f.tags.borrow_mut().insert("r/c:latest".into(), c_image.into());
+            f.tags.lock().unwrap().insert("r/c:latest".into(), c_image.into());
             f.images.insert("c".into(), "r/c:latest".into());
             f
         };
@@ -665,8 +665,8 @@ mod tests {
             true,
         );
         assert_eq!(e.outcome, Outcome::Applied);
-        assert_eq!(*f.log.borrow(), ["files new", "up c", "rm b-old-b"]);
-        assert!(!f.running.borrow().contains_key("b"));
+        assert_eq!(*f.log.lock().unwrap(), ["files new", "up c", "rm b-old-b"]);
+        assert!(!f.running.lock().unwrap().contains_key("b"));
 
         let f = with_c("bad-c");
         let e = run(
@@ -676,8 +676,8 @@ mod tests {
             true,
         );
         assert_eq!(e.outcome, Outcome::RolledBack);
-        assert_eq!(*f.log.borrow(), ["files new", "up a", "up c", "files old", "rm c-bad-c", "up a"]);
-        assert!(!f.running.borrow().contains_key("c"), "a service created by the failed revision is removed");
+        assert_eq!(*f.log.lock().unwrap(), ["files new", "up a", "up c", "files old", "rm c-bad-c", "up a"]);
+        assert!(!f.running.lock().unwrap().contains_key("c"), "a service created by the failed revision is removed");
     }
 
     /// The stack's hooks wrap the whole update; a service's host hooks
@@ -716,14 +716,14 @@ mod tests {
         assert_eq!(e.outcome, Outcome::Applied);
         assert_eq!(e.skipped.len(), 1, "{:?}", e.skipped);
         assert!(e.skipped[0].starts_with("b: its pre-update hook failed"), "{:?}", e.skipped);
-        assert_eq!(f.running.borrow()["b"], "old-b", "b was left as it was");
-        assert_eq!(f.running.borrow()["a"], "sha256:new-a");
+        assert_eq!(f.running.lock().unwrap()["b"], "old-b", "b was left as it was");
+        assert_eq!(f.running.lock().unwrap()["a"], "sha256:new-a");
 
         let failing = Hooks { pre_update: Some("exit 1".into()), post_update: None };
         let f = fake("sha256:new-a", "sha256:new-b");
         let e = run_with_hooks(&f, changes, &[backup("a"), backup("b")], false, &failing, &BTreeMap::new());
         assert_eq!(e.outcome, Outcome::Failed);
         assert!(e.error.unwrap().contains("nothing was changed"));
-        assert!(f.log.borrow().is_empty(), "not even a pull: {:?}", f.log.borrow());
+        assert!(f.log.lock().unwrap().is_empty(), "not even a pull: {:?}", f.log.lock().unwrap());
     }
 }

@@ -108,16 +108,16 @@ fn probe(url: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::seams::engine::{ImageInfo, PullProgress};
-    use std::cell::RefCell;
+    use std::sync::Mutex;
 
     /// Replays one container state per poll, then repeats the last.
     struct Scripted {
-        states: RefCell<Vec<Vec<ContainerInfo>>>,
+        states: Mutex<Vec<Vec<ContainerInfo>>>,
     }
 
     impl Engine for Scripted {
         fn containers(&self, _: &str) -> anyhow::Result<Vec<ContainerInfo>> {
-            let mut s = self.states.borrow_mut();
+            let mut s = self.states.lock().unwrap();
             Ok(if s.len() > 1 { s.remove(0) } else { s[0].clone() })
         }
         fn image(&self, _: &str) -> anyhow::Result<Option<ImageInfo>> {
@@ -171,7 +171,7 @@ mod tests {
     }
 
     fn judge(states: Vec<Vec<ContainerInfo>>) -> Result<(), StepError> {
-        let engine = Scripted { states: RefCell::new(states) };
+        let engine = Scripted { states: Mutex::new(states) };
         let settings = HealthSettings { timeout: Duration::from_millis(200), stability: Duration::from_millis(20) };
         let check = Check { settings, url: None, poll: Duration::from_millis(5), stop: None, ignore: &[] };
         wait_healthy(&engine, "p", "web", Some("new"), &check)

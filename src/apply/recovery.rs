@@ -170,7 +170,7 @@ mod tests {
         let mut stack = crate::settings::from_directory(&dir, Some(&tmp.path().join("state"))).unwrap();
         stack.health = HealthSettings { timeout: Duration::from_millis(100), stability: Duration::ZERO };
         let f = fake("sha256:new-a", "sha256:new-b");
-        f.running.borrow_mut().insert("a".into(), running.into());
+        f.running.lock().unwrap().insert("a".into(), running.into());
         let change = Change {
             reasons: vec!["changed: environment".into()],
             ..Change::new("a", ChangeKind::Recreate, Some("r/a:latest".into()))
@@ -211,7 +211,7 @@ mod tests {
     fn a_revision_that_reached_its_target_is_completed_without_touching_anything() {
         let (_tmp, stack, f) = interrupted("new-a");
         assert_eq!(recover(&stack, &f), Some((1, Outcome::Applied)));
-        assert!(!f.log.borrow().iter().any(|l| l.starts_with("up")), "{:?}", f.log.borrow());
+        assert!(!f.log.lock().unwrap().iter().any(|l| l.starts_with("up")), "{:?}", f.log.lock().unwrap());
         assert_eq!(recover(&stack, &f), None, "a finished revision is not recovered twice");
     }
 
@@ -219,8 +219,8 @@ mod tests {
     fn a_revision_short_of_its_target_is_rolled_back() {
         let (_tmp, stack, f) = interrupted("bad-a");
         assert_eq!(recover(&stack, &f), Some((1, Outcome::RolledBack)));
-        assert_eq!(*f.log.borrow(), ["up a"]);
-        assert_eq!(f.running.borrow()["a"], "old-a", "a runs what it ran before the revision");
+        assert_eq!(*f.log.lock().unwrap(), ["up a"]);
+        assert_eq!(f.running.lock().unwrap()["a"], "old-a", "a runs what it ran before the revision");
         let journal = StateDir::open(&stack.state_dir).unwrap().journal().unwrap();
         assert!(journal.rejections.is_empty(), "an interrupted revision says nothing about its target");
     }

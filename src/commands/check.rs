@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 
 use super::apply::ApplyOptions;
-use super::{each_stack, plan_table, plural};
+use super::{each_stack_at_once, plan_table, plural};
 use crate::cli::CheckArgs;
 use crate::exit::ExitStatus;
 use crate::ops;
@@ -17,27 +17,22 @@ use crate::seams::Seams;
 use crate::settings::StackSettings;
 
 pub fn run(seams: &Seams, stacks: &[StackSettings], args: &CheckArgs, printer: &Printer) -> Result<ExitStatus> {
-    let mut pending: Vec<StackSettings> = Vec::new();
-    let mut others = ExitStatus::Success;
-    let status = each_stack(stacks, printer, |stack| {
+    let (status, each) = each_stack_at_once(stacks, printer, |stack, printer| {
         let result = check_one(seams, stack, printer);
         super::after_run(seams, stack, CommandName::Check, &result, printer);
-        let (status, report) = result?;
-        if status == ExitStatus::UpdatesPending {
-            pending.push(stack.clone());
-        } else {
-            others = others.worst(status);
-        }
-        Ok((status, report))
+        result
     });
+    let (pending, others): (Vec<_>, Vec<_>) =
+        stacks.iter().zip(each).partition(|(_, s)| *s == ExitStatus::UpdatesPending);
     if pending.is_empty() || args.only || !printer.can_ask() {
         return Ok(status);
     }
     if !printer.confirm("Apply these changes now?")? {
         return Ok(status);
     }
+    let pending: Vec<StackSettings> = pending.into_iter().map(|(stack, _)| stack.clone()).collect();
     let applied = super::apply::run(seams, &pending, ApplyOptions { yes: true, ..Default::default() }, printer)?;
-    Ok(applied.worst(others))
+    Ok(others.into_iter().fold(applied, |worst, (_, s)| worst.worst(s)))
 }
 
 fn check_one(seams: &Seams, stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Report)> {

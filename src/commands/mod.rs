@@ -7,7 +7,9 @@ pub mod pause;
 pub mod rollback;
 pub mod status;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Result;
 use serde::Serialize;
@@ -70,6 +72,11 @@ fn dispatch(cli: Cli, stacks: &[StackSettings], clock: &dyn Clock, printer: &Pri
     }
 }
 
+/// How many stacks `each_stack_at_once` checks at the same time: their
+/// registry lookups share each registry's cap, their Compose runs the
+/// machine's cores.
+const STACKS_AT_ONCE: usize = 4;
+
 /// Runs `one` for every stack, so one broken stack does not hide the
 /// others; the exit status is the one that most needs attention. With
 /// --json, one document: the stack's report, or `{"stacks": [...]}` when
@@ -79,26 +86,80 @@ pub fn each_stack(
     printer: &Printer,
     mut one: impl FnMut(&StackSettings) -> Result<(ExitStatus, Report)>,
 ) -> ExitStatus {
-    let mut status = ExitStatus::Success;
-    let mut reports = Vec::new();
+    let mut ran = Ran::default();
     for stack in stacks {
-        match one(stack) {
+        ran.add(stack, one(stack), printer);
+    }
+    ran.finish(printer).0
+}
+
+/// `each_stack` for work that changes nothing: several stacks at a time,
+/// each printing through a printer of its own, replayed in configuration
+/// order. Also gives each stack's exit status, in that order.
+pub fn each_stack_at_once(
+    stacks: &[StackSettings],
+    printer: &Printer,
+    one: impl Fn(&StackSettings, &Printer) -> Result<(ExitStatus, Report)> + Sync,
+) -> (ExitStatus, Vec<ExitStatus>) {
+    let mut ran = Ran::default();
+    let next = AtomicUsize::new(0);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..STACKS_AT_ONCE.min(stacks.len()) {
+            let (done, next, one) = (done.clone(), &next, &one);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(stack) = stacks.get(i) else { break };
+                    let own = printer.keeping();
+                    let result = one(stack, &own);
+                    if done.send((i, own, result)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done);
+        let mut early = BTreeMap::new();
+        for (i, own, result) in finished {
+            early.insert(i, (own, result));
+            while let Some((own, result)) = early.remove(&ran.each.len()) {
+                own.replay(printer);
+                ran.add(&stacks[ran.each.len()], result, printer);
+            }
+        }
+    });
+    ran.finish(printer)
+}
+
+/// What the stacks of a run ended with, in configuration order.
+#[derive(Default)]
+struct Ran {
+    each: Vec<ExitStatus>,
+    reports: Vec<Report>,
+}
+
+impl Ran {
+    fn add(&mut self, stack: &StackSettings, result: Result<(ExitStatus, Report)>, printer: &Printer) {
+        match result {
             Ok((s, report)) => {
-                status = status.worst(s);
-                reports.push(report);
+                self.each.push(s);
+                self.reports.push(report);
             }
             Err(err) => {
-                let s = status_of(&err);
-                status = status.worst(s);
+                self.each.push(status_of(&err));
                 printer.error(format!("stack {}", stack.name), &err);
-                reports.push(error_report(stack, &err));
+                self.reports.push(error_report(stack, &err));
             }
         }
     }
-    if printer.json {
-        printer.json(&Report::document(&reports));
+
+    fn finish(self, printer: &Printer) -> (ExitStatus, Vec<ExitStatus>) {
+        if printer.json {
+            printer.json(&Report::document(&self.reports));
+        }
+        (self.each.iter().fold(ExitStatus::Success, |worst, s| worst.worst(*s)), self.each)
     }
-    status
 }
 
 fn error_report(stack: &StackSettings, err: &anyhow::Error) -> Report {
@@ -204,4 +265,50 @@ pub fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String
 
 pub fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::report::ResumedReport;
+
+    /// Stacks that finish in reverse order print in configuration order;
+    /// a failing one hides no other.
+    #[test]
+    fn stacks_at_once_print_in_configuration_order_and_a_broken_one_hides_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stacks: Vec<StackSettings> = (0..7)
+            .map(|i| {
+                let dir = tmp.path().join(format!("s{i}"));
+                std::fs::create_dir(&dir).unwrap();
+                std::fs::write(dir.join("compose.yaml"), "services: {}\n").unwrap();
+                settings::from_directory(&dir, Some(&tmp.path().join("state"))).unwrap()
+            })
+            .collect();
+        let printer = Printer::new(false, false, 0).keeping();
+        let (status, each) = each_stack_at_once(&stacks, &printer, |stack, printer| {
+            let n: u64 = stack.name[1..].parse().unwrap();
+            printer.human(format!("{} begins\n", stack.name));
+            std::thread::sleep(Duration::from_millis(20 * (7 - n)));
+            if n == 2 {
+                anyhow::bail!("s2 is broken");
+            }
+            printer.step(format!("{} ends", stack.name));
+            let report = ResumedReport { command: CommandName::Check, stack: stack.name.clone(), was_paused: false };
+            Ok((if n == 5 { ExitStatus::UpdatesPending } else { ExitStatus::Success }, Report::Resumed(report)))
+        });
+        assert_eq!(status, ExitStatus::Failed);
+        assert_eq!(each[2], ExitStatus::Failed);
+        assert_eq!(each[5], ExitStatus::UpdatesPending);
+        assert_eq!(each.len(), 7);
+        let expected: String = (0..7)
+            .map(|i| match i {
+                2 => "s2 begins\n\nerror: stack s2: s2 is broken\n".to_string(),
+                _ => format!("s{i} begins\n\ns{i} ends\n"),
+            })
+            .collect();
+        assert_eq!(printer.kept_text(), expected);
+    }
 }

@@ -397,7 +397,7 @@ mod tests {
         let stack = directory(tmp.path(), MODEL);
         let mut f = fake("old-a", "old-b");
         running_as_defined(&mut f, &stack);
-        f.running.borrow_mut().insert("c".into(), "old-c".into());
+        f.running.lock().unwrap().insert("c".into(), "old-c".into());
         let edited = MODEL
             .replace(r#""b": {"image": "r/b:latest"}"#, r#""b": {"image": "r/b:latest", "environment": {"X": "1"}}"#);
         std::fs::write(stack.directory.join("compose.json"), edited).unwrap();

@@ -19,6 +19,10 @@ use crate::seams::compose::{Compose, ComposeModel, TOP_LEVEL_SECTIONS};
 
 const FILE: &str = "compose-model.json";
 
+/// Models kept per stack: a host whose timer and operator run with
+/// different environments has a key for each, and neither evicts the other.
+const ENTRIES: usize = 4;
+
 /// Service fields the planner reads (labels, volumes, networks, what a
 /// service is attached to, the names of its configs and secrets).
 const SERVICE_FIELDS: [&str; 12] = [
@@ -46,6 +50,11 @@ const TOP_LEVEL_FIELDS: [&str; 3] = ["name", "external", "file"];
 /// Labels clusterup reads, by prefix.
 const LABEL_PREFIXES: [&str; 2] = ["clusterup.", "com.centurylinklabs.watchtower."];
 
+#[derive(Serialize, Deserialize, Default)]
+struct Kept {
+    entries: Vec<Cached>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Cached {
     key: String,
@@ -63,11 +72,12 @@ pub fn model_and_hashes(
 ) -> Result<(ComposeModel, BTreeMap<String, String>, bool)> {
     let path = state_dir.join(FILE);
     let key = compose.cache_key();
+    let mut kept = load(&path);
     if use_cache
         && let Some(key) = &key
-        && let Some(cached) = load(&path, key)
+        && let Some(cached) = kept.entries.iter().find(|c| &c.key == key)
     {
-        return Ok((ComposeModel::from_json(&cached.model)?, cached.hashes, true));
+        return Ok((ComposeModel::from_json(&cached.model)?, cached.hashes.clone(), true));
     }
     let (model, hashes) = compose.model_and_hashes()?;
     let view = planning_view(&model);
@@ -76,19 +86,21 @@ pub fn model_and_hashes(
     if let Some(key) = key
         && compose.cache_key().as_ref() == Some(&key)
     {
-        let cached = Cached { key, model: view.clone(), hashes: hashes.clone() };
+        kept.entries.retain(|c| c.key != key);
+        kept.entries.insert(0, Cached { key, model: view.clone(), hashes: hashes.clone() });
+        kept.entries.truncate(ENTRIES);
         // A cache that cannot be written costs the next run time, nothing
         // else; the state directory's own writes report its trouble.
         let _ = crate::files::private_dir(state_dir)
             .map_err(anyhow::Error::from)
-            .and_then(|()| crate::files::write_atomic(&path, &serde_json::to_vec(&cached)?));
+            .and_then(|()| crate::files::write_atomic(&path, &serde_json::to_vec(&kept)?));
     }
     Ok((ComposeModel::from_json(&view)?, hashes, false))
 }
 
-fn load(path: &Path, key: &str) -> Option<Cached> {
-    let bytes = std::fs::read(path).ok()?;
-    serde_json::from_slice::<Cached>(&bytes).ok().filter(|c| c.key == key)
+/// What the file holds; nothing when it is missing or unreadable.
+fn load(path: &Path) -> Kept {
+    std::fs::read(path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
 }
 
 /// The model as `docker compose config --format json` would print it,

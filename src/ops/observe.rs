@@ -11,12 +11,17 @@ use crate::seams::engine::Engine;
 /// `detailed`: also each container's restart count and start time, which
 /// cost one inspection per container.
 pub fn observe(engine: &dyn Engine, project: &str, references: &[String], detailed: bool) -> Result<Observation> {
-    let containers = if detailed { engine.containers(project)? } else { engine.container_summaries(project)? };
+    // Two engine requests at once: each is mostly a round trip.
+    let (containers, images) = std::thread::scope(|scope| {
+        let images = scope.spawn(|| engine.local_images());
+        let containers = if detailed { engine.containers(project) } else { engine.container_summaries(project) };
+        (containers, images.join().unwrap_or_else(|_| Err(anyhow::anyhow!("listing images failed"))))
+    });
     let mut services: BTreeMap<String, ServiceObservation> = BTreeMap::new();
-    for container in containers {
+    for container in containers? {
         services.entry(container.service.clone()).or_default().containers.push(container);
     }
-    let images = engine.local_images()?;
+    let images = images?;
     for obs in services.values_mut() {
         let chosen = obs.containers.iter().find(|c| c.is_running()).or(obs.containers.first());
         obs.image = chosen.and_then(|c| images.iter().find(|i| i.id == c.image_id)).cloned();

@@ -1,7 +1,7 @@
 //! The Docker engine seam and its bollard implementation.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -74,7 +74,7 @@ pub struct PullProgress<'a> {
     pub total: Option<i64>,
 }
 
-pub trait Engine {
+pub trait Engine: Sync {
     /// Every container of the project's services (not `compose run`
     /// one-offs), stopped ones included.
     fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>>;
@@ -124,7 +124,7 @@ pub struct DockerEngine {
     runtime: tokio::runtime::Runtime,
     credentials: Credentials,
     /// Looked up once per registry and run: a credential helper can be slow.
-    credential_cache: RefCell<HashMap<String, Option<DockerCredentials>>>,
+    credential_cache: Mutex<HashMap<String, Option<DockerCredentials>>>,
     registries: Registries,
 }
 
@@ -144,19 +144,19 @@ impl DockerEngine {
             docker,
             runtime,
             credentials: Credentials::load(credential_helper)?,
-            credential_cache: RefCell::new(HashMap::new()),
+            credential_cache: Mutex::new(HashMap::new()),
             registries: Registries::new(registry),
         })
     }
 
     fn credentials_for(&self, registry: &str) -> Result<Option<DockerCredentials>> {
-        if let Some(hit) = self.credential_cache.borrow().get(registry) {
+        if let Some(hit) = self.credential_cache.lock().unwrap().get(registry) {
             return Ok(hit.clone());
         }
         let found = self.credentials.for_registry(registry).with_context(|| {
             format!("credentials for registry {registry} from {}", self.credentials.source().display())
         })?;
-        self.credential_cache.borrow_mut().insert(registry.to_string(), found.clone());
+        self.credential_cache.lock().unwrap().insert(registry.to_string(), found.clone());
         Ok(found)
     }
 

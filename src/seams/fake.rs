@@ -3,9 +3,9 @@
 //! model from a file (`FileCompose`), a clock that stands still and no
 //! signals; git is the real one, on local repositories.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -117,15 +117,15 @@ impl Compose for FileCompose {
 /// image id starting with "bad" is unhealthy.
 #[derive(Default)]
 pub struct Fake {
-    pub tags: RefCell<BTreeMap<String, String>>,
-    pub running: RefCell<BTreeMap<String, String>>,
+    pub tags: Mutex<BTreeMap<String, String>>,
+    pub running: Mutex<BTreeMap<String, String>>,
     pub registry: BTreeMap<String, String>,
     pub images: BTreeMap<String, String>,
     /// The config hash each service's containers carry.
     pub hashes: BTreeMap<String, String>,
     pub fail_pull: bool,
     pub fail_up_of_image: Option<String>,
-    pub log: RefCell<Vec<String>>,
+    pub log: Mutex<Vec<String>>,
     /// A file each `up` is also written to, for ordering against hooks
     /// (which run as real processes and write there too).
     pub trail: Option<std::path::PathBuf>,
@@ -135,7 +135,8 @@ impl Engine for Fake {
     fn containers(&self, _: &str) -> Result<Vec<ContainerInfo>> {
         Ok(self
             .running
-            .borrow()
+            .lock()
+            .unwrap()
             .iter()
             .map(|(service, image)| ContainerInfo {
                 id: format!("{service}-{image}"),
@@ -152,7 +153,7 @@ impl Engine for Fake {
             .collect())
     }
     fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
-        Ok(self.tags.borrow().get(reference).map(|id| ImageInfo { id: id.clone(), ..Default::default() }))
+        Ok(self.tags.lock().unwrap().get(reference).map(|id| ImageInfo { id: id.clone(), ..Default::default() }))
     }
     /// The digest the registry serves under a reference's repository.
     fn registry_digests(&self, references: &[String]) -> Vec<Result<String>> {
@@ -178,7 +179,7 @@ impl Engine for Fake {
     /// pulled as `r/a@old-a`.
     fn local_images(&self) -> Result<Vec<ImageInfo>> {
         let mut images: BTreeMap<String, ImageInfo> = BTreeMap::new();
-        for (reference, id) in self.tags.borrow().iter() {
+        for (reference, id) in self.tags.lock().unwrap().iter() {
             let image = images.entry(id.clone()).or_insert_with(|| ImageInfo { id: id.clone(), ..Default::default() });
             image.repo_tags.push(reference.clone());
             let repo = split_tag(reference).map_or(reference.as_str(), |(repo, _)| repo);
@@ -187,30 +188,30 @@ impl Engine for Fake {
         Ok(images.into_values().collect())
     }
     fn pull(&self, reference: &str, _: &mut dyn FnMut(&PullProgress)) -> Result<()> {
-        self.log.borrow_mut().push(format!("pull {reference}"));
+        self.log.lock().unwrap().push(format!("pull {reference}"));
         if self.fail_pull {
             bail!("registry r: connection refused");
         }
-        self.tags.borrow_mut().insert(reference.into(), self.registry[reference].clone());
+        self.tags.lock().unwrap().insert(reference.into(), self.registry[reference].clone());
         Ok(())
     }
     fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()> {
-        self.log.borrow_mut().push(format!("tag {image} {repo}:{tag}"));
-        let id = self.tags.borrow().get(image).cloned().unwrap_or_else(|| image.to_string());
-        self.tags.borrow_mut().insert(format!("{repo}:{tag}"), id);
+        self.log.lock().unwrap().push(format!("tag {image} {repo}:{tag}"));
+        let id = self.tags.lock().unwrap().get(image).cloned().unwrap_or_else(|| image.to_string());
+        self.tags.lock().unwrap().insert(format!("{repo}:{tag}"), id);
         Ok(())
     }
     fn tags_under(&self, prefix: &str) -> Result<Vec<String>> {
-        Ok(self.tags.borrow().keys().filter(|t| t.starts_with(prefix)).cloned().collect())
+        Ok(self.tags.lock().unwrap().keys().filter(|t| t.starts_with(prefix)).cloned().collect())
     }
     fn untag(&self, tag: &str) -> Result<()> {
-        self.log.borrow_mut().push(format!("untag {tag}"));
-        self.tags.borrow_mut().remove(tag);
+        self.log.lock().unwrap().push(format!("untag {tag}"));
+        self.tags.lock().unwrap().remove(tag);
         Ok(())
     }
     fn remove_container(&self, id: &str) -> Result<()> {
-        self.log.borrow_mut().push(format!("rm {id}"));
-        self.running.borrow_mut().retain(|s, i| format!("{s}-{i}") != id);
+        self.log.lock().unwrap().push(format!("rm {id}"));
+        self.running.lock().unwrap().retain(|s, i| format!("{s}-{i}") != id);
         Ok(())
     }
 }
@@ -223,17 +224,17 @@ impl Compose for Fake {
         Ok(BTreeMap::new())
     }
     fn up(&self, _: &str, service: &str, _: bool) -> Result<()> {
-        self.log.borrow_mut().push(format!("up {service}"));
+        self.log.lock().unwrap().push(format!("up {service}"));
         if let Some(trail) = &self.trail {
             use std::io::Write;
             let mut file = std::fs::OpenOptions::new().create(true).append(true).open(trail)?;
             writeln!(file, "up {service}")?;
         }
-        let id = self.tags.borrow()[&self.images[service]].clone();
+        let id = self.tags.lock().unwrap()[&self.images[service]].clone();
         if self.fail_up_of_image.as_deref() == Some(id.as_str()) {
             bail!("compose failed");
         }
-        self.running.borrow_mut().insert(service.into(), id);
+        self.running.lock().unwrap().insert(service.into(), id);
         Ok(())
     }
     fn scale_up(&self, _: &str, _: &str, _: usize) -> Result<()> {
@@ -256,8 +257,8 @@ pub fn fake(new_a: &str, new_b: &str) -> Fake {
     let mut f = Fake::default();
     for (svc, new) in [("a", new_a), ("b", new_b)] {
         let r = format!("r/{svc}:latest");
-        f.tags.borrow_mut().insert(r.clone(), format!("old-{svc}"));
-        f.running.borrow_mut().insert(svc.into(), format!("old-{svc}"));
+        f.tags.lock().unwrap().insert(r.clone(), format!("old-{svc}"));
+        f.running.lock().unwrap().insert(svc.into(), format!("old-{svc}"));
         f.registry.insert(format!("r/{svc}@{new}"), new.into());
         f.images.insert(svc.into(), r);
     }

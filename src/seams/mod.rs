@@ -36,7 +36,7 @@ pub struct Seams<'a> {
 }
 
 /// Opens a stack's Compose and its git checkout.
-pub trait Open {
+pub trait Open: Sync {
     fn compose(&self, spec: &ComposeSpec) -> Box<dyn Compose>;
     /// clusterup's clone in `git_dir` (created the first time), or the
     /// operator's checkout when `source` is in place.

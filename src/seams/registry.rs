@@ -5,8 +5,8 @@
 //! path: the engine asks whenever this client cannot answer for sure.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
@@ -62,6 +62,26 @@ pub struct Registries {
     timeout: Duration,
     /// `Authorization` values that worked, per registry and repository.
     authorizations: Mutex<HashMap<(String, String), String>>,
+    /// Lookups in flight per registry, whoever asks: stacks checked at
+    /// once share the `CONCURRENCY` of each registry.
+    in_flight: Mutex<HashMap<String, usize>>,
+    freed: Condvar,
+}
+
+/// A place among a registry's `CONCURRENCY` lookups in flight.
+struct Permit<'a> {
+    registries: &'a Registries,
+    registry: String,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self.registries.in_flight.lock().unwrap();
+        if let Some(n) = in_flight.get_mut(&self.registry) {
+            *n -= 1;
+        }
+        self.registries.freed.notify_all();
+    }
 }
 
 impl Registries {
@@ -75,7 +95,22 @@ impl Registries {
             .user_agent(concat!("clusterup/", env!("CARGO_PKG_VERSION")))
             .build();
         let agent = ureq::Agent::with_parts(config, DefaultConnector::default(), OncePerHost::default());
-        Registries { agent, timeout, authorizations: Mutex::new(HashMap::new()) }
+        Registries {
+            agent,
+            timeout,
+            authorizations: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn permit(&self, registry: &str) -> Permit<'_> {
+        let mut in_flight = self.in_flight.lock().unwrap();
+        while in_flight.get(registry).is_some_and(|n| *n >= CONCURRENCY) {
+            in_flight = self.freed.wait(in_flight).unwrap();
+        }
+        *in_flight.entry(registry.to_string()).or_default() += 1;
+        Permit { registries: self, registry: registry.to_string() }
     }
 
     /// The digest of each `(reference, credentials)`, several in flight,
@@ -98,6 +133,7 @@ impl Registries {
     }
 
     fn digest(&self, reference: &Reference, creds: Option<&DockerCredentials>) -> Result<String> {
+        let _permit = self.permit(&reference.registry);
         let target = reference.tag.as_deref().or(reference.digest.as_deref()).unwrap_or("latest");
         let url = format!("{}/v2/{}/manifests/{}", base_url(&reference.registry), reference.repository, target);
         let key = (reference.registry.clone(), reference.repository.clone());
@@ -404,6 +440,51 @@ mod tests {
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.iter().filter(|r| r.starts_with("GET /token")).count(), 1, "{seen:#?}");
         assert_eq!(seen.iter().filter(|r| r.starts_with("HEAD /v2/team/app/manifests/v2")).count(), 4, "{seen:#?}");
+    }
+
+    /// Stacks checked at once share each registry's lookups in flight.
+    #[test]
+    fn lookups_in_flight_are_capped_per_registry_across_callers() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let counts = std::sync::Arc::new(Mutex::new((0usize, 0usize)));
+        let shared = counts.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let (mut stream, counts) = (stream.unwrap(), shared.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                        while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                            line.clear();
+                        }
+                        line.clear();
+                        {
+                            let mut c = counts.lock().unwrap();
+                            c.0 += 1;
+                            c.1 = c.1.max(c.0);
+                        }
+                        std::thread::sleep(Duration::from_millis(30));
+                        counts.lock().unwrap().0 -= 1;
+                        let reply = "HTTP/1.1 200 OK\r\ndocker-content-digest: sha256:abc\r\ncontent-length: 0\r\n\r\n";
+                        if stream.write_all(reply.as_bytes()).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let registries = Registries::new(Duration::from_secs(20));
+        let lookups: Vec<(Reference, Option<DockerCredentials>)> =
+            (0..12).map(|i| (Reference::parse(&format!("{addr}/app{i}:v1")), None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| assert!(registries.digests(&lookups).iter().all(|r| r.is_ok())));
+            }
+        });
+        let most = counts.lock().unwrap().1;
+        assert!((2..=CONCURRENCY).contains(&most), "at most {CONCURRENCY} in flight, and more than one: {most}");
     }
 
     /// A registry stand-in that answers each HEAD in turn with the next
