@@ -71,7 +71,7 @@ pub fn model_and_hashes(
     use_cache: bool,
 ) -> Result<(ComposeModel, BTreeMap<String, String>, bool)> {
     let path = state_dir.join(FILE);
-    let key = compose.cache_key();
+    let key = cache_key(compose);
     let mut kept = load(&path);
     if use_cache
         && let Some(key) = &key
@@ -84,7 +84,7 @@ pub fn model_and_hashes(
     // Files changed while Compose read them: the model may be of either
     // version, so it is kept under neither.
     if let Some(key) = key
-        && compose.cache_key().as_ref() == Some(&key)
+        && cache_key(compose).as_ref() == Some(&key)
     {
         kept.entries.retain(|c| c.key != key);
         kept.entries.insert(0, Cached { key, model: view.clone(), hashes: hashes.clone() });
@@ -96,6 +96,14 @@ pub fn model_and_hashes(
             .and_then(|()| crate::files::write_atomic(&path, &serde_json::to_vec(&kept)?));
     }
     Ok((ComposeModel::from_json(&view)?, hashes, false))
+}
+
+/// Compose's key, and the fields kept: a clusterup that keeps other
+/// fields does not read what an earlier one kept.
+fn cache_key(compose: &dyn Compose) -> Option<String> {
+    use sha2::Digest;
+    let fields = [&SERVICE_FIELDS[..], &BUILD_FIELDS, &TOP_LEVEL_FIELDS, &LABEL_PREFIXES].concat().join(",");
+    compose.cache_key().map(|k| format!("{k}-{:x}", sha2::Sha256::digest(fields)))
 }
 
 /// What the file holds; nothing when it is missing or unreadable.

@@ -39,26 +39,61 @@ pub fn cache_key(
         key.field(f.as_os_str().as_bytes());
     }
     key.field(project.unwrap_or_default().as_bytes());
-    // Interpolation may read any variable, `${PWD}` included.
-    let mut env = env.to_vec();
+    let mut texts = Vec::new();
+    for path in &inputs.read {
+        key.field(path.as_os_str().as_bytes());
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                key.field(&bytes);
+                texts.push(bytes);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => key.field(b"\0absent"),
+            Err(_) => return None,
+        }
+    }
+    // Interpolation may read any variable, `${PWD}` included; those that
+    // differ on every run of a timer or login count only where a file
+    // names them.
+    let mut env: Vec<_> = env
+        .iter()
+        .filter(|(name, _)| !VOLATILE.iter().any(|v| name == v) || texts.iter().any(|t| contains(t, name.as_bytes())))
+        .collect();
     env.sort();
     for (name, value) in env {
         key.field(name.as_bytes());
         key.field(value.as_bytes());
-    }
-    for path in &inputs.read {
-        key.field(path.as_os_str().as_bytes());
-        match std::fs::read(path) {
-            Ok(bytes) => key.field(&bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => key.field(b"\0absent"),
-            Err(_) => return None,
-        }
     }
     for path in &inputs.named {
         key.field(path.as_os_str().as_bytes());
         key.identity(path)?;
     }
     Some(format!("{:x}", key.0.finalize()))
+}
+
+/// Variables set anew for each run by systemd, a shell or an ssh login.
+const VOLATILE: [&str; 18] = [
+    "_",
+    "OLDPWD",
+    "SHLVL",
+    "INVOCATION_ID",
+    "JOURNAL_STREAM",
+    "SYSTEMD_EXEC_PID",
+    "MANAGERPID",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "SSH_CLIENT",
+    "SSH_CONNECTION",
+    "SSH_TTY",
+    "SSH_AUTH_SOCK",
+    "XDG_SESSION_ID",
+];
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 struct Key(Sha256);
@@ -368,6 +403,15 @@ mod tests {
         }
         assert!(seen.insert(key(Some("other"), "1")), "the project name changes the key");
         assert!(seen.insert(key(None, "2")), "the environment changes the key");
+
+        let run = |id: &str| {
+            let mut env = env("2");
+            env.push(("INVOCATION_ID".into(), id.into()));
+            cache_key(&binary, &d, &[], None, &env).unwrap()
+        };
+        assert_eq!(run("a1"), run("b2"), "what systemd sets anew for each run is no input");
+        write(&d, &[(".env", "ID=${INVOCATION_ID}\n")]);
+        assert_ne!(run("a1"), run("b2"), "unless a file names it");
     }
 
     #[test]
