@@ -75,7 +75,7 @@ fn dispatch(cli: Cli, stacks: &[StackSettings], clock: &dyn Clock, printer: &Pri
 /// How many stacks `each_stack_at_once` checks at the same time: their
 /// registry lookups share each registry's cap, their Compose runs the
 /// machine's cores.
-const STACKS_AT_ONCE: usize = 4;
+const STACKS_AT_ONCE: usize = 8;
 
 /// Runs `one` for every stack, so one broken stack does not hide the
 /// others; the exit status is the one that most needs attention. With

@@ -126,7 +126,14 @@ pub struct DockerEngine {
     /// Looked up once per registry and run: a credential helper can be slow.
     credential_cache: Mutex<HashMap<String, Option<DockerCredentials>>>,
     registries: Registries,
+    /// The last list of local images and when it was made: stacks
+    /// observed together share one. A pull or tag from this process drops
+    /// it; `IMAGES_FRESH` bounds what another process may have changed.
+    images: Mutex<Option<(std::time::Instant, Vec<ImageInfo>)>>,
 }
+
+/// How long a list of local images answers again.
+const IMAGES_FRESH: Duration = Duration::from_secs(1);
 
 impl DockerEngine {
     /// The engine at DOCKER_HOST (or the default socket); each request
@@ -146,6 +153,7 @@ impl DockerEngine {
             credentials: Credentials::load(credential_helper)?,
             credential_cache: Mutex::new(HashMap::new()),
             registries: Registries::new(registry),
+            images: Mutex::new(None),
         })
     }
 
@@ -293,12 +301,21 @@ impl Engine for DockerEngine {
     }
 
     fn local_images(&self) -> Result<Vec<ImageInfo>> {
+        // Held while listing: stacks asking at once wait for one answer.
+        let mut kept = self.images.lock().unwrap();
+        if let Some((when, images)) = kept.as_ref()
+            && when.elapsed() < IMAGES_FRESH
+        {
+            return Ok(images.clone());
+        }
         let options = ListImagesOptionsBuilder::default().build();
-        let images = self.runtime.block_on(self.docker.list_images(Some(options))).context("listing images")?;
-        Ok(images
+        let listed = self.runtime.block_on(self.docker.list_images(Some(options))).context("listing images")?;
+        let images: Vec<ImageInfo> = listed
             .into_iter()
             .map(|i| ImageInfo { id: i.id, repo_digests: i.repo_digests, repo_tags: i.repo_tags })
-            .collect())
+            .collect();
+        *kept = Some((std::time::Instant::now(), images.clone()));
+        Ok(images)
     }
 
     fn registry_digests(&self, references: &[String]) -> Vec<Result<String>> {
@@ -357,21 +374,21 @@ impl Engine for DockerEngine {
         let registry = Reference::parse(reference).registry;
         let creds = self.credentials_for(&registry)?;
         let options = CreateImageOptionsBuilder::default().from_image(reference).build();
-        self.runtime
-            .block_on(async {
-                let mut stream = self.docker.create_image(Some(options), None, creds);
-                while let Some(info) = stream.try_next().await.map_err(|e| self.registry_error(&registry, e))? {
-                    let detail = info.progress_detail.unwrap_or_default();
-                    progress(&PullProgress {
-                        layer: info.id.as_deref(),
-                        status: info.status.as_deref().unwrap_or(""),
-                        current: detail.current,
-                        total: detail.total,
-                    });
-                }
-                Ok::<(), anyhow::Error>(())
-            })
-            .with_context(|| format!("pulling {reference}"))
+        let pulled = self.runtime.block_on(async {
+            let mut stream = self.docker.create_image(Some(options), None, creds);
+            while let Some(info) = stream.try_next().await.map_err(|e| self.registry_error(&registry, e))? {
+                let detail = info.progress_detail.unwrap_or_default();
+                progress(&PullProgress {
+                    layer: info.id.as_deref(),
+                    status: info.status.as_deref().unwrap_or(""),
+                    current: detail.current,
+                    total: detail.total,
+                });
+            }
+            Ok::<(), anyhow::Error>(())
+        });
+        self.images.lock().unwrap().take();
+        pulled.with_context(|| format!("pulling {reference}"))
     }
 
     fn remove_container(&self, id: &str) -> Result<()> {
@@ -423,7 +440,9 @@ impl Engine for DockerEngine {
 
     fn untag(&self, tag: &str) -> Result<()> {
         let options = RemoveImageOptionsBuilder::default().force(false).noprune(false).build();
-        match self.runtime.block_on(self.docker.remove_image(tag, Some(options), None)) {
+        let removed = self.runtime.block_on(self.docker.remove_image(tag, Some(options), None));
+        self.images.lock().unwrap().take();
+        match removed {
             // A container still runs it: the tag stays, and so does the image.
             Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing tag {tag}")),
@@ -432,8 +451,8 @@ impl Engine for DockerEngine {
 
     fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()> {
         let options = TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
-        self.runtime
-            .block_on(self.docker.tag_image(image, Some(options)))
-            .with_context(|| format!("tagging image {image} as {repo}:{tag}"))
+        let tagged = self.runtime.block_on(self.docker.tag_image(image, Some(options)));
+        self.images.lock().unwrap().take();
+        tagged.with_context(|| format!("tagging image {image} as {repo}:{tag}"))
     }
 }
