@@ -198,6 +198,15 @@ impl ComposeCli {
     }
 
     fn command(&self, project: Option<&str>) -> Command {
+        let mut cmd = self.bare_command(project);
+        for f in &self.files {
+            cmd.arg("--file").arg(f);
+        }
+        cmd
+    }
+
+    /// Compose without the stack's files (`command` adds them).
+    fn bare_command(&self, project: Option<&str>) -> Command {
         let mut cmd = match plugin() {
             Some(path) => Command::new(path),
             None => {
@@ -208,9 +217,6 @@ impl ComposeCli {
         };
         if let Some(p) = project.or(self.project.as_deref()) {
             cmd.args(["--project-name", p]);
-        }
-        for f in &self.files {
-            cmd.arg("--file").arg(f);
         }
         // Compose may ask questions (e.g. "Recreate volume (data will be
         // lost)?"); no one must ever answer yes on its behalf. Its own
@@ -263,7 +269,9 @@ impl ComposeCli {
     }
 
     fn hashes_of(&self, resolved: &Value) -> Result<BTreeMap<String, String>> {
-        let mut cmd = self.command(None);
+        // The resolved model alone: with the stack's files too, Compose
+        // would merge the two and double every list.
+        let mut cmd = self.bare_command(None);
         cmd.args(["--file", "-", "--project-directory"]).arg(&self.directory).args(["config", "--hash", "*"]);
         parse_hashes(self.run_with(cmd, Some(resolved.to_string().as_bytes()), "reading compose config hashes")?)
     }

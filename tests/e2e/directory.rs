@@ -232,3 +232,32 @@ fn a_kept_compose_model_never_hides_a_change_to_what_compose_reads() {
     in_step("the environment back as it was");
     assert_ne!(kept(), first, "each change asked Compose again");
 }
+
+/// A stack named by its compose files, one overriding the other, whose
+/// service reads an env_file and publishes a port: in step right after
+/// `compose up` with the same files.
+#[test]
+fn an_env_file_service_of_named_compose_files_is_in_step() {
+    let mut stack = Stack::new("direnvfiles");
+    let web = stack.image("web");
+    stack.publish("v1", &web);
+    let port = free_port();
+    std::fs::write(
+        stack.dir.join("base.yaml"),
+        format!(
+            "services:\n  web:\n    image: {web}\n    env_file: [app.env]\n    ports: [\"127.0.0.1:{port}:8080\"]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(stack.dir.join("prod.yaml"), "services:\n  web:\n    environment: {MODE: prod}\n").unwrap();
+    std::fs::write(stack.dir.join("app.env"), "APP=1\n").unwrap();
+    stack.write_config("    compose_files: [base.yaml, prod.yaml]\n");
+    let out =
+        stack.compose(&["--file", "base.yaml", "--file", "prod.yaml", "up", "--detach", "--wait", "--pull", "never"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = stack.clusterup(&["check", "--only", "--json"]);
+    assert_eq!(run.code, 0, "in step: {run:?}");
+    std::fs::write(stack.dir.join("app.env"), "APP=2\n").unwrap();
+    let run = stack.clusterup(&["check", "--only", "--json"]);
+    assert_eq!(run.code, 100, "the env_file's change is seen: {run:?}");
+}
