@@ -188,7 +188,7 @@ fn a_kept_compose_model_never_hides_a_change_to_what_compose_reads() {
     let web = stack.image("web");
     stack.publish("v1", &web);
     stack.write_compose(&format!(
-        "services:\n  web:\n    image: {web}\n    env_file: [app.env]\n    environment:\n      FROM_DOTENV: ${{DOTENV_VALUE}}\n      FROM_SHELL: ${{SHELL_VALUE:-unset}}\n"
+        "services:\n  web:\n    image: {web}\n    env_file: [app.env]\n    environment:\n      FROM_DOTENV: ${{DOTENV_VALUE}}\n      FROM_SHELL: ${{SHELL_VALUE:-unset}}\n      TOKEN: CanaryKeptModel\n    command: [/bin/sh, -c, 'KEY=CanaryKeptCommand exec /bin/httpd -f -p 8080 -h /www']\n"
     ));
     let write = |name: &str, text: &str| std::fs::write(stack.dir.join(name), text).unwrap();
     write(".env", "DOTENV_VALUE=1\n");
@@ -202,7 +202,9 @@ fn a_kept_compose_model_never_hides_a_change_to_what_compose_reads() {
     };
     let kept = || {
         let found = crate::support::files_under(&stack.state, &[]);
-        let (path, _) = found.iter().find(|(p, _)| p.ends_with("compose-model.json")).expect("the model is kept");
+        let (path, bytes) = found.iter().find(|(p, _)| p.ends_with("compose-model.json")).expect("the model is kept");
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!text.contains("CanaryKept"), "no value of the environment or command is kept: {text}");
         std::fs::metadata(path).unwrap().ino()
     };
     let in_step = |why: &str| {
