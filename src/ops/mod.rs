@@ -78,7 +78,23 @@ fn plan_with(seams: &Seams, stack: &StackSettings, goal: Goal, use_cache: bool) 
         Some(source) => git_models(seams, stack, source, compose.as_ref(), &goal)?,
     };
     let references: Vec<String> = model.services.values().filter_map(|s| s.image.clone()).collect();
-    let observation = observe::observe(seams.engine, &model.project, &references, false)?;
+    let target_images = match goal {
+        Goal::Revision(r) => Some(&r.images),
+        Goal::Latest | Goal::Commit(_) => None,
+    };
+    // Files unchanged since the last run: the registries are asked what
+    // they were asked then while the engine is observed, each a round trip.
+    let last_lookups = match target_images {
+        None => fetch::last_lookups(&stack.state_dir),
+        Some(_) => Vec::new(),
+    };
+    let ask_early: &[String] = if cached_model { &last_lookups } else { &[] };
+    let (observation, early) = std::thread::scope(|scope| {
+        let early = scope.spawn(|| fetch::fetch(seams.engine, ask_early));
+        let observation = observe::observe(seams.engine, &model.project, &references, false);
+        (observation, early.join().unwrap_or_default())
+    });
+    let observation = observation?;
     let labels = crate::labels::resolve(stack, &model).map_err(|e| usage(format!("stack {}: {e}", stack.name)))?;
     let skip = labels.skip;
     if let Some(unknown) = stack.skip.iter().chain(stack.services.keys()).find(|s| !model.services.contains_key(*s)) {
@@ -88,13 +104,13 @@ fn plan_with(seams: &Seams, stack: &StackSettings, goal: Goal, use_cache: bool) 
             model.services.keys().cloned().collect::<Vec<_>>().join(", ")
         )));
     }
-    let target_images = match goal {
-        Goal::Revision(r) => Some(&r.images),
-        Goal::Latest | Goal::Commit(_) => None,
-    };
     let remote = match target_images {
         Some(_) => Default::default(),
-        None => fetch::fetch(seams.engine, &classify::registry_lookups(&model, &observation, &skip)),
+        None => {
+            let lookups = classify::registry_lookups(&model, &observation, &skip);
+            fetch::remember_lookups(&stack.state_dir, &lookups, &last_lookups);
+            fetch::complete(seams.engine, &lookups, early)
+        }
     };
     let gone = match &hashes {
         Some(_) => removed_by_hand(compose.as_ref(), &model, &observation)?,
