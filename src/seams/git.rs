@@ -372,20 +372,28 @@ fn callbacks(source: &GitSource, deadline: Instant) -> RemoteCallbacks<'static> 
     callbacks
 }
 
-/// The process umask until dropped.
-struct Umask(libc::mode_t);
+/// The process umask until dropped. Stacks checked at once may each set
+/// one: the lock keeps each set-and-restore whole, so the process never
+/// keeps another's mask.
+struct Umask {
+    old: libc::mode_t,
+    _held: std::sync::MutexGuard<'static, ()>,
+}
+
+static UMASK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Umask {
     fn set(mask: libc::mode_t) -> Umask {
+        let held = UMASK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // SAFETY: umask cannot fail; it is restored on drop.
-        Umask(unsafe { libc::umask(mask) })
+        Umask { old: unsafe { libc::umask(mask) }, _held: held }
     }
 }
 
 impl Drop for Umask {
     fn drop(&mut self) {
         // SAFETY: as above.
-        unsafe { libc::umask(self.0) };
+        unsafe { libc::umask(self.old) };
     }
 }
 
