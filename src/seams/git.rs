@@ -125,6 +125,9 @@ impl Repo for GitRepo {
         if let Some(remote) = &self.source.in_place {
             return worktree::fetch(&self.repo, &self.source.checkout, remote, branch, *timeout);
         }
+        // One libgit2 fetch at a time (stacks are checked at once): the
+        // timeouts it sets are process-wide. Its own bound starts after.
+        let _alone = NETWORK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let deadline = Instant::now() + *timeout;
         let (send, receive) = std::sync::mpsc::channel();
         let (git_dir, source) = (self.git_dir.clone(), self.source.clone());
@@ -203,6 +206,7 @@ impl Repo for GitRepo {
         if self.source.submodules {
             // A rollback checks out without fetching first: the bounds must
             // be in place for submodule fetches too.
+            let _alone = NETWORK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             set_network_timeouts(self.source.idle_timeout);
             for mut sub in self.repo.submodules()? {
                 let name = sub.name().unwrap_or("?").to_string();
@@ -322,12 +326,16 @@ fn fetch_branch(git_dir: &Path, source: &GitSource, deadline: Instant) -> Result
         .map_err(|_| anyhow!("branch {branch} does not exist on {url}; check `git.branch` in the configuration"))
 }
 
+/// Held by whoever sets libgit2's network timeouts and connects with them.
+static NETWORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// libgit2's own bounds on connecting and on a connection that goes
 /// quiet (process-wide; every stack's fetch sets them before it starts).
 fn set_network_timeouts(idle: Duration) {
     let ms = i32::try_from(idle.as_millis()).unwrap_or(i32::MAX).max(1);
-    // SAFETY: these set libgit2 globals; clusterup never changes them
-    // while a connection is being made on another thread with other values.
+    // SAFETY: these set libgit2 globals; callers hold NETWORK, so no other
+    // fetch of this process connects meanwhile (but one given up at its
+    // deadline, whose callbacks end it at their next call).
     unsafe {
         let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms);
         let _ = git2::opts::set_server_timeout_in_milliseconds(ms);
