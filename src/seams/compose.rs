@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -232,6 +232,7 @@ impl ComposeCli {
     }
 
     fn run_with(&self, mut cmd: Command, input: Option<&[u8]>, what: &str) -> Result<Output> {
+        let _place = ComposePlace::take();
         let done = super::process::run(&mut cmd, input, self.timeout, usize::MAX).map_err(|e| match e {
             super::process::Failure::Spawn(e) => {
                 anyhow::Error::new(e).context(format!("{what}: running `docker compose`; is the Docker CLI installed?"))
@@ -306,6 +307,37 @@ impl ComposeCli {
         let names: Vec<String> =
             self.compose_files().into_iter().map(|f| self.directory.join(f).display().to_string()).collect();
         if names.is_empty() { format!("the compose file in {}", self.directory.display()) } else { names.join(", ") }
+    }
+}
+
+/// How many Compose processes run at once in this process: each is a Go
+/// program of 50-80 MB, and stacks checked at once would otherwise start
+/// two each.
+const COMPOSE_AT_ONCE: usize = 4;
+
+static RUNNING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// A place among the `COMPOSE_AT_ONCE`; each holder's wait is bounded by
+/// timeouts.compose, so a wait for a place is too.
+struct ComposePlace;
+
+impl ComposePlace {
+    fn take() -> ComposePlace {
+        let (count, freed) = &RUNNING;
+        let mut n = count.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *n >= COMPOSE_AT_ONCE {
+            n = freed.wait(n).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *n += 1;
+        ComposePlace
+    }
+}
+
+impl Drop for ComposePlace {
+    fn drop(&mut self) {
+        let (count, freed) = &RUNNING;
+        *count.lock().unwrap_or_else(std::sync::PoisonError::into_inner) -= 1;
+        freed.notify_one();
     }
 }
 
@@ -526,6 +558,27 @@ mod tests {
     }
 
     /// Issue 13, item 13: a name that would read as an option is refused.
+    #[test]
+    fn at_most_four_compose_processes_run_at_once() {
+        let now = std::sync::Mutex::new((0usize, 0usize));
+        std::thread::scope(|scope| {
+            for _ in 0..12 {
+                scope.spawn(|| {
+                    let _place = ComposePlace::take();
+                    {
+                        let mut n = now.lock().unwrap();
+                        n.0 += 1;
+                        n.1 = n.1.max(n.0);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    now.lock().unwrap().0 -= 1;
+                });
+            }
+        });
+        let most = now.lock().unwrap().1;
+        assert!((2..=COMPOSE_AT_ONCE).contains(&most), "{most} at once");
+    }
+
     #[test]
     fn service_names_that_are_options_are_refused() {
         for bad in ["--force-recreate", "-d", "", "web\u{1b}[2J", "a b", "web;rm"] {
