@@ -22,7 +22,7 @@ LAYERS = [
     ["plan"],
     ["labels", "settings", "window", "output"],
     ["seams"],
-    ["signals", "redact", "trust", "reference", "exit", "clock", "files"],
+    ["signals", "redact", "trust", "reference", "exit", "clock", "files", "at_once"],
 ]
 __doc__ += "\n".join("    " + " ".join(layer) for layer in LAYERS) + "\n"
 

@@ -3,6 +3,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod apply;
+mod at_once;
 mod cli;
 mod clock;
 mod commands;

@@ -9,7 +9,6 @@ pub mod status;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Result;
 use serde::Serialize;
@@ -102,31 +101,17 @@ pub fn each_stack_at_once(
     one: impl Fn(&StackSettings, &Printer) -> Result<(ExitStatus, Report)> + Sync,
 ) -> (ExitStatus, Vec<ExitStatus>) {
     let mut ran = Ran::default();
-    let next = AtomicUsize::new(0);
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::scope(|scope| {
-        for _ in 0..STACKS_AT_ONCE.min(stacks.len()) {
-            let (done, next, one) = (done.clone(), &next, &one);
-            scope.spawn(move || {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(stack) = stacks.get(i) else { break };
-                    let own = printer.keeping();
-                    let result = one(stack, &own);
-                    if done.send((i, own, result)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(done);
-        let mut early = BTreeMap::new();
-        for (i, own, result) in finished {
-            early.insert(i, (own, result));
-            while let Some((own, result)) = early.remove(&ran.each.len()) {
-                own.replay(printer);
-                ran.add(&stacks[ran.each.len()], result, printer);
-            }
+    let mut early = BTreeMap::new();
+    let work = |stack: &StackSettings| {
+        let own = printer.keeping();
+        let result = one(stack, &own);
+        (own, result)
+    };
+    crate::at_once::for_each(stacks, STACKS_AT_ONCE, work, |i, finished| {
+        early.insert(i, finished);
+        while let Some((own, result)) = early.remove(&ran.each.len()) {
+            own.replay(printer);
+            ran.add(&stacks[ran.each.len()], result, printer);
         }
     });
     ran.finish(printer)

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+use crate::at_once::Places;
 use crate::exit::usage;
 /// Names Compose looks for, in its own order of preference.
 pub const COMPOSE_FILE_NAMES: [&str; 4] = ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
@@ -232,7 +233,7 @@ impl ComposeCli {
     }
 
     fn run_with(&self, mut cmd: Command, input: Option<&[u8]>, what: &str) -> Result<Output> {
-        let _place = ComposePlace::take();
+        let _place = RUNNING.take("compose");
         let done = super::process::run(&mut cmd, input, self.timeout, usize::MAX).map_err(|e| match e {
             super::process::Failure::Spawn(e) => {
                 anyhow::Error::new(e).context(format!("{what}: running `docker compose`; is the Docker CLI installed?"))
@@ -315,31 +316,9 @@ impl ComposeCli {
 /// two each.
 const COMPOSE_AT_ONCE: usize = 4;
 
-static RUNNING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
-
-/// A place among the `COMPOSE_AT_ONCE`; each holder's wait is bounded by
+/// Compose runs under way in this process; each one's wait is bounded by
 /// timeouts.compose, so a wait for a place is too.
-struct ComposePlace;
-
-impl ComposePlace {
-    fn take() -> ComposePlace {
-        let (count, freed) = &RUNNING;
-        let mut n = count.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while *n >= COMPOSE_AT_ONCE {
-            n = freed.wait(n).unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        *n += 1;
-        ComposePlace
-    }
-}
-
-impl Drop for ComposePlace {
-    fn drop(&mut self) {
-        let (count, freed) = &RUNNING;
-        *count.lock().unwrap_or_else(std::sync::PoisonError::into_inner) -= 1;
-        freed.notify_one();
-    }
-}
+static RUNNING: Places = Places::new(COMPOSE_AT_ONCE);
 
 /// The Compose v2 plugin binary, where the Docker CLI would find it. Run
 /// directly it behaves as under `docker compose`, without the CLI's own
@@ -564,7 +543,7 @@ mod tests {
         std::thread::scope(|scope| {
             for _ in 0..12 {
                 scope.spawn(|| {
-                    let _place = ComposePlace::take();
+                    let _place = RUNNING.take("compose");
                     {
                         let mut n = now.lock().unwrap();
                         n.0 += 1;

@@ -5,8 +5,7 @@
 //! path: the engine asks whenever this client cannot answer for sure.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
@@ -18,6 +17,7 @@ use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
+use crate::at_once::Places;
 use crate::redact::Secret;
 use crate::reference::{DOCKER_HUB, Reference};
 
@@ -64,24 +64,7 @@ pub struct Registries {
     authorizations: Mutex<HashMap<(String, String), String>>,
     /// Lookups in flight per registry, whoever asks: stacks checked at
     /// once share the `CONCURRENCY` of each registry.
-    in_flight: Mutex<HashMap<String, usize>>,
-    freed: Condvar,
-}
-
-/// A place among a registry's `CONCURRENCY` lookups in flight.
-struct Permit<'a> {
-    registries: &'a Registries,
-    registry: String,
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        let mut in_flight = self.registries.in_flight.lock().unwrap();
-        if let Some(n) = in_flight.get_mut(&self.registry) {
-            *n -= 1;
-        }
-        self.registries.freed.notify_all();
-    }
+    in_flight: Places,
 }
 
 impl Registries {
@@ -95,45 +78,24 @@ impl Registries {
             .user_agent(concat!("clusterup/", env!("CARGO_PKG_VERSION")))
             .build();
         let agent = ureq::Agent::with_parts(config, DefaultConnector::default(), OncePerHost::default());
-        Registries {
-            agent,
-            timeout,
-            authorizations: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new(HashMap::new()),
-            freed: Condvar::new(),
-        }
-    }
-
-    fn permit(&self, registry: &str) -> Permit<'_> {
-        let mut in_flight = self.in_flight.lock().unwrap();
-        while in_flight.get(registry).is_some_and(|n| *n >= CONCURRENCY) {
-            in_flight = self.freed.wait(in_flight).unwrap();
-        }
-        *in_flight.entry(registry.to_string()).or_default() += 1;
-        Permit { registries: self, registry: registry.to_string() }
+        Registries { agent, timeout, authorizations: Mutex::new(HashMap::new()), in_flight: Places::new(CONCURRENCY) }
     }
 
     /// The digest of each `(reference, credentials)`, several in flight,
     /// input order kept.
     pub fn digests(&self, lookups: &[(Reference, Option<DockerCredentials>)]) -> Vec<Result<String>> {
-        let next = AtomicUsize::new(0);
-        let results: Vec<Mutex<Option<Result<String>>>> = lookups.iter().map(|_| Mutex::new(None)).collect();
-        std::thread::scope(|scope| {
-            for _ in 0..CONCURRENCY.min(lookups.len()) {
-                scope.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((reference, creds)) = lookups.get(i) else { break };
-                        *results[i].lock().unwrap() = Some(self.digest(reference, creds.as_ref()));
-                    }
-                });
-            }
-        });
-        results.into_iter().map(|r| r.into_inner().unwrap().expect("every lookup ran")).collect()
+        let mut results: Vec<Option<Result<String>>> = lookups.iter().map(|_| None).collect();
+        crate::at_once::for_each(
+            lookups,
+            CONCURRENCY,
+            |(reference, creds)| self.digest(reference, creds.as_ref()),
+            |i, result| results[i] = Some(result),
+        );
+        results.into_iter().map(|r| r.expect("every lookup ran")).collect()
     }
 
     fn digest(&self, reference: &Reference, creds: Option<&DockerCredentials>) -> Result<String> {
-        let _permit = self.permit(&reference.registry);
+        let _in_flight = self.in_flight.take(&reference.registry);
         let target = reference.tag.as_deref().or(reference.digest.as_deref()).unwrap_or("latest");
         let url = format!("{}/v2/{}/manifests/{}", base_url(&reference.registry), reference.repository, target);
         let key = (reference.registry.clone(), reference.repository.clone());
