@@ -121,26 +121,10 @@ fn candidates(directory: &Path, compose_files: &[PathBuf], model: &ComposeModel)
 /// `env_file` entries of a compose file, as written (before Compose
 /// folds them into `environment`), resolved against its directory.
 fn env_files_named(compose_file: &Path) -> Vec<PathBuf> {
-    let Ok(text) = std::fs::read_to_string(compose_file) else { return Vec::new() };
-    let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(&text) else { return Vec::new() };
     let base = compose_file.parent().unwrap_or(Path::new("."));
-    let services = doc.get("services").and_then(serde_yaml::Value::as_mapping);
-    let mut out = Vec::new();
-    for svc in services.into_iter().flat_map(|m| m.values()) {
-        let entries = match svc.get("env_file") {
-            Some(serde_yaml::Value::Sequence(items)) => items.clone(),
-            Some(single) => vec![single.clone()],
-            None => Vec::new(),
-        };
-        for entry in entries {
-            let path = entry.as_str().or_else(|| entry.get("path").and_then(serde_yaml::Value::as_str));
-            // An interpolated path is Compose's to resolve; a guess could copy the wrong file.
-            if let Some(path) = path.filter(|p| !p.contains('$')) {
-                out.push(base.join(path));
-            }
-        }
-    }
-    out
+    let entries = crate::seams::compose_inputs::env_file_entries(compose_file);
+    // An interpolated path is Compose's to resolve; a guess could copy the wrong file.
+    entries.into_iter().filter(|p| !p.contains('$')).map(|p| base.join(p)).collect()
 }
 
 /// `path` relative to `directory`, if it lies inside it (lexically).

@@ -403,20 +403,8 @@ impl ComposeCli {
     fn register_env_files(&self) {
         crate::redact::register_env_file(&self.directory.join(".env"));
         for file in self.compose_files() {
-            let Ok(text) = std::fs::read_to_string(self.directory.join(&file)) else { continue };
-            let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(&text) else { continue };
-            let services = doc.get("services").and_then(serde_yaml::Value::as_mapping);
-            for svc in services.into_iter().flat_map(|m| m.values()) {
-                let named: Vec<&str> = match svc.get("env_file") {
-                    Some(serde_yaml::Value::String(one)) => vec![one.as_str()],
-                    Some(serde_yaml::Value::Sequence(items)) => {
-                        items.iter().filter_map(|i| i.as_str().or_else(|| i.get("path")?.as_str())).collect()
-                    }
-                    _ => Vec::new(),
-                };
-                for env_file in named {
-                    crate::redact::register_env_file(&self.directory.join(env_file));
-                }
+            for env_file in super::compose_inputs::env_file_entries(&self.directory.join(&file)) {
+                crate::redact::register_env_file(&self.directory.join(env_file));
             }
         }
     }

@@ -287,14 +287,32 @@ fn strings(value: Option<&Value>) -> Option<Vec<&str>> {
     }
 }
 
-/// `env_file: a.env`, `[a.env, b.env]` or `[{path: a.env, required: false}]`.
+/// `env_file: a.env`, `[a.env, b.env]` or `[{path: a.env, required: false}]`;
+/// None when an entry is none of these.
 fn file_entries(value: Option<&Value>) -> Option<Vec<&str>> {
     match value {
-        Some(Value::Sequence(items)) => {
-            items.iter().map(|i| i.as_str().or_else(|| i.get("path").and_then(Value::as_str))).collect()
-        }
+        Some(Value::Sequence(items)) => items.iter().map(file_entry).collect(),
         other => strings(other),
     }
+}
+
+fn file_entry(item: &Value) -> Option<&str> {
+    item.as_str().or_else(|| item.get("path").and_then(Value::as_str))
+}
+
+/// The `env_file` entries of a compose file's services, as written, for
+/// callers that take what they can: none when the file cannot be read,
+/// and an entry of no known form is left out.
+pub fn env_file_entries(compose_file: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(compose_file) else { return Vec::new() };
+    let Ok(doc) = serde_yaml::from_str::<Value>(&text) else { return Vec::new() };
+    let services = doc.get("services").and_then(Value::as_mapping);
+    let entries = services.into_iter().flat_map(|m| m.values()).flat_map(|svc| match svc.get("env_file") {
+        Some(Value::Sequence(items)) => items.iter().filter_map(file_entry).collect(),
+        Some(one) => one.as_str().into_iter().collect(),
+        None => Vec::new(),
+    });
+    entries.map(String::from).collect()
 }
 
 #[cfg(test)]
