@@ -312,8 +312,8 @@ impl ComposeCli {
 }
 
 /// How many Compose processes run at once in this process: each is a Go
-/// program of 50-80 MB, and stacks checked at once would otherwise start
-/// two each.
+/// program of about 50 MB resident, and stacks checked at once would
+/// otherwise start two each.
 const COMPOSE_AT_ONCE: usize = 4;
 
 /// Compose runs under way in this process; each one's wait is bounded by
