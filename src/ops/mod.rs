@@ -72,6 +72,27 @@ pub fn plan_fresh(seams: &Seams, stack: &StackSettings, goal: Goal) -> Result<Ch
 }
 
 fn plan_with(seams: &Seams, stack: &StackSettings, goal: Goal, use_cache: bool) -> Result<Checked> {
+    // The registries are asked what the last run asked while the files are
+    // read and the engine observed: each lookup a round trip, and what the
+    // files no longer name is simply not used.
+    let last_lookups = match goal {
+        Goal::Revision(_) => Vec::new(),
+        Goal::Latest | Goal::Commit(_) => fetch::last_lookups(&stack.state_dir),
+    };
+    std::thread::scope(|scope| {
+        let early = scope.spawn(|| fetch::fetch(seams.engine, &last_lookups));
+        plan_asking(seams, stack, goal, use_cache, &last_lookups, early)
+    })
+}
+
+fn plan_asking(
+    seams: &Seams,
+    stack: &StackSettings,
+    goal: Goal,
+    use_cache: bool,
+    last_lookups: &[String],
+    early: std::thread::ScopedJoinHandle<fetch::Digests>,
+) -> Result<Checked> {
     let compose = seams.open.compose(&stack.compose_spec());
     let Models { new: model, old: old_model, hashes, git, file_diff, changed_files, cached_model } = match &stack.git {
         None => directory_models(stack, compose.as_ref(), &goal, use_cache)?,
@@ -82,19 +103,8 @@ fn plan_with(seams: &Seams, stack: &StackSettings, goal: Goal, use_cache: bool) 
         Goal::Revision(r) => Some(&r.images),
         Goal::Latest | Goal::Commit(_) => None,
     };
-    // Files unchanged since the last run: the registries are asked what
-    // they were asked then while the engine is observed, each a round trip.
-    let last_lookups = match target_images {
-        None => fetch::last_lookups(&stack.state_dir),
-        Some(_) => Vec::new(),
-    };
-    let ask_early: &[String] = if cached_model { &last_lookups } else { &[] };
-    let (observation, early) = std::thread::scope(|scope| {
-        let early = scope.spawn(|| fetch::fetch(seams.engine, ask_early));
-        let observation = observe::observe(seams.engine, &model.project, &references, false);
-        (observation, early.join().unwrap_or_default())
-    });
-    let observation = observation?;
+    let observation = observe::observe(seams.engine, &model.project, &references, false)?;
+    let early = early.join().unwrap_or_default();
     let labels = crate::labels::resolve(stack, &model).map_err(|e| usage(format!("stack {}: {e}", stack.name)))?;
     let skip = labels.skip;
     if let Some(unknown) = stack.skip.iter().chain(stack.services.keys()).find(|s| !model.services.contains_key(*s)) {
@@ -108,7 +118,7 @@ fn plan_with(seams: &Seams, stack: &StackSettings, goal: Goal, use_cache: bool) 
         Some(_) => Default::default(),
         None => {
             let lookups = classify::registry_lookups(&model, &observation, &skip);
-            fetch::remember_lookups(&stack.state_dir, &lookups, &last_lookups);
+            fetch::remember_lookups(&stack.state_dir, &lookups, last_lookups);
             fetch::complete(seams.engine, &lookups, early)
         }
     };

@@ -120,7 +120,13 @@ fn anonymous_volumes(mounts: Option<Vec<bollard::models::MountPoint>>) -> Vec<St
 }
 
 pub struct DockerEngine {
+    /// Only through `docker()`, which waits for the API version.
     docker: Docker,
+    /// The engine is asked its API version in the background while the
+    /// stacks' files are read: a round trip off every run's critical path.
+    negotiation: Mutex<Option<tokio::task::JoinHandle<Result<Docker, bollard::errors::Error>>>>,
+    negotiated: std::sync::OnceLock<Result<(), String>>,
+    host: String,
     runtime: tokio::runtime::Runtime,
     credentials: Credentials,
     /// Looked up once per registry and run: a credential helper can be slow.
@@ -132,6 +138,10 @@ pub struct DockerEngine {
     images: Mutex<Option<(std::time::Instant, Vec<ImageInfo>)>>,
 }
 
+fn connecting(host: &str) -> String {
+    format!("connecting to the Docker engine at {host}; is dockerd running and may this user use it?")
+}
+
 /// How long a list of local images answers again.
 const IMAGES_FRESH: Duration = Duration::from_secs(1);
 
@@ -140,21 +150,40 @@ impl DockerEngine {
     /// bounded by `engine`, each registry request by `registry`, each
     /// credential helper call by `credential_helper`.
     pub fn connect(engine: Duration, registry: Duration, credential_helper: Duration) -> Result<DockerEngine> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        // One worker drives the negotiation while the caller goes on.
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
-        let hint =
-            || format!("connecting to the Docker engine at {host}; is dockerd running and may this user use it?");
-        let docker = Docker::connect_with_defaults().with_context(hint)?.with_timeout(engine);
+        let docker = Docker::connect_with_defaults().with_context(|| connecting(&host))?.with_timeout(engine);
         // bollard speaks the newest API by default; older engines refuse it.
-        let docker = runtime.block_on(docker.negotiate_version()).with_context(hint)?;
+        // The clone shares the client's version, which negotiating lowers.
+        let negotiation = runtime.spawn(docker.clone().negotiate_version());
         Ok(DockerEngine {
             docker,
+            negotiation: Mutex::new(Some(negotiation)),
+            negotiated: std::sync::OnceLock::new(),
+            host,
             runtime,
             credentials: Credentials::load(credential_helper)?,
             credential_cache: Mutex::new(HashMap::new()),
             registries: Registries::new(registry),
             images: Mutex::new(None),
         })
+    }
+
+    /// The client, once the engine has agreed its API version.
+    fn docker(&self) -> Result<&Docker> {
+        let settled = self.negotiated.get_or_init(|| {
+            let negotiation = self.negotiation.lock().unwrap().take().expect("negotiated once");
+            match self.runtime.block_on(negotiation) {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        match settled {
+            Ok(()) => Ok(&self.docker),
+            Err(e) => Err(anyhow!("{e}").context(connecting(&self.host))),
+        }
     }
 
     fn credentials_for(&self, registry: &str) -> Result<Option<DockerCredentials>> {
@@ -173,7 +202,7 @@ impl DockerEngine {
             HashMap::from([("label", vec![format!("{PROJECT_LABEL}={project}"), format!("{ONEOFF_LABEL}=False")])]);
         let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
         self.runtime
-            .block_on(self.docker.list_containers(Some(options)))
+            .block_on(self.docker()?.list_containers(Some(options)))
             .with_context(|| format!("listing containers of compose project {project}"))
     }
 
@@ -181,7 +210,7 @@ impl DockerEngine {
     fn networks(&self, id: &str) -> Result<HashMap<String, EndpointSettings>> {
         let inspect = self
             .runtime
-            .block_on(self.docker.inspect_container(id, None))
+            .block_on(self.docker()?.inspect_container(id, None))
             .with_context(|| format!("inspecting container {id}"))?;
         Ok(inspect.network_settings.and_then(|n| n.networks).unwrap_or_default())
     }
@@ -210,13 +239,14 @@ impl DockerEngine {
 impl Engine for DockerEngine {
     fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>> {
         let summaries = self.list(project)?;
+        let docker = self.docker()?;
         self.runtime.block_on(async {
             // One inspect per container, several in flight: the engine
             // answers each in milliseconds, but there may be hundreds.
             let inspected: Vec<Result<Option<ContainerInfo>>> =
                 futures_util::stream::iter(summaries.into_iter().filter_map(|s| s.id))
                     .map(|id| async move {
-                        let inspect = match self.docker.inspect_container(&id, None).await {
+                        let inspect = match docker.inspect_container(&id, None).await {
                             Ok(i) => i,
                             // Removed between list and inspect: compose is mid-recreate.
                             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
@@ -289,7 +319,7 @@ impl Engine for DockerEngine {
     }
 
     fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
-        match self.runtime.block_on(self.docker.inspect_image(reference)) {
+        match self.runtime.block_on(self.docker()?.inspect_image(reference)) {
             Ok(i) => Ok(Some(ImageInfo {
                 id: i.id.unwrap_or_default(),
                 repo_digests: i.repo_digests.unwrap_or_default(),
@@ -309,7 +339,7 @@ impl Engine for DockerEngine {
             return Ok(images.clone());
         }
         let options = ListImagesOptionsBuilder::default().build();
-        let listed = self.runtime.block_on(self.docker.list_images(Some(options))).context("listing images")?;
+        let listed = self.runtime.block_on(self.docker()?.list_images(Some(options))).context("listing images")?;
         let images: Vec<ImageInfo> = listed
             .into_iter()
             .map(|i| ImageInfo { id: i.id, repo_digests: i.repo_digests, repo_tags: i.repo_tags })
@@ -345,12 +375,16 @@ impl Engine for DockerEngine {
             .filter(|(i, _)| out[*i].is_none())
             .map(|(i, (reference, creds))| (i, references[i].clone(), reference.registry, creds))
             .collect();
+        // Each failed lookup says why; nothing to ask, nothing to wait for.
+        let docker = if slow.is_empty() { Ok(&self.docker) } else { self.docker().map_err(|e| format!("{e:#}")) };
+        let docker = &docker;
         let answers: Vec<(usize, Result<String>)> = self.runtime.block_on(
             futures_util::stream::iter(slow)
                 .map(|(i, reference, registry, creds)| async move {
                     let answer = async {
-                        let inspect = self
-                            .docker
+                        let inspect = docker
+                            .as_ref()
+                            .map_err(|e| anyhow!("{e}"))?
                             .inspect_registry_image(&reference, creds?)
                             .await
                             .map_err(|e| self.registry_error(&registry, e))?;
@@ -374,8 +408,9 @@ impl Engine for DockerEngine {
         let registry = Reference::parse(reference).registry;
         let creds = self.credentials_for(&registry)?;
         let options = CreateImageOptionsBuilder::default().from_image(reference).build();
+        let docker = self.docker()?;
         let pulled = self.runtime.block_on(async {
-            let mut stream = self.docker.create_image(Some(options), None, creds);
+            let mut stream = docker.create_image(Some(options), None, creds);
             while let Some(info) = stream.try_next().await.map_err(|e| self.registry_error(&registry, e))? {
                 let detail = info.progress_detail.unwrap_or_default();
                 progress(&PullProgress {
@@ -394,12 +429,13 @@ impl Engine for DockerEngine {
     fn remove_container(&self, id: &str) -> Result<()> {
         let stop = StopContainerOptionsBuilder::default().t(10).build();
         let remove = RemoveContainerOptionsBuilder::default().v(false).force(false).build();
+        let docker = self.docker()?;
         self.runtime.block_on(async {
-            match self.docker.stop_container(id, Some(stop)).await {
+            match docker.stop_container(id, Some(stop)).await {
                 Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
                 Err(e) => return Err(e).with_context(|| format!("stopping container {id}")),
             }
-            self.docker.remove_container(id, Some(remove)).await.with_context(|| format!("removing container {id}"))
+            docker.remove_container(id, Some(remove)).await.with_context(|| format!("removing container {id}"))
         })
     }
 
@@ -419,28 +455,29 @@ impl Engine for DockerEngine {
             ..Default::default()
         };
         let what = || format!("attaching container {id} to network {network} as {}", aliases.join(", "));
+        let docker = self.docker()?;
         self.runtime.block_on(async {
             let request = NetworkDisconnectRequest { container: id.to_string(), force: Some(true) };
-            self.docker.disconnect_network(network, request).await.with_context(what)?;
+            docker.disconnect_network(network, request).await.with_context(what)?;
             let request = NetworkConnectRequest { container: id.to_string(), endpoint_config: Some(endpoint) };
-            self.docker.connect_network(network, request).await.with_context(what)
+            docker.connect_network(network, request).await.with_context(what)
         })
     }
 
     fn start_container(&self, id: &str) -> Result<()> {
-        self.runtime.block_on(self.docker.start_container(id, None)).with_context(|| format!("starting container {id}"))
+        self.runtime.block_on(self.docker()?.start_container(id, None)).with_context(|| format!("starting container {id}"))
     }
 
     fn tags_under(&self, prefix: &str) -> Result<Vec<String>> {
         let filters = HashMap::from([("reference", vec![format!("{prefix}*")])]);
         let options = ListImagesOptionsBuilder::default().filters(&filters).build();
-        let images = self.runtime.block_on(self.docker.list_images(Some(options))).context("listing images")?;
+        let images = self.runtime.block_on(self.docker()?.list_images(Some(options))).context("listing images")?;
         Ok(images.into_iter().flat_map(|i| i.repo_tags).filter(|t| t.starts_with(prefix)).collect())
     }
 
     fn untag(&self, tag: &str) -> Result<()> {
         let options = RemoveImageOptionsBuilder::default().force(false).noprune(false).build();
-        let removed = self.runtime.block_on(self.docker.remove_image(tag, Some(options), None));
+        let removed = self.runtime.block_on(self.docker()?.remove_image(tag, Some(options), None));
         self.images.lock().unwrap().take();
         match removed {
             // A container still runs it: the tag stays, and so does the image.
@@ -451,7 +488,7 @@ impl Engine for DockerEngine {
 
     fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()> {
         let options = TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
-        let tagged = self.runtime.block_on(self.docker.tag_image(image, Some(options)));
+        let tagged = self.runtime.block_on(self.docker()?.tag_image(image, Some(options)));
         self.images.lock().unwrap().take();
         tagged.with_context(|| format!("tagging image {image} as {repo}:{tag}"))
     }
