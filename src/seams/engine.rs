@@ -1,13 +1,13 @@
 //! The Docker engine seam and its bollard implementation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use bollard::models::{EndpointSettings, NetworkConnectRequest, NetworkDisconnectRequest};
+use bollard::models::{ContainerSummary, EndpointSettings, NetworkConnectRequest, NetworkDisconnectRequest};
 use bollard::query_parameters::{
     CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
     RemoveImageOptionsBuilder, StopContainerOptionsBuilder, TagImageOptionsBuilder,
@@ -135,15 +135,53 @@ pub struct DockerEngine {
     /// The last list of local images and when it was made: stacks
     /// observed together share one. A pull or tag from this process drops
     /// it; `IMAGES_FRESH` bounds what another process may have changed.
-    images: Mutex<Option<(std::time::Instant, Vec<ImageInfo>)>>,
+    images: Mutex<Option<(Instant, Vec<ImageInfo>)>>,
+    containers: Mutex<SharedListing>,
+}
+
+/// Stacks checked together ask for their containers one after another;
+/// each listing costs the engine time for every container it holds. From
+/// the third project asked, one listing of every compose container serves
+/// the others, each project only on its first ask of the run: what it asks
+/// after that may have changed since, and is listed afresh.
+#[derive(Default)]
+struct SharedListing {
+    asked: HashSet<String>,
+    every: Option<(Instant, HashMap<String, Vec<ContainerSummary>>)>,
+}
+
+impl SharedListing {
+    /// This project's part of a listing of every compose container, if
+    /// there is one or it is worth making now (`list_every`).
+    fn take(
+        &mut self,
+        project: &str,
+        list_every: impl FnOnce() -> Result<Vec<ContainerSummary>>,
+    ) -> Result<Option<Vec<ContainerSummary>>> {
+        if !self.asked.insert(project.to_string()) {
+            return Ok(None);
+        }
+        if self.every.as_ref().is_some_and(|(when, _)| when.elapsed() >= LISTING_FRESH) {
+            self.every = None;
+        }
+        if self.every.is_none() && self.asked.len() >= 3 {
+            let mut by_project: HashMap<String, Vec<ContainerSummary>> = HashMap::new();
+            for summary in list_every()? {
+                let owner = summary.labels.as_ref().and_then(|l| l.get(PROJECT_LABEL)).cloned().unwrap_or_default();
+                by_project.entry(owner).or_default().push(summary);
+            }
+            self.every = Some((Instant::now(), by_project));
+        }
+        Ok(self.every.as_mut().map(|(_, every)| every.remove(project).unwrap_or_default()))
+    }
 }
 
 fn connecting(host: &str) -> String {
     format!("connecting to the Docker engine at {host}; is dockerd running and may this user use it?")
 }
 
-/// How long a list of local images answers again.
-const IMAGES_FRESH: Duration = Duration::from_secs(1);
+/// How long a listing of local images or containers answers again.
+const LISTING_FRESH: Duration = Duration::from_secs(1);
 
 impl DockerEngine {
     /// The engine at DOCKER_HOST (or the default socket); each request
@@ -167,6 +205,7 @@ impl DockerEngine {
             credential_cache: Mutex::new(HashMap::new()),
             registries: Registries::new(registry),
             images: Mutex::new(None),
+            containers: Mutex::new(SharedListing::default()),
         })
     }
 
@@ -197,13 +236,16 @@ impl DockerEngine {
         Ok(found)
     }
 
-    fn list(&self, project: &str) -> Result<Vec<bollard::models::ContainerSummary>> {
-        let filters =
-            HashMap::from([("label", vec![format!("{PROJECT_LABEL}={project}"), format!("{ONEOFF_LABEL}=False")])]);
-        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        self.runtime
-            .block_on(self.docker()?.list_containers(Some(options)))
+    fn list(&self, project: &str) -> Result<Vec<ContainerSummary>> {
+        self.list_labelled(format!("{PROJECT_LABEL}={project}"))
             .with_context(|| format!("listing containers of compose project {project}"))
+    }
+
+    /// Containers of compose services (not one-offs) with `label`.
+    fn list_labelled(&self, label: String) -> Result<Vec<ContainerSummary>> {
+        let filters = HashMap::from([("label", vec![label, format!("{ONEOFF_LABEL}=False")])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        Ok(self.runtime.block_on(self.docker()?.list_containers(Some(options)))?)
     }
 
     /// The container's endpoint in each network it is attached to.
@@ -284,8 +326,14 @@ impl Engine for DockerEngine {
     }
 
     fn container_summaries(&self, project: &str) -> Result<Vec<ContainerInfo>> {
-        let mut out: Vec<ContainerInfo> = self
-            .list(project)?
+        let shared = self.containers.lock().unwrap().take(project, || {
+            self.list_labelled(PROJECT_LABEL.to_string()).context("listing the containers of every compose project")
+        })?;
+        let summaries = match shared {
+            Some(summaries) => summaries,
+            None => self.list(project)?,
+        };
+        let mut out: Vec<ContainerInfo> = summaries
             .into_iter()
             .map(|s| {
                 let labels = s.labels.unwrap_or_default();
@@ -334,7 +382,7 @@ impl Engine for DockerEngine {
         // Held while listing: stacks asking at once wait for one answer.
         let mut kept = self.images.lock().unwrap();
         if let Some((when, images)) = kept.as_ref()
-            && when.elapsed() < IMAGES_FRESH
+            && when.elapsed() < LISTING_FRESH
         {
             return Ok(images.clone());
         }
@@ -344,7 +392,7 @@ impl Engine for DockerEngine {
             .into_iter()
             .map(|i| ImageInfo { id: i.id, repo_digests: i.repo_digests, repo_tags: i.repo_tags })
             .collect();
-        *kept = Some((std::time::Instant::now(), images.clone()));
+        *kept = Some((Instant::now(), images.clone()));
         Ok(images)
     }
 
@@ -465,7 +513,9 @@ impl Engine for DockerEngine {
     }
 
     fn start_container(&self, id: &str) -> Result<()> {
-        self.runtime.block_on(self.docker()?.start_container(id, None)).with_context(|| format!("starting container {id}"))
+        self.runtime
+            .block_on(self.docker()?.start_container(id, None))
+            .with_context(|| format!("starting container {id}"))
     }
 
     fn tags_under(&self, prefix: &str) -> Result<Vec<String>> {
@@ -491,5 +541,49 @@ impl Engine for DockerEngine {
         let tagged = self.runtime.block_on(self.docker()?.tag_image(image, Some(options)));
         self.images.lock().unwrap().take();
         tagged.with_context(|| format!("tagging image {image} as {repo}:{tag}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(project: &str) -> ContainerSummary {
+        ContainerSummary {
+            labels: Some(HashMap::from([(PROJECT_LABEL.to_string(), project.to_string())])),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn stacks_checked_together_share_one_listing_and_each_takes_its_part_once() {
+        let mut shared = SharedListing::default();
+        let listings = std::cell::Cell::new(0);
+        let every = || {
+            listings.set(listings.get() + 1);
+            Ok(vec![container("c"), container("c"), container("d"), container("a")])
+        };
+        assert!(shared.take("a", every).unwrap().is_none(), "one project: its own listing");
+        assert!(shared.take("b", every).unwrap().is_none(), "two: still their own");
+        assert_eq!(shared.take("c", every).unwrap().map(|c| c.len()), Some(2), "the third lists every project");
+        assert_eq!(shared.take("d", every).unwrap().map(|c| c.len()), Some(1), "the fourth takes its part");
+        assert_eq!(shared.take("e", every).unwrap().map(|c| c.len()), Some(0), "a project without containers");
+        assert_eq!(listings.get(), 1, "listed once");
+        assert!(shared.take("c", every).unwrap().is_none(), "asked again: listed afresh");
+        assert!(shared.take("a", every).unwrap().is_none(), "asked before the listing: listed afresh");
+
+        shared.every.as_mut().unwrap().0 = Instant::now() - LISTING_FRESH;
+        assert_eq!(shared.take("f", every).unwrap().map(|c| c.len()), Some(0), "a stale listing is made again");
+        assert_eq!(listings.get(), 2);
+    }
+
+    #[test]
+    fn a_failed_shared_listing_is_the_asking_stacks_error() {
+        let mut shared = SharedListing::default();
+        let fail = || Err(anyhow!("engine gone"));
+        shared.take("a", fail).unwrap();
+        shared.take("b", fail).unwrap();
+        assert!(shared.take("c", fail).is_err());
+        assert!(shared.every.is_none(), "nothing kept");
     }
 }
