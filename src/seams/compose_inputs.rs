@@ -56,7 +56,9 @@ pub fn cache_key(
     // names them.
     let mut env: Vec<_> = env
         .iter()
-        .filter(|(name, _)| !VOLATILE.iter().any(|v| name == v) || texts.iter().any(|t| contains(t, name.as_bytes())))
+        .filter(|(name, _)| {
+            !VOLATILE.iter().any(|v| name == v) || texts.iter().any(|t| interpolates(t, name.as_bytes()))
+        })
         .collect();
     env.sort();
     for (name, value) in env {
@@ -92,8 +94,19 @@ const VOLATILE: [&str; 18] = [
     "XDG_SESSION_ID",
 ];
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// Whether `text` reads the variable `name` as Compose interpolates:
+/// `${name...` or `$name` not followed by more of a name. A bare mention
+/// is no use (`_` is in nearly every compose file, and a shell sets it to
+/// the command that ran clusterup).
+fn interpolates(text: &[u8], name: &[u8]) -> bool {
+    let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+    (0..text.len()).any(|i| {
+        let rest = &text[i..];
+        if rest.starts_with(b"${") && rest[2..].starts_with(name) {
+            return !rest.get(2 + name.len()).is_some_and(word);
+        }
+        rest.starts_with(b"$") && rest[1..].starts_with(name) && !rest.get(1 + name.len()).is_some_and(word)
+    })
 }
 
 struct Key(Sha256);
@@ -428,6 +441,19 @@ mod tests {
             cache_key(&binary, &d, &[], None, &env).unwrap()
         };
         assert_eq!(run("a1"), run("b2"), "what systemd sets anew for each run is no input");
+        let shell = |command: &str| {
+            let mut env = env("2");
+            env.push(("_".into(), command.into()));
+            cache_key(&binary, &d, &[], None, &env).unwrap()
+        };
+        write(&d, &[("compose.yaml", "services:\n  web:\n    image: w\n    network_mode: none\n")]);
+        assert_eq!(shell("/usr/bin/clusterup"), shell("/usr/bin/strace"), "nor is the command a shell ran: `_`");
+        for text in ["ID=$INVOCATION_IDS\n", "ID=${INVOCATION_IDS}\n", "INVOCATION_ID=1\n"] {
+            write(&d, &[(".env", text)]);
+            assert_eq!(run("a1"), run("b2"), "{text}: another variable, or no interpolation");
+        }
+        write(&d, &[(".env", "ID=$INVOCATION_ID\n")]);
+        assert_ne!(run("a1"), run("b2"), "a file interpolating it, bare");
         write(&d, &[(".env", "ID=${INVOCATION_ID}\n")]);
         assert_ne!(run("a1"), run("b2"), "unless a file names it");
     }
