@@ -172,6 +172,10 @@ pub struct Policy {
     pub images: bool,
     #[serde(default)]
     pub structural: bool,
+    /// A built service whose sources changed in the commit: build and
+    /// recreate, as an image update (what "rebuild + Watchtower" did).
+    #[serde(default = "yes")]
+    pub rebuild: bool,
 }
 
 fn yes() -> bool {
@@ -180,7 +184,7 @@ fn yes() -> bool {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { images: true, structural: false }
+        Policy { images: true, structural: false, rebuild: true }
     }
 }
 
@@ -789,7 +793,7 @@ mod tests {
         let s = &stacks[0];
         assert_eq!(s.directory, PathBuf::from("/srv/web"));
         assert_eq!(s.compose_files, vec![PathBuf::from("compose.yaml"), PathBuf::from("prod.yaml")]);
-        assert_eq!(s.policy, Policy { images: true, structural: false });
+        assert_eq!(s.policy, Policy { images: true, structural: false, rebuild: true });
         assert!(s.git.is_none());
         assert_eq!(s.health.timeout, Duration::from_secs(30));
         assert_eq!(s.health.stability, HealthSettings::default().stability);
@@ -809,7 +813,7 @@ mod tests {
         assert_eq!(git.checkout, PathBuf::from("/var/lib/clusterup/shop/checkout"));
         assert_eq!(s.directory, PathBuf::from("/var/lib/clusterup/shop/checkout/stacks/shop"));
         assert_eq!(s.project.as_deref(), Some("shop"));
-        assert_eq!(s.policy, Policy { images: true, structural: true });
+        assert_eq!(s.policy, Policy { images: true, structural: true, rebuild: true });
     }
 
     #[test]

@@ -114,6 +114,20 @@ impl Executor<'_> {
                 },
             };
         }
+        // Built from the new files, before any container is touched: a
+        // build that fails leaves the old files and everything running.
+        if let Err(e) = self.build_all(plan) {
+            let restored = files.map_or(Ok(()), |f| f.restore_old());
+            return match restored {
+                Ok(()) => failed(e.to_string()),
+                Err(r) => Execution {
+                    outcome: Outcome::RollbackFailed,
+                    error: Some(format!("{e}; restoring the previous files failed: {r:#}")),
+                    after: Vec::new(),
+                    skipped: Vec::new(),
+                },
+            };
+        }
         let backups: BTreeMap<&str, &ServiceImages> = backups.iter().map(|b| (b.service.as_str(), b)).collect();
         let mut done: Vec<&Change> = Vec::new();
         let mut after = Vec::new();
@@ -239,6 +253,18 @@ impl Executor<'_> {
 
     /// Applies one change; the image id the service runs afterwards, if it
     /// still exists.
+    fn build_all(&self, plan: &Plan) -> Result<(), StepError> {
+        let services: Vec<String> = plan.changes.iter().filter(|c| c.build).map(|c| c.service.clone()).collect();
+        if services.is_empty() {
+            return Ok(());
+        }
+        self.printer.step(format!("building {}", services.join(", ")));
+        self.compose.build(&plan.project, &services).map_err(StepError::Compose)?;
+        crate::signals::crash_point("built");
+        self.printer.step(format!("built {}", services.join(", ")));
+        Ok(())
+    }
+
     fn apply_one(&self, project: &str, change: &Change) -> Result<Step, StepError> {
         let service = &change.service;
         if let Err(e) = self.service_hooks("pre-update", project, change) {
@@ -462,9 +488,10 @@ impl Executor<'_> {
         {
             failures.push(format!("restoring the previous files: {e:#}"));
         }
-        // Every pulled tag goes back, also of services not reached yet: an
-        // untested image must not wait under the tag for the next `up`.
-        for change in plan.changes.iter().filter(|c| c.is_digest_update() || c.restore_image.is_some()) {
+        // Every pulled or built tag goes back, also of services not reached
+        // yet: an untested image must not wait under the tag for the next
+        // `up`.
+        for change in plan.changes.iter().filter(|c| c.is_digest_update() || c.restore_image.is_some() || c.build) {
             if let (Some(b), Some((repo, tag))) =
                 (backups.get(change.service.as_str()), change.image.as_deref().and_then(split_tag))
                 && let Err(e) = self.engine.tag(&b.before, repo, tag)
@@ -627,6 +654,38 @@ mod tests {
             ["tag old-a r/a:latest", "tag old-b r/b:latest", "up b", "up a"],
             "tags first, then services in reverse"
         );
+    }
+
+    fn rebuild(service: &str) -> Change {
+        Change { build: true, force: true, ..change(service, ChangeKind::Rebuild, None) }
+    }
+
+    #[test]
+    fn rebuilds_are_built_from_the_new_files_before_any_container_is_touched() {
+        let mut f = fake("sha256:new-a", "sha256:new-b");
+        f.builds =
+            [("a", "built-a"), ("b", "built-b")].map(|(s, id)| (s.into(), (format!("r/{s}:latest"), id.into()))).into();
+        let e = run(&f, vec![rebuild("a"), rebuild("b")], &[backup("a"), backup("b")], true);
+        assert_eq!(e.outcome, Outcome::Applied, "{:?}", e.error);
+        assert_eq!(*f.log.lock().unwrap(), ["files new", "build a b", "up a", "up b"]);
+        assert_eq!(f.running.lock().unwrap()["a"], "built-a");
+    }
+
+    #[test]
+    fn a_failed_build_changes_nothing_and_an_unhealthy_rebuild_goes_back_to_the_old_image() {
+        let f = Fake { fail_build: true, ..fake("sha256:new-a", "sha256:new-b") };
+        let e = run(&f, vec![rebuild("a")], &[backup("a")], true);
+        assert_eq!(e.outcome, Outcome::Failed);
+        let error = e.error.unwrap();
+        assert!(error.contains("failed to solve") && error.contains("nothing was changed"), "{error}");
+        assert_eq!(*f.log.lock().unwrap(), ["files new", "build a", "files old"], "the old files are back");
+
+        let mut f = fake("sha256:new-a", "sha256:new-b");
+        f.builds = [("a".into(), ("r/a:latest".into(), "bad-a".into()))].into();
+        let e = run(&f, vec![rebuild("a")], &[backup("a")], true);
+        assert_eq!(e.outcome, Outcome::RolledBack);
+        assert_eq!(f.tags.lock().unwrap()["r/a:latest"], "old-a", "the old image is back under the name");
+        assert_eq!(f.running.lock().unwrap()["a"], "old-a");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! at risk. Pure: no engine, no clock, no files.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,9 @@ pub enum ChangeKind {
     Recreate,
     /// Gone from the compose files: its containers go, its volumes stay.
     Remove,
+    /// Built here, and the commit changed what it is built from: build,
+    /// then recreate.
+    Rebuild,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -49,6 +53,9 @@ pub struct Change {
     /// Whether the image is pulled before any container is touched.
     #[serde(default)]
     pub pull: bool,
+    /// Whether the image is built before any container is touched.
+    #[serde(default)]
+    pub build: bool,
     /// Recreate even where Compose's config hash sees no change.
     #[serde(default)]
     pub force: bool,
@@ -74,6 +81,7 @@ impl Change {
             from: None,
             to: None,
             pull: false,
+            build: false,
             force: false,
             restore_image: None,
             renamed_to: None,
@@ -82,14 +90,14 @@ impl Change {
     }
 
     pub fn is_structural(&self) -> bool {
-        self.kind != ChangeKind::Image
+        !matches!(self.kind, ChangeKind::Image | ChangeKind::Rebuild)
     }
 
     /// Whether it comes from the new files (or commit) and cannot be made
     /// without them: all but a registry's new digest and a rollback's
     /// restored image. A tag changed in git is one.
     pub fn needs_files(&self) -> bool {
-        self.is_structural() || (self.restore_image.is_none() && !self.is_digest_update())
+        self.is_structural() || self.build || (self.restore_image.is_none() && !self.is_digest_update())
     }
 
     /// Same reference, new digest: the tag moves, and moves back on
@@ -336,6 +344,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
 pub enum Approval {
     Images,
     Structural,
+    Rebuild,
     DataAtRisk,
 }
 
@@ -344,6 +353,7 @@ impl Approval {
         match self {
             Approval::Images => "image updates need approval (auto.images is false)",
             Approval::Structural => "structural changes need approval (auto.structural is false)",
+            Approval::Rebuild => "rebuilds need approval (auto.rebuild is false)",
             Approval::DataAtRisk => {
                 "data at risk: never applied by --auto; run `clusterup apply` and confirm, or pass --accept-data-risk"
             }
@@ -361,6 +371,9 @@ fn approvals(changes: &[Change], policy: Policy, data_risks: &[String]) -> Vec<A
     }
     if structural && !policy.structural {
         out.push(Approval::Structural);
+    }
+    if changes.iter().any(|c| c.kind == ChangeKind::Rebuild) && !policy.rebuild {
+        out.push(Approval::Rebuild);
     }
     if !data_risks.is_empty() {
         out.push(Approval::DataAtRisk);
@@ -468,8 +481,43 @@ impl Builder<'_> {
                 self.recreate(name, format!("{} changed", file.display()), true);
             }
         }
+        self.rebuilds(old);
         for t in &model_diff.top_level {
             self.top_level(old, model_diff, t);
+        }
+    }
+
+    /// Built services whose sources the commit changed (or whose build
+    /// section it did): built before anything is touched, then recreated.
+    /// One that changes in other ways too stays a structural change.
+    fn rebuilds(&mut self, old: &ComposeModel) {
+        let Inputs { new, changed_files, skip, .. } = self.inputs;
+        for (name, svc) in new.services.iter().filter(|(name, svc)| svc.build && !skip.contains(*name)) {
+            let inputs = diff::build_inputs(svc);
+            let causes: Vec<&PathBuf> =
+                changed_files.iter().filter(|f| inputs.iter().any(|input| f.starts_with(input))).collect();
+            let build_changed = old.services.get(name).is_some_and(|o| o.raw.get("build") != svc.raw.get("build"));
+            if causes.is_empty() && !build_changed {
+                continue;
+            }
+            // Compose's name for a built image: a rollback puts the old
+            // image back under it.
+            let image = svc.image.clone().unwrap_or_else(|| format!("{}-{name}", new.project));
+            if let Some(change) = self.changes.get_mut(name) {
+                change.build = true;
+                change.image.get_or_insert(image);
+                continue;
+            }
+            if !self.running(name) {
+                continue;
+            }
+            let change = Change {
+                build: true,
+                force: true,
+                reasons: vec![changed_paths(&causes, inputs.first())],
+                ..Change::new(name, ChangeKind::Rebuild, Some(image))
+            };
+            self.changes.insert(name.clone(), change);
         }
     }
 
@@ -628,8 +676,10 @@ impl Builder<'_> {
 /// deployed files (and commit) too.
 pub fn unattended(plan: &Plan, policy: Policy, accept_data_risk: bool) -> (Plan, Vec<String>) {
     let structural_ok = policy.structural && (plan.data_risks.is_empty() || accept_data_risk);
-    let allowed = |c: &Change| {
-        if c.is_structural() { structural_ok } else { policy.images }
+    let allowed = |c: &Change| match c.kind {
+        ChangeKind::Image => policy.images,
+        ChangeKind::Rebuild => policy.rebuild,
+        _ => structural_ok,
     };
     // Held-back structural changes keep the deployed files, and with them
     // every change that needs the new ones (a tag changed in git).
@@ -650,8 +700,25 @@ pub fn unattended(plan: &Plan, policy: Policy, accept_data_risk: bool) -> (Plan,
     (out, held_back)
 }
 
+/// "src/app.py, src/util.py and 3 more changed", relative to the build
+/// context where inside it.
+fn changed_paths(paths: &[&PathBuf], context: Option<&PathBuf>) -> String {
+    const SHOWN: usize = 3;
+    let shown: Vec<String> = paths
+        .iter()
+        .take(SHOWN)
+        .map(|p| context.and_then(|c| p.strip_prefix(c).ok()).unwrap_or(p).display().to_string())
+        .collect();
+    match paths.len() {
+        0 => "its build section changed".to_string(),
+        n if n > SHOWN => format!("{} and {} more changed", shown.join(", "), n - SHOWN),
+        _ => format!("{} changed", shown.join(", ")),
+    }
+}
+
 pub fn kind_of(changes: &[Change]) -> PlanKind {
-    let images = changes.iter().any(|c| c.kind == ChangeKind::Image);
+    // A rebuild goes as an image update does: a new image, same service.
+    let images = changes.iter().any(|c| matches!(c.kind, ChangeKind::Image | ChangeKind::Rebuild));
     let structural = changes.iter().any(Change::is_structural);
     match (images, structural) {
         (false, false) => PlanKind::None,
@@ -1074,7 +1141,7 @@ mod tests {
         let (auto, held) = unattended(&plan, Policy::default(), false);
         assert!(auto.changes.is_empty() && !held.is_empty());
         assert_eq!(auto.commit.as_deref(), Some("old"), "held back structural changes keep the deployed files");
-        let (auto, held) = unattended(&plan, Policy { images: true, structural: true }, false);
+        let (auto, held) = unattended(&plan, Policy { images: true, structural: true, rebuild: true }, false);
         assert_eq!(auto.changes.len(), 3);
         assert!(held.is_empty());
     }
@@ -1134,7 +1201,7 @@ mod tests {
             services,
             json!({"volumes": {"v": {"name": "p_v", "driver_opts": {"type": "tmpfs", "device": "tmpfs"}}}}),
         );
-        let all = Policy { images: true, structural: true };
+        let all = Policy { images: true, structural: true, rebuild: true };
         let plan = structural(&old, &new, &up(&["db"]), all);
         assert_eq!(plan.data_risks.len(), 1, "{plan:?}");
         assert!(plan.data_risks[0].contains("named volume v's driver or options changed"), "{:?}", plan.data_risks);
@@ -1152,7 +1219,7 @@ mod tests {
         );
         let new =
             json_model(json!({"backend": {"image": "a:1", "volumes": anon}, "keeper": {"image": "k:1"}}), json!({}));
-        let all = Policy { images: true, structural: true };
+        let all = Policy { images: true, structural: true, rebuild: true };
         let plan = structural(&old, &new, &up(&["api", "keeper"]), all);
         assert_eq!(
             steps(&plan),
@@ -1315,5 +1382,113 @@ mod tests {
         });
         assert_eq!(steps(&plan), [(ChangeKind::Recreate, "api"), (ChangeKind::Recreate, "web")]);
         assert!(plan.changes.iter().all(|c| c.force));
+    }
+}
+
+#[cfg(test)]
+mod rebuild_tests {
+    use super::*;
+    use serde_json::json;
+    use std::path::PathBuf;
+
+    fn model(app_build: serde_json::Value) -> ComposeModel {
+        ComposeModel::from_json(&json!({
+            "name": "p",
+            "services": {
+                "app": {"build": app_build},
+                "worker": {"build": {"context": "/srv/s/worker", "dockerfile": "/srv/s/docker/worker.Dockerfile"}},
+                "web": {"image": "r/web:1"}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn running() -> Observation {
+        let service = |image: &str| ServiceObservation {
+            containers: vec![crate::seams::engine::ContainerInfo {
+                id: "c".into(),
+                name: "n".into(),
+                service: String::new(),
+                state: "running".into(),
+                health: None,
+                restart_count: 0,
+                image_id: image.into(),
+                config_hash: None,
+                started_at: None,
+                anonymous_volumes: vec![],
+            }],
+            image: None,
+        };
+        Observation {
+            services: [("app", "sha256:app"), ("worker", "sha256:worker"), ("web", "sha256:web")]
+                .into_iter()
+                .map(|(s, i)| (s.to_string(), service(i)))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn plan_for(old: &ComposeModel, new: &ComposeModel, changed: &[&str], policy: Policy) -> Plan {
+        let changed: Vec<PathBuf> = changed.iter().map(PathBuf::from).collect();
+        classify(&Inputs {
+            stack: "s",
+            new,
+            baseline: Baseline::Deployed(old),
+            observation: &running(),
+            skip: &BTreeSet::new(),
+            remote: &BTreeMap::new(),
+            policy,
+            commit: Some("new".into()),
+            deployed_commit: Some("old".into()),
+            changed_files: &changed,
+            target_images: None,
+        })
+    }
+
+    #[test]
+    fn a_commit_touching_a_build_context_rebuilds_only_that_service() {
+        let m = model(json!({"context": "/srv/s/app", "dockerfile": "Dockerfile"}));
+        let plan = plan_for(&m, &m, &["/srv/s/app/src/main.py", "/srv/s/README.md"], Policy::default());
+        assert_eq!(plan.changes.len(), 1, "{:?}", plan.changes);
+        let c = &plan.changes[0];
+        assert_eq!((c.kind, c.service.as_str(), c.build, c.force), (ChangeKind::Rebuild, "app", true, true));
+        assert_eq!(c.image.as_deref(), Some("p-app"), "Compose's name for a built image");
+        assert_eq!(c.reasons, ["src/main.py changed"]);
+        assert!(!c.is_structural() && c.needs_files());
+        assert_eq!(plan.kind, PlanKind::Image);
+        assert!(plan.needs_approval.is_empty(), "applied unattended by default");
+
+        let readme = plan_for(&m, &m, &["/srv/s/README.md", "/srv/s/application.txt"], Policy::default());
+        assert!(readme.changes.is_empty(), "outside every context: {:?}", readme.changes);
+
+        let dockerfile = plan_for(&m, &m, &["/srv/s/docker/worker.Dockerfile"], Policy::default());
+        assert_eq!(dockerfile.changes.iter().map(|c| c.service.as_str()).collect::<Vec<_>>(), ["worker"]);
+        assert_eq!(dockerfile.changes[0].reasons, ["/srv/s/docker/worker.Dockerfile changed"]);
+
+        let many: Vec<String> = (0..5).map(|i| format!("/srv/s/app/f{i}.py")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let plan = plan_for(&m, &m, &many, Policy::default());
+        assert_eq!(plan.changes[0].reasons, ["f0.py, f1.py, f2.py and 2 more changed"]);
+    }
+
+    #[test]
+    fn a_rebuild_follows_its_policy_line_and_a_changed_definition_the_structural_rule() {
+        let m = model(json!({"context": "/srv/s/app"}));
+        let held = Policy { rebuild: false, ..Policy::default() };
+        let plan = plan_for(&m, &m, &["/srv/s/app/x"], held);
+        assert_eq!(plan.needs_approval, [Approval::Rebuild.describe()]);
+        let (auto, _) = unattended(&plan, held, false);
+        assert!(auto.changes.is_empty());
+        let (auto, _) = unattended(&plan, Policy::default(), false);
+        assert_eq!(auto.changes.len(), 1);
+
+        let args = model(json!({"context": "/srv/s/app", "args": {"V": "2"}}));
+        let plan = plan_for(&m, &args, &[], Policy::default());
+        let c = &plan.changes[0];
+        assert_eq!((c.kind, c.build), (ChangeKind::Recreate, true), "{c:?}");
+        assert_eq!(c.image.as_deref(), Some("p-app"), "put back on rollback");
+        assert!(c.is_structural());
+        let (auto, held) = unattended(&plan, Policy::default(), false);
+        assert!(auto.changes.is_empty() && !held.is_empty(), "auto.structural is false by default");
     }
 }

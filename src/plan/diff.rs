@@ -5,7 +5,7 @@
 //! Environment values are never shown: only which keys changed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -170,6 +170,24 @@ pub fn file_inputs(svc: &ComposeService, model: &ComposeModel) -> Vec<PathBuf> {
                 .and_then(Value::as_str);
             out.extend(file.map(PathBuf::from));
         }
+    }
+    out
+}
+
+/// What a built service's image is made from, on this host: its build
+/// context, its Dockerfile (which may live outside the context) and any
+/// additional context that is a directory. A context Compose fetches (a
+/// git URL) has no local files and is not here.
+pub fn build_inputs(svc: &ComposeService) -> Vec<PathBuf> {
+    let Some(build) = svc.raw.get("build") else { return Vec::new() };
+    let local = |p: &str| Path::new(p).is_absolute().then(|| PathBuf::from(p));
+    let context = build.get("context").and_then(Value::as_str).and_then(local);
+    let mut out: Vec<PathBuf> = context.iter().cloned().collect();
+    if let Some(dockerfile) = build.get("dockerfile").and_then(Value::as_str) {
+        out.extend(local(dockerfile).or_else(|| context.as_ref().map(|c| c.join(dockerfile))));
+    }
+    if let Some(Value::Object(extra)) = build.get("additional_contexts") {
+        out.extend(extra.values().filter_map(Value::as_str).filter_map(local));
     }
     out
 }

@@ -132,6 +132,9 @@ pub trait Compose {
     /// Creates (without starting) containers of `service` from the current
     /// model up to `replicas`, leaving the existing ones as they are.
     fn scale_up(&self, project: &str, service: &str, replicas: usize) -> Result<()>;
+    /// Builds the images of `services` from the files as they are now,
+    /// with the engine's builder, touching no container.
+    fn build(&self, project: &str, services: &[String]) -> Result<()>;
 
     /// `model` and `hashes`, read at the same time.
     fn model_and_hashes(&self) -> Result<(ComposeModel, BTreeMap<String, String>)> {
@@ -358,6 +361,9 @@ fn parse_hashes(out: Output) -> Result<BTreeMap<String, String>> {
 }
 
 /// What Compose said on failure, without the environment's values.
+/// How much of a failed build's log an error shows: its cause is at the end.
+const BUILD_LINES_SHOWN: usize = 20;
+
 fn stderr_of(out: &Output) -> String {
     crate::redact::external(String::from_utf8_lossy(&out.stderr).trim())
 }
@@ -424,6 +430,20 @@ impl Compose for ComposeCli {
 
     fn up(&self, project: &str, service: &str, force: bool) -> Result<()> {
         self.up_with(project, service, if force { &["--detach", "--force-recreate"] } else { &["--detach"] })
+    }
+
+    fn build(&self, project: &str, services: &[String]) -> Result<()> {
+        let mut cmd = self.command(Some(project));
+        cmd.args(["build", "--"]).args(services);
+        let out = self.run(cmd, "building images")?;
+        if !out.status.success() {
+            // Compose prints the build's log on stdout, its verdict on stderr.
+            let log = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = lines[lines.len().saturating_sub(BUILD_LINES_SHOWN)..].join("\n");
+            bail!("docker compose build {} failed:\n{}", services.join(" "), crate::redact::external(&tail));
+        }
+        Ok(())
     }
 
     fn scale_up(&self, project: &str, service: &str, replicas: usize) -> Result<()> {

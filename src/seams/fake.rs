@@ -90,6 +90,9 @@ impl Compose for FileCompose {
     fn scale_up(&self, _: &str, _: &str, _: usize) -> Result<()> {
         unreachable!("FileCompose only reads")
     }
+    fn build(&self, _: &str, _: &[String]) -> Result<()> {
+        unreachable!("FileCompose only reads")
+    }
     fn all_services(&self) -> Result<Vec<String>> {
         Ok(self.model()?.services.into_keys().collect())
     }
@@ -124,6 +127,9 @@ pub struct Fake {
     /// The config hash each service's containers carry.
     pub hashes: BTreeMap<String, String>,
     pub fail_pull: bool,
+    /// What building a service makes: its reference and the new image id.
+    pub builds: BTreeMap<String, (String, String)>,
+    pub fail_build: bool,
     pub fail_up_of_image: Option<String>,
     pub log: Mutex<Vec<String>>,
     /// A file each `up` is also written to, for ordering against hooks
@@ -239,6 +245,16 @@ impl Compose for Fake {
     }
     fn scale_up(&self, _: &str, _: &str, _: usize) -> Result<()> {
         unreachable!("no start-first service here")
+    }
+    fn build(&self, _: &str, services: &[String]) -> Result<()> {
+        self.log.lock().unwrap().push(format!("build {}", services.join(" ")));
+        if self.fail_build {
+            anyhow::bail!("docker compose build failed:\nERROR: failed to solve");
+        }
+        for (reference, id) in services.iter().filter_map(|s| self.builds.get(s)) {
+            self.tags.lock().unwrap().insert(reference.clone(), id.clone());
+        }
+        Ok(())
     }
     fn all_services(&self) -> Result<Vec<String>> {
         unreachable!("the executor reads no files")
