@@ -494,8 +494,10 @@ impl Builder<'_> {
         let Inputs { new, changed_files, skip, .. } = self.inputs;
         for (name, svc) in new.services.iter().filter(|(name, svc)| svc.build && !skip.contains(*name)) {
             let inputs = diff::build_inputs(svc);
-            let causes: Vec<&PathBuf> =
+            // A modified file is its delta's old and new path.
+            let causes: BTreeSet<&PathBuf> =
                 changed_files.iter().filter(|f| inputs.iter().any(|input| f.starts_with(input))).collect();
+            let causes: Vec<&PathBuf> = causes.into_iter().collect();
             let build_changed = old.services.get(name).is_some_and(|o| o.raw.get("build") != svc.raw.get("build"));
             if causes.is_empty() && !build_changed {
                 continue;
@@ -1448,7 +1450,12 @@ mod rebuild_tests {
     #[test]
     fn a_commit_touching_a_build_context_rebuilds_only_that_service() {
         let m = model(json!({"context": "/srv/s/app", "dockerfile": "Dockerfile"}));
-        let plan = plan_for(&m, &m, &["/srv/s/app/src/main.py", "/srv/s/README.md"], Policy::default());
+        let plan = plan_for(
+            &m,
+            &m,
+            &["/srv/s/app/src/main.py", "/srv/s/README.md", "/srv/s/app/src/main.py"],
+            Policy::default(),
+        );
         assert_eq!(plan.changes.len(), 1, "{:?}", plan.changes);
         let c = &plan.changes[0];
         assert_eq!((c.kind, c.service.as_str(), c.build, c.force), (ChangeKind::Rebuild, "app", true, true));

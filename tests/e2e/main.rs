@@ -13,6 +13,7 @@ mod inputs;
 mod normalized;
 mod operations;
 mod promises;
+mod rebuild;
 mod receiver;
 mod revisions;
 mod safety;

@@ -572,8 +572,11 @@ impl Drop for Stack {
         }
         let backups =
             docker(&["images", "--format", "{{.Repository}}:{{.Tag}}", &format!("clusterup/{}/*", self.name)]);
+        // Images Compose built for the project's services.
+        let built = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}", &format!("{}-*", self.name)]);
         let mut tags = self.tags.clone();
         tags.extend(String::from_utf8_lossy(&backups.stdout).lines().map(String::from));
+        tags.extend(String::from_utf8_lossy(&built.stdout).lines().map(String::from));
         // Pushes and pulls leave `repo@digest` references on the shared
         // fixture images; drop this test's.
         let digests = docker(&["images", "--digests", "--format", "{{.Repository}}@{{.Digest}}"]);
