@@ -709,7 +709,10 @@ fn changed_paths(paths: &[&PathBuf], context: Option<&PathBuf>) -> String {
     let shown: Vec<String> = paths
         .iter()
         .take(SHOWN)
-        .map(|p| context.and_then(|c| p.strip_prefix(c).ok()).unwrap_or(p).display().to_string())
+        .map(|p| {
+            let inside = context.and_then(|c| p.strip_prefix(c).ok()).filter(|r| !r.as_os_str().is_empty());
+            inside.unwrap_or(p).display().to_string()
+        })
         .collect();
     match paths.len() {
         0 => "its build section changed".to_string(),

@@ -326,3 +326,48 @@ fn a_configured_directory_that_holds_the_clone_is_adopted() {
     assert_eq!(host.head(), a, "the operator's clone moved in place");
     assert_eq!(host.stack.running_image("web"), image_id(&format!("{}/web:1.1", host.base)));
 }
+
+#[test]
+fn a_submodule_bump_inside_a_build_context_rebuilds_its_service() {
+    let host = host("inplacebuild");
+    std::fs::write(
+        host.stack.config_path(),
+        format!(
+            "stacks:\n  - name: {}\n    directory: {}\n    git: {{in_place: true}}\n    auto: {{structural: true}}\n    \
+             health: {{timeout: 30s, stability: 1s}}\n",
+            host.stack.name,
+            host.stack.dir.display()
+        ),
+    )
+    .unwrap();
+    let bump_shared = |file: &str, text: &str, message: &str| {
+        std::fs::write(host.shared_work.join(file), text).unwrap();
+        host.git(&host.shared_work, &["add", "-A"]);
+        host.git(&host.shared_work, &["commit", "-q", "-m", message]);
+        host.git(&host.shared_work, &["push", "-q", "origin", "HEAD:embody-alpha"]);
+        host.git(&host.ops_work, &["submodule", "update", "-q", "--remote", "shared"]);
+    };
+    // `app` is built from the submodule: its Dockerfile and the greeting
+    // it serves live there.
+    bump_shared("app.Dockerfile", "FROM clusterup-fixture/web:v1\nCOPY conf/greeting.txt /www/version\n", "app");
+    let app = "  app:\n    build: {context: ../shared, dockerfile: app.Dockerfile}\n";
+    host.push_compose(&format!("{}{app}", host.compose("1.0", "a", false)), "app, built from shared");
+    let run = host.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(host.served("app", "/www/version"), "hello 1");
+    let web = host.stack.container_id("web");
+
+    bump_shared("conf/greeting.txt", "hello 2\n", "greeting 2");
+    host.commit_and_push("shared: greeting 2");
+    let run = host.clusterup(&["check", "--only", "--json"]);
+    assert_eq!(run.code, 100, "{run:?}");
+    let plan = run.json();
+    let app_change = plan["changes"].as_array().unwrap().iter().find(|c| c["service"] == "app").cloned();
+    let app_change = app_change.unwrap_or_else(|| panic!("app is rebuilt: {run:?}"));
+    assert_eq!(app_change["kind"], "rebuild", "{run:?}");
+    assert!(app_change["reasons"].to_string().contains("greeting.txt"), "{run:?}");
+    let run = host.clusterup(&["apply", "--auto"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(host.served("app", "/www/version"), "hello 2", "built from the bumped submodule");
+    assert_eq!(host.stack.container_id("web"), web, "web was not touched");
+}
