@@ -144,6 +144,17 @@ pub struct ApplyArgs {
     /// even if the branch moves meanwhile
     #[arg(long, value_name = "COMMIT")]
     pub expect_revision: Option<String>,
+
+    /// Build images again from the files as they are (the SERVICEs named,
+    /// else every service with `build:`) and recreate them through the
+    /// health gate: source changes of a directory stack, which clusterup
+    /// cannot see
+    #[arg(long)]
+    pub rebuild: bool,
+
+    /// With --rebuild: the services to build (names after `--`)
+    #[arg(value_name = "SERVICE", requires = "rebuild")]
+    pub services: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -27,6 +27,8 @@ pub struct ApplyOptions {
     pub accept_data_risk: bool,
     pub retry: bool,
     pub expect_revision: Option<String>,
+    /// Services to build again: None, none asked; empty, every built one.
+    pub rebuild: Option<Vec<String>>,
 }
 
 impl From<&ApplyArgs> for ApplyOptions {
@@ -37,6 +39,7 @@ impl From<&ApplyArgs> for ApplyOptions {
             accept_data_risk: a.accept_data_risk,
             retry: a.retry,
             expect_revision: a.expect_revision.clone(),
+            rebuild: a.rebuild.then(|| a.services.clone()),
         }
     }
 }
@@ -109,9 +112,14 @@ fn apply_one(
         None => ops::Goal::Latest,
     };
     let mut checked = ops::plan(seams, stack, goal)?;
-    if checked.cached_model && (!checked.plan.changes.is_empty() || checked.plan.moves_commit()) {
+    let work = !checked.plan.changes.is_empty() || checked.plan.moves_commit() || opts.rebuild.is_some();
+    if checked.cached_model && work {
         // Work to do: the plan carried out is made from what Compose says.
         checked = ops::plan_fresh(seams, stack, goal)?;
+    }
+    if let Some(asked) = &opts.rebuild {
+        classify::ask_rebuild(&mut checked.plan, asked, &checked.built, &checked.observation)
+            .map_err(|e| usage(format!("stack {}: {e}", stack.name)))?;
     }
     super::check::show_plan(printer, &checked.plan, &checked.file_diff);
     let registry_failed = checked.plan.registry_errors().next().is_some();

@@ -42,6 +42,8 @@ pub struct Checked {
     /// The compose model came from the last run's cache: Compose was not
     /// asked (nor told the stack's secrets to keep out of output).
     pub cached_model: bool,
+    /// Services with `build:`, and the name their image is built under.
+    pub built: BTreeMap<String, String>,
 }
 
 /// What a plan leads to.
@@ -154,7 +156,9 @@ fn plan_asking(
         Some(on_disk) => Some(directory_files(stack, on_disk, hashes.is_some(), &plan, &goal)?),
         None => None,
     };
-    Ok(Checked { plan, observation, file_diff, git, directory, policies: labels.policies, cached_model })
+    let built =
+        model.services.iter().filter(|(_, s)| s.build).map(|(n, s)| (n.clone(), model.image_of(n, s))).collect();
+    Ok(Checked { plan, observation, file_diff, git, directory, policies: labels.policies, cached_model, built })
 }
 
 /// A directory stack's copies around `plan`: `on_disk` (the files now),

@@ -504,7 +504,7 @@ impl Builder<'_> {
             }
             // Compose's name for a built image: a rollback puts the old
             // image back under it.
-            let image = svc.image.clone().unwrap_or_else(|| format!("{}-{name}", new.project));
+            let image = new.image_of(name, svc);
             if let Some(change) = self.changes.get_mut(name) {
                 change.build = true;
                 change.image.get_or_insert(image);
@@ -700,6 +700,44 @@ pub fn unattended(plan: &Plan, policy: Policy, accept_data_risk: bool) -> (Plan,
     };
     out.needs_approval = held_back.clone();
     (out, held_back)
+}
+
+/// `apply --rebuild`: the `asked` services (every built one when none is
+/// named) are built again and recreated, on top of what `plan` does.
+pub fn ask_rebuild(
+    plan: &mut Plan,
+    asked: &[String],
+    built: &BTreeMap<String, String>,
+    observation: &Observation,
+) -> Result<(), String> {
+    let names: Vec<&String> = if asked.is_empty() { built.keys().collect() } else { asked.iter().collect() };
+    if names.is_empty() {
+        return Err("--rebuild: no service has a `build:` section".to_string());
+    }
+    for name in names {
+        let Some(image) = built.get(name) else {
+            let known: Vec<&str> = built.keys().map(String::as_str).collect();
+            return Err(format!("--rebuild {name}: not a built service (built: {})", known.join(", ")));
+        };
+        if let Some(change) = plan.changes.iter_mut().find(|c| &c.service == name) {
+            change.build = true;
+            change.image.get_or_insert_with(|| image.clone());
+            continue;
+        }
+        if !observation.services.get(name).is_some_and(has_running) {
+            return Err(format!(
+                "--rebuild {name}: it is not running; start it first (clusterup never starts a stopped service)"
+            ));
+        }
+        plan.changes.push(Change {
+            build: true,
+            force: true,
+            reasons: vec!["asked for (--rebuild)".to_string()],
+            ..Change::new(name, ChangeKind::Rebuild, Some(image.clone()))
+        });
+    }
+    plan.kind = kind_of(&plan.changes);
+    Ok(())
 }
 
 /// "src/app.py, src/util.py and 3 more changed", relative to the build
@@ -1479,6 +1517,35 @@ mod rebuild_tests {
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         let plan = plan_for(&m, &m, &many, Policy::default());
         assert_eq!(plan.changes[0].reasons, ["f0.py, f1.py, f2.py and 2 more changed"]);
+    }
+
+    #[test]
+    fn a_rebuild_asked_for_names_built_running_services_only() {
+        let m = model(json!({"context": "/srv/s/app"}));
+        let built: BTreeMap<String, String> =
+            [("app", "p-app"), ("worker", "p-worker")].map(|(a, b)| (a.into(), b.into())).into();
+        let mut plan = plan_for(&m, &m, &[], Policy::default());
+        ask_rebuild(&mut plan, &[], &built, &running()).unwrap();
+        assert_eq!(steps(&plan), [(ChangeKind::Rebuild, "app"), (ChangeKind::Rebuild, "worker")], "every built one");
+        assert!(plan.changes.iter().all(|c| c.build && c.force));
+        assert_eq!(plan.kind, PlanKind::Image);
+
+        let mut plan = plan_for(&m, &m, &[], Policy::default());
+        let err = ask_rebuild(&mut plan, &["web".into()], &built, &running()).unwrap_err();
+        assert!(err.contains("not a built service (built: app, worker)"), "{err}");
+        let err = ask_rebuild(&mut plan, &[], &BTreeMap::new(), &running()).unwrap_err();
+        assert!(err.contains("no service has a `build:` section"), "{err}");
+        let stopped = Observation::default();
+        let err = ask_rebuild(&mut plan, &["app".into()], &built, &stopped).unwrap_err();
+        assert!(err.contains("not running"), "{err}");
+
+        let mut plan = plan_for(&m, &m, &["/srv/s/app/x"], Policy::default());
+        ask_rebuild(&mut plan, &["app".into()], &built, &running()).unwrap();
+        assert_eq!(steps(&plan), [(ChangeKind::Rebuild, "app")], "one change, not two");
+    }
+
+    fn steps(plan: &Plan) -> Vec<(ChangeKind, &str)> {
+        plan.changes.iter().map(|c| (c.kind, c.service.as_str())).collect()
     }
 
     #[test]

@@ -40,6 +40,12 @@ pub struct ComposeService {
 }
 
 impl ComposeModel {
+    /// The image a service runs: its `image:`, or for a built service
+    /// without one the name Compose builds it under.
+    pub fn image_of(&self, name: &str, svc: &ComposeService) -> String {
+        svc.image.clone().unwrap_or_else(|| format!("{}-{name}", self.project))
+    }
+
     pub fn from_json(json: &Value) -> Result<ComposeModel> {
         let project =
             json.get("name").and_then(Value::as_str).context("compose config has no project name")?.to_string();

@@ -92,3 +92,46 @@ fn a_broken_build_changes_nothing_and_an_unhealthy_rebuild_is_rolled_back() {
     let name = format!("{}-app", stack.name);
     assert_eq!(image_id(&name), image, "the old image is back under Compose's name");
 }
+
+/// A directory stack's sources change by hand, where clusterup cannot see
+/// it: `apply --rebuild` builds and recreates through the same gate, and
+/// nothing rebuilds by itself.
+#[test]
+fn a_directory_stack_rebuilds_when_asked_and_only_then() {
+    let port = free_port();
+    let stack = Stack::new("rebuilddir");
+    std::fs::create_dir_all(stack.dir.join("app")).unwrap();
+    std::fs::write(stack.dir.join("app/Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(stack.dir.join("app/version"), "one\n").unwrap();
+    stack.write_compose(&format!(
+        "services:\n  app:\n    build: ./app\n    ports: [\"127.0.0.1:{port}:8080\"]\n  other:\n    image: clusterup-fixture/web:v1\n"
+    ));
+    stack.write_config("");
+    stack.up();
+    let other = stack.container_id("other");
+    let image = stack.running_image("app");
+
+    std::fs::write(stack.dir.join("app/version"), "two\n").unwrap();
+    let run = stack.clusterup(&["apply", "--auto", "--json"]);
+    assert_eq!(run.json()["outcome"], "up_to_date", "never by itself: {run:?}");
+    assert_eq!(http_get(port, "/version").as_deref(), Some("one"));
+
+    let run = stack.clusterup(&["apply", "--yes", "--rebuild", "--", "nosuch"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.all().contains("not a built service (built: app)"), "{run:?}");
+
+    let run = stack.clusterup(&["apply", "--yes", "--rebuild", "--", "app"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(http_get(port, "/version").as_deref(), Some("two"));
+    assert_ne!(stack.running_image("app"), image);
+    assert_eq!(stack.container_id("other"), other, "only the asked service");
+
+    // A rebuild that fails health goes back to the image it ran.
+    let image = stack.running_image("app");
+    std::fs::write(stack.dir.join("app/Dockerfile"), "FROM clusterup-fixture/web:bad\nCOPY version /www/version\n")
+        .unwrap();
+    let run = stack.clusterup(&["apply", "--yes", "--rebuild"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(stack.running_image("app"), image);
+    assert_eq!(http_get(port, "/version").as_deref(), Some("two"));
+}
