@@ -99,6 +99,7 @@ proptest! {
             commit: Some("n".into()),
             deployed_commit: Some("o".into()),
             changed_files: &[],
+            dockerignore: &BTreeMap::new(),
             target_images: None,
         });
         // Whether `from` depends on `to` through the new files' depends_on.

@@ -139,6 +139,14 @@ fn plan_asking(
         }
         _ => None,
     };
+    // The deployed ignore files: a commit that changes one changes a file
+    // of its context, which rebuilds whatever it says.
+    let dockerignore: BTreeMap<PathBuf, String> = model
+        .services
+        .values()
+        .filter_map(|svc| crate::plan::diff::build_inputs(svc).context)
+        .filter_map(|context| Some((context.clone(), std::fs::read_to_string(context.join(".dockerignore")).ok()?)))
+        .collect();
     let plan = classify::classify(&Inputs {
         stack: &stack.name,
         new: &model,
@@ -150,6 +158,7 @@ fn plan_asking(
         commit: git.as_ref().map(|g| g.new.to_string()),
         deployed_commit: git.as_ref().and_then(|g| g.old.map(|o| o.to_string())),
         changed_files: &changed_files,
+        dockerignore: &dockerignore,
         target_images,
     });
     let directory = match on_disk {

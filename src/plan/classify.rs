@@ -3,11 +3,12 @@
 //! at risk. Pure: no engine, no clock, no files.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::diff::{self, ModelDiff, Presence, ServiceDiff};
+use super::ignore::Ignore;
 use super::observation::{Observation, ServiceObservation};
 use crate::reference::Reference;
 use crate::seams::compose::{ComposeModel, ComposeService};
@@ -230,6 +231,8 @@ pub struct Inputs<'a> {
     pub deployed_commit: Option<String>,
     /// Files the new commit changed (git stacks), as deployed paths.
     pub changed_files: &'a [std::path::PathBuf],
+    /// Each build context's `.dockerignore`, where it has one.
+    pub dockerignore: &'a BTreeMap<PathBuf, String>,
     /// A rollback: the image id each service must run (instead of asking
     /// registries).
     pub target_images: Option<&'a BTreeMap<String, String>>,
@@ -491,12 +494,22 @@ impl Builder<'_> {
     /// section it did): built before anything is touched, then recreated.
     /// One that changes in other ways too stays a structural change.
     fn rebuilds(&mut self, old: &ComposeModel) {
-        let Inputs { new, changed_files, skip, .. } = self.inputs;
+        let Inputs { new, changed_files, skip, dockerignore, .. } = self.inputs;
         for (name, svc) in new.services.iter().filter(|(name, svc)| svc.build && !skip.contains(*name)) {
             let inputs = diff::build_inputs(svc);
+            let ignore = inputs.context.as_ref().and_then(|c| dockerignore.get(c)).map(|t| Ignore::parse(t));
+            // What the builder never sees does not count; the Dockerfile
+            // and the ignore file itself always do.
+            let unseen = |f: &PathBuf| {
+                let relative = inputs.context.as_ref().and_then(|c| f.strip_prefix(c).ok());
+                Some(f) != inputs.dockerfile.as_ref()
+                    && relative.is_some_and(|r| {
+                        r != Path::new(".dockerignore") && ignore.as_ref().is_some_and(|i| i.ignores(r))
+                    })
+            };
             // A modified file is its delta's old and new path.
             let causes: BTreeSet<&PathBuf> =
-                changed_files.iter().filter(|f| inputs.iter().any(|input| f.starts_with(input))).collect();
+                changed_files.iter().filter(|f| inputs.all().any(|input| f.starts_with(input)) && !unseen(f)).collect();
             let causes: Vec<&PathBuf> = causes.into_iter().collect();
             let build_changed = old.services.get(name).is_some_and(|o| o.raw.get("build") != svc.raw.get("build"));
             if causes.is_empty() && !build_changed {
@@ -516,7 +529,7 @@ impl Builder<'_> {
             let change = Change {
                 build: true,
                 force: true,
-                reasons: vec![changed_paths(&causes, inputs.first())],
+                reasons: vec![changed_paths(&causes, inputs.context.as_ref())],
                 ..Change::new(name, ChangeKind::Rebuild, Some(image))
             };
             self.changes.insert(name.clone(), change);
@@ -969,6 +982,7 @@ mod tests {
             commit: None,
             deployed_commit: None,
             changed_files: &[],
+            dockerignore: &BTreeMap::new(),
             target_images: None,
         })
     }
@@ -1152,6 +1166,7 @@ mod tests {
             commit: Some("new".into()),
             deployed_commit: Some("old".into()),
             changed_files: &[],
+            dockerignore: &BTreeMap::new(),
             target_images: None,
         })
     }
@@ -1359,6 +1374,7 @@ mod tests {
             commit: None,
             deployed_commit: None,
             changed_files: &[],
+            dockerignore: &BTreeMap::new(),
             target_images: None,
         })
     }
@@ -1394,6 +1410,7 @@ mod tests {
             commit: Some("c".into()),
             deployed_commit: None,
             changed_files: &[],
+            dockerignore: &BTreeMap::new(),
             target_images: None,
         });
         assert_eq!(steps(&plan), [(ChangeKind::Create, "new"), (ChangeKind::Recreate, "web")]);
@@ -1421,6 +1438,7 @@ mod tests {
             commit: Some("new".into()),
             deployed_commit: Some("old".into()),
             changed_files: &changed,
+            dockerignore: &BTreeMap::new(),
             target_images: None,
         });
         assert_eq!(steps(&plan), [(ChangeKind::Recreate, "api"), (ChangeKind::Recreate, "web")]);
@@ -1472,6 +1490,16 @@ mod rebuild_tests {
     }
 
     fn plan_for(old: &ComposeModel, new: &ComposeModel, changed: &[&str], policy: Policy) -> Plan {
+        plan_ignoring(old, new, changed, policy, &BTreeMap::new())
+    }
+
+    fn plan_ignoring(
+        old: &ComposeModel,
+        new: &ComposeModel,
+        changed: &[&str],
+        policy: Policy,
+        dockerignore: &BTreeMap<PathBuf, String>,
+    ) -> Plan {
         let changed: Vec<PathBuf> = changed.iter().map(PathBuf::from).collect();
         classify(&Inputs {
             stack: "s",
@@ -1484,6 +1512,7 @@ mod rebuild_tests {
             commit: Some("new".into()),
             deployed_commit: Some("old".into()),
             changed_files: &changed,
+            dockerignore,
             target_images: None,
         })
     }
@@ -1517,6 +1546,17 @@ mod rebuild_tests {
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         let plan = plan_for(&m, &m, &many, Policy::default());
         assert_eq!(plan.changes[0].reasons, ["f0.py, f1.py, f2.py and 2 more changed"]);
+    }
+
+    #[test]
+    fn what_the_dockerignore_leaves_out_rebuilds_nothing_but_the_dockerfile_and_the_ignore_file_do() {
+        let m = model(json!({"context": "/srv/s/app", "dockerfile": "Dockerfile"}));
+        let ignores: BTreeMap<PathBuf, String> = [("/srv/s/app".into(), "*.md\ndocs\nDockerfile\n".into())].into();
+        let plan = |changed: &[&str]| plan_ignoring(&m, &m, changed, Policy::default(), &ignores);
+        assert!(plan(&["/srv/s/app/README.md", "/srv/s/app/docs/a/b.txt"]).changes.is_empty());
+        for counts in ["/srv/s/app/src/x.py", "/srv/s/app/.dockerignore", "/srv/s/app/Dockerfile"] {
+            assert_eq!(plan(&[counts]).changes.len(), 1, "{counts} rebuilds");
+        }
     }
 
     #[test]

@@ -174,22 +174,34 @@ pub fn file_inputs(svc: &ComposeService, model: &ComposeModel) -> Vec<PathBuf> {
     out
 }
 
-/// What a built service's image is made from, on this host: its build
-/// context, its Dockerfile (which may live outside the context) and any
-/// additional context that is a directory. A context Compose fetches (a
-/// git URL) has no local files and is not here.
-pub fn build_inputs(svc: &ComposeService) -> Vec<PathBuf> {
-    let Some(build) = svc.raw.get("build") else { return Vec::new() };
+/// What a built service's image is made from, on this host. A context
+/// Compose fetches (a git URL) has no local files and is not here.
+#[derive(Debug, Default)]
+pub struct BuildInputs {
+    pub context: Option<PathBuf>,
+    /// May live outside the context; always sent to the builder.
+    pub dockerfile: Option<PathBuf>,
+    /// `additional_contexts` that are directories.
+    pub extra: Vec<PathBuf>,
+}
+
+impl BuildInputs {
+    pub fn all(&self) -> impl Iterator<Item = &PathBuf> {
+        self.context.iter().chain(&self.dockerfile).chain(&self.extra)
+    }
+}
+
+pub fn build_inputs(svc: &ComposeService) -> BuildInputs {
+    let Some(build) = svc.raw.get("build") else { return BuildInputs::default() };
     let local = |p: &str| Path::new(p).is_absolute().then(|| PathBuf::from(p));
     let context = build.get("context").and_then(Value::as_str).and_then(local);
-    let mut out: Vec<PathBuf> = context.iter().cloned().collect();
-    if let Some(dockerfile) = build.get("dockerfile").and_then(Value::as_str) {
-        out.extend(local(dockerfile).or_else(|| context.as_ref().map(|c| c.join(dockerfile))));
-    }
-    if let Some(Value::Object(extra)) = build.get("additional_contexts") {
-        out.extend(extra.values().filter_map(Value::as_str).filter_map(local));
-    }
-    out
+    let dockerfile = build.get("dockerfile").and_then(Value::as_str).unwrap_or("Dockerfile");
+    let dockerfile = local(dockerfile).or_else(|| context.as_ref().map(|c| c.join(dockerfile)));
+    let extra = match build.get("additional_contexts") {
+        Some(Value::Object(extra)) => extra.values().filter_map(Value::as_str).filter_map(local).collect(),
+        _ => Vec::new(),
+    };
+    BuildInputs { context, dockerfile, extra }
 }
 
 /// The networks a service is attached to.

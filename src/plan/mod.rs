@@ -4,4 +4,5 @@
 
 pub mod classify;
 pub mod diff;
+pub mod ignore;
 pub mod observation;
