@@ -54,6 +54,21 @@ impl Host {
         yaml
     }
 
+    /// A configuration for the clone: short health waits, structural
+    /// changes unattended.
+    fn configure(&self) {
+        std::fs::write(
+            self.stack.config_path(),
+            format!(
+                "stacks:\n  - name: {}\n    directory: {}\n    git: {{in_place: true}}\n    auto: {{structural: true}}\n    \
+                 health: {{timeout: 30s, stability: 1s}}\n",
+                self.stack.name,
+                self.stack.dir.display()
+            ),
+        )
+        .unwrap();
+    }
+
     fn head(&self) -> String {
         self.git(&self.clone, &["rev-parse", "HEAD"])
     }
@@ -174,17 +189,7 @@ fn a_clone_with_a_submodule_is_followed_in_place() {
 
     // From here on a configuration, for short health waits and structural
     // changes unattended.
-    let config = host.stack.config_path();
-    std::fs::write(
-        &config,
-        format!(
-            "stacks:\n  - name: {}\n    directory: {}\n    git: {{in_place: true}}\n    auto: {{structural: true}}\n    \
-             health: {{timeout: 30s, stability: 1s}}\n",
-            host.stack.name,
-            host.stack.dir.display()
-        ),
-    )
-    .unwrap();
+    host.configure();
 
     // (b) A new service and an environment change.
     let b = host.push_compose(&host.compose("1.1", "b", true), "worker, mode b");
@@ -330,16 +335,7 @@ fn a_configured_directory_that_holds_the_clone_is_adopted() {
 #[test]
 fn a_submodule_bump_inside_a_build_context_rebuilds_its_service() {
     let host = host("inplacebuild");
-    std::fs::write(
-        host.stack.config_path(),
-        format!(
-            "stacks:\n  - name: {}\n    directory: {}\n    git: {{in_place: true}}\n    auto: {{structural: true}}\n    \
-             health: {{timeout: 30s, stability: 1s}}\n",
-            host.stack.name,
-            host.stack.dir.display()
-        ),
-    )
-    .unwrap();
+    host.configure();
     let bump_shared = |file: &str, text: &str, message: &str| {
         std::fs::write(host.shared_work.join(file), text).unwrap();
         host.git(&host.shared_work, &["add", "-A"]);
