@@ -199,6 +199,70 @@ impl Printer {
     }
 }
 
+impl Printer {
+    /// What a build is doing: on a terminal one line that follows it;
+    /// elsewhere (systemd) a plain line per build step; with -v every line
+    /// the builder writes.
+    pub fn build(&self, services: &str) -> BuildDisplay<'_> {
+        let bar = (self.stderr_tty && !self.quiet && self.verbose == 0).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} building {prefix}: {wide_msg}").expect("static template"),
+            );
+            bar.set_prefix(for_people(services));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        self.step(format!("building {services}"));
+        BuildDisplay { printer: self, bar, builder_said: false }
+    }
+}
+
+pub struct BuildDisplay<'a> {
+    printer: &'a Printer,
+    bar: Option<ProgressBar>,
+    builder_said: bool,
+}
+
+impl BuildDisplay<'_> {
+    /// One line of the build's log (`docker compose --progress plain`).
+    pub fn line(&mut self, line: &str) {
+        let line = line.trim();
+        if line.is_empty() {
+            return;
+        }
+        if !self.builder_said {
+            let builder = if line.starts_with("#0 building with") || line.starts_with("#1 [") {
+                Some("BuildKit (the engine's builder)")
+            } else if line.starts_with("Step 1/") || line.starts_with("Sending build context") {
+                Some("the classic builder (no BuildKit)")
+            } else {
+                None
+            };
+            if let Some(builder) = builder {
+                self.printer.detail(format!("building with {builder}"));
+                self.builder_said = true;
+            }
+        }
+        // A step's title: BuildKit's `#5 [app 1/2] FROM …`, the classic
+        // builder's `Step 1/2 : FROM …`.
+        let title = (line.starts_with('#') && line.contains(" [")) || line.starts_with("Step ");
+        match &self.bar {
+            Some(bar) => bar.set_message(for_people(line)),
+            None if self.printer.verbose > 0 => self.printer.step(format!("build: {line}")),
+            None if title => self.printer.step(format!("build: {line}")),
+            None => {}
+        }
+    }
+
+    pub fn finish(self, result: &str) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+        self.printer.step(result);
+    }
+}
+
 /// Every line a person reads: no credential, no control character.
 pub fn for_people(text: &str) -> String {
     crate::redact::terminal_safe(&crate::redact::scrub(text))

@@ -258,10 +258,14 @@ impl Executor<'_> {
         if services.is_empty() {
             return Ok(());
         }
-        self.printer.step(format!("building {}", services.join(", ")));
-        self.compose.build(&plan.project, &services).map_err(StepError::Compose)?;
+        let mut display = self.printer.build(&services.join(", "));
+        let built = self.compose.build(&plan.project, &services, &mut |line| display.line(line));
+        display.finish(&match &built {
+            Ok(()) => format!("built {}", services.join(", ")),
+            Err(_) => format!("building {} failed", services.join(", ")),
+        });
+        built.map_err(StepError::Compose)?;
         crate::signals::crash_point("built");
-        self.printer.step(format!("built {}", services.join(", ")));
         Ok(())
     }
 

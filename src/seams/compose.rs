@@ -139,8 +139,9 @@ pub trait Compose {
     /// model up to `replicas`, leaving the existing ones as they are.
     fn scale_up(&self, project: &str, service: &str, replicas: usize) -> Result<()>;
     /// Builds the images of `services` from the files as they are now,
-    /// with the engine's builder, touching no container.
-    fn build(&self, project: &str, services: &[String]) -> Result<()>;
+    /// with the engine's builder, touching no container; each line of the
+    /// build's log goes to `progress` as it comes.
+    fn build(&self, project: &str, services: &[String], progress: &mut dyn FnMut(&str)) -> Result<()>;
 
     /// `model` and `hashes`, read at the same time.
     fn model_and_hashes(&self) -> Result<(ComposeModel, BTreeMap<String, String>)> {
@@ -241,14 +242,28 @@ impl ComposeCli {
         self.run_with(cmd, None, what)
     }
 
-    fn run_with(&self, mut cmd: Command, input: Option<&[u8]>, what: &str) -> Result<Output> {
+    fn run_with(&self, cmd: Command, input: Option<&[u8]>, what: &str) -> Result<Output> {
+        self.run_watching_with(cmd, input, what, &mut |_| {})
+    }
+
+    fn run_watching(&self, cmd: Command, what: &str, watch: &mut dyn FnMut(&str)) -> Result<Output> {
+        self.run_watching_with(cmd, None, what, watch)
+    }
+
+    fn run_watching_with(
+        &self,
+        mut cmd: Command,
+        input: Option<&[u8]>,
+        what: &str,
+        watch: &mut dyn FnMut(&str),
+    ) -> Result<Output> {
         let _place = RUNNING.take("compose");
-        let done = super::process::run(&mut cmd, input, self.timeout, usize::MAX).map_err(|e| match e {
-            super::process::Failure::Spawn(e) => {
-                anyhow::Error::new(e).context(format!("{what}: running `docker compose`; is the Docker CLI installed?"))
-            }
-            timed_out => anyhow::anyhow!("{what}: `docker compose` {timed_out} (timeouts.compose)"),
-        })?;
+        let done =
+            super::process::run_watching(&mut cmd, input, self.timeout, usize::MAX, watch).map_err(|e| match e {
+                super::process::Failure::Spawn(e) => anyhow::Error::new(e)
+                    .context(format!("{what}: running `docker compose`; is the Docker CLI installed?")),
+                timed_out => anyhow::anyhow!("{what}: `docker compose` {timed_out} (timeouts.compose)"),
+            })?;
         Ok(Output { status: done.status, stdout: done.stdout, stderr: done.stderr })
     }
 
@@ -438,10 +453,11 @@ impl Compose for ComposeCli {
         self.up_with(project, service, if force { &["--detach", "--force-recreate"] } else { &["--detach"] })
     }
 
-    fn build(&self, project: &str, services: &[String]) -> Result<()> {
+    fn build(&self, project: &str, services: &[String], progress: &mut dyn FnMut(&str)) -> Result<()> {
         let mut cmd = self.command(Some(project));
-        cmd.args(["build", "--"]).args(services);
-        let out = self.run(cmd, "building images")?;
+        // One line per event, terminal or not: the display is clusterup's.
+        cmd.args(["--progress", "plain", "build", "--"]).args(services);
+        let out = self.run_watching(cmd, "building images", progress)?;
         if !out.status.success() {
             // Compose prints the build's log on stdout, its verdict on stderr.
             let log = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -90,7 +90,7 @@ impl Compose for FileCompose {
     fn scale_up(&self, _: &str, _: &str, _: usize) -> Result<()> {
         unreachable!("FileCompose only reads")
     }
-    fn build(&self, _: &str, _: &[String]) -> Result<()> {
+    fn build(&self, _: &str, _: &[String], _: &mut dyn FnMut(&str)) -> Result<()> {
         unreachable!("FileCompose only reads")
     }
     fn all_services(&self) -> Result<Vec<String>> {
@@ -246,7 +246,7 @@ impl Compose for Fake {
     fn scale_up(&self, _: &str, _: &str, _: usize) -> Result<()> {
         unreachable!("no start-first service here")
     }
-    fn build(&self, _: &str, services: &[String]) -> Result<()> {
+    fn build(&self, _: &str, services: &[String], _: &mut dyn FnMut(&str)) -> Result<()> {
         self.log.lock().unwrap().push(format!("build {}", services.join(" ")));
         if self.fail_build {
             anyhow::bail!("docker compose build failed:\nERROR: failed to solve");

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::{RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -41,6 +41,18 @@ impl std::error::Error for Failure {}
 /// Runs `cmd` with `input` on its stdin (or none), keeping at most `keep`
 /// bytes (the last ones) of stdout and of stderr.
 pub fn run(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration, keep: usize) -> Result<Finished, Failure> {
+    run_watching(cmd, input, timeout, keep, &mut |_| {})
+}
+
+/// `run`, handing each line the program writes (stdout or stderr) to
+/// `watch` as it comes: a long build shows what it is doing.
+pub fn run_watching(
+    cmd: &mut Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+    keep: usize,
+    watch: &mut dyn FnMut(&str),
+) -> Result<Finished, Failure> {
     let mut child = cmd
         .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
@@ -49,29 +61,67 @@ pub fn run(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration, keep: usi
         .spawn()
         .map_err(Failure::Spawn)?;
     let group = child.id() as libc::pid_t;
-    let stdout = drain(child.stdout.take(), keep);
-    let stderr = drain(child.stderr.take(), keep);
+    let (send, receive) = std::sync::mpsc::channel();
+    let stdout = drain(child.stdout.take(), keep, send.clone());
+    let stderr = drain(child.stderr.take(), keep, send.clone());
     if let (Some(mut stdin), Some(bytes)) = (child.stdin.take(), input) {
         // A program that exits without reading its input is its business.
         let _ = stdin.write_all(bytes);
     }
-    let (send, receive) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = send.send(child.wait());
+        let _ = send.send(Event::Exited(child.wait()));
     });
-    let status = match receive.recv_timeout(timeout) {
-        Ok(status) => status,
-        Err(RecvTimeoutError::Timeout) => {
-            kill_group(group);
-            let _ = receive.recv();
-            // Children that left the group may still hold the pipes open:
-            // do not wait for their output.
-            return Err(Failure::TimedOut(timeout));
+    let deadline = std::time::Instant::now() + timeout;
+    let mut partial: [Vec<u8>; 2] = Default::default();
+    let mut lines = |pipe: usize, bytes: Vec<u8>| {
+        let pending = &mut partial[pipe];
+        pending.extend_from_slice(&bytes);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            watch(String::from_utf8_lossy(&line).trim_end());
         }
-        Err(RecvTimeoutError::Disconnected) => unreachable!("the waiter always sends"),
     };
+    let status = loop {
+        match receive.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(Event::Exited(status)) => break status,
+            Ok(Event::Output(pipe, bytes)) => lines(pipe, bytes),
+            Err(RecvTimeoutError::Timeout) => {
+                kill_group(group);
+                while !matches!(receive.recv(), Ok(Event::Exited(_)) | Err(_)) {}
+                // Children that left the group may still hold the pipes
+                // open: do not wait for their output.
+                return Err(Failure::TimedOut(timeout));
+            }
+            Err(RecvTimeoutError::Disconnected) => unreachable!("the waiter always sends"),
+        }
+    };
+    // What it wrote just before it exited may come after: the readers
+    // finish when the pipes close, or at most a second later (as `collect`).
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    while let Ok(Event::Output(pipe, bytes)) =
+        receive.recv_timeout(until.saturating_duration_since(std::time::Instant::now()))
+    {
+        lines(pipe, bytes);
+    }
     let status = status.map_err(Failure::Spawn)?;
     Ok(Finished { status, stdout: collect(stdout), stderr: collect(stderr) })
+}
+
+/// Which stream a pipe is, for `Event::Output`.
+trait Pipe {
+    fn index(&self) -> usize;
+}
+
+impl Pipe for std::process::ChildStdout {
+    fn index(&self) -> usize {
+        0
+    }
+}
+
+impl Pipe for std::process::ChildStderr {
+    fn index(&self) -> usize {
+        1
+    }
 }
 
 fn kill_group(group: libc::pid_t) {
@@ -80,20 +130,32 @@ fn kill_group(group: libc::pid_t) {
     unsafe { libc::killpg(group, libc::SIGKILL) };
 }
 
+/// What the waiter and the readers report while a program runs.
+enum Event {
+    /// Bytes from stdout (0) or stderr (1).
+    Output(usize, Vec<u8>),
+    Exited(std::io::Result<ExitStatus>),
+}
+
 /// Output read so far, and whether the pipe has closed.
 type Drained = Arc<(Mutex<(Vec<u8>, bool)>, Condvar)>;
 
-fn drain(pipe: Option<impl Read + Send + 'static>, keep: usize) -> Drained {
+fn drain(pipe: Option<impl Read + Send + 'static + Pipe>, keep: usize, events: Sender<Event>) -> Drained {
     let shared: Drained = Arc::default();
     let Some(mut pipe) = pipe else {
         shared.0.lock().unwrap().1 = true;
         return shared;
     };
     let writer = shared.clone();
+    let which = pipe.index();
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         loop {
             let n = pipe.read(&mut buf).unwrap_or(0);
+            if n > 0 {
+                // Nobody listens once the program is done: that is fine.
+                let _ = events.send(Event::Output(which, buf[..n].to_vec()));
+            }
             let mut state = writer.0.lock().unwrap();
             if n == 0 {
                 state.1 = true;
@@ -137,6 +199,25 @@ mod tests {
         assert!(done.status.success());
         assert_eq!(done.stdout.len(), TAIL);
         assert!(done.stdout.ends_with(b"xEND\n"));
+    }
+
+    #[test]
+    fn each_line_is_handed_on_while_the_program_runs() {
+        let mut seen = Vec::new();
+        let script = "echo one; echo two >&2; sleep 0.3; printf 'three\\nfour'";
+        let done = run_watching(&mut sh(script), None, Duration::from_secs(20), TAIL, &mut |l| {
+            seen.push((l.to_string(), std::time::Instant::now()))
+        })
+        .unwrap();
+        let mut lines: Vec<&str> = seen.iter().map(|(l, _)| l.as_str()).collect();
+        // stdout and stderr are read apart: their order is not kept.
+        lines[..2].sort();
+        assert_eq!(lines, ["one", "two", "three"], "an unfinished last line is the program's business");
+        assert!(
+            seen[2].1.duration_since(seen[0].1) >= Duration::from_millis(250),
+            "the first lines came before the sleep"
+        );
+        assert_eq!(done.stdout, b"one\nthree\nfour");
     }
 
     #[test]

@@ -52,6 +52,8 @@ fn a_source_change_rebuilds_only_its_service_and_other_commits_rebuild_nothing()
     let run = stack.clusterup(&["apply", "--auto"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.all().contains("building app"), "{run:?}");
+    // No terminal: a plain line per build step, as under systemd.
+    assert!(run.stderr.contains("build: #") || run.stderr.contains("build: Step"), "{run:?}");
     assert_eq!(http_get(port, "/version").as_deref(), Some("two"), "the new code runs");
     assert_eq!(stack.health("app"), "running/healthy");
     assert_eq!(stack.container_id("web"), web, "the pulled service was not touched");
@@ -120,8 +122,12 @@ fn a_directory_stack_rebuilds_when_asked_and_only_then() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.all().contains("not a built service (built: app)"), "{run:?}");
 
-    let run = stack.clusterup(&["apply", "--yes", "--rebuild", "--", "app"]);
+    let run = stack.clusterup(&["-v", "apply", "--yes", "--rebuild", "--", "app"]);
     assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("building with BuildKit") || run.stderr.contains("building with the classic"),
+        "{run:?}"
+    );
     assert_eq!(http_get(port, "/version").as_deref(), Some("two"));
     assert_ne!(stack.running_image("app"), image);
     assert_eq!(stack.container_id("other"), other, "only the asked service");
