@@ -100,6 +100,7 @@ proptest! {
             deployed_commit: Some("o".into()),
             changed_files: &[],
             dockerignore: &BTreeMap::new(),
+            moved_submodules: &[],
             target_images: None,
         });
         // Whether `from` depends on `to` through the new files' depends_on.

@@ -22,7 +22,7 @@ use crate::plan::diff;
 use crate::plan::observation::Observation;
 use crate::seams::Seams;
 use crate::seams::compose::{Compose, ComposeModel};
-use crate::seams::git::{GitSource, Repo, short};
+use crate::seams::git::{Changed, GitSource, Repo, short};
 use crate::settings::StackSettings;
 use crate::state::Revision;
 
@@ -96,7 +96,7 @@ fn plan_asking(
     early: std::thread::ScopedJoinHandle<fetch::Digests>,
 ) -> Result<Checked> {
     let compose = seams.open.compose(&stack.compose_spec());
-    let Models { new: model, old: old_model, hashes, git, file_diff, changed_files, cached_model } = match &stack.git {
+    let Models { new: model, old: old_model, hashes, git, file_diff, changed, cached_model } = match &stack.git {
         None => directory_models(stack, compose.as_ref(), &goal, use_cache)?,
         Some(source) => git_models(seams, stack, source, compose.as_ref(), &goal)?,
     };
@@ -157,7 +157,8 @@ fn plan_asking(
         policy: stack.policy,
         commit: git.as_ref().map(|g| g.new.to_string()),
         deployed_commit: git.as_ref().and_then(|g| g.old.map(|o| o.to_string())),
-        changed_files: &changed_files,
+        changed_files: &changed.files,
+        moved_submodules: &changed.submodules,
         dockerignore: &dockerignore,
         target_images,
     });
@@ -212,7 +213,7 @@ struct Models {
     hashes: Option<BTreeMap<String, String>>,
     git: Option<GitDeploy>,
     file_diff: String,
-    changed_files: Vec<PathBuf>,
+    changed: Changed,
     cached_model: bool,
 }
 
@@ -224,7 +225,7 @@ fn directory_models(stack: &StackSettings, compose: &dyn Compose, goal: &Goal, u
         hashes,
         git: None,
         file_diff: String::new(),
-        changed_files: vec![],
+        changed: Changed::default(),
         cached_model: false,
     };
     match goal {
@@ -245,7 +246,10 @@ fn directory_models(stack: &StackSettings, compose: &dyn Compose, goal: &Goal, u
                 .with_context(|| format!("reading revision {}'s files, kept in {}", r.id, tree.display()))?;
             Ok(Models {
                 file_diff: files_diff(target.as_ref(), &stack.directory, &tree),
-                changed_files: snapshot::differing(&stack.state_dir, id, &stack.directory)?,
+                changed: Changed {
+                    files: snapshot::differing(&stack.state_dir, id, &stack.directory)?,
+                    submodules: Vec::new(),
+                },
                 ..none(new, Some(model), None)
             })
         }
@@ -306,12 +310,12 @@ fn git_models(
         let cause = e.to_string().replace(&incoming.path().display().to_string(), "");
         usage(format!("commit {} of {}: {cause}", short(new), source.url))
     })?;
-    let (file_diff, changed_files) = match old {
+    let (file_diff, changed) = match old {
         Some(old) => (files_diff(new_compose.as_ref(), &stack.directory, &new_dir), repo.changed_files(old, new)?),
-        None => (String::new(), Vec::new()),
+        None => (String::new(), Changed::default()),
     };
     let git = Some(GitDeploy { repo, new, old });
-    Ok(Models { new: model, old: old_model, hashes: None, git, file_diff, changed_files, cached_model: false })
+    Ok(Models { new: model, old: old_model, hashes: None, git, file_diff, changed, cached_model: false })
 }
 
 /// The commit `goal` names: the branch head (fetched), a fleet's commit

@@ -231,6 +231,8 @@ pub struct Inputs<'a> {
     pub deployed_commit: Option<String>,
     /// Files the new commit changed (git stacks), as deployed paths.
     pub changed_files: &'a [std::path::PathBuf],
+    /// Submodules the new commit moved (as deployed paths), and how.
+    pub moved_submodules: &'a [(PathBuf, String)],
     /// Each build context's `.dockerignore`, where it has one.
     pub dockerignore: &'a BTreeMap<PathBuf, String>,
     /// A rollback: the image id each service must run (instead of asking
@@ -494,7 +496,7 @@ impl Builder<'_> {
     /// section it did): built before anything is touched, then recreated.
     /// One that changes in other ways too stays a structural change.
     fn rebuilds(&mut self, old: &ComposeModel) {
-        let Inputs { new, changed_files, skip, dockerignore, .. } = self.inputs;
+        let Inputs { new, changed_files, skip, dockerignore, moved_submodules, .. } = self.inputs;
         for (name, svc) in new.services.iter().filter(|(name, svc)| svc.build && !skip.contains(*name)) {
             let inputs = diff::build_inputs(svc);
             let ignore = inputs.context.as_ref().and_then(|c| dockerignore.get(c)).map(|t| Ignore::parse(t));
@@ -529,7 +531,14 @@ impl Builder<'_> {
             let change = Change {
                 build: true,
                 force: true,
-                reasons: vec![changed_paths(&causes, inputs.context.as_ref())],
+                reasons: std::iter::once(changed_paths(&causes, inputs.context.as_ref()))
+                    .chain(
+                        moved_submodules
+                            .iter()
+                            .filter(|(sub, _)| causes.iter().any(|c| c.starts_with(sub)))
+                            .map(|(sub, range)| format!("submodule {} moved {range}", sub.display())),
+                    )
+                    .collect(),
                 ..Change::new(name, ChangeKind::Rebuild, Some(image))
             };
             self.changes.insert(name.clone(), change);
@@ -983,6 +992,7 @@ mod tests {
             deployed_commit: None,
             changed_files: &[],
             dockerignore: &BTreeMap::new(),
+            moved_submodules: &[],
             target_images: None,
         })
     }
@@ -1167,6 +1177,7 @@ mod tests {
             deployed_commit: Some("old".into()),
             changed_files: &[],
             dockerignore: &BTreeMap::new(),
+            moved_submodules: &[],
             target_images: None,
         })
     }
@@ -1375,6 +1386,7 @@ mod tests {
             deployed_commit: None,
             changed_files: &[],
             dockerignore: &BTreeMap::new(),
+            moved_submodules: &[],
             target_images: None,
         })
     }
@@ -1411,6 +1423,7 @@ mod tests {
             deployed_commit: None,
             changed_files: &[],
             dockerignore: &BTreeMap::new(),
+            moved_submodules: &[],
             target_images: None,
         });
         assert_eq!(steps(&plan), [(ChangeKind::Create, "new"), (ChangeKind::Recreate, "web")]);
@@ -1439,6 +1452,7 @@ mod tests {
             deployed_commit: Some("old".into()),
             changed_files: &changed,
             dockerignore: &BTreeMap::new(),
+            moved_submodules: &[],
             target_images: None,
         });
         assert_eq!(steps(&plan), [(ChangeKind::Recreate, "api"), (ChangeKind::Recreate, "web")]);
@@ -1513,6 +1527,7 @@ mod rebuild_tests {
             deployed_commit: Some("old".into()),
             changed_files: &changed,
             dockerignore,
+            moved_submodules: &[],
             target_images: None,
         })
     }
@@ -1546,6 +1561,31 @@ mod rebuild_tests {
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         let plan = plan_for(&m, &m, &many, Policy::default());
         assert_eq!(plan.changes[0].reasons, ["f0.py, f1.py, f2.py and 2 more changed"]);
+    }
+
+    #[test]
+    fn a_submodule_that_moved_inside_a_context_names_its_commit_range() {
+        let m = model(json!({"context": "/srv/s"}));
+        let changed = [PathBuf::from("/srv/s/lib/util.py")];
+        let moved =
+            [(PathBuf::from("/srv/s/lib"), "1111111..2222222".to_string()), (PathBuf::from("/srv/x"), "3..4".into())];
+        let plan = classify(&Inputs {
+            stack: "s",
+            new: &m,
+            baseline: Baseline::Deployed(&m),
+            observation: &running(),
+            skip: &BTreeSet::new(),
+            remote: &BTreeMap::new(),
+            policy: Policy::default(),
+            commit: Some("new".into()),
+            deployed_commit: Some("old".into()),
+            changed_files: &changed,
+            moved_submodules: &moved,
+            dockerignore: &BTreeMap::new(),
+            target_images: None,
+        });
+        let app = plan.changes.iter().find(|c| c.service == "app").unwrap();
+        assert_eq!(app.reasons, ["lib/util.py changed", "submodule /srv/s/lib moved 1111111..2222222"]);
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub trait Repo {
 
     /// Files that differ between two commits, as paths in the work tree;
     /// inside a submodule that moved too, where its clone has both commits.
-    fn changed_files(&self, old: Oid, new: Oid) -> Result<Vec<PathBuf>>;
+    fn changed_files(&self, old: Oid, new: Oid) -> Result<Changed>;
 
     /// The commit the work tree holds, if anything was checked out yet.
     fn head(&self) -> Option<Oid>;
@@ -220,8 +220,8 @@ impl Repo for GitRepo {
         Ok(())
     }
 
-    fn changed_files(&self, old: Oid, new: Oid) -> Result<Vec<PathBuf>> {
-        let mut out = Vec::new();
+    fn changed_files(&self, old: Oid, new: Oid) -> Result<Changed> {
+        let mut out = Changed::default();
         changed_in(&self.repo, old, new, &self.source.checkout, &mut out)?;
         Ok(out)
     }
@@ -267,12 +267,28 @@ fn open_submodule(repo: &Repository, path: &Path) -> Option<Repository> {
     repo.find_submodule(path.to_str()?).ok()?.open().ok()
 }
 
-fn changed_in(repo: &Repository, old: Oid, new: Oid, root: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// What a range of commits changed.
+#[derive(Debug, Default)]
+pub struct Changed {
+    /// Paths in the work tree.
+    pub files: Vec<PathBuf>,
+    /// Each submodule that moved, and how: `abc1234..def5678`.
+    pub submodules: Vec<(PathBuf, String)>,
+}
+
+fn changed_in(repo: &Repository, old: Oid, new: Oid, root: &Path, out: &mut Changed) -> Result<()> {
     let old_tree = repo.find_commit(old)?.tree()?;
     let new_tree = repo.find_commit(new)?.tree()?;
     let diff = repo.diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)?;
     for delta in diff.deltas() {
         let (was, is) = (delta.old_file(), delta.new_file());
+        if was.mode() == git2::FileMode::Commit
+            && is.mode() == git2::FileMode::Commit
+            && let Some(path) = is.path()
+        {
+            let range = format!("{}..{}", short(was.id()), short(is.id()));
+            out.submodules.push((root.join(path), range));
+        }
         if was.mode() == git2::FileMode::Commit
             && is.mode() == git2::FileMode::Commit
             && let Some(path) = is.path()
@@ -283,7 +299,7 @@ fn changed_in(repo: &Repository, old: Oid, new: Oid, root: &Path, out: &mut Vec<
             changed_in(&sub, was.id(), is.id(), &root.join(path), out)?;
             continue;
         }
-        out.extend([was.path(), is.path()].into_iter().flatten().map(|p| root.join(p)));
+        out.files.extend([was.path(), is.path()].into_iter().flatten().map(|p| root.join(p)));
     }
     Ok(())
 }

@@ -362,6 +362,10 @@ fn a_submodule_bump_inside_a_build_context_rebuilds_its_service() {
     let app_change = app_change.unwrap_or_else(|| panic!("app is rebuilt: {run:?}"));
     assert_eq!(app_change["kind"], "rebuild", "{run:?}");
     assert!(app_change["reasons"].to_string().contains("greeting.txt"), "{run:?}");
+    assert!(
+        app_change["reasons"].to_string().contains("submodule ") && app_change["reasons"].to_string().contains(".."),
+        "the submodule's commit range: {run:?}"
+    );
     let run = host.clusterup(&["apply", "--auto"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(host.served("app", "/www/version"), "hello 2", "built from the bumped submodule");
