@@ -144,8 +144,8 @@ fn plan_asking(
     let dockerignore: BTreeMap<PathBuf, String> = model
         .services
         .values()
-        .filter_map(|svc| crate::plan::diff::build_inputs(svc).context)
-        .filter_map(|context| Some((context.clone(), std::fs::read_to_string(context.join(".dockerignore")).ok()?)))
+        .flat_map(|svc| crate::plan::diff::build_inputs(svc).ignore_files())
+        .filter_map(|file| Some((file.clone(), std::fs::read_to_string(&file).ok()?)))
         .collect();
     let plan = classify::classify(&Inputs {
         stack: &stack.name,

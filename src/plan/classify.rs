@@ -3,7 +3,7 @@
 //! at risk. Pure: no engine, no clock, no files.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -233,7 +233,7 @@ pub struct Inputs<'a> {
     pub changed_files: &'a [std::path::PathBuf],
     /// Submodules the new commit moved (as deployed paths), and how.
     pub moved_submodules: &'a [(PathBuf, String)],
-    /// Each build context's `.dockerignore`, where it has one.
+    /// The ignore files of build contexts that have one, by path.
     pub dockerignore: &'a BTreeMap<PathBuf, String>,
     /// A rollback: the image id each service must run (instead of asking
     /// registries).
@@ -499,19 +499,19 @@ impl Builder<'_> {
         let Inputs { new, changed_files, skip, dockerignore, moved_submodules, .. } = self.inputs;
         for (name, svc) in new.services.iter().filter(|(name, svc)| svc.build && !skip.contains(*name)) {
             let inputs = diff::build_inputs(svc);
-            let ignore = inputs.context.as_ref().and_then(|c| dockerignore.get(c)).map(|t| Ignore::parse(t));
+            let ignore_files = inputs.ignore_files();
+            let ignore = ignore_files.iter().find_map(|f| dockerignore.get(f)).map(|t| Ignore::parse(t));
             // What the builder never sees does not count; the Dockerfile
-            // and the ignore file itself always do.
+            // and the ignore files themselves always do.
             let unseen = |f: &PathBuf| {
                 let relative = inputs.context.as_ref().and_then(|c| f.strip_prefix(c).ok());
                 Some(f) != inputs.dockerfile.as_ref()
-                    && relative.is_some_and(|r| {
-                        r != Path::new(".dockerignore") && ignore.as_ref().is_some_and(|i| i.ignores(r))
-                    })
+                    && !ignore_files.contains(f)
+                    && relative.is_some_and(|r| ignore.as_ref().is_some_and(|i| i.ignores(r)))
             };
+            let input = |f: &PathBuf| inputs.all().any(|i| f.starts_with(i)) || ignore_files.contains(f);
             // A modified file is its delta's old and new path.
-            let causes: BTreeSet<&PathBuf> =
-                changed_files.iter().filter(|f| inputs.all().any(|input| f.starts_with(input)) && !unseen(f)).collect();
+            let causes: BTreeSet<&PathBuf> = changed_files.iter().filter(|f| input(f) && !unseen(f)).collect();
             let causes: Vec<&PathBuf> = causes.into_iter().collect();
             let build_changed = old.services.get(name).is_some_and(|o| o.raw.get("build") != svc.raw.get("build"));
             if causes.is_empty() && !build_changed {
@@ -1591,10 +1591,24 @@ mod rebuild_tests {
     #[test]
     fn what_the_dockerignore_leaves_out_rebuilds_nothing_but_the_dockerfile_and_the_ignore_file_do() {
         let m = model(json!({"context": "/srv/s/app", "dockerfile": "Dockerfile"}));
-        let ignores: BTreeMap<PathBuf, String> = [("/srv/s/app".into(), "*.md\ndocs\nDockerfile\n".into())].into();
+        let ignores: BTreeMap<PathBuf, String> =
+            [("/srv/s/app/.dockerignore".into(), "*.md\ndocs\nDockerfile\n".into())].into();
         let plan = |changed: &[&str]| plan_ignoring(&m, &m, changed, Policy::default(), &ignores);
         assert!(plan(&["/srv/s/app/README.md", "/srv/s/app/docs/a/b.txt"]).changes.is_empty());
         for counts in ["/srv/s/app/src/x.py", "/srv/s/app/.dockerignore", "/srv/s/app/Dockerfile"] {
+            assert_eq!(plan(&[counts]).changes.len(), 1, "{counts} rebuilds");
+        }
+
+        // The Dockerfile's own ignore file comes first, wherever it lives.
+        let m = model(json!({"context": "/srv/s/app", "dockerfile": "/srv/s/docker/app.Dockerfile"}));
+        let ignores: BTreeMap<PathBuf, String> = [
+            ("/srv/s/docker/app.Dockerfile.dockerignore".into(), "tests\n".into()),
+            ("/srv/s/app/.dockerignore".into(), "src\n".into()),
+        ]
+        .into();
+        let plan = |changed: &[&str]| plan_ignoring(&m, &m, changed, Policy::default(), &ignores);
+        assert!(plan(&["/srv/s/app/tests/t.py"]).changes.is_empty(), "left out by the Dockerfile's own");
+        for counts in ["/srv/s/app/src/x.py", "/srv/s/docker/app.Dockerfile.dockerignore"] {
             assert_eq!(plan(&[counts]).changes.len(), 1, "{counts} rebuilds");
         }
     }

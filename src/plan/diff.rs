@@ -189,6 +189,17 @@ impl BuildInputs {
     pub fn all(&self) -> impl Iterator<Item = &PathBuf> {
         self.context.iter().chain(&self.dockerfile).chain(&self.extra)
     }
+
+    /// Where the builder looks for ignore rules, first found first: the
+    /// Dockerfile's own (`<Dockerfile>.dockerignore`), then the context's.
+    pub fn ignore_files(&self) -> Vec<PathBuf> {
+        let own = self.dockerfile.as_ref().map(|d| {
+            let mut name = d.clone().into_os_string();
+            name.push(".dockerignore");
+            PathBuf::from(name)
+        });
+        own.into_iter().chain(self.context.as_ref().map(|c| c.join(".dockerignore"))).collect()
+    }
 }
 
 pub fn build_inputs(svc: &ComposeService) -> BuildInputs {
