@@ -861,6 +861,8 @@ fn create(name: &str, svc: &ComposeService, observation: &Observation, reason: O
     Change {
         to: svc.image.clone(),
         pull: svc.image.is_some() && !svc.build && !local,
+        // Built before any container is touched, from the sources now.
+        build: svc.build,
         reasons: reason.into_iter().collect(),
         ..Change::new(name, ChangeKind::Create, svc.image.clone())
     }
@@ -1514,6 +1516,17 @@ mod rebuild_tests {
         policy: Policy,
         dockerignore: &BTreeMap<PathBuf, String>,
     ) -> Plan {
+        plan_seeing(old, new, changed, policy, dockerignore, &[])
+    }
+
+    fn plan_seeing(
+        old: &ComposeModel,
+        new: &ComposeModel,
+        changed: &[&str],
+        policy: Policy,
+        dockerignore: &BTreeMap<PathBuf, String>,
+        moved_submodules: &[(PathBuf, String)],
+    ) -> Plan {
         let changed: Vec<PathBuf> = changed.iter().map(PathBuf::from).collect();
         classify(&Inputs {
             stack: "s",
@@ -1527,7 +1540,7 @@ mod rebuild_tests {
             deployed_commit: Some("old".into()),
             changed_files: &changed,
             dockerignore,
-            moved_submodules: &[],
+            moved_submodules,
             target_images: None,
         })
     }
@@ -1566,24 +1579,9 @@ mod rebuild_tests {
     #[test]
     fn a_submodule_that_moved_inside_a_context_names_its_commit_range() {
         let m = model(json!({"context": "/srv/s"}));
-        let changed = [PathBuf::from("/srv/s/lib/util.py")];
         let moved =
             [(PathBuf::from("/srv/s/lib"), "1111111..2222222".to_string()), (PathBuf::from("/srv/x"), "3..4".into())];
-        let plan = classify(&Inputs {
-            stack: "s",
-            new: &m,
-            baseline: Baseline::Deployed(&m),
-            observation: &running(),
-            skip: &BTreeSet::new(),
-            remote: &BTreeMap::new(),
-            policy: Policy::default(),
-            commit: Some("new".into()),
-            deployed_commit: Some("old".into()),
-            changed_files: &changed,
-            moved_submodules: &moved,
-            dockerignore: &BTreeMap::new(),
-            target_images: None,
-        });
+        let plan = plan_seeing(&m, &m, &["/srv/s/lib/util.py"], Policy::default(), &BTreeMap::new(), &moved);
         let app = plan.changes.iter().find(|c| c.service == "app").unwrap();
         assert_eq!(app.reasons, ["lib/util.py changed", "submodule /srv/s/lib moved 1111111..2222222"]);
     }
@@ -1611,6 +1609,20 @@ mod rebuild_tests {
         for counts in ["/srv/s/app/src/x.py", "/srv/s/docker/app.Dockerfile.dockerignore"] {
             assert_eq!(plan(&[counts]).changes.len(), 1, "{counts} rebuilds");
         }
+    }
+
+    #[test]
+    fn an_added_built_service_is_built_before_anything_is_touched() {
+        let old = ComposeModel::from_json(&json!({"name": "p", "services": {"web": {"image": "r/web:1"}}})).unwrap();
+        let new = model(json!({"context": "/srv/s/app"}));
+        let plan = plan_for(&old, &new, &[], Policy::default());
+        let added: Vec<(&str, bool)> = plan
+            .changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Create)
+            .map(|c| (c.service.as_str(), c.build))
+            .collect();
+        assert_eq!(added, [("app", true), ("worker", true)]);
     }
 
     #[test]
