@@ -7,8 +7,7 @@ use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{RecvTimeoutError, Sender};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How much of a hook's output is kept: its end says why it failed.
 pub const TAIL: usize = 64 * 1024;
@@ -62,8 +61,8 @@ pub fn run_watching(
         .map_err(Failure::Spawn)?;
     let group = child.id() as libc::pid_t;
     let (send, receive) = std::sync::mpsc::channel();
-    let stdout = drain(child.stdout.take(), keep, send.clone());
-    let stderr = drain(child.stderr.take(), keep, send.clone());
+    read(child.stdout.take(), STDOUT, send.clone());
+    read(child.stderr.take(), STDERR, send.clone());
     if let (Some(mut stdin), Some(bytes)) = (child.stdin.take(), input) {
         // A program that exits without reading its input is its business.
         let _ = stdin.write_all(bytes);
@@ -71,20 +70,15 @@ pub fn run_watching(
     std::thread::spawn(move || {
         let _ = send.send(Event::Exited(child.wait()));
     });
-    let deadline = std::time::Instant::now() + timeout;
-    let mut partial: [Vec<u8>; 2] = Default::default();
-    let mut lines = |pipe: usize, bytes: Vec<u8>| {
-        let pending = &mut partial[pipe];
-        pending.extend_from_slice(&bytes);
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            watch(String::from_utf8_lossy(&line).trim_end());
-        }
-    };
+    let deadline = Instant::now() + timeout;
+    let mut output = Output::default();
     let status = loop {
-        match receive.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
-            Ok(Event::Exited(status)) => break status,
-            Ok(Event::Output(pipe, bytes)) => lines(pipe, bytes),
+        match receive.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(event) => {
+                if let Some(status) = output.note(event, keep, watch) {
+                    break status;
+                }
+            }
             Err(RecvTimeoutError::Timeout) => {
                 kill_group(group);
                 while !matches!(receive.recv(), Ok(Event::Exited(_)) | Err(_)) {}
@@ -95,33 +89,21 @@ pub fn run_watching(
             Err(RecvTimeoutError::Disconnected) => unreachable!("the waiter always sends"),
         }
     };
-    // What it wrote just before it exited may come after: the readers
-    // finish when the pipes close, or at most a second later (as `collect`).
-    let until = std::time::Instant::now() + Duration::from_secs(1);
-    while let Ok(Event::Output(pipe, bytes)) =
-        receive.recv_timeout(until.saturating_duration_since(std::time::Instant::now()))
-    {
-        lines(pipe, bytes);
+    // The pipes close when the program is done, its last output read; a
+    // background child that keeps them open (a hook that starts a daemon)
+    // costs at most a second, not a hang.
+    let until = Instant::now() + Duration::from_secs(1);
+    while output.open() {
+        match receive.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(event) => {
+                output.note(event, keep, watch);
+            }
+            Err(_) => break,
+        }
     }
     let status = status.map_err(Failure::Spawn)?;
-    Ok(Finished { status, stdout: collect(stdout), stderr: collect(stderr) })
-}
-
-/// Which stream a pipe is, for `Event::Output`.
-trait Pipe {
-    fn index(&self) -> usize;
-}
-
-impl Pipe for std::process::ChildStdout {
-    fn index(&self) -> usize {
-        0
-    }
-}
-
-impl Pipe for std::process::ChildStderr {
-    fn index(&self) -> usize {
-        1
-    }
+    let [stdout, stderr] = output.streams.map(|s| s.kept);
+    Ok(Finished { status, stdout, stderr })
 }
 
 fn kill_group(group: libc::pid_t) {
@@ -130,55 +112,80 @@ fn kill_group(group: libc::pid_t) {
     unsafe { libc::killpg(group, libc::SIGKILL) };
 }
 
+const STDOUT: usize = 0;
+const STDERR: usize = 1;
+
 /// What the waiter and the readers report while a program runs.
 enum Event {
-    /// Bytes from stdout (0) or stderr (1).
+    /// Bytes from `STDOUT` or `STDERR`.
     Output(usize, Vec<u8>),
+    Closed(usize),
     Exited(std::io::Result<ExitStatus>),
 }
 
-/// Output read so far, and whether the pipe has closed.
-type Drained = Arc<(Mutex<(Vec<u8>, bool)>, Condvar)>;
-
-fn drain(pipe: Option<impl Read + Send + 'static + Pipe>, keep: usize, events: Sender<Event>) -> Drained {
-    let shared: Drained = Arc::default();
+/// Reads `pipe` to its end on a thread of its own, so a program that
+/// writes more than a pipe holds never blocks on it.
+fn read(pipe: Option<impl Read + Send + 'static>, which: usize, events: Sender<Event>) {
     let Some(mut pipe) = pipe else {
-        shared.0.lock().unwrap().1 = true;
-        return shared;
+        let _ = events.send(Event::Closed(which));
+        return;
     };
-    let writer = shared.clone();
-    let which = pipe.index();
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         loop {
+            // Once the program is done or given up, nobody listens: the
+            // pipe is still read to its end.
             let n = pipe.read(&mut buf).unwrap_or(0);
-            if n > 0 {
-                // Nobody listens once the program is done: that is fine.
-                let _ = events.send(Event::Output(which, buf[..n].to_vec()));
-            }
-            let mut state = writer.0.lock().unwrap();
             if n == 0 {
-                state.1 = true;
-                writer.1.notify_all();
+                let _ = events.send(Event::Closed(which));
                 return;
             }
-            state.0.extend_from_slice(&buf[..n]);
-            if state.0.len() > keep {
-                let excess = state.0.len() - keep;
-                state.0.drain(..excess);
-            }
+            let _ = events.send(Event::Output(which, buf[..n].to_vec()));
         }
     });
-    shared
 }
 
-/// The output once the pipe closes; a background child that keeps it open
-/// (a hook that starts a daemon) costs at most a second, not a hang.
-fn collect(drained: Drained) -> Vec<u8> {
-    let (lock, closed) = &*drained;
-    let state = lock.lock().unwrap();
-    let (state, _) = closed.wait_timeout_while(state, Duration::from_secs(1), |s| !s.1).unwrap();
-    state.0.clone()
+/// What a program wrote so far, per stream.
+#[derive(Default)]
+struct Output {
+    streams: [Stream; 2],
+}
+
+#[derive(Default)]
+struct Stream {
+    /// The last `keep` bytes.
+    kept: Vec<u8>,
+    /// The line not finished yet (its last `keep` bytes).
+    partial: Vec<u8>,
+    closed: bool,
+}
+
+impl Output {
+    /// Takes in one event: output is kept and handed on a line at a time;
+    /// the program's exit status once it has one.
+    fn note(&mut self, event: Event, keep: usize, watch: &mut dyn FnMut(&str)) -> Option<std::io::Result<ExitStatus>> {
+        match event {
+            Event::Output(which, bytes) => {
+                let stream = &mut self.streams[which];
+                for buffer in [&mut stream.kept, &mut stream.partial] {
+                    buffer.extend_from_slice(&bytes);
+                    let excess = buffer.len().saturating_sub(keep);
+                    buffer.drain(..excess);
+                }
+                while let Some(end) = stream.partial.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = stream.partial.drain(..=end).collect();
+                    watch(String::from_utf8_lossy(&line).trim_end());
+                }
+            }
+            Event::Closed(which) => self.streams[which].closed = true,
+            Event::Exited(status) => return Some(status),
+        }
+        None
+    }
+
+    fn open(&self) -> bool {
+        self.streams.iter().any(|s| !s.closed)
+    }
 }
 
 #[cfg(test)]
