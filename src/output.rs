@@ -197,9 +197,7 @@ impl Printer {
         }
         PullDisplay { bar, layers: HashMap::new() }
     }
-}
 
-impl Printer {
     /// What a build is doing: on a terminal one line that follows it;
     /// elsewhere (systemd) a plain line per build step; with -v every line
     /// the builder writes.
@@ -249,8 +247,7 @@ impl BuildDisplay<'_> {
         let title = (line.starts_with('#') && line.contains(" [")) || line.starts_with("Step ");
         match &self.bar {
             Some(bar) => bar.set_message(for_people(line)),
-            None if self.printer.verbose > 0 => self.printer.step(format!("build: {line}")),
-            None if title => self.printer.step(format!("build: {line}")),
+            None if title || self.printer.verbose > 0 => self.printer.step(format!("build: {line}")),
             None => {}
         }
     }

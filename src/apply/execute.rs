@@ -99,34 +99,26 @@ impl Executor<'_> {
         if self.signals.stop_requested() {
             return failed("interrupted by a signal after pulling".to_string());
         }
+        // Nothing touched yet but the files: a failure puts the old ones
+        // back, and the run changed nothing.
+        let back_to_old_files = |error: String| match files.map_or(Ok(()), |f| f.restore_old()) {
+            Ok(()) => failed(error),
+            Err(r) => Execution {
+                outcome: Outcome::RollbackFailed,
+                error: Some(format!("{error}; restoring the previous files failed: {r:#}")),
+                after: Vec::new(),
+                skipped: Vec::new(),
+            },
+        };
+        // A half-written checkout must not stay.
         if let Some(files) = files
             && let Err(e) = files.deploy_new()
         {
-            // A half-written checkout must not stay: put the old one back.
-            let restored = files.restore_old();
-            return match restored {
-                Ok(()) => failed(format!("{e:#}")),
-                Err(r) => Execution {
-                    outcome: Outcome::RollbackFailed,
-                    error: Some(format!("{e:#}; restoring the previous files failed: {r:#}")),
-                    after: Vec::new(),
-                    skipped: Vec::new(),
-                },
-            };
+            return back_to_old_files(format!("{e:#}"));
         }
-        // Built from the new files, before any container is touched: a
-        // build that fails leaves the old files and everything running.
+        // Built from the new files, before any container is touched.
         if let Err(e) = self.build_all(plan) {
-            let restored = files.map_or(Ok(()), |f| f.restore_old());
-            return match restored {
-                Ok(()) => failed(e.to_string()),
-                Err(r) => Execution {
-                    outcome: Outcome::RollbackFailed,
-                    error: Some(format!("{e}; restoring the previous files failed: {r:#}")),
-                    after: Vec::new(),
-                    skipped: Vec::new(),
-                },
-            };
+            return back_to_old_files(e.to_string());
         }
         let backups: BTreeMap<&str, &ServiceImages> = backups.iter().map(|b| (b.service.as_str(), b)).collect();
         let mut done: Vec<&Change> = Vec::new();
@@ -251,8 +243,7 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Applies one change; the image id the service runs afterwards, if it
-    /// still exists.
+    /// Builds every image the plan builds, in one Compose run.
     fn build_all(&self, plan: &Plan) -> Result<(), StepError> {
         let services: Vec<String> = plan.changes.iter().filter(|c| c.build).map(|c| c.service.clone()).collect();
         if services.is_empty() {
@@ -269,6 +260,8 @@ impl Executor<'_> {
         Ok(())
     }
 
+    /// Applies one change; the image id the service runs afterwards, if it
+    /// still exists.
     fn apply_one(&self, project: &str, change: &Change) -> Result<Step, StepError> {
         let service = &change.service;
         if let Err(e) = self.service_hooks("pre-update", project, change) {
@@ -661,7 +654,7 @@ mod tests {
     }
 
     fn rebuild(service: &str) -> Change {
-        Change { build: true, force: true, ..change(service, ChangeKind::Rebuild, None) }
+        Change::rebuild(service, format!("r/{service}:latest"), Vec::new())
     }
 
     #[test]

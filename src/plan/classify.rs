@@ -90,6 +90,19 @@ impl Change {
         }
     }
 
+    /// A running service built again and recreated; `image` is the name
+    /// it is built under.
+    pub fn rebuild(service: &str, image: String, reasons: Vec<String>) -> Change {
+        Change { build: true, force: true, reasons, ..Change::new(service, ChangeKind::Rebuild, Some(image)) }
+    }
+
+    /// A change that also builds its image first. The image's name is
+    /// known so that a rollback can put the old image back under it.
+    pub fn build_too(&mut self, image: String) {
+        self.build = true;
+        self.image.get_or_insert(image);
+    }
+
     pub fn is_structural(&self) -> bool {
         !matches!(self.kind, ChangeKind::Image | ChangeKind::Rebuild)
     }
@@ -517,31 +530,23 @@ impl Builder<'_> {
             if causes.is_empty() && !build_changed {
                 continue;
             }
-            // Compose's name for a built image: a rollback puts the old
-            // image back under it.
             let image = new.image_of(name, svc);
             if let Some(change) = self.changes.get_mut(name) {
-                change.build = true;
-                change.image.get_or_insert(image);
+                change.build_too(image);
                 continue;
             }
             if !self.running(name) {
                 continue;
             }
-            let change = Change {
-                build: true,
-                force: true,
-                reasons: std::iter::once(changed_paths(&causes, inputs.context.as_ref()))
-                    .chain(
-                        moved_submodules
-                            .iter()
-                            .filter(|(sub, _)| causes.iter().any(|c| c.starts_with(sub)))
-                            .map(|(sub, range)| format!("submodule {} moved {range}", sub.display())),
-                    )
-                    .collect(),
-                ..Change::new(name, ChangeKind::Rebuild, Some(image))
-            };
-            self.changes.insert(name.clone(), change);
+            let reasons = std::iter::once(changed_paths(&causes, inputs.context.as_ref()))
+                .chain(
+                    moved_submodules
+                        .iter()
+                        .filter(|(sub, _)| causes.iter().any(|c| c.starts_with(sub)))
+                        .map(|(sub, range)| format!("submodule {} moved {range}", sub.display())),
+                )
+                .collect();
+            self.changes.insert(name.clone(), Change::rebuild(name, image, reasons));
         }
     }
 
@@ -742,8 +747,7 @@ pub fn ask_rebuild(
             return Err(format!("--rebuild {name}: not a built service (built: {})", known.join(", ")));
         };
         if let Some(change) = plan.changes.iter_mut().find(|c| &c.service == name) {
-            change.build = true;
-            change.image.get_or_insert_with(|| image.clone());
+            change.build_too(image.clone());
             continue;
         }
         if !observation.services.get(name).is_some_and(has_running) {
@@ -751,12 +755,7 @@ pub fn ask_rebuild(
                 "--rebuild {name}: it is not running; start it first (clusterup never starts a stopped service)"
             ));
         }
-        plan.changes.push(Change {
-            build: true,
-            force: true,
-            reasons: vec!["asked for (--rebuild)".to_string()],
-            ..Change::new(name, ChangeKind::Rebuild, Some(image.clone()))
-        });
+        plan.changes.push(Change::rebuild(name, image.clone(), vec!["asked for (--rebuild)".to_string()]));
     }
     plan.kind = kind_of(&plan.changes);
     Ok(())

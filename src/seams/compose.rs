@@ -246,10 +246,6 @@ impl ComposeCli {
         self.run_watching_with(cmd, input, what, &mut |_| {})
     }
 
-    fn run_watching(&self, cmd: Command, what: &str, watch: &mut dyn FnMut(&str)) -> Result<Output> {
-        self.run_watching_with(cmd, None, what, watch)
-    }
-
     fn run_watching_with(
         &self,
         mut cmd: Command,
@@ -381,10 +377,10 @@ fn parse_hashes(out: Output) -> Result<BTreeMap<String, String>> {
         .collect())
 }
 
-/// What Compose said on failure, without the environment's values.
 /// How much of a failed build's log an error shows: its cause is at the end.
 const BUILD_LINES_SHOWN: usize = 20;
 
+/// What Compose said on failure, without the environment's values.
 fn stderr_of(out: &Output) -> String {
     crate::redact::external(String::from_utf8_lossy(&out.stderr).trim())
 }
@@ -457,7 +453,7 @@ impl Compose for ComposeCli {
         let mut cmd = self.command(Some(project));
         // One line per event, terminal or not: the display is clusterup's.
         cmd.args(["--progress", "plain", "build", "--"]).args(services);
-        let out = self.run_watching(cmd, "building images", progress)?;
+        let out = self.run_watching_with(cmd, None, "building images", progress)?;
         if !out.status.success() {
             // Compose prints the build's log on stdout, its verdict on stderr.
             let log = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -566,7 +562,6 @@ mod tests {
         assert_eq!(crate::redact::external(said), "bad: <redacted> <redacted> <redacted> <redacted>");
     }
 
-    /// Issue 13, item 13: a name that would read as an option is refused.
     #[test]
     fn at_most_four_compose_processes_run_at_once() {
         let now = std::sync::Mutex::new((0usize, 0usize));
@@ -588,6 +583,7 @@ mod tests {
         assert!((2..=COMPOSE_AT_ONCE).contains(&most), "{most} at once");
     }
 
+    /// Issue 13, item 13: a name that would read as an option is refused.
     #[test]
     fn service_names_that_are_options_are_refused() {
         for bad in ["--force-recreate", "-d", "", "web\u{1b}[2J", "a b", "web;rm"] {

@@ -134,7 +134,7 @@ pub struct DockerEngine {
     registries: Registries,
     /// The last list of local images and when it was made: stacks
     /// observed together share one. A pull or tag from this process drops
-    /// it; `IMAGES_FRESH` bounds what another process may have changed.
+    /// it; `LISTING_FRESH` bounds what another process may have changed.
     images: Mutex<Option<(Instant, Vec<ImageInfo>)>>,
     containers: Mutex<SharedListing>,
 }

@@ -288,16 +288,13 @@ fn changed_in(repo: &Repository, old: Oid, new: Oid, root: &Path, out: &mut Chan
         {
             let range = format!("{}..{}", short(was.id()), short(is.id()));
             out.submodules.push((root.join(path), range));
-        }
-        if was.mode() == git2::FileMode::Commit
-            && is.mode() == git2::FileMode::Commit
-            && let Some(path) = is.path()
-            && let Some(sub) = open_submodule(repo, path)
-            && sub.find_commit(was.id()).is_ok()
-            && sub.find_commit(is.id()).is_ok()
-        {
-            changed_in(&sub, was.id(), is.id(), &root.join(path), out)?;
-            continue;
+            if let Some(sub) = open_submodule(repo, path)
+                && sub.find_commit(was.id()).is_ok()
+                && sub.find_commit(is.id()).is_ok()
+            {
+                changed_in(&sub, was.id(), is.id(), &root.join(path), out)?;
+                continue;
+            }
         }
         out.files.extend([was.path(), is.path()].into_iter().flatten().map(|p| root.join(p)));
     }
