@@ -1505,17 +1505,7 @@ mod rebuild_tests {
     }
 
     fn plan_for(old: &ComposeModel, new: &ComposeModel, changed: &[&str], policy: Policy) -> Plan {
-        plan_ignoring(old, new, changed, policy, &BTreeMap::new())
-    }
-
-    fn plan_ignoring(
-        old: &ComposeModel,
-        new: &ComposeModel,
-        changed: &[&str],
-        policy: Policy,
-        dockerignore: &BTreeMap<PathBuf, String>,
-    ) -> Plan {
-        plan_seeing(old, new, changed, policy, dockerignore, &[])
+        plan_seeing(old, new, changed, policy, &BTreeMap::new(), &[])
     }
 
     fn plan_seeing(
@@ -1590,7 +1580,7 @@ mod rebuild_tests {
         let m = model(json!({"context": "/srv/s/app", "dockerfile": "Dockerfile"}));
         let ignores: BTreeMap<PathBuf, String> =
             [("/srv/s/app/.dockerignore".into(), "*.md\ndocs\nDockerfile\n".into())].into();
-        let plan = |changed: &[&str]| plan_ignoring(&m, &m, changed, Policy::default(), &ignores);
+        let plan = |changed: &[&str]| plan_seeing(&m, &m, changed, Policy::default(), &ignores, &[]);
         assert!(plan(&["/srv/s/app/README.md", "/srv/s/app/docs/a/b.txt"]).changes.is_empty());
         for counts in ["/srv/s/app/src/x.py", "/srv/s/app/.dockerignore", "/srv/s/app/Dockerfile"] {
             assert_eq!(plan(&[counts]).changes.len(), 1, "{counts} rebuilds");
@@ -1603,7 +1593,7 @@ mod rebuild_tests {
             ("/srv/s/app/.dockerignore".into(), "src\n".into()),
         ]
         .into();
-        let plan = |changed: &[&str]| plan_ignoring(&m, &m, changed, Policy::default(), &ignores);
+        let plan = |changed: &[&str]| plan_seeing(&m, &m, changed, Policy::default(), &ignores, &[]);
         assert!(plan(&["/srv/s/app/tests/t.py"]).changes.is_empty(), "left out by the Dockerfile's own");
         for counts in ["/srv/s/app/src/x.py", "/srv/s/docker/app.Dockerfile.dockerignore"] {
             assert_eq!(plan(&[counts]).changes.len(), 1, "{counts} rebuilds");
