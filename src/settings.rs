@@ -61,6 +61,7 @@ impl StackSettings {
             files: self.compose_files.clone(),
             project: self.project.clone(),
             timeout: self.timeouts.compose,
+            build_timeout: self.timeouts.build,
         }
     }
 }
@@ -80,6 +81,8 @@ pub struct Timeouts {
     pub credential_helper: Duration,
     /// One `docker compose` call (reading the model, recreating a service).
     pub compose: Duration,
+    /// One `docker compose build` of the services a revision rebuilds.
+    pub build: Duration,
 }
 
 impl Default for Timeouts {
@@ -90,6 +93,7 @@ impl Default for Timeouts {
             notify: Duration::from_secs(10),
             credential_helper: Duration::from_secs(10),
             compose: Duration::from_secs(600),
+            build: Duration::from_secs(3600),
         }
     }
 }
@@ -107,6 +111,8 @@ struct TimeoutsEntry {
     credential_helper: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     compose: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    build: Option<Duration>,
 }
 
 impl TimeoutsEntry {
@@ -118,12 +124,13 @@ impl TimeoutsEntry {
             notify: self.notify.unwrap_or(d.notify),
             credential_helper: self.credential_helper.unwrap_or(d.credential_helper),
             compose: self.compose.unwrap_or(d.compose),
+            build: self.build.unwrap_or(d.build),
         };
         // The engine client counts whole seconds: less would be no time.
         if t.engine < Duration::from_secs(1) {
             return Err("timeouts.engine: at least 1s".into());
         }
-        let zero = [t.registry, t.notify, t.credential_helper, t.compose].iter().any(Duration::is_zero);
+        let zero = [t.registry, t.notify, t.credential_helper, t.compose, t.build].iter().any(Duration::is_zero);
         if zero {
             return Err("timeouts: a timeout of 0 would fail every call; give a duration such as \"10s\"".into());
         }

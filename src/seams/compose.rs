@@ -185,6 +185,9 @@ pub struct ComposeSpec {
     /// None: the name Compose derives.
     pub project: Option<String>,
     pub timeout: std::time::Duration,
+    /// One `docker compose build`, which may compile for far longer than
+    /// any other Compose call takes.
+    pub build_timeout: std::time::Duration,
 }
 
 pub struct ComposeCli {
@@ -195,6 +198,7 @@ pub struct ComposeCli {
     /// deployed from (to).
     relocation: Option<(PathBuf, PathBuf)>,
     timeout: std::time::Duration,
+    build_timeout: std::time::Duration,
 }
 
 impl ComposeCli {
@@ -205,6 +209,7 @@ impl ComposeCli {
             project: spec.project.clone(),
             relocation: None,
             timeout: spec.timeout,
+            build_timeout: spec.build_timeout,
         }
     }
 
@@ -248,18 +253,31 @@ impl ComposeCli {
 
     fn run_watching_with(
         &self,
-        mut cmd: Command,
+        cmd: Command,
         input: Option<&[u8]>,
         what: &str,
         watch: &mut dyn FnMut(&str),
     ) -> Result<Output> {
+        self.run_within(cmd, input, what, watch, (self.timeout, "timeouts.compose"))
+    }
+
+    /// `bound`: how long the call may take, and the key that sets it.
+    fn run_within(
+        &self,
+        mut cmd: Command,
+        input: Option<&[u8]>,
+        what: &str,
+        watch: &mut dyn FnMut(&str),
+        bound: (std::time::Duration, &str),
+    ) -> Result<Output> {
         let _place = RUNNING.take("compose");
-        let done =
-            super::process::run_watching(&mut cmd, input, self.timeout, usize::MAX, watch).map_err(|e| match e {
-                super::process::Failure::Spawn(e) => anyhow::Error::new(e)
-                    .context(format!("{what}: running `docker compose`; is the Docker CLI installed?")),
-                timed_out => anyhow::anyhow!("{what}: `docker compose` {timed_out} (timeouts.compose)"),
-            })?;
+        let (timeout, key) = bound;
+        let done = super::process::run_watching(&mut cmd, input, timeout, usize::MAX, watch).map_err(|e| match e {
+            super::process::Failure::Spawn(e) => {
+                anyhow::Error::new(e).context(format!("{what}: running `docker compose`; is the Docker CLI installed?"))
+            }
+            timed_out => anyhow::anyhow!("{what}: `docker compose` {timed_out} ({key})"),
+        })?;
         Ok(Output { status: done.status, stdout: done.stdout, stderr: done.stderr })
     }
 
@@ -453,7 +471,7 @@ impl Compose for ComposeCli {
         let mut cmd = self.command(Some(project));
         // One line per event, terminal or not: the display is clusterup's.
         cmd.args(["--progress", "plain", "build", "--"]).args(services);
-        let out = self.run_watching_with(cmd, None, "building images", progress)?;
+        let out = self.run_within(cmd, None, "building images", progress, (self.build_timeout, "timeouts.build"))?;
         if !out.status.success() {
             // Compose prints the build's log on stdout, its verdict on stderr.
             let log = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -516,6 +534,7 @@ impl Compose for ComposeCli {
             project: project.map(String::from).or_else(|| self.project.clone()),
             relocation: Some((copy.to_path_buf(), root.to_path_buf())),
             timeout: self.timeout,
+            build_timeout: self.build_timeout,
         })
     }
 }

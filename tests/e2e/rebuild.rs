@@ -140,4 +140,15 @@ fn a_directory_stack_rebuilds_when_asked_and_only_then() {
     assert_eq!(run.code, 1, "{run:?}");
     assert_eq!(stack.running_image("app"), image);
     assert_eq!(http_get(port, "/version").as_deref(), Some("two"));
+
+    // A build that outlives `timeouts.build` ends there and changes nothing.
+    std::fs::write(stack.dir.join("app/Dockerfile"), format!("{DOCKERFILE}RUN sleep 300\n")).unwrap();
+    let config = stack.config_path();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("timeouts: {{build: 3s}}\n{text}")).unwrap();
+    let run = stack.clusterup(&["apply", "--yes", "--rebuild"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("did not finish within 3s (timeouts.build)"), "{run:?}");
+    assert_eq!(stack.running_image("app"), image);
+    assert_eq!(http_get(port, "/version").as_deref(), Some("two"));
 }
