@@ -74,6 +74,49 @@ pub enum Command {
     Resume,
     /// Show each service's image, digest and health, and recent revisions
     Status(StatusArgs),
+    /// Serve the control API and push webhooks; apply on a schedule
+    ///
+    /// Every API call runs the same operation as the command line, under
+    /// the same per-stack locks, and answers with its `--json` report.
+    /// Tokens and webhook secrets come from --credentials or the
+    /// environment, never from the configuration. SIGUSR1 runs `apply
+    /// --auto` at once; SIGTERM lets running operations finish or roll back.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; anything but loopback needs TLS or
+    /// --insecure-http
+    #[arg(long, default_value = "127.0.0.1:8090", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+
+    /// Tokens and webhook secrets, one per line: `token NAME read|operate
+    /// VALUE`, `github STACK|* SECRET`, `image SECRET` (mode 0600)
+    #[arg(long, env = "CLUSTERUP_CREDENTIALS", value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
+
+    /// TLS certificate chain (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM, mode 0600)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Listen on a non-loopback address without TLS: only behind a reverse
+    /// proxy that terminates TLS, on a network no one else can reach
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub insecure_http: bool,
+
+    /// Run `apply --auto` of every stack this often (e.g. 15m), for hosts
+    /// without a systemd timer
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub every: Option<std::time::Duration>,
+
+    /// Wait up to this much longer before each scheduled run, at random
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "0s", requires = "every")]
+    pub jitter: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +137,10 @@ pub struct RollbackArgs {
     /// Roll back without asking for confirmation
     #[arg(short, long)]
     pub yes: bool,
+
+    /// Why, recorded with the revision rolled away from
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,7 @@ mod redact;
 mod reference;
 mod report;
 mod seams;
+mod serve;
 mod settings;
 mod signals;
 mod state;

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod check;
 pub mod pause;
 pub mod rollback;
+pub mod serve;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -61,6 +62,7 @@ fn dispatch(cli: Cli, stacks: &[StackSettings], clock: &dyn Clock, printer: &Pri
         let engine = engine()?;
         run(&Seams { engine: &engine, open: &System, clock, signals: &ProcessSignals })
     };
+    let global = &cli.global;
     match cli.command {
         Command::Check(args) => with_seams(&|seams| check::run(seams, stacks, &args, printer)),
         Command::Apply(args) => with_seams(&|seams| apply::run(seams, stacks, (&args).into(), printer)),
@@ -68,6 +70,7 @@ fn dispatch(cli: Cli, stacks: &[StackSettings], clock: &dyn Clock, printer: &Pri
         Command::Pause(args) => pause::pause(clock, stacks, &args, printer),
         Command::Resume => pause::resume(stacks, printer),
         Command::Status(args) => with_seams(&|seams| status::run(seams, stacks, &args, printer)),
+        Command::Serve(args) => serve::run(stacks, global, &args, printer),
     }
 }
 

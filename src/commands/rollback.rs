@@ -158,7 +158,11 @@ fn rollback_one(
     let files = checked.files_for(plan);
     let (id, execution) = ctx.run_revision(plan, &checked.observation, &checked.policies, files, Trigger::Rollback)?;
     if execution.outcome == Outcome::Applied {
-        ctx.reject(current, "an operator rolled back from it")?;
+        let why = match &args.reason {
+            Some(reason) => format!("an operator rolled back from it: {reason}"),
+            None => "an operator rolled back from it".to_string(),
+        };
+        ctx.reject(current, &why)?;
     }
     let status = match execution.outcome {
         Outcome::Applied | Outcome::UpToDate => ExitStatus::Success,

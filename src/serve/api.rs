@@ -1,0 +1,496 @@
+//! The routes: `/api/v1/…` and `/hooks/…`, each a plain function from a
+//! request to a reply, so they are tested without a socket. Every one
+//! runs the CLI's own operation (see `runs`) and answers with its report.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::auth::{Caller, Credentials, Limiter, Scope, signed};
+use super::hooks::{Push, Seen, following, same_image};
+use super::runs::{Operation, Request, Runner, State};
+use crate::settings::StackSettings;
+use crate::state::{Outcome, StateDir};
+
+/// How long a POST waits for its operation before answering 202, unless
+/// it asks for longer (`?wait=SECONDS`, at most `MAX_WAIT`).
+const GRACE: Duration = Duration::from_secs(2);
+const MAX_WAIT: Duration = Duration::from_secs(600);
+/// An image hook's timestamp may be this far from the server's clock.
+const HOOK_SKEW: i64 = 300;
+
+pub struct Call<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub header: &'a dyn Fn(&str) -> Option<String>,
+    pub body: &'a [u8],
+    pub peer: IpAddr,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    /// 202: where to poll.
+    pub location: Option<String>,
+    /// 429: seconds.
+    pub retry_after: Option<u64>,
+    /// For the log line: who called.
+    pub caller: Option<String>,
+}
+
+impl Reply {
+    fn new(status: u16, body: Value) -> Reply {
+        Reply { status, body, location: None, retry_after: None, caller: None }
+    }
+
+    pub fn error(status: u16, message: impl Into<String>) -> Reply {
+        Reply::new(status, json!({ "error": message.into() }))
+    }
+}
+
+/// Request bodies (JSON; all fields optional; unknown fields refused).
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckBody {
+    /// One stack by name; every stack when absent.
+    pub stack: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyBody {
+    pub stack: Option<String>,
+    /// Apply what the policy would hold back (`apply --yes`); without it,
+    /// `apply --auto`.
+    #[serde(default)]
+    pub approve: bool,
+    /// With `approve`: `--accept-data-risk`.
+    #[serde(default)]
+    pub accept_data_risk: bool,
+    /// `--retry`: also targets that failed before.
+    #[serde(default)]
+    pub retry: bool,
+    /// `--expect-revision COMMIT`.
+    pub expect_revision: Option<String>,
+    /// With `approve`: `--rebuild` of these services (empty: every built
+    /// service).
+    pub rebuild: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PauseBody {
+    pub stack: Option<String>,
+    pub reason: Option<String>,
+    /// A duration such as `2h`.
+    #[serde(rename = "for")]
+    pub duration: Option<String>,
+    /// RFC 3339.
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeBody {
+    pub stack: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    pub stack: Option<String>,
+    /// A revision number, commit prefix or time; the previous good
+    /// revision when absent.
+    pub to: Option<String>,
+    /// Recorded with the rejection of the revision rolled away from.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageHookBody {
+    /// The image pushed, `registry/repository[:tag]`: stacks with a
+    /// service using it are applied (`apply --auto`).
+    pub image: String,
+}
+
+/// `GET /api/v1/versions`: per stack, what it runs and what it can be
+/// rolled back to.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct VersionsReport {
+    pub stacks: Vec<StackVersions>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct StackVersions {
+    pub stack: String,
+    /// The revision the stack runs (the last that applied).
+    pub deployed: Option<u64>,
+    /// Revisions that applied, newest first: `rollback {to}` targets.
+    pub versions: Vec<Version>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Version {
+    pub revision: u64,
+    pub commit: Option<String>,
+    #[schemars(with = "String")]
+    pub started: jiff::Timestamp,
+    /// Service → image id it ran.
+    pub images: BTreeMap<String, String>,
+    /// Service → registry digest it ran, where known.
+    pub digests: BTreeMap<String, String>,
+    /// Why `apply --auto` will not return to it, if it will not.
+    pub rejected: Option<String>,
+}
+
+pub struct Api {
+    creds: Credentials,
+    runner: Arc<Runner>,
+    stacks: Vec<StackSettings>,
+    limiter: Mutex<Limiter>,
+    seen: Mutex<Seen>,
+}
+
+impl Api {
+    pub fn new(creds: Credentials, runner: Arc<Runner>, stacks: Vec<StackSettings>) -> Api {
+        Api { creds, runner, stacks, limiter: Mutex::default(), seen: Mutex::default() }
+    }
+
+    pub fn handle(&self, call: &Call) -> Reply {
+        let route = call.path.strip_prefix("/api/v1/");
+        match (call.method, call.path, route) {
+            ("GET", "/api/v1/health", _) => {
+                Reply::new(200, json!({ "ok": true, "version": env!("CARGO_PKG_VERSION") }))
+            }
+            ("POST", "/hooks/github", _) => self.github(call),
+            ("POST", "/hooks/image", _) => self.image(call),
+            (_, _, Some(route)) => {
+                let need = if call.method == "GET" || route == "check" { Scope::Read } else { Scope::Operate };
+                match self.authorize(call, need) {
+                    Ok(caller) => {
+                        let mut reply = self.route(call, route, &caller);
+                        reply.caller = Some(caller.name);
+                        reply
+                    }
+                    Err(reply) => reply,
+                }
+            }
+            _ => Reply::error(404, format!("no such endpoint: {} {}", call.method, call.path)),
+        }
+    }
+
+    fn authorize(&self, call: &Call, need: Scope) -> Result<Caller, Reply> {
+        let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if let Some(wait) = limiter.refused(call.peer, now) {
+            let mut reply = Reply::error(429, "too many failed attempts from this address; try again later");
+            reply.retry_after = Some(wait.as_secs().max(1));
+            return Err(reply);
+        }
+        match self.creds.caller((call.header)("authorization").as_deref()) {
+            None => {
+                limiter.failed(call.peer, now);
+                Err(Reply::error(401, "a bearer token is required (Authorization: Bearer TOKEN)"))
+            }
+            Some(c) if c.scope < need => {
+                Err(Reply::error(403, format!("token {} has the read scope; this needs operate", c.name)))
+            }
+            Some(c) => Ok(c),
+        }
+    }
+
+    fn route(&self, call: &Call, route: &str, caller: &Caller) -> Reply {
+        let query = Query::parse(call.query);
+        if let Some(stack) = query.get("stack").or_else(|| stack_in(call.body))
+            && !self.stacks.iter().any(|s| s.name == stack)
+        {
+            return Reply::error(404, format!("no stack named {stack:?} here"));
+        }
+        let stack_arg = |stack: &Option<String>| stack.iter().map(|s| format!("--stack={s}")).collect::<Vec<_>>();
+        match (call.method, route) {
+            ("GET", "status") => self.read(vec!["status".into()], query.get("stack")),
+            ("GET", "history") => self.read(vec!["rollback".into(), "--list".into()], query.get("stack")),
+            ("GET", "versions") => Reply::new(200, crate::commands::to_value(&self.versions(query.get("stack")))),
+            ("GET", "operations") => Reply::new(200, json!({ "operations": self.runner.recent() })),
+            ("GET", r) if r.starts_with("operations/") => {
+                match r["operations/".len()..].parse().ok().and_then(|id| self.runner.get(id)) {
+                    Some(op) => Reply::new(200, crate::commands::to_value(&op)),
+                    None => Reply::error(404, "no such operation (finished ones are kept for a while)"),
+                }
+            }
+            ("POST", "check") => self.post(call, &query, caller, |b: CheckBody| {
+                let mut args = vec!["check".into(), "--only".into()];
+                args.extend(stack_arg(&b.stack));
+                Ok((args, b.stack, false))
+            }),
+            ("POST", "apply") => self.post(call, &query, caller, |b: ApplyBody| {
+                let mut args = vec!["apply".to_string(), if b.approve { "--yes" } else { "--auto" }.to_string()];
+                if (b.accept_data_risk || b.rebuild.is_some()) && !b.approve {
+                    return Err("accept_data_risk and rebuild need approve: true".to_string());
+                }
+                args.extend(b.accept_data_risk.then(|| "--accept-data-risk".to_string()));
+                args.extend(b.retry.then(|| "--retry".to_string()));
+                args.extend(b.expect_revision.map(|c| format!("--expect-revision={c}")));
+                args.extend(stack_arg(&b.stack));
+                if let Some(services) = b.rebuild {
+                    args.push("--rebuild".into());
+                    args.push("--".into());
+                    args.extend(services);
+                }
+                Ok((args, b.stack, true))
+            }),
+            ("POST", "pause") => self.post(call, &query, caller, |b: PauseBody| {
+                let mut args = vec!["pause".to_string()];
+                args.extend(b.reason.map(|r| format!("--reason={r}")));
+                args.extend(b.duration.map(|d| format!("--for={d}")));
+                args.extend(b.until.map(|u| format!("--until={u}")));
+                args.extend(stack_arg(&b.stack));
+                Ok((args, b.stack, false))
+            }),
+            ("POST", "resume") => self.post(call, &query, caller, |b: ResumeBody| {
+                let mut args = vec!["resume".to_string()];
+                args.extend(stack_arg(&b.stack));
+                Ok((args, b.stack, false))
+            }),
+            ("POST", "rollback") => self.post(call, &query, caller, |b: RollbackBody| {
+                let mut args = vec!["rollback".to_string(), "--yes".to_string()];
+                args.extend(b.to.map(|t| format!("--to={t}")));
+                args.extend(b.reason.map(|r| format!("--reason={r}")));
+                args.extend(stack_arg(&b.stack));
+                Ok((args, b.stack, true))
+            }),
+            (m, r) => Reply::error(404, format!("no such endpoint: {m} /api/v1/{r}")),
+        }
+    }
+
+    /// A read runs to its end; the body is the CLI's report itself.
+    fn read(&self, mut args: Vec<String>, stack: Option<String>) -> Reply {
+        args.extend(stack.map(|s| format!("--stack={s}")));
+        let op = self.runner.run_now(&Request { args, stacks: Vec::new(), exclusive: false, by: "api".into() });
+        match (op.exit_code, op.report) {
+            (Some(code), Some(report)) => {
+                let status = if code == 2 { 400 } else { 200 };
+                Reply::new(status, report)
+            }
+            _ => Reply::error(500, op.error.unwrap_or_else(|| "the run ended without a report".into())),
+        }
+    }
+
+    /// Starts an operation from a JSON body; answers with it when it ends
+    /// within the wait, else 202 and where to poll.
+    fn post<B: serde::de::DeserializeOwned + Default>(
+        &self,
+        call: &Call,
+        query: &Query,
+        caller: &Caller,
+        args: impl FnOnce(B) -> Result<(Vec<String>, Option<String>, bool), String>,
+    ) -> Reply {
+        let body: B = if call.body.iter().all(u8::is_ascii_whitespace) {
+            B::default()
+        } else {
+            match serde_json::from_slice(call.body) {
+                Ok(b) => b,
+                Err(e) => return Reply::error(400, format!("request body: {e}")),
+            }
+        };
+        let (args, stack, exclusive) = match args(body) {
+            Ok(a) => a,
+            Err(e) => return Reply::error(400, e),
+        };
+        let request = Request { args, stacks: stack.into_iter().collect(), exclusive, by: format!("api:{}", caller.name) };
+        let wait = match query.get("wait").map(|w| w.parse::<u64>()) {
+            None => GRACE,
+            Some(Ok(s)) => Duration::from_secs(s).min(MAX_WAIT),
+            Some(Err(_)) => return Reply::error(400, "wait: a number of seconds"),
+        };
+        let locks = exclusive.then(|| self.runner.locks_of(&request));
+        let id = match self.runner.start(request) {
+            Ok(id) => id,
+            Err(busy) => return Reply::new(409, crate::commands::to_value(&busy)),
+        };
+        // Waiting longer than the grace means waiting for the end.
+        let locks = locks.filter(|_| wait <= GRACE);
+        let op = self.runner.wait(id, Instant::now() + wait, locks.as_deref()).expect("just started");
+        operation_reply(op)
+    }
+
+    fn versions(&self, only: Option<String>) -> VersionsReport {
+        let stacks = self.stacks.iter().filter(|s| only.as_ref().is_none_or(|o| *o == s.name));
+        VersionsReport { stacks: stacks.map(versions_of).collect() }
+    }
+
+    fn github(&self, call: &Call) -> Reply {
+        if let Some(reply) = self.refused(call) {
+            return reply;
+        }
+        let Some(signature) = (call.header)("x-hub-signature-256") else {
+            return self.hook_refused(call, 401, "unsigned delivery (no X-Hub-Signature-256)");
+        };
+        let signed_for = |stack: &str| self.creds.github_secret(stack).is_some_and(|s| signed(s, call.body, &signature));
+        let any_signed = signed_for("*") || self.stacks.iter().any(|s| signed_for(&s.name));
+        if !any_signed {
+            return self.hook_refused(call, 401, "the signature matches no configured secret");
+        }
+        let delivery = (call.header)("x-github-delivery").unwrap_or_default();
+        if delivery.is_empty() || !self.seen.lock().unwrap_or_else(|e| e.into_inner()).first(&delivery) {
+            return self.hook_refused(call, 409, "delivery already received (or without X-GitHub-Delivery)");
+        }
+        match (call.header)("x-github-event").as_deref() {
+            Some("ping") => return Reply::new(200, json!({ "pong": true })),
+            Some("push") => {}
+            other => return Reply::new(200, json!({ "ignored": format!("event {}", other.unwrap_or("?")) })),
+        }
+        let push: Push = match serde_json::from_slice(call.body) {
+            Ok(p) => p,
+            Err(e) => return Reply::error(400, format!("push payload: {e}")),
+        };
+        let stacks: Vec<String> =
+            following(&self.stacks, &push).into_iter().filter(|s| signed_for(&s.name)).map(|s| s.name.clone()).collect();
+        self.apply_each(stacks, "github")
+    }
+
+    fn image(&self, call: &Call) -> Reply {
+        if let Some(reply) = self.refused(call) {
+            return reply;
+        }
+        let Some(secret) = self.creds.image_secret() else {
+            return Reply::error(404, "the image hook is not configured (no image secret)");
+        };
+        let (Some(stamp), Some(signature)) =
+            ((call.header)("x-clusterup-timestamp"), (call.header)("x-clusterup-signature-256"))
+        else {
+            return self.hook_refused(call, 401, "unsigned delivery (X-Clusterup-Timestamp, X-Clusterup-Signature-256)");
+        };
+        let fresh = stamp.parse::<i64>().is_ok_and(|t| (t - jiff::Timestamp::now().as_second()).abs() <= HOOK_SKEW);
+        let mut message = format!("{stamp}.").into_bytes();
+        message.extend_from_slice(call.body);
+        if !fresh || !signed(secret, &message, &signature) {
+            return self.hook_refused(call, 401, "the signature does not match, or its timestamp is not within 5 minutes");
+        }
+        if !self.seen.lock().unwrap_or_else(|e| e.into_inner()).first(&signature) {
+            return self.hook_refused(call, 409, "delivery already received");
+        }
+        let body: ImageHookBody = match serde_json::from_slice(call.body) {
+            Ok(b) => b,
+            Err(e) => return Reply::error(400, format!("request body: {e}")),
+        };
+        let status =
+            self.runner.run_now(&Request { args: vec!["status".into()], stacks: Vec::new(), exclusive: false, by: "hook".into() });
+        let Some(report) = status.report else {
+            return Reply::error(500, status.error.unwrap_or_else(|| "reading the stacks' images failed".into()));
+        };
+        let stacks = stacks_using(&report, &body.image);
+        self.apply_each(stacks, "image hook")
+    }
+
+    fn apply_each(&self, stacks: Vec<String>, by: &str) -> Reply {
+        let mut operations = Vec::new();
+        let mut queued = Vec::new();
+        for stack in &stacks {
+            match self.runner.apply_soon(stack, by) {
+                Some(id) => operations.push(id),
+                None => queued.push(stack.clone()),
+            }
+        }
+        Reply::new(202, json!({ "stacks": stacks, "operations": operations, "queued": queued }))
+    }
+
+    fn refused(&self, call: &Call) -> Option<Reply> {
+        let wait = self.limiter.lock().unwrap_or_else(|e| e.into_inner()).refused(call.peer, Instant::now())?;
+        let mut reply = Reply::error(429, "too many refused deliveries from this address; try again later");
+        reply.retry_after = Some(wait.as_secs().max(1));
+        Some(reply)
+    }
+
+    fn hook_refused(&self, call: &Call, status: u16, why: &str) -> Reply {
+        self.limiter.lock().unwrap_or_else(|e| e.into_inner()).failed(call.peer, Instant::now());
+        super::log(&format!("{} {}: refused: {why}", call.peer, call.path));
+        Reply::error(status, why)
+    }
+}
+
+/// 200 with the finished operation (409 when a lock was held, 400 for a
+/// usage error), or 202 while it runs.
+fn operation_reply(op: Operation) -> Reply {
+    let status = match (&op.state, op.exit_code) {
+        (State::Running, _) => 202,
+        (_, Some(75)) => 409,
+        (_, Some(2)) => 400,
+        _ => 200,
+    };
+    let location = (status == 202).then(|| format!("/api/v1/operations/{}", op.id));
+    let mut reply = Reply::new(status, crate::commands::to_value(&op));
+    reply.location = location;
+    reply
+}
+
+fn versions_of(stack: &StackSettings) -> StackVersions {
+    let journal = StateDir::existing(&stack.state_dir).and_then(|s| s.journal().ok()).unwrap_or_default();
+    let good: Vec<_> = journal.revisions.iter().filter(|r| r.outcome == Some(Outcome::Applied)).collect();
+    let versions = good
+        .iter()
+        .rev()
+        .map(|r| {
+            let digests = r
+                .plan
+                .services
+                .iter()
+                .filter_map(|s| Some((s.service.clone(), s.available_digest.clone().or(s.running_digest.clone())?)))
+                .collect();
+            let rejected = r
+                .plan
+                .commit
+                .as_deref()
+                .and_then(|c| journal.rejected_commit(c))
+                .or_else(|| journal.rejections.iter().rev().find(|x| x.revision == r.id))
+                .map(|x| x.reason.clone());
+            Version {
+                revision: r.id,
+                commit: r.plan.commit.clone(),
+                started: r.started,
+                images: r.images.clone(),
+                digests,
+                rejected,
+            }
+        })
+        .collect();
+    StackVersions { stack: stack.name.clone(), deployed: good.last().map(|r| r.id), versions }
+}
+
+/// The stacks a `status` report shows running `image`.
+fn stacks_using(report: &Value, image: &str) -> Vec<String> {
+    let reports = match report.get("stacks").and_then(Value::as_array) {
+        Some(all) => all.iter().collect(),
+        None => vec![report],
+    };
+    let uses = |r: &&Value| {
+        r.get("services").and_then(Value::as_array).is_some_and(|services| {
+            services.iter().any(|s| s.get("image").and_then(Value::as_str).is_some_and(|i| same_image(image, i)))
+        })
+    };
+    reports.into_iter().filter(uses).filter_map(|r| r.get("stack")?.as_str().map(String::from)).collect()
+}
+
+/// The `stack` a JSON body names, to refuse an unknown one before running.
+fn stack_in(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Value>(body).ok()?.get("stack")?.as_str().map(String::from)
+}
+
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: &str) -> Query {
+        Query(form_urlencoded::parse(query.as_bytes()).into_owned().collect())
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+}
