@@ -304,7 +304,8 @@ impl Api {
             Ok(a) => a,
             Err(e) => return Reply::error(400, e),
         };
-        let request = Request { args, stacks: stack.into_iter().collect(), exclusive, by: format!("api:{}", caller.name) };
+        let request =
+            Request { args, stacks: stack.into_iter().collect(), exclusive, by: format!("api:{}", caller.name) };
         let wait = match query.get("wait").map(|w| w.parse::<u64>()) {
             None => GRACE,
             Some(Ok(s)) => Duration::from_secs(s).min(MAX_WAIT),
@@ -333,7 +334,8 @@ impl Api {
         let Some(signature) = (call.header)("x-hub-signature-256") else {
             return self.hook_refused(call, 401, "unsigned delivery (no X-Hub-Signature-256)");
         };
-        let signed_for = |stack: &str| self.creds.github_secret(stack).is_some_and(|s| signed(s, call.body, &signature));
+        let signed_for =
+            |stack: &str| self.creds.github_secret(stack).is_some_and(|s| signed(s, call.body, &signature));
         let any_signed = signed_for("*") || self.stacks.iter().any(|s| signed_for(&s.name));
         if !any_signed {
             return self.hook_refused(call, 401, "the signature matches no configured secret");
@@ -351,8 +353,11 @@ impl Api {
             Ok(p) => p,
             Err(e) => return Reply::error(400, format!("push payload: {e}")),
         };
-        let stacks: Vec<String> =
-            following(&self.stacks, &push).into_iter().filter(|s| signed_for(&s.name)).map(|s| s.name.clone()).collect();
+        let stacks: Vec<String> = following(&self.stacks, &push)
+            .into_iter()
+            .filter(|s| signed_for(&s.name))
+            .map(|s| s.name.clone())
+            .collect();
         self.apply_each(stacks, "github")
     }
 
@@ -366,13 +371,21 @@ impl Api {
         let (Some(stamp), Some(signature)) =
             ((call.header)("x-clusterup-timestamp"), (call.header)("x-clusterup-signature-256"))
         else {
-            return self.hook_refused(call, 401, "unsigned delivery (X-Clusterup-Timestamp, X-Clusterup-Signature-256)");
+            return self.hook_refused(
+                call,
+                401,
+                "unsigned delivery (X-Clusterup-Timestamp, X-Clusterup-Signature-256)",
+            );
         };
         let fresh = stamp.parse::<i64>().is_ok_and(|t| (t - jiff::Timestamp::now().as_second()).abs() <= HOOK_SKEW);
         let mut message = format!("{stamp}.").into_bytes();
         message.extend_from_slice(call.body);
         if !fresh || !signed(secret, &message, &signature) {
-            return self.hook_refused(call, 401, "the signature does not match, or its timestamp is not within 5 minutes");
+            return self.hook_refused(
+                call,
+                401,
+                "the signature does not match, or its timestamp is not within 5 minutes",
+            );
         }
         if !self.seen.lock().unwrap_or_else(|e| e.into_inner()).first(&signature) {
             return self.hook_refused(call, 409, "delivery already received");
@@ -381,8 +394,12 @@ impl Api {
             Ok(b) => b,
             Err(e) => return Reply::error(400, format!("request body: {e}")),
         };
-        let status =
-            self.runner.run_now(&Request { args: vec!["status".into()], stacks: Vec::new(), exclusive: false, by: "hook".into() });
+        let status = self.runner.run_now(&Request {
+            args: vec!["status".into()],
+            stacks: Vec::new(),
+            exclusive: false,
+            by: "hook".into(),
+        });
         let Some(report) = status.report else {
             return Reply::error(500, status.error.unwrap_or_else(|| "reading the stacks' images failed".into()));
         };

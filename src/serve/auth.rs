@@ -65,9 +65,10 @@ impl Credentials {
             let text = read_private(path)?;
             creds.parse(&text).with_context(|| format!("reading credentials {}", path.display()))?;
         }
-        for (var, name, scope) in
-            [("CLUSTERUP_READ_TOKEN", "env-read", Scope::Read), ("CLUSTERUP_OPERATE_TOKEN", "env-operate", Scope::Operate)]
-        {
+        for (var, name, scope) in [
+            ("CLUSTERUP_READ_TOKEN", "env-read", Scope::Read),
+            ("CLUSTERUP_OPERATE_TOKEN", "env-operate", Scope::Operate),
+        ] {
             if let Some(value) = env(var).filter(|v| !v.is_empty()) {
                 creds.add_token(name, scope, value).with_context(|| format!("${var}"))?;
             }
@@ -202,7 +203,7 @@ pub struct Limiter {
     failures: BTreeMap<IpAddr, (Instant, u32)>,
 }
 
-const LIMIT: u32 = 10;
+const LIMIT: u32 = 30;
 const WINDOW: Duration = Duration::from_secs(60);
 
 impl Limiter {

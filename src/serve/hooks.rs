@@ -56,9 +56,7 @@ pub fn following<'a>(stacks: &'a [StackSettings], push: &Push) -> Vec<&'a StackS
         [&r.clone_url, &r.ssh_url, &r.git_url, &r.html_url].into_iter().flatten().map(|u| repo_key(u)).collect();
     stacks
         .iter()
-        .filter(|s| {
-            s.git.as_ref().is_some_and(|g| g.branch == branch && keys.contains(&repo_key(g.url.expose())))
-        })
+        .filter(|s| s.git.as_ref().is_some_and(|g| g.branch == branch && keys.contains(&repo_key(g.url.expose()))))
         .collect()
 }
 

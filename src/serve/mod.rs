@@ -146,7 +146,11 @@ async fn handle(
         Ok(b) => b.to_bytes(),
         Err(e) => {
             let too_big = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
-            let (status, why) = if too_big { (413, format!("request body over {limit} bytes")) } else { (400, format!("reading the request: {e}")) };
+            let (status, why) = if too_big {
+                (413, format!("request body over {limit} bytes"))
+            } else {
+                (400, format!("reading the request: {e}"))
+            };
             return Ok(response(api::Reply::error(status, why)));
         }
     };
@@ -156,7 +160,8 @@ async fn handle(
     let started = Instant::now();
     let reply = tokio::task::spawn_blocking(move || {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(String::from);
-        let call = api::Call { method: &method, path: &path, query: &query, header: &header, body: &body, peer: peer.ip() };
+        let call =
+            api::Call { method: &method, path: &path, query: &query, header: &header, body: &body, peer: peer.ip() };
         let reply = api.handle(&call);
         log(&format!(
             "{} {method} {path} {} {}ms{}",

@@ -18,6 +18,7 @@ mod receiver;
 mod revisions;
 mod safety;
 mod security;
+mod serve;
 mod start_first;
 mod structural;
 mod systemd;
