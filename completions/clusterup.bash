@@ -34,6 +34,9 @@ _clusterup() {
             clusterup,rollback)
                 cmd="clusterup__subcmd__rollback"
                 ;;
+            clusterup,serve)
+                cmd="clusterup__subcmd__serve"
+                ;;
             clusterup,status)
                 cmd="clusterup__subcmd__status"
                 ;;
@@ -55,6 +58,9 @@ _clusterup() {
             clusterup__subcmd__help,rollback)
                 cmd="clusterup__subcmd__help__subcmd__rollback"
                 ;;
+            clusterup__subcmd__help,serve)
+                cmd="clusterup__subcmd__help__subcmd__serve"
+                ;;
             clusterup__subcmd__help,status)
                 cmd="clusterup__subcmd__help__subcmd__status"
                 ;;
@@ -65,7 +71,7 @@ _clusterup() {
 
     case "${cmd}" in
         clusterup)
-            opts="-v -q -h -V --config --stack --json --state-dir --metrics-file --verbose --quiet --help --version check apply rollback pause resume status help"
+            opts="-v -q -h -V --config --stack --json --state-dir --metrics-file --verbose --quiet --help --version check apply rollback pause resume status serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -159,7 +165,7 @@ _clusterup() {
             return 0
             ;;
         clusterup__subcmd__help)
-            opts="check apply rollback pause resume status help"
+            opts="check apply rollback pause resume status serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -243,6 +249,20 @@ _clusterup() {
             return 0
             ;;
         clusterup__subcmd__help__subcmd__rollback)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clusterup__subcmd__help__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -343,13 +363,71 @@ _clusterup() {
             return 0
             ;;
         clusterup__subcmd__rollback)
-            opts="-y -v -q -h -V --to --list --dry-run --yes --config --stack --json --state-dir --metrics-file --verbose --quiet --help --version"
+            opts="-y -v -q -h -V --to --list --dry-run --yes --reason --config --stack --json --state-dir --metrics-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reason)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stack)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clusterup__subcmd__serve)
+            opts="-v -q -h -V --listen --credentials --tls-cert --tls-key --insecure-http --every --jitter --config --stack --json --state-dir --metrics-file --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --credentials)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --every)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jitter)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -39,6 +39,7 @@ complete -c clusterup -n "__fish_clusterup_needs_command" -f -a "rollback" -d 'R
 complete -c clusterup -n "__fish_clusterup_needs_command" -f -a "pause" -d 'Stop unattended applies (`apply --auto`) of the stacks'
 complete -c clusterup -n "__fish_clusterup_needs_command" -f -a "resume" -d 'Allow unattended applies again'
 complete -c clusterup -n "__fish_clusterup_needs_command" -f -a "status" -d 'Show each service\'s image, digest and health, and recent revisions'
+complete -c clusterup -n "__fish_clusterup_needs_command" -f -a "serve" -d 'Serve the control API and push webhooks; apply on a schedule'
 complete -c clusterup -n "__fish_clusterup_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c clusterup -n "__fish_clusterup_using_subcommand check" -l config -d 'Configuration file [default: /etc/clusterup/clusterup.yaml; without one, the current directory is the stack]' -r -F
 complete -c clusterup -n "__fish_clusterup_using_subcommand check" -l stack -d 'Only this stack (by name) from the configuration' -r
@@ -66,6 +67,7 @@ complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -s q -l quiet
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -s h -l help -d 'Print help'
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -s V -l version -d 'Print version'
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l to -d 'Revision to return to: its number, a git commit prefix, or a time (the last good revision started by then, e.g. 2026-11-24T18:00:00Z)' -r
+complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l reason -d 'Why, recorded with the revision rolled away from' -r
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l config -d 'Configuration file [default: /etc/clusterup/clusterup.yaml; without one, the current directory is the stack]' -r -F
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l stack -d 'Only this stack (by name) from the configuration' -r
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l state-dir -d 'Where journals, backups and locks live [default: /var/lib/clusterup]' -r -F
@@ -110,10 +112,27 @@ complete -c clusterup -n "__fish_clusterup_using_subcommand status" -s v -l verb
 complete -c clusterup -n "__fish_clusterup_using_subcommand status" -s q -l quiet -d 'Only errors and the final result'
 complete -c clusterup -n "__fish_clusterup_using_subcommand status" -s h -l help -d 'Print help'
 complete -c clusterup -n "__fish_clusterup_using_subcommand status" -s V -l version -d 'Print version'
-complete -c clusterup -n "__fish_clusterup_using_subcommand help; and not __fish_seen_subcommand_from check apply rollback pause resume status help" -f -a "check" -d 'Compare running images with their registries; change nothing'
-complete -c clusterup -n "__fish_clusterup_using_subcommand help; and not __fish_seen_subcommand_from check apply rollback pause resume status help" -f -a "apply" -d 'Pull and recreate the services with updates, health-gated, rolling back a service that does not become healthy'
-complete -c clusterup -n "__fish_clusterup_using_subcommand help; and not __fish_seen_subcommand_from check apply rollback pause resume status help" -f -a "rollback" -d 'Return the stack to the previous good revision, or to --to REV'
-complete -c clusterup -n "__fish_clusterup_using_subcommand help; and not __fish_seen_subcommand_from check apply rollback pause resume status help" -f -a "pause" -d 'Stop unattended applies (`apply --auto`) of the stacks'
-complete -c clusterup -n "__fish_clusterup_using_subcommand help; and not __fish_seen_subcommand_from check apply rollback pause resume status help" -f -a "resume" -d 'Allow unattended applies again'
-complete -c clusterup -n "__fish_clusterup_using_subcommand help; and not __fish_seen_subcommand_from check apply rollback pause resume status help" -f -a "status" -d 'Show each service\'s image, digest and health, and recent revisions'
-complete -c clusterup -n "__fish_clusterup_using_subcommand help; and not __fish_seen_subcommand_from check apply rollback pause resume status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c clusterup -n "__fish_clusterup_using_subcommand serve" -l listen -d 'Address to listen on; anything but loopback needs TLS or --insecure-http' -r
+complete -c clusterup -n "__fish_clusterup_using_subcommand serve" -l credentials -d 'Tokens and webhook secrets, one per line: `token NAME read|operate VALUE`, `github STACK|* SECRET`, `image SECRET` (mode 0600)' -r -F
+complete -c clusterup -n "__fish_clusterup_using_subcommand serve" -l tls-cert -d 'TLS certificate chain (PEM)' -r -F
+complete -c clusterup -n "__fish_clusterup_using_subcommand serve" -l tls-key -d 'TLS private key (PEM, mode 0600)' -r -F
+complete -c clusterup -n "__fish_clusterup_using_subcommand serve" -l every -d 'Run `apply --auto` of every stack this often (e.g. 15m), for hosts without a systemd timer' -r
+complete -c clusterup -n "__fish_clusterup_using_subcommand serve" -l jitter -d 'Wait up to this much longer before each scheduled run, at random' -r
+complete -c clusterup -n "__fish_clusterup_using_subcommand serve" -l config -d 'Configuration file [default: /etc/clusterup/clusterup.yaml; without one, the current directory is the stack]' -r -F
+complete -c clusterup -n "__fish_clusterup_using_subcommand serve" -l stack -d 'Only this stack (by name) from the configuration' -r
+complete -c clusterup -n "__fish_clusterup_using_subcommand serve" -l state-dir -d 'Where journals, backups and locks live [default: /var/lib/clusterup]' -r -F
+complete -c clusterup -n "__fish_clusterup_using_subcommand serve" -l metrics-file -d 'Write node_exporter textfile-collector metrics here after the run' -r -F
+complete -c clusterup -n "__fish_clusterup_using_subcommand serve" -l insecure-http -d 'Listen on a non-loopback address without TLS: only behind a reverse proxy that terminates TLS, on a network no one else can reach'
+complete -c clusterup -n "__fish_clusterup_using_subcommand serve" -l json -d 'Print one JSON document instead of human output'
+complete -c clusterup -n "__fish_clusterup_using_subcommand serve" -s v -l verbose -d 'More detail'
+complete -c clusterup -n "__fish_clusterup_using_subcommand serve" -s q -l quiet -d 'Only errors and the final result'
+complete -c clusterup -n "__fish_clusterup_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c clusterup -n "__fish_clusterup_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c clusterup -n "__fish_clusterup_using_subcommand help; and not __fish_seen_subcommand_from check apply rollback pause resume status serve help" -f -a "check" -d 'Compare running images with their registries; change nothing'
+complete -c clusterup -n "__fish_clusterup_using_subcommand help; and not __fish_seen_subcommand_from check apply rollback pause resume status serve help" -f -a "apply" -d 'Pull and recreate the services with updates, health-gated, rolling back a service that does not become healthy'
+complete -c clusterup -n "__fish_clusterup_using_subcommand help; and not __fish_seen_subcommand_from check apply rollback pause resume status serve help" -f -a "rollback" -d 'Return the stack to the previous good revision, or to --to REV'
+complete -c clusterup -n "__fish_clusterup_using_subcommand help; and not __fish_seen_subcommand_from check apply rollback pause resume status serve help" -f -a "pause" -d 'Stop unattended applies (`apply --auto`) of the stacks'
+complete -c clusterup -n "__fish_clusterup_using_subcommand help; and not __fish_seen_subcommand_from check apply rollback pause resume status serve help" -f -a "resume" -d 'Allow unattended applies again'
+complete -c clusterup -n "__fish_clusterup_using_subcommand help; and not __fish_seen_subcommand_from check apply rollback pause resume status serve help" -f -a "status" -d 'Show each service\'s image, digest and health, and recent revisions'
+complete -c clusterup -n "__fish_clusterup_using_subcommand help; and not __fish_seen_subcommand_from check apply rollback pause resume status serve help" -f -a "serve" -d 'Serve the control API and push webhooks; apply on a schedule'
+complete -c clusterup -n "__fish_clusterup_using_subcommand help; and not __fish_seen_subcommand_from check apply rollback pause resume status serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -210,7 +210,7 @@ impl Limiter {
     /// None: go ahead. Some: refused for this long.
     pub fn refused(&mut self, addr: IpAddr, now: Instant) -> Option<Duration> {
         let (since, count) = *self.failures.get(&addr)?;
-        let left = WINDOW.checked_sub(now.duration_since(since))?;
+        let left = WINDOW.checked_sub(now.duration_since(since)).filter(|l| !l.is_zero())?;
         (count >= LIMIT).then_some(left)
     }
 
