@@ -17,7 +17,7 @@ struct SystemdHost {
 }
 
 impl SystemdHost {
-    fn start(stack: &Stack, config: &str, remote: &Path) -> SystemdHost {
+    fn start(stack: &Stack, config: &str, remote: &Path, serve_port: u16) -> SystemdHost {
         let ctx = stack.scratch("systemd-image");
         let link = |target: &str, name: &str| std::os::unix::fs::symlink(target, ctx.join(name)).unwrap();
         for (dir, name) in [("usr/bin", "bin"), ("usr/lib", "lib"), ("usr/lib64", "lib64"), ("usr/sbin", "sbin")] {
@@ -42,9 +42,18 @@ impl SystemdHost {
         write("etc/clusterup/clusterup.yaml", config);
         let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/clusterup.service"));
         write("etc/systemd/system/clusterup.service", &unit.unwrap());
+        let serve =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/clusterup-serve.service"));
+        write("etc/systemd/system/clusterup-serve.service", &serve.unwrap());
         write(
             "etc/systemd/system/clusterup.service.d/under-test.conf",
             "[Service]\nExecStart=\nExecStart=/opt/clusterup/clusterup apply --auto\n",
+        );
+        write(
+            "etc/systemd/system/clusterup-serve.service.d/under-test.conf",
+            &format!(
+                "[Service]\nExecStart=\nExecStart=/opt/clusterup/clusterup serve --listen 127.0.0.1:{serve_port} --every 1h\n"
+            ),
         );
         // The unit requires docker.service; the engine here is the host's.
         write(
@@ -155,7 +164,8 @@ fn the_unit_as_shipped_deploys_a_git_stack_under_srv_and_writes_metrics() {
         "metrics_file: /var/lib/prometheus/node-exporter/clusterup.prom\nstacks:\n  - name: {}\n    git: {{url: 'file:///remote.git', branch: main, path: stack}}\n    directory: /srv/{}\n    auto: {{structural: true}}\n    health: {{timeout: 30s, stability: 1s}}\n",
         stack.name, stack.name
     );
-    let host = SystemdHost::start(&stack, &config, &remote.bare);
+    let serve_port = crate::support::free_port();
+    let host = SystemdHost::start(&stack, &config, &remote.bare, serve_port);
 
     // The paths the unit shipped with before: the checkout under /srv is
     // read-only under ProtectSystem=strict, and nothing is deployed.
@@ -182,4 +192,39 @@ fn the_unit_as_shipped_deploys_a_git_stack_under_srv_and_writes_metrics() {
         "700\n755\n644\n",
         "under UMask=0077: a private state dir, an operator's checkout directory and files as git records them"
     );
+
+    // The serve unit as shipped: its API answers, SIGUSR1 through systemd
+    // runs an apply, and a stop ends it cleanly.
+    let token = "read-token-for-the-systemd-test";
+    host.write("/etc/clusterup/serve.credentials", &format!("token t read {token}\n"));
+    assert!(host.exec(&["chmod", "600", "/etc/clusterup/serve.credentials"]).status.success());
+    let started = host.exec(&["systemctl", "start", "clusterup-serve.service"]);
+    let journal = || {
+        let j = host.exec(&["journalctl", "-u", "clusterup-serve.service", "--no-pager", "-o", "cat"]);
+        String::from_utf8_lossy(&j.stdout).to_string()
+    };
+    assert!(started.status.success(), "{}", journal());
+    let get = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-H", &format!("Authorization: Bearer {token}")])
+            .arg(format!("http://127.0.0.1:{serve_port}{path}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !get("/api/v1/status").contains(&stack.name) {
+        assert!(Instant::now() < deadline, "the API did not answer: {}", journal());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(host.exec(&["systemctl", "kill", "-s", "USR1", "clusterup-serve.service"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !journal().contains("SIGUSR1: apply --auto started") || get("/api/v1/operations").contains("\"state\": \"running\"") {
+        assert!(Instant::now() < deadline, "SIGUSR1 ran nothing: {}", journal());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(get("/api/v1/operations").contains("\"exit_code\": 0"), "{}", journal());
+    assert!(host.exec(&["systemctl", "stop", "clusterup-serve.service"]).status.success());
+    let state = host.exec(&["systemctl", "show", "-p", "ActiveState,Result", "clusterup-serve.service"]);
+    assert_eq!(String::from_utf8_lossy(&state.stdout), "Result=success\nActiveState=inactive\n", "{}", journal());
 }
