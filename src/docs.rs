@@ -122,6 +122,7 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
         out.push((Path::new("completions").join(file), script));
     }
     out.push((PathBuf::from("docs/report.schema.json"), crate::report::schema().into_bytes()));
+    out.push((PathBuf::from("docs/api.md"), crate::serve::reference().into_bytes()));
     out
 }
 

@@ -511,3 +511,199 @@ impl Query {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
     }
 }
+
+/// One endpoint, for the generated reference (`docs/api.md`); a test
+/// holds the router to it.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    /// None: no token (health; the hooks check their own signatures).
+    pub scope: Option<Scope>,
+    pub body: Option<fn() -> schemars::Schema>,
+    pub answer: &'static str,
+    pub about: &'static str,
+}
+
+const OPERATION: &str = "`Operation`: 200 when it ended within the wait, else 202 with `Location`; 409 `Busy` or exit 75; 400 on a usage error (exit 2)";
+
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/api/v1/health",
+        scope: None,
+        body: None,
+        answer: "`{\"ok\": true, \"version\"}`",
+        about: "The server answers (for container health checks).",
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/status",
+        scope: Some(Scope::Read),
+        body: None,
+        answer: "`clusterup status --json`",
+        about: "Each stack's services, pause, last run, revisions. `?stack=NAME`.",
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/history",
+        scope: Some(Scope::Read),
+        body: None,
+        answer: "`clusterup rollback --list --json`",
+        about: "Every revision: trigger, commit, outcome, started and finished. `?stack=NAME`.",
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/versions",
+        scope: Some(Scope::Read),
+        body: None,
+        answer: "`VersionsReport`",
+        about: "Per stack, the deployed revision and the revisions a rollback can return to (commit, image ids, digests, rejection). `?stack=NAME`.",
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/operations",
+        scope: Some(Scope::Read),
+        body: None,
+        answer: "`{\"operations\": [Operation]}`",
+        about: "Operations started by this server, newest first (the last 200 finished).",
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/operations/{id}",
+        scope: Some(Scope::Read),
+        body: None,
+        answer: "`Operation`",
+        about: "One operation: poll it until `state` is `finished`.",
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/check",
+        scope: Some(Scope::Read),
+        body: Some(|| schemars::schema_for!(CheckBody)),
+        answer: OPERATION,
+        about: "`clusterup check --only`: changes nothing.",
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/apply",
+        scope: Some(Scope::Operate),
+        body: Some(|| schemars::schema_for!(ApplyBody)),
+        answer: OPERATION,
+        about: "`apply --auto`, or with `approve: true` `apply --yes`.",
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/pause",
+        scope: Some(Scope::Operate),
+        body: Some(|| schemars::schema_for!(PauseBody)),
+        answer: OPERATION,
+        about: "`clusterup pause`; `by` is `api:<token name>`.",
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/resume",
+        scope: Some(Scope::Operate),
+        body: Some(|| schemars::schema_for!(ResumeBody)),
+        answer: OPERATION,
+        about: "`clusterup resume`.",
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/rollback",
+        scope: Some(Scope::Operate),
+        body: Some(|| schemars::schema_for!(RollbackBody)),
+        answer: OPERATION,
+        about: "`clusterup rollback --yes [--to REV] [--reason TEXT]`.",
+    },
+    Route {
+        method: "POST",
+        path: "/hooks/github",
+        scope: None,
+        body: None,
+        answer: "202 `{\"stacks\", \"operations\", \"queued\"}`",
+        about: "A GitHub `push` delivery, signed (`X-Hub-Signature-256`, the stack's `github` secret): `apply --auto` of the stacks following that repository and branch. `ping` answers 200. A delivery id seen before: 409.",
+    },
+    Route {
+        method: "POST",
+        path: "/hooks/image",
+        scope: None,
+        body: Some(|| schemars::schema_for!(ImageHookBody)),
+        answer: "202 `{\"stacks\", \"operations\", \"queued\"}`",
+        about: "An image was pushed: `apply --auto` of the stacks running it. Signed: `X-Clusterup-Timestamp: <unix seconds>` and `X-Clusterup-Signature-256: sha256=<hex HMAC-SHA256 of \"<timestamp>.<body>\" under the image secret>`, within 5 minutes; a replay gets 409.",
+    },
+];
+
+/// `docs/api.md`: the endpoints and the JSON they take and give.
+pub fn reference() -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "# The `clusterup serve` API, v1\n\nGenerated from `src/serve/api.rs` by `scripts/gen-docs.sh`; do not edit.\n\n\
+         Every `/api/v1/` call but `health` needs `Authorization: Bearer <token>`; a token has the `read` or the \
+         `operate` scope (see README, \"Control API\"). Wrong or missing: 401; the wrong scope: 403; 30 failures \
+         from one address within a minute: 429 until the minute has passed. Bodies are JSON objects (unknown \
+         fields refused), at most 64 KiB (hooks: 5 MiB). A POST waits up to 2 s for its operation (`?wait=SECONDS`, \
+         up to 600, to wait for its end). Every operation is the command line's own, run with `--json`: its \
+         `report` is that command's report (`docs/report.schema.json`) and its `exit_code` the documented exit code.\n\n\
+         | Method | Path | Scope | Answer | What it does |\n|---|---|---|---|---|\n",
+    );
+    for r in ROUTES {
+        let scope = r.scope.map_or("none", |s| if s == Scope::Read { "read" } else { "operate" });
+        let _ = writeln!(out, "| {} | `{}` | {scope} | {} | {} |", r.method, r.path, r.answer, r.about);
+    }
+    let schema = |title: &str, s: schemars::Schema| {
+        format!("\n## {title}\n\n```json\n{}\n```\n", serde_json::to_string_pretty(&s).expect("a schema serializes"))
+    };
+    for r in ROUTES {
+        if let Some(body) = r.body {
+            out.push_str(&schema(&format!("{} {} body", r.method, r.path), body()));
+        }
+    }
+    out.push_str(&schema("Operation", schemars::schema_for!(Operation)));
+    out.push_str(&schema("Busy", schemars::schema_for!(super::runs::Busy)));
+    out.push_str(&schema("VersionsReport", schemars::schema_for!(VersionsReport)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented routes are the routes: each answers with something
+    /// other than "no such endpoint".
+    #[test]
+    fn every_documented_route_is_answered() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("s");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("compose.yaml"), "services: {}\n").unwrap();
+        let stack = crate::settings::from_directory(&dir, Some(&tmp.path().join("state"))).unwrap();
+        let mut creds = Credentials::default();
+        creds.add_test_token("t", Scope::Operate, "operate-token-0123456789");
+        let runner = Runner::new("/bin/true".into(), Vec::new(), BTreeMap::new());
+        let api = Api::new(creds, runner, vec![stack]);
+        let header = |name: &str| (name == "authorization").then(|| "Bearer operate-token-0123456789".to_string());
+        for r in ROUTES {
+            let path = r.path.replace("{id}", "1");
+            let call = Call {
+                method: r.method,
+                path: &path,
+                query: "",
+                header: &header,
+                body: b"{}",
+                peer: [127, 0, 0, 1].into(),
+            };
+            let reply = api.handle(&call);
+            let unknown = reply.body["error"].as_str().is_some_and(|e| e.starts_with("no such endpoint"));
+            assert!(!unknown, "{} {}: {:?}", r.method, r.path, reply);
+        }
+        let call = Call {
+            method: "GET",
+            path: "/api/v1/nothing",
+            query: "",
+            header: &header,
+            body: b"",
+            peer: [127, 0, 0, 1].into(),
+        };
+        assert_eq!(api.handle(&call).status, 404);
+    }
+}

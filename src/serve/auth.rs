@@ -121,6 +121,11 @@ impl Credentials {
         Ok(())
     }
 
+    #[cfg(test)]
+    pub fn add_test_token(&mut self, name: &str, scope: Scope, value: &str) {
+        self.add_token(name, scope, value.to_string()).expect("a long enough token");
+    }
+
     pub fn has_tokens(&self) -> bool {
         !self.tokens.is_empty()
     }

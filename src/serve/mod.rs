@@ -7,6 +7,9 @@ mod auth;
 mod hooks;
 mod runs;
 
+#[cfg(test)]
+pub use api::reference;
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -219,7 +219,9 @@ fn the_unit_as_shipped_deploys_a_git_stack_under_srv_and_writes_metrics() {
     }
     assert!(host.exec(&["systemctl", "kill", "-s", "USR1", "clusterup-serve.service"]).status.success());
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !journal().contains("SIGUSR1: apply --auto started") || get("/api/v1/operations").contains("\"state\": \"running\"") {
+    while !journal().contains("SIGUSR1: apply --auto started")
+        || get("/api/v1/operations").contains("\"state\": \"running\"")
+    {
         assert!(Instant::now() < deadline, "SIGUSR1 ran nothing: {}", journal());
         std::thread::sleep(Duration::from_millis(200));
     }
