@@ -15,6 +15,7 @@ from pathlib import Path
 LAYERS = [
     ["main", "docs", "fuzz"],
     ["commands", "cli"],
+    ["serve"],
     ["notify", "metrics"],
     ["ops"],
     ["apply"],

@@ -214,11 +214,11 @@ impl Api {
         match (call.method, route) {
             ("GET", "status") => self.read(vec!["status".into()], query.get("stack")),
             ("GET", "history") => self.read(vec!["rollback".into(), "--list".into()], query.get("stack")),
-            ("GET", "versions") => Reply::new(200, crate::commands::to_value(&self.versions(query.get("stack")))),
+            ("GET", "versions") => Reply::new(200, to_value(&self.versions(query.get("stack")))),
             ("GET", "operations") => Reply::new(200, json!({ "operations": self.runner.recent() })),
             ("GET", r) if r.starts_with("operations/") => {
                 match r["operations/".len()..].parse().ok().and_then(|id| self.runner.get(id)) {
-                    Some(op) => Reply::new(200, crate::commands::to_value(&op)),
+                    Some(op) => Reply::new(200, to_value(&op)),
                     None => Reply::error(404, "no such operation (finished ones are kept for a while)"),
                 }
             }
@@ -311,7 +311,7 @@ impl Api {
         let locks = exclusive.then(|| self.runner.locks_of(&request));
         let id = match self.runner.start(request) {
             Ok(id) => id,
-            Err(busy) => return Reply::new(409, crate::commands::to_value(&busy)),
+            Err(busy) => return Reply::new(409, to_value(&busy)),
         };
         // Waiting longer than the grace means waiting for the end.
         let locks = locks.filter(|_| wait <= GRACE);
@@ -430,6 +430,10 @@ impl Api {
     }
 }
 
+fn to_value(v: &impl Serialize) -> Value {
+    serde_json::to_value(v).expect("plain data serializes")
+}
+
 /// 200 with the finished operation (409 when a lock was held, 400 for a
 /// usage error), or 202 while it runs.
 fn operation_reply(op: Operation) -> Reply {
@@ -440,7 +444,7 @@ fn operation_reply(op: Operation) -> Reply {
         _ => 200,
     };
     let location = (status == 202).then(|| format!("/api/v1/operations/{}", op.id));
-    let mut reply = Reply::new(status, crate::commands::to_value(&op));
+    let mut reply = Reply::new(status, to_value(&op));
     reply.location = location;
     reply
 }
