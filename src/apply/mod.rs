@@ -7,6 +7,7 @@ pub mod backup;
 pub mod error;
 pub mod execute;
 pub mod files;
+pub mod handover;
 pub mod health;
 pub mod recovery;
 pub mod revision;

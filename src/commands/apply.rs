@@ -6,6 +6,7 @@
 use anyhow::Result;
 
 use super::{each_stack, plural};
+use crate::apply::handover;
 use crate::apply::revision::Session;
 use crate::cli::ApplyArgs;
 use crate::exit::{ExitStatus, usage};
@@ -46,10 +47,30 @@ impl From<&ApplyArgs> for ApplyOptions {
 
 pub fn run(seams: &Seams, stacks: &[StackSettings], opts: ApplyOptions, printer: &Printer) -> Result<ExitStatus> {
     Ok(each_stack(stacks, printer, |stack| {
-        let result = apply_one(seams, stack, &opts, printer);
+        let mut handover = None;
+        let result = apply_one(seams, stack, &opts, printer, &mut handover);
         super::after_run(seams, stack, CommandName::Apply, &result, printer);
+        if let (Some(args), Ok((status, _))) = (handover, &result)
+            && !matches!(status, ExitStatus::Failed | ExitStatus::RollbackFailed)
+        {
+            hand_over(stack, &args, printer);
+        }
         result
     }))
+}
+
+/// Once the stack's lock is free: a helper container updates the service
+/// this clusterup runs in (see `apply::handover`).
+fn hand_over(stack: &StackSettings, args: &[String], printer: &Printer) {
+    let Some(own) = handover::own_container() else { return };
+    match handover::launch(&own, args, stack.timeouts.engine) {
+        Ok(helper) => printer.step(format!(
+            "stack {}: helper container {} updates this clusterup's own service",
+            stack.name,
+            short(&helper)
+        )),
+        Err(e) => printer.warn(format!("stack {}: starting the helper for this clusterup's own service: {e:#}", stack.name)),
+    }
 }
 
 pub fn report(
@@ -77,11 +98,15 @@ fn skipped(stack: &StackSettings, why: String, printer: &Printer) -> (ExitStatus
     (ExitStatus::Skipped, Report::Skipped(report))
 }
 
+/// `handover`: set to the arguments a helper runs `clusterup` with, when
+/// this clusterup runs in one of the stack's containers and that service
+/// has a change.
 fn apply_one(
     seams: &Seams,
     stack: &StackSettings,
     opts: &ApplyOptions,
     printer: &Printer,
+    handover: &mut Option<Vec<String>>,
 ) -> Result<(ExitStatus, Report)> {
     let session = Session::open(seams, stack)?;
     let (state, ctx) = (&session.state, session.ctx(seams, stack, printer));
@@ -136,7 +161,6 @@ fn apply_one(
     } else {
         (checked.plan.clone(), Vec::new())
     };
-    let moves_commit = plan.moves_commit();
     let quiet_status = if registry_failed {
         ExitStatus::Failed
     } else if !held_back.is_empty() {
@@ -144,6 +168,14 @@ fn apply_one(
     } else {
         ExitStatus::Success
     };
+    let (mut plan, mut held_back) = (plan, held_back);
+    if let Some(own) = handover::own_container().and_then(|id| handover::own_service(&checked.observation, &id))
+        && handover::set_aside(&mut plan, &own)
+    {
+        held_back.push(format!("{own} runs this clusterup: a helper container updates it once this run has ended"));
+        *handover = Some(helper_args(stack, opts, &plan));
+    }
+    let moves_commit = plan.moves_commit();
     if plan.changes.is_empty() && !moves_commit {
         for reason in &held_back {
             printer.human(format!("not applied: {reason}\n"));
@@ -188,6 +220,16 @@ fn apply_one(
     };
     let report = PlanReport { command: CommandName::Apply, plan, file_diff: None, run: Some(run) };
     Ok((status, Report::Plan(Box::new(report))))
+}
+
+/// The same apply, for the helper: pinned to the commit this run deploys.
+fn helper_args(stack: &StackSettings, opts: &ApplyOptions, plan: &Plan) -> Vec<String> {
+    let mut args = vec![format!("--stack={}", stack.name), "apply".to_string()];
+    args.push(if opts.auto { "--auto" } else { "--yes" }.to_string());
+    args.extend(opts.accept_data_risk.then(|| "--accept-data-risk".to_string()));
+    args.extend(opts.retry.then(|| "--retry".to_string()));
+    args.extend(plan.commit.as_ref().map(|c| format!("--expect-revision={c}")));
+    args
 }
 
 /// The parts of `plan` an earlier failure or rollback rejected.

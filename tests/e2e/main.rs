@@ -3,6 +3,7 @@
 
 mod support;
 
+mod container;
 mod directory;
 mod faults;
 mod fleet;
