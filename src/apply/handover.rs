@@ -31,11 +31,7 @@ fn container_in_mountinfo(text: &str) -> Option<String> {
 
 /// The service whose container `own` is.
 pub fn own_service(observation: &Observation, own: &str) -> Option<String> {
-    observation
-        .services
-        .iter()
-        .find(|(_, s)| s.containers.iter().any(|c| c.id == own))
-        .map(|(name, _)| name.clone())
+    observation.services.iter().find(|(_, s)| s.containers.iter().any(|c| c.id == own)).map(|(name, _)| name.clone())
 }
 
 /// Takes `service`'s changes out of `plan`; whether there were any.

@@ -69,7 +69,9 @@ fn hand_over(stack: &StackSettings, args: &[String], printer: &Printer) {
             stack.name,
             short(&helper)
         )),
-        Err(e) => printer.warn(format!("stack {}: starting the helper for this clusterup's own service: {e:#}", stack.name)),
+        Err(e) => {
+            printer.warn(format!("stack {}: starting the helper for this clusterup's own service: {e:#}", stack.name))
+        }
     }
 }
 

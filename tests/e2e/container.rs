@@ -29,12 +29,17 @@ fn docker_ok(args: &[&str]) -> String {
 
 #[test]
 fn the_image_serves_updates_its_stack_and_hands_its_own_update_to_a_helper() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/container/compose.yaml");
+    let valid = Command::new("docker").args(["compose", "-f"]).arg(&example).args(["config", "-q"]).output().unwrap();
+    assert!(valid.status.success(), "the example: {}", String::from_utf8_lossy(&valid.stderr));
+    // Before the stack: dropped after it, when no container uses them.
+    let mut images = Images(Vec::new());
     let mut stack = Stack::new("container");
     let web = stack.image("web");
     stack.publish("v1", &web);
     let own = format!("{}/{}/clusterup:latest", bed().registry, stack.name);
     let (first, second) = (format!("clusterup-test/{}:one", stack.name), format!("clusterup-test/{}:two", stack.name));
-    let _images = Images(vec![first.clone(), second.clone(), own.clone()]);
+    images.0 = vec![first.clone(), second.clone(), own.clone()];
     let built = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-image.sh"))
         .arg(&first)
         .env("CLUSTERUP_BIN", env!("CARGO_BIN_EXE_clusterup"))

@@ -271,7 +271,28 @@ fn the_api_answers_by_scope_and_shares_pause_and_locks_with_the_cli() {
     // Guessing tokens is slowed down.
     let refused = (0..40).map(|_| server.get("/api/v1/status", Some(wrong)).0).collect::<Vec<_>>();
     assert_eq!(refused.last(), Some(&429), "{refused:?}");
+
+    // SIGTERM while an apply runs: the apply stops before it changes
+    // anything or rolls back before the server exits, never left half done.
+    let running = stack.running_image("web");
+    stack.publish("bad", &web);
+    let lock = stack.state.join(&stack.name).join("lock");
+    let last_holder = std::fs::read_to_string(&lock).unwrap_or_default();
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGUSR1) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&lock).unwrap_or_default() == last_holder {
+        assert!(Instant::now() < deadline, "the scheduled apply did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(server.stop(), Some(0));
+    let outcomes = stack.outcomes();
+    let last = outcomes.last().map(String::as_str);
+    assert!(
+        matches!(last, Some("failed" | "rolled_back")),
+        "stopped before or rolled back, not unfinished: {outcomes:?}"
+    );
+    assert_eq!(stack.running_image("web"), running, "the running service is as it was");
 }
 
 #[test]
