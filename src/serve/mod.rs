@@ -83,7 +83,7 @@ pub fn run(stacks: &[StackSettings], options: Options, printer: &Printer) -> Res
     let scheduler = {
         let runner = runner.clone();
         let (every, jitter) = (options.every, options.jitter);
-        std::thread::spawn(move || schedule(&runner, every, jitter, &now))
+        std::thread::spawn(move || schedule(&runner, every, jitter, &now, &crate::signals::stop_requested))
     };
     runtime.block_on(accept(listener, tls, api));
     log(&format!("stopping: {} operation(s) finish or roll back first", runner.running()));
@@ -218,7 +218,13 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
 /// `apply --auto` of every stack every `every` (plus up to `jitter`, so a
 /// fleet's hosts do not all ask the registry at once), and at once on
 /// SIGUSR1. A run that finds a stack busy is skipped, not queued.
-fn schedule(runner: &Arc<runs::Runner>, every: Option<Duration>, jitter: Duration, now: &AtomicBool) {
+fn schedule(
+    runner: &Arc<runs::Runner>,
+    every: Option<Duration>,
+    jitter: Duration,
+    now: &AtomicBool,
+    stop: &dyn Fn() -> bool,
+) {
     let next = || {
         every.map(|e| {
             let spread = u64::from_le_bytes(crate::redact::random_key()[..8].try_into().expect("8 bytes"));
@@ -227,7 +233,7 @@ fn schedule(runner: &Arc<runs::Runner>, every: Option<Duration>, jitter: Duratio
         })
     };
     let mut due = next();
-    while !crate::signals::stop_requested() {
+    while !stop() {
         let asked = now.swap(false, Ordering::Relaxed);
         if asked || due.is_some_and(|d| Instant::now() >= d) {
             let by = if asked { "SIGUSR1" } else { "schedule" };
@@ -238,5 +244,26 @@ fn schedule(runner: &Arc<runs::Runner>, every: Option<Duration>, jitter: Duratio
             due = next();
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--every` starts `apply --auto` of every stack on its interval, and
+    /// SIGUSR1's flag one at once, without waiting for the interval.
+    #[test]
+    fn the_schedule_applies_on_its_interval_and_when_asked() {
+        let runner = runs::Runner::new("/bin/true".into(), Vec::new(), Default::default());
+        let started = Instant::now();
+        let asked = AtomicBool::new(true);
+        let stop = || runner.recent().len() >= 3 || started.elapsed() > Duration::from_secs(20);
+        schedule(&runner, Some(Duration::from_millis(300)), Duration::from_millis(100), &asked, &stop);
+        let ops = runner.recent();
+        let by: Vec<&str> = ops.iter().rev().map(|o| o.by.as_str()).collect();
+        assert_eq!(by, ["SIGUSR1", "schedule", "schedule"], "{ops:?}");
+        assert!(ops.iter().all(|o| o.command == ["apply", "--auto"]));
+        assert!(started.elapsed() >= Duration::from_millis(600), "on the interval, not at once");
     }
 }
