@@ -192,6 +192,7 @@ ensure_ansible() {
 ensure_testbed() {
     ensure_build_deps
     command -v curl >/dev/null || apt_install curl
+    command -v openssl >/dev/null || apt_install openssl
     command -v tmux >/dev/null || apt_install tmux
     ensure_ansible
     ensure_docker

@@ -168,28 +168,30 @@ fn the_api_answers_by_scope_and_shares_pause_and_locks_with_the_cli() {
     assert_eq!(status["command"], "status", "the CLI's own report: {status}");
     assert_eq!(status["services"][0]["service"], "web");
     for op in ["check", "apply", "pause", "resume", "rollback"] {
-        let path = format!("/api/v1/{op}");
+        // A generous wait: on a loaded machine a check may take over the 2 s
+        // after which the answer would be 202.
+        let path = format!("/api/v1/{op}?wait=60");
         assert_eq!(server.post(&path, None, json!({})).0, 401, "{op} without a token");
         assert_eq!(server.post(&path, Some(wrong), json!({})).0, 401, "{op} with a wrong token");
         let read = server.post(&path, Some(READ), json!({}));
         assert_eq!(read.0, if op == "check" { 200 } else { 403 }, "{op} with a read token: {read:?}");
     }
-    let (code, op) = server.post("/api/v1/check", Some(OPERATE), json!({}));
+    let (code, op) = server.post("/api/v1/check?wait=60", Some(OPERATE), json!({}));
     assert_eq!((code, op["exit_code"].as_u64()), (200, Some(0)), "nothing pending: {op}");
     assert_eq!(op["report"]["command"], "check");
     assert_eq!(server.post("/api/v1/apply", Some(OPERATE), json!({"stack": "nosuch"})).0, 404);
     assert_eq!(server.post("/api/v1/apply", Some(OPERATE), json!({"approve": "yes"})).0, 400, "a bad body");
 
     // A pause through the API holds the timer's apply back, and the other way round.
-    let (code, op) = server.post("/api/v1/pause", Some(OPERATE), json!({"reason": "incident 7", "for": "1h"}));
+    let (code, op) = server.post("/api/v1/pause?wait=60", Some(OPERATE), json!({"reason": "incident 7", "for": "1h"}));
     assert_eq!(code, 200, "{op}");
     assert_eq!(op["report"]["pause"]["by"], "api:ci");
     let run = stack.clusterup(&["apply", "--auto"]);
     assert_eq!(run.code, 4, "{run:?}");
     assert!(run.all().contains("incident 7"), "{run:?}");
-    assert_eq!(server.post("/api/v1/resume", Some(OPERATE), json!({})).0, 200);
+    assert_eq!(server.post("/api/v1/resume?wait=60", Some(OPERATE), json!({})).0, 200);
     assert_eq!(stack.clusterup(&["pause", "--reason", "from the shell"]).code, 0);
-    let (_, op) = server.post("/api/v1/apply", Some(OPERATE), json!({}));
+    let (_, op) = server.post("/api/v1/apply?wait=60", Some(OPERATE), json!({}));
     assert_eq!(op["exit_code"], 4, "{op}");
     assert_eq!(stack.clusterup(&["resume"]).code, 0);
 
@@ -218,7 +220,7 @@ fn the_api_answers_by_scope_and_shares_pause_and_locks_with_the_cli() {
         assert!(Instant::now() < deadline, "the CLI's apply did not take the lock");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (code, op) = server.post("/api/v1/apply", Some(OPERATE), json!({}));
+    let (code, op) = server.post("/api/v1/apply?wait=60", Some(OPERATE), json!({}));
     assert_eq!(code, 409, "{op}");
     assert_eq!(op["exit_code"], 75);
     assert!(op["report"]["error"].as_str().unwrap().contains(&format!("pid {}", cli.id())), "who holds it: {op}");
@@ -338,4 +340,62 @@ fn a_signed_github_push_applies_the_followed_branch_and_nothing_else_does() {
     assert_eq!(stack.running_image("web"), image_id("clusterup-fixture/web:v2"));
     let (code, _) = server.post_signed("/hooks/github", &signed, &payload);
     assert_eq!(code, 409, "a replayed delivery");
+}
+
+/// Off loopback the API needs TLS (or an explicit --insecure-http); with a
+/// certificate it serves https only, and a key others can read is refused.
+#[test]
+fn tls_is_required_off_loopback_and_served_with_a_certificate() {
+    let stack = Stack::new("servetls");
+    stack.write_compose("services:\n  web:\n    image: clusterup-fixture/web:v1\n");
+    stack.write_config("");
+    let port = free_port().to_string();
+    let run = stack.clusterup(&["serve", "--listen", &format!("0.0.0.0:{port}")]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("--tls-cert and --tls-key, or --insecure-http"), "{run:?}");
+
+    let dir = stack.scratch("tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=clusterup-test", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let tls = |stack: &Stack| {
+        let mut cmd = stack.clusterup_command(&stack.dir, &["serve", "--listen", &listen, "--tls-cert"]);
+        cmd.arg(&cert).arg("--tls-key").arg(&key);
+        cmd
+    };
+    let run = crate::support::Run::of(tls(&stack));
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("lets others read it"), "{run:?}");
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut server = tls(&stack).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let curl = |url: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&cert)
+            .arg(url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let https = format!("https://127.0.0.1:{port}/api/v1/health");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while curl(&https) != "200" {
+        assert!(Instant::now() < deadline, "no https answer on {listen}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ne!(curl(&format!("http://127.0.0.1:{port}/api/v1/health")), "200", "no plain http on a TLS port");
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(server.wait().unwrap().success());
 }
