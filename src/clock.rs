@@ -11,9 +11,13 @@ pub trait Clock: Sync {
 
     /// Now, to the second, for a record (an unreadable time, which the
     /// commands that decide by it report, falls back to the real clock).
+    /// Cut, not rounded: a record never says a run happened later than it
+    /// did (metrics compared with the time they are read were a second
+    /// ahead half the time).
     fn stamp(&self) -> Timestamp {
         let now = self.now().unwrap_or_else(|_| Timestamp::now());
-        now.round(jiff::Unit::Second).unwrap_or(now)
+        let second = jiff::TimestampRound::new().smallest(jiff::Unit::Second).mode(jiff::RoundMode::Trunc);
+        now.round(second).unwrap_or(now)
     }
 }
 
