@@ -36,6 +36,9 @@ pub struct Call<'a> {
 pub struct Reply {
     pub status: u16,
     pub body: Value,
+    /// A page instead of JSON.
+    pub html: Option<String>,
+    pub set_cookie: Option<String>,
     /// 202: where to poll.
     pub location: Option<String>,
     /// 429: seconds.
@@ -46,7 +49,11 @@ pub struct Reply {
 
 impl Reply {
     fn new(status: u16, body: Value) -> Reply {
-        Reply { status, body, location: None, retry_after: None, caller: None }
+        Reply { status, body, html: None, set_cookie: None, location: None, retry_after: None, caller: None }
+    }
+
+    pub fn html(status: u16, page: String) -> Reply {
+        Reply { html: Some(page), ..Reply::new(status, Value::Null) }
     }
 
     pub fn error(status: u16, message: impl Into<String>) -> Reply {
@@ -152,52 +159,68 @@ pub struct Version {
 
 pub struct Api {
     creds: Credentials,
-    runner: Arc<Runner>,
+    pub(super) runner: Arc<Runner>,
     stacks: Vec<StackSettings>,
     limiter: Mutex<Limiter>,
     seen: Mutex<Seen>,
+    pub(super) sessions: super::ui::Sessions,
+    /// Served over TLS: session cookies are marked Secure.
+    pub(super) secure: bool,
 }
 
 impl Api {
-    pub fn new(creds: Credentials, runner: Arc<Runner>, stacks: Vec<StackSettings>) -> Api {
-        Api { creds, runner, stacks, limiter: Mutex::default(), seen: Mutex::default() }
+    pub fn new(creds: Credentials, runner: Arc<Runner>, stacks: Vec<StackSettings>, secure: bool) -> Api {
+        Api {
+            creds,
+            runner,
+            stacks,
+            limiter: Mutex::default(),
+            seen: Mutex::default(),
+            sessions: Default::default(),
+            secure,
+        }
     }
 
     pub fn handle(&self, call: &Call) -> Reply {
         let Some(known) = ROUTES.iter().find(|r| r.answers(call.method, call.path)) else {
             return Reply::error(404, format!("no such endpoint: {} {}", call.method, call.path));
         };
-        match (known.scope, call.path) {
-            (None, "/hooks/github") => self.github(call),
-            (None, "/hooks/image") => self.image(call),
-            (None, _) => Reply::new(200, json!({ "ok": true, "version": env!("CARGO_PKG_VERSION") })),
-            (Some(need), path) => match self.authorize(call, need) {
+        match (known.scope, call.method, call.path) {
+            (None, _, "/hooks/github") => self.github(call),
+            (None, _, "/hooks/image") => self.image(call),
+            (None, _, "/") => self.page(call),
+            (None, "GET", "/login") => self.login_page(),
+            (None, "POST", "/login") => self.login(call),
+            (None, _, "/logout") => self.logout(call),
+            (None, _, path) if path.starts_with("/ui/") => self.action(call, &path["/ui/".len()..]),
+            (None, _, _) => Reply::new(200, json!({ "ok": true, "version": env!("CARGO_PKG_VERSION") })),
+            (Some(need), _, path) => match self.authorize(call, need) {
                 Ok(caller) => {
                     let route = path.strip_prefix("/api/v1/").unwrap_or(path);
                     let mut reply = self.route(call, route, &caller);
                     reply.caller = Some(caller.name);
                     reply
                 }
-                Err(reply) => reply,
+                Err(reply) => *reply,
             },
         }
     }
 
-    fn authorize(&self, call: &Call, need: Scope) -> Result<Caller, Reply> {
+    pub(super) fn authorize(&self, call: &Call, need: Scope) -> Result<Caller, Box<Reply>> {
         let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if let Some(wait) = limiter.refused(call.peer, now) {
             let mut reply = Reply::error(429, "too many failed attempts from this address; try again later");
             reply.retry_after = Some(wait.as_secs().max(1));
-            return Err(reply);
+            return Err(Box::new(reply));
         }
         match self.creds.caller((call.header)("authorization").as_deref()) {
             None => {
                 limiter.failed(call.peer, now);
-                Err(Reply::error(401, "a bearer token is required (Authorization: Bearer TOKEN)"))
+                Err(Box::new(Reply::error(401, "a bearer token is required (Authorization: Bearer TOKEN)")))
             }
             Some(c) if c.scope < need => {
-                Err(Reply::error(403, format!("token {} has the read scope; this needs operate", c.name)))
+                Err(Box::new(Reply::error(403, format!("token {} has the read scope; this needs operate", c.name))))
             }
             Some(c) => Ok(c),
         }
@@ -210,7 +233,6 @@ impl Api {
         {
             return Reply::error(404, format!("no stack named {stack:?} here"));
         }
-        let stack_arg = |stack: &Option<String>| stack.iter().map(|s| format!("--stack={s}")).collect::<Vec<_>>();
         match (call.method, route) {
             ("GET", "status") => self.read(vec!["status".into()], query.get("stack")),
             ("GET", "history") => self.read(vec!["rollback".into(), "--list".into()], query.get("stack")),
@@ -222,47 +244,11 @@ impl Api {
                     None => Reply::error(404, "no such operation (finished ones are kept for a while)"),
                 }
             }
-            ("POST", "check") => self.post(call, &query, caller, |b: CheckBody| {
-                let mut args = vec!["check".into(), "--only".into()];
-                args.extend(stack_arg(&b.stack));
-                Ok((args, b.stack, false))
-            }),
-            ("POST", "apply") => self.post(call, &query, caller, |b: ApplyBody| {
-                let mut args = vec!["apply".to_string(), if b.approve { "--yes" } else { "--auto" }.to_string()];
-                if (b.accept_data_risk || b.rebuild.is_some()) && !b.approve {
-                    return Err("accept_data_risk and rebuild need approve: true".to_string());
-                }
-                args.extend(b.accept_data_risk.then(|| "--accept-data-risk".to_string()));
-                args.extend(b.retry.then(|| "--retry".to_string()));
-                args.extend(b.expect_revision.map(|c| format!("--expect-revision={c}")));
-                args.extend(stack_arg(&b.stack));
-                if let Some(services) = b.rebuild {
-                    args.push("--rebuild".into());
-                    args.push("--".into());
-                    args.extend(services);
-                }
-                Ok((args, b.stack, true))
-            }),
-            ("POST", "pause") => self.post(call, &query, caller, |b: PauseBody| {
-                let mut args = vec!["pause".to_string()];
-                args.extend(b.reason.map(|r| format!("--reason={r}")));
-                args.extend(b.duration.map(|d| format!("--for={d}")));
-                args.extend(b.until.map(|u| format!("--until={u}")));
-                args.extend(stack_arg(&b.stack));
-                Ok((args, b.stack, false))
-            }),
-            ("POST", "resume") => self.post(call, &query, caller, |b: ResumeBody| {
-                let mut args = vec!["resume".to_string()];
-                args.extend(stack_arg(&b.stack));
-                Ok((args, b.stack, false))
-            }),
-            ("POST", "rollback") => self.post(call, &query, caller, |b: RollbackBody| {
-                let mut args = vec!["rollback".to_string(), "--yes".to_string()];
-                args.extend(b.to.map(|t| format!("--to={t}")));
-                args.extend(b.reason.map(|r| format!("--reason={r}")));
-                args.extend(stack_arg(&b.stack));
-                Ok((args, b.stack, true))
-            }),
+            ("POST", "check") => self.post(call, &query, caller, check_args),
+            ("POST", "apply") => self.post(call, &query, caller, apply_args),
+            ("POST", "pause") => self.post(call, &query, caller, pause_args),
+            ("POST", "resume") => self.post(call, &query, caller, resume_args),
+            ("POST", "rollback") => self.post(call, &query, caller, rollback_args),
             (m, r) => Reply::error(404, format!("no such endpoint: {m} /api/v1/{r}")),
         }
     }
@@ -287,7 +273,7 @@ impl Api {
         call: &Call,
         query: &Query,
         caller: &Caller,
-        args: impl FnOnce(B) -> Result<(Vec<String>, Option<String>, bool), String>,
+        args: impl FnOnce(B) -> Planned,
     ) -> Reply {
         let body: B = if call.body.iter().all(u8::is_ascii_whitespace) {
             B::default()
@@ -434,6 +420,60 @@ fn to_value(v: &impl Serialize) -> Value {
     serde_json::to_value(v).expect("plain data serializes")
 }
 
+/// An operation's command line, the stack it names, and whether it takes
+/// the stack's lock; or why the request is refused.
+pub type Planned = Result<(Vec<String>, Option<String>, bool), String>;
+
+fn stack_arg(stack: &Option<String>) -> Vec<String> {
+    stack.iter().map(|s| format!("--stack={s}")).collect()
+}
+
+pub fn check_args(b: CheckBody) -> Planned {
+    let mut args = vec!["check".into(), "--only".into()];
+    args.extend(stack_arg(&b.stack));
+    Ok((args, b.stack, false))
+}
+
+pub fn apply_args(b: ApplyBody) -> Planned {
+    let mut args = vec!["apply".to_string(), if b.approve { "--yes" } else { "--auto" }.to_string()];
+    if (b.accept_data_risk || b.rebuild.is_some()) && !b.approve {
+        return Err("accept_data_risk and rebuild need approve: true".to_string());
+    }
+    args.extend(b.accept_data_risk.then(|| "--accept-data-risk".to_string()));
+    args.extend(b.retry.then(|| "--retry".to_string()));
+    args.extend(b.expect_revision.map(|c| format!("--expect-revision={c}")));
+    args.extend(stack_arg(&b.stack));
+    if let Some(services) = b.rebuild {
+        args.push("--rebuild".into());
+        args.push("--".into());
+        args.extend(services);
+    }
+    Ok((args, b.stack, true))
+}
+
+pub fn pause_args(b: PauseBody) -> Planned {
+    let mut args = vec!["pause".to_string()];
+    args.extend(b.reason.map(|r| format!("--reason={r}")));
+    args.extend(b.duration.map(|d| format!("--for={d}")));
+    args.extend(b.until.map(|u| format!("--until={u}")));
+    args.extend(stack_arg(&b.stack));
+    Ok((args, b.stack, false))
+}
+
+pub fn resume_args(b: ResumeBody) -> Planned {
+    let mut args = vec!["resume".to_string()];
+    args.extend(stack_arg(&b.stack));
+    Ok((args, b.stack, false))
+}
+
+pub fn rollback_args(b: RollbackBody) -> Planned {
+    let mut args = vec!["rollback".to_string(), "--yes".to_string()];
+    args.extend(b.to.map(|t| format!("--to={t}")));
+    args.extend(b.reason.map(|r| format!("--reason={r}")));
+    args.extend(stack_arg(&b.stack));
+    Ok((args, b.stack, true))
+}
+
 /// 200 with the finished operation (409 when a lock was held, 400 for a
 /// usage error), or 202 while it runs.
 fn operation_reply(op: Operation) -> Reply {
@@ -540,7 +580,66 @@ impl Route {
 
 const OPERATION: &str = "`Operation`: 200 when it ended within the wait, else 202 with `Location`; 409 `Busy` or exit 75; 400 on a usage error (exit 2)";
 
+const PAGE: &str = "HTML";
+
 pub const ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/",
+        scope: None,
+        body: None,
+        answer: PAGE,
+        about: "The host page (a session from `/login`; else a redirect there). `?part=main`: the page's `<main>` alone, which its script fetches every 15 s.",
+    },
+    Route { method: "GET", path: "/login", scope: None, body: None, answer: PAGE, about: "The sign-in form." },
+    Route {
+        method: "POST",
+        path: "/login",
+        scope: None,
+        body: None,
+        answer: "303 to `/` with a session cookie, or 401",
+        about: "Form field `token`: a read or operate token. The session (12 h) holds the token's name and scope, not the token.",
+    },
+    Route {
+        method: "POST",
+        path: "/logout",
+        scope: None,
+        body: None,
+        answer: "303 to `/login`",
+        about: "Ends the session (form field `csrf`).",
+    },
+    Route {
+        method: "POST",
+        path: "/ui/pause",
+        scope: None,
+        body: None,
+        answer: "303 to `/`",
+        about: "The page's pause form: `stack`, `reason`, `for`, `csrf`. An operate session and its CSRF token, else 403.",
+    },
+    Route {
+        method: "POST",
+        path: "/ui/resume",
+        scope: None,
+        body: None,
+        answer: "303 to `/`",
+        about: "The page's resume form: `stack`, `csrf`.",
+    },
+    Route {
+        method: "POST",
+        path: "/ui/apply",
+        scope: None,
+        body: None,
+        answer: "303 to `/`",
+        about: "The page's apply form (`apply --auto`): `stack`, `csrf`.",
+    },
+    Route {
+        method: "POST",
+        path: "/ui/rollback",
+        scope: None,
+        body: None,
+        answer: "303 to `/`",
+        about: "The page's rollback form: `stack`, `to`, `reason`, `csrf`.",
+    },
     Route {
         method: "GET",
         path: "/api/v1/health",
@@ -695,7 +794,7 @@ mod tests {
         let mut creds = Credentials::default();
         creds.add_test_token("t", Scope::Operate, "operate-token-0123456789");
         let runner = Runner::new("/bin/true".into(), Vec::new(), BTreeMap::new());
-        let api = Api::new(creds, runner, vec![stack]);
+        let api = Api::new(creds, runner, vec![stack], false);
         let header = |name: &str| (name == "authorization").then(|| "Bearer operate-token-0123456789".to_string());
         for r in ROUTES {
             let path = r.path.replace("{id}", "1");
@@ -708,7 +807,8 @@ mod tests {
                 peer: [127, 0, 0, 1].into(),
             };
             let reply = api.handle(&call);
-            let unknown = reply.body["error"].as_str().is_some_and(|e| e.starts_with("no such endpoint"));
+            let unknown = reply.body["error"].as_str().is_some_and(|e| e.starts_with("no such endpoint"))
+                || reply.html.as_deref().is_some_and(|h| h.contains("no action"));
             assert!(!unknown, "{} {}: {:?}", r.method, r.path, reply);
         }
         let call = Call {

@@ -5,7 +5,9 @@
 mod api;
 mod auth;
 mod hooks;
+mod page;
 mod runs;
+mod ui;
 
 #[cfg(test)]
 pub use api::reference;
@@ -64,7 +66,7 @@ pub fn run(stacks: &[StackSettings], options: Options, printer: &Printer) -> Res
     let locks = stacks.iter().map(|s| (s.name.clone(), s.state_dir.join("lock"))).collect();
     let exe = std::env::current_exe().context("finding clusterup's own executable")?;
     let runner = runs::Runner::new(exe, options.global.clone(), locks);
-    let api = Arc::new(api::Api::new(creds, runner.clone(), stacks.to_vec()));
+    let api = Arc::new(api::Api::new(creds, runner.clone(), stacks.to_vec(), tls.is_some()));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -181,13 +183,27 @@ async fn handle(
 }
 
 fn response(reply: api::Reply) -> Response<Full<Bytes>> {
-    let mut body = serde_json::to_vec_pretty(&reply.body).unwrap_or_default();
-    body.push(b'\n');
+    let (body, kind) = match &reply.html {
+        Some(page) => (page.clone().into_bytes(), "text/html; charset=utf-8"),
+        None => {
+            let mut body = serde_json::to_vec_pretty(&reply.body).unwrap_or_default();
+            body.push(b'\n');
+            (body, "application/json")
+        }
+    };
     let mut builder = Response::builder()
         .status(reply.status)
-        .header("content-type", "application/json")
+        .header("content-type", kind)
         .header("cache-control", "no-store")
-        .header("x-content-type-options", "nosniff");
+        .header("x-content-type-options", "nosniff")
+        .header("referrer-policy", "no-referrer");
+    if reply.html.is_some() {
+        // Only this page's own script and style run; no one may frame it.
+        builder = builder.header("content-security-policy", page::POLICY.as_str());
+    }
+    if let Some(cookie) = &reply.set_cookie {
+        builder = builder.header("set-cookie", cookie);
+    }
     if let Some(location) = &reply.location {
         builder = builder.header("location", location);
     }
