@@ -145,7 +145,11 @@ fn stack_section(stack: &Value, revisions: &[Value], viewer: &Viewer) -> String 
             esc(text(run, "command")),
             esc(text(run, "time")),
             run.get("exit_code").and_then(Value::as_u64).unwrap_or(0),
-            if pending == 0 { "nothing pending".to_string() } else { esc(&format!("{pending} pending ({kind})")) }
+            match (pending, kind) {
+                (0, _) => "nothing pending".to_string(),
+                (n, "none" | "") => format!("{n} pending"),
+                (n, kind) => esc(&format!("{n} pending ({kind})")),
+            }
         );
     }
     if let Some(stats) = stack.get("stats") {
@@ -199,12 +203,15 @@ fn actions(stack: &str, paused: bool, revisions: &[Value], viewer: &Viewer) -> S
         .filter(|r| text(r, "outcome") == "applied")
         .filter_map(|r| r.get("id").and_then(Value::as_u64))
         .collect();
-    if good.len() > 1 {
-        let options: String =
+    if !good.is_empty() {
+        // Empty: the CLI's default, the previous good revision (or, after
+        // the first apply, the state before it).
+        let older: String =
             good.iter().rev().skip(1).map(|id| format!("<option value=\"{id}\">revision {id}</option>")).collect();
         let _ = write!(
             out,
-            "<form method=\"post\" action=\"/ui/rollback\">{hidden}<label>Roll back to <select name=\"to\">{options}</select></label> \
+            "<form method=\"post\" action=\"/ui/rollback\">{hidden}<label>Roll back to <select name=\"to\">\
+             <option value=\"\">the previous good revision</option>{older}</select></label> \
              <label>Reason <input name=\"reason\" required></label> <button type=\"submit\">Roll back</button></form>"
         );
     }
@@ -425,6 +432,6 @@ mod tests {
             assert!(page.contains(&format!("action=\"{action}\"")), "{action}: {page}");
         }
         assert!(page.matches("name=\"csrf\" value=\"tok3n\"").count() >= 2, "{page}");
-        assert!(!page.contains("/ui/rollback"), "one good revision: nothing to roll back to");
+        assert!(page.contains("<option value=\"\">the previous good revision</option></select>"), "{page}");
     }
 }

@@ -13,6 +13,7 @@ mod in_place;
 mod inputs;
 mod normalized;
 mod operations;
+mod page;
 mod promises;
 mod rebuild;
 mod receiver;

@@ -11,21 +11,21 @@ use sha2::Sha256;
 
 use crate::support::{Remote, Stack, free_port, image_id};
 
-const READ: &str = "read-token-0123456789abcdef";
-const OPERATE: &str = "operate-token-0123456789abcdef";
+pub const READ: &str = "read-token-0123456789abcdef";
+pub const OPERATE: &str = "operate-token-0123456789abcdef";
 const GITHUB: &str = "github-secret-for-this-test";
 const IMAGE: &str = "image-hook-secret-for-this-test";
 
 /// A `clusterup serve` of the stack's configuration on a port of its own,
 /// stopped with SIGTERM when dropped.
-struct Server {
-    child: Child,
-    port: u16,
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
     agent: ureq::Agent,
 }
 
 impl Server {
-    fn start(stack: &Stack) -> Server {
+    pub fn start(stack: &Stack) -> Server {
         let creds = stack.scratch("serve").join("credentials");
         std::fs::write(
             &creds,
@@ -67,7 +67,7 @@ impl Server {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut req = self.agent.get(self.url(path));
         if let Some(t) = token {
             req = req.header("Authorization", format!("Bearer {t}"));
@@ -75,7 +75,7 @@ impl Server {
         answer(req.call())
     }
 
-    fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    pub fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
         let mut req = self.agent.post(self.url(path));
         if let Some(t) = token {
             req = req.header("Authorization", format!("Bearer {t}"));
@@ -92,7 +92,7 @@ impl Server {
     }
 
     /// The operation, once finished.
-    fn finished(&self, id: u64) -> Value {
+    pub fn finished(&self, id: u64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let (status, op) = self.get(&format!("/api/v1/operations/{id}"), Some(READ));
@@ -106,7 +106,7 @@ impl Server {
     }
 
     /// SIGTERM; its exit code.
-    fn stop(&mut self) -> Option<i32> {
+    pub fn stop(&mut self) -> Option<i32> {
         // SAFETY: kill has no memory preconditions; the pid is our child's.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(60);
