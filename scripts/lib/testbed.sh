@@ -193,6 +193,9 @@ ensure_testbed() {
     ensure_build_deps
     command -v curl >/dev/null || apt_install curl
     command -v openssl >/dev/null || apt_install openssl
+    # The page's browser tests: headless Chromium over WebDriver.
+    command -v chromium >/dev/null || apt_install chromium
+    command -v chromedriver >/dev/null || apt_install chromium-driver
     command -v tmux >/dev/null || apt_install tmux
     ensure_ansible
     ensure_docker

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod browser;
 mod container;
 mod directory;
 mod faults;

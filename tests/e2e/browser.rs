@@ -1,0 +1,127 @@
+//! The page in a real browser: headless Chromium (Debian's `chromium` and
+//! `chromium-driver`) driven over WebDriver. It signs in through the form,
+//! sees both outcomes, pauses the stack with the page's own form (the CLI
+//! then sees the pause), and a read session gets no forms. The run leaves
+//! screenshots of the page, light and dark, in docs/screenshots/.
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::serve::{OPERATE, READ, Server};
+use crate::support::{Stack, free_port};
+
+/// A chromedriver of this test's own, killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = free_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting chromedriver (scripts/test.sh installs chromium-driver)");
+        let driver = Driver { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        driver
+    }
+
+    async fn browser(&self, dark: bool) -> Client {
+        let mut args = vec!["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"];
+        args.push("--window-size=1100,900");
+        if dark {
+            args.push("--force-dark-mode");
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert("goog:chromeOptions".into(), json!({ "args": args }));
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a browser session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn sign_in(browser: &Client, server: &Server, token: &str) {
+    browser.goto(&format!("http://127.0.0.1:{}/", server.port)).await.unwrap();
+    let form = browser.form(Locator::Css("form[action='/login']")).await.expect("redirected to sign in");
+    form.set_by_name("token", token).await.unwrap();
+    form.submit().await.unwrap();
+    browser.wait().for_element(Locator::Css("main#main")).await.expect("the host page after signing in");
+}
+
+async fn source_with(browser: &Client, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = browser.source().await.unwrap();
+        if page.contains(text) {
+            return page;
+        }
+        assert!(Instant::now() < deadline, "the page never showed {text:?}: {page}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn keep(name: &str, png: &[u8]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+}
+
+#[test]
+fn a_browser_signs_in_sees_both_outcomes_pauses_and_a_reader_gets_no_forms() {
+    let (mut stack, web) = Stack::web_running("browser", |s| s.image("web"));
+    stack.publish("v2", &web);
+    assert_eq!(stack.clusterup(&["apply", "--yes"]).code, 0);
+    stack.publish("bad", &web);
+    assert_eq!(stack.clusterup(&["apply", "--yes"]).code, 1);
+    let server = Server::start(&stack);
+    let driver = Driver::start();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let operator = driver.browser(false).await;
+        sign_in(&operator, &server, OPERATE).await;
+        let page = source_with(&operator, &stack.name).await;
+        assert!(page.contains(">applied</td>") && page.contains(">rolled back</td>"), "{page}");
+        keep("host-light.png", &operator.screenshot().await.unwrap());
+
+        let pause = operator.form(Locator::Css("form[action='/ui/pause']")).await.unwrap();
+        pause.set_by_name("reason", "browser test").await.unwrap();
+        pause.submit().await.unwrap();
+        source_with(&operator, "pause: done").await;
+        let run = stack.clusterup(&["apply", "--auto"]);
+        assert_eq!(run.code, 4, "{run:?}");
+        assert!(run.all().contains("browser test") && run.all().contains("page:ci"), "{run:?}");
+        operator.close().await.unwrap();
+
+        let reader = driver.browser(true).await;
+        sign_in(&reader, &server, READ).await;
+        source_with(&reader, "paused by page:ci").await;
+        let forms = reader.find_all(Locator::Css("form[action^='/ui/']")).await.unwrap();
+        assert!(forms.is_empty(), "a read session gets no action forms");
+        let dark = reader.execute("return matchMedia('(prefers-color-scheme: dark)').matches", vec![]).await.unwrap();
+        assert_eq!(dark, json!(true), "the dark capture follows the system's preference");
+        keep("host-dark.png", &reader.screenshot().await.unwrap());
+        reader.close().await.unwrap();
+    });
+}
