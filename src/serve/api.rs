@@ -166,10 +166,17 @@ pub struct Api {
     pub(super) sessions: super::ui::Sessions,
     /// Served over TLS: session cookies are marked Secure.
     pub(super) secure: bool,
+    pub(super) fleet: super::fleet::Fleet,
 }
 
 impl Api {
-    pub fn new(creds: Credentials, runner: Arc<Runner>, stacks: Vec<StackSettings>, secure: bool) -> Api {
+    pub fn new(
+        creds: Credentials,
+        runner: Arc<Runner>,
+        stacks: Vec<StackSettings>,
+        secure: bool,
+        fleet: super::fleet::Fleet,
+    ) -> Api {
         Api {
             creds,
             runner,
@@ -178,6 +185,7 @@ impl Api {
             seen: Mutex::default(),
             sessions: Default::default(),
             secure,
+            fleet,
         }
     }
 
@@ -189,6 +197,7 @@ impl Api {
             (None, _, "/hooks/github") => self.github(call),
             (None, _, "/hooks/image") => self.image(call),
             (None, _, "/") => self.page(call),
+            (None, _, "/fleet") => self.fleet_page(call),
             (None, "GET", "/login") => self.login_page(),
             (None, "POST", "/login") => self.login(call),
             (None, _, "/logout") => self.logout(call),
@@ -591,6 +600,14 @@ pub const ROUTES: &[Route] = &[
         answer: PAGE,
         about: "The host page (a session from `/login`; else a redirect there). `?part=main`: the page's `<main>` alone, which its script fetches every 15 s.",
     },
+    Route {
+        method: "GET",
+        path: "/fleet",
+        scope: None,
+        body: None,
+        answer: PAGE,
+        about: "This host and the peers in the credentials file (`peer NAME URL TOKEN`, a read token of theirs) side by side: per stack the deployed revision and commit, pending, paused, the last outcome, whether it differs from what most hosts run; a peer that does not answer, with when it last did.",
+    },
     Route { method: "GET", path: "/login", scope: None, body: None, answer: PAGE, about: "The sign-in form." },
     Route {
         method: "POST",
@@ -794,7 +811,7 @@ mod tests {
         let mut creds = Credentials::default();
         creds.add_test_token("t", Scope::Operate, "operate-token-0123456789");
         let runner = Runner::new("/bin/true".into(), Vec::new(), BTreeMap::new());
-        let api = Api::new(creds, runner, vec![stack], false);
+        let api = Api::new(creds, runner, vec![stack], false, Default::default());
         let header = |name: &str| (name == "authorization").then(|| "Bearer operate-token-0123456789".to_string());
         for r in ROUTES {
             let path = r.path.replace("{id}", "1");

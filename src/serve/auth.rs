@@ -46,6 +46,8 @@ pub struct Credentials {
     /// Per stack name; `*` for every stack.
     github: BTreeMap<String, Secret>,
     image: Option<Secret>,
+    /// Other hosts' `serve` for the fleet view, with their read tokens.
+    peers: Vec<super::fleet::Peer>,
 }
 
 /// A caller the API knows: the token's name, for the journal and the log.
@@ -103,8 +105,22 @@ impl Credentials {
                     self.github.insert(stack.to_string(), Secret::new(*value));
                 }
                 ["image", value] => self.image = Some(Secret::new(*value)),
+                ["peer", name, url, token] => {
+                    let host = url.strip_prefix("http://").map(|rest| rest.split('/').next().unwrap_or(rest));
+                    if !url.starts_with("https://")
+                        && !host.is_some_and(|h| crate::redact::is_loopback_host(crate::redact::host_of(h)))
+                    {
+                        bail!(
+                            "{}: peer {name}: {url} must be https (its read token would cross the network in the clear)",
+                            at()
+                        );
+                    }
+                    let peer =
+                        super::fleet::Peer { name: name.to_string(), url: url.to_string(), token: Secret::new(*token) };
+                    self.peers.push(peer);
+                }
                 _ => bail!(
-                    "{}: expected `token NAME read|operate VALUE`, `github STACK|* SECRET` or `image SECRET`",
+                    "{}: expected `token NAME read|operate VALUE`, `github STACK|* SECRET`, `image SECRET` or `peer NAME URL TOKEN`",
                     at()
                 ),
             }
@@ -124,6 +140,11 @@ impl Credentials {
     #[cfg(test)]
     pub fn add_test_token(&mut self, name: &str, scope: Scope, value: &str) {
         self.add_token(name, scope, value.to_string()).expect("a long enough token");
+    }
+
+    /// The peers, for the fleet view (they leave the credentials here).
+    pub fn take_peers(&mut self) -> Vec<super::fleet::Peer> {
+        std::mem::take(&mut self.peers)
     }
 
     pub fn has_tokens(&self) -> bool {
@@ -248,6 +269,16 @@ mod tests {
         assert_eq!(c.caller(Some("aaaaaaaaaaaaaaaaaaaa")), None, "only as a bearer token");
         assert_eq!(c.caller(Some("Bearer ")), None);
         assert_eq!(c.caller(None), None);
+    }
+
+    #[test]
+    fn peers_need_https_off_this_host() {
+        let mut c = creds(
+            "peer b http://127.0.0.1:8090 aaaaaaaaaaaaaaaaaaaa\npeer c https://c.example:8090/ bbbbbbbbbbbbbbbbbbbb\n",
+        );
+        assert_eq!(c.take_peers().iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        let e = Credentials::default().parse("peer d http://d.example:8090 aaaaaaaaaaaaaaaaaaaa\n").unwrap_err();
+        assert!(format!("{e:#}").contains("line 1: peer d: http://d.example:8090 must be https"), "{e:#}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod api;
 mod auth;
+mod fleet;
 mod hooks;
 mod page;
 mod runs;
@@ -52,7 +53,7 @@ pub struct Options {
 }
 
 pub fn run(stacks: &[StackSettings], options: Options, printer: &Printer) -> Result<ExitStatus> {
-    let creds = auth::Credentials::load(options.credentials.as_deref(), &|v| std::env::var(v).ok())?;
+    let mut creds = auth::Credentials::load(options.credentials.as_deref(), &|v| std::env::var(v).ok())?;
     if !options.listen.ip().is_loopback() && options.tls.is_none() && !options.insecure_http {
         return Err(usage(format!(
             "serve: {} is not a loopback address: give --tls-cert and --tls-key, or --insecure-http behind a TLS-terminating proxy",
@@ -66,7 +67,8 @@ pub fn run(stacks: &[StackSettings], options: Options, printer: &Printer) -> Res
     let locks = stacks.iter().map(|s| (s.name.clone(), s.state_dir.join("lock"))).collect();
     let exe = std::env::current_exe().context("finding clusterup's own executable")?;
     let runner = runs::Runner::new(exe, options.global.clone(), locks);
-    let api = Arc::new(api::Api::new(creds, runner.clone(), stacks.to_vec(), tls.is_some()));
+    let fleet = fleet::Fleet::new(creds.take_peers());
+    let api = Arc::new(api::Api::new(creds, runner.clone(), stacks.to_vec(), tls.is_some(), fleet));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -49,20 +49,84 @@ fn short(id: &str) -> &str {
 
 /// The whole document: `status` and `history` as the CLI reports them.
 pub fn host(status: &Value, history: &Value, viewer: &Viewer, notice: Option<&str>) -> String {
+    document(viewer, &main(status, history, viewer, notice))
+}
+
+/// The page around a `<main>`: header, sign-out, style and script.
+fn document(viewer: &Viewer, main: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>clusterup · {host}</title><style>{css}</style></head><body>\
          <header><h1>clusterup <span class=\"host\">{host}</span></h1>\
-         <form method=\"post\" action=\"/logout\"><span>{who} ({scope})</span> \
-         <button type=\"submit\">Sign out</button></form></header>{main}\
+         <nav><a href=\"/\">This host</a> · <a href=\"/fleet\">Fleet</a></nav>\
+         <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <span>{who} ({scope})</span> <button type=\"submit\">Sign out</button></form></header>{main}\
          <script>{js}</script></body></html>\n",
         host = esc(&hostname()),
         css = CSS,
+        csrf = esc(viewer.csrf),
         who = esc(viewer.name),
         scope = if viewer.operate { "operate" } else { "read" },
-        main = main(status, history, viewer, notice),
         js = JS,
+    )
+}
+
+/// The fleet: every host's stacks in one table, a stack whose version
+/// differs from what most hosts run marked, unreachable hosts with when
+/// they last answered.
+pub fn fleet(
+    hosts: &[super::fleet::HostView],
+    common: &std::collections::BTreeMap<String, String>,
+    viewer: &Viewer,
+) -> String {
+    document(viewer, &fleet_main(hosts, common))
+}
+
+/// The fleet page's `<main>`, which its script refreshes.
+pub fn fleet_main(hosts: &[super::fleet::HostView], common: &std::collections::BTreeMap<String, String>) -> String {
+    let mut rows = String::new();
+    for h in hosts {
+        if let Some((why, last)) = &h.unreachable {
+            let seen = last.map_or("never seen".to_string(), |t| {
+                format!("last seen {}", t.round(jiff::Unit::Second).unwrap_or(t))
+            });
+            let _ = write!(
+                rows,
+                "<tr><th scope=\"row\">{}</th><td colspan=\"6\" class=\"bad wrap\">unreachable ({}): {}</td><td class=\"bad\">unreachable</td></tr>",
+                esc(&h.host),
+                esc(&seen),
+                esc(why)
+            );
+            continue;
+        }
+        for s in &h.stacks {
+            let same = common.get(&s.stack).is_none_or(|v| *v == s.version);
+            let verdict = if same {
+                "<td class=\"ok\">same as most</td>".to_string()
+            } else {
+                let most = common.get(&s.stack).map(String::as_str).unwrap_or("");
+                format!("<td class=\"warn\">differs (most run {})</td>", esc(short(most)))
+            };
+            let _ = write!(
+                rows,
+                "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td>{verdict}</tr>",
+                esc(&h.host),
+                esc(&s.stack),
+                s.revision.map_or("-".to_string(), |r| r.to_string()),
+                esc(s.commit.as_deref().map(short).unwrap_or("-")),
+                s.pending,
+                if s.paused { "paused" } else { "no" },
+                esc(&s.last_outcome.as_deref().unwrap_or("-").replace('_', " ")),
+            );
+        }
+    }
+    format!(
+        "<main id=\"main\"><table class=\"fleet\"><caption>Fleet</caption><thead><tr><th scope=\"col\">Host</th>\
+         <th scope=\"col\">Stack</th><th scope=\"col\">Revision</th><th scope=\"col\">Commit</th><th scope=\"col\">Pending</th>\
+         <th scope=\"col\">Paused</th><th scope=\"col\">Last outcome</th><th scope=\"col\">Fleet</th></tr></thead><tbody>{rows}</tbody></table>\
+         <p class=\"updated\">Shown at {}</p></main>",
+        Timestamp::now().round(jiff::Unit::Second).unwrap_or(Timestamp::now())
     )
 }
 
@@ -366,7 +430,7 @@ fn charts(revisions: &[Value]) -> String {
     format!("<div class=\"charts\">{per_day}{durations}</div>")
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 

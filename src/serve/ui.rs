@@ -114,6 +114,24 @@ impl Api {
         reply
     }
 
+    /// `GET /fleet`: this host and its peers side by side.
+    pub(super) fn fleet_page(&self, call: &Call) -> Reply {
+        let Some((_, caller, csrf)) = self.sessions.of(call) else { return redirect("/login") };
+        let request = Request { args: vec!["status".into()], stacks: Vec::new(), exclusive: false, by: "page".into() };
+        let status = self.runner.run_now(&request).report.unwrap_or(Value::Null);
+        let hosts = self.fleet.gather((&page::hostname(), &status));
+        let common = super::fleet::common_versions(&hosts);
+        let viewer = Viewer { name: &caller.name, operate: caller.scope == Scope::Operate, csrf: &csrf };
+        let html = if call.query.split('&').any(|p| p == "part=main") {
+            page::fleet_main(&hosts, &common)
+        } else {
+            page::fleet(&hosts, &common, &viewer)
+        };
+        let mut reply = Reply::html(200, html);
+        reply.caller = Some(caller.name);
+        reply
+    }
+
     pub(super) fn login_page(&self) -> Reply {
         Reply::html(200, page::login(None))
     }

@@ -125,3 +125,72 @@ fn a_browser_signs_in_sees_both_outcomes_pauses_and_a_reader_gets_no_forms() {
         reader.close().await.unwrap();
     });
 }
+
+/// Three hosts (three stacks named alike, each with its own project, state
+/// and `serve`), following one repository: the fleet page of the first
+/// shows the one that did not take the new commit as differing, and, once
+/// the third stops answering, that one as unreachable with when it was
+/// last seen.
+#[test]
+fn the_fleet_page_shows_a_host_behind_and_one_unreachable() {
+    let mut hosts: Vec<Stack> = ["fleeta", "fleetb", "fleetc"].iter().map(|n| Stack::new(n)).collect();
+    let repo = format!("{}/{}/web", crate::support::bed().registry, hosts[0].name);
+    hosts[0].publish("v1", &format!("{repo}:v1"));
+    hosts[0].publish("v2", &format!("{repo}:v2"));
+    let remote = hosts[0].remote();
+    remote.commit_compose(&format!("services:\n  web:\n    image: {repo}:v1\n"), "v1");
+    for h in &hosts {
+        let config = format!(
+            "stacks:\n  - name: shop\n    project: {}\n    git: {{url: 'file://{}', branch: main, path: stack}}\n    health: {{timeout: 30s, stability: 1s}}\n",
+            h.name,
+            remote.bare.display()
+        );
+        std::fs::write(h.config_path(), config).unwrap();
+        assert_eq!(h.clusterup(&["apply", "--yes"]).code, 0);
+    }
+    let new = remote.commit_compose(&format!("services:\n  web:\n    image: {repo}:v2\n"), "v2");
+    for h in [&hosts[0], &hosts[2]] {
+        assert_eq!(h.clusterup(&["apply", "--yes"]).code, 0);
+    }
+    let b = Server::start(&hosts[1]);
+    let mut c = Server::start(&hosts[2]);
+    let peers =
+        format!("peer host-b http://127.0.0.1:{} {READ}\npeer host-c http://127.0.0.1:{} {READ}\n", b.port, c.port);
+    let a = Server::start_with(&hosts[0], &peers);
+    let driver = Driver::start();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let browser = driver.browser(false).await;
+        sign_in(&browser, &a, READ).await;
+        browser.goto(&format!("http://127.0.0.1:{}/fleet", a.port)).await.unwrap();
+        let page = source_with(&browser, "host-c").await;
+        let row = |page: &str, host: &str| {
+            let at = page.find(&format!("<th scope=\"row\">{host}</th>")).unwrap_or_else(|| panic!("{host}: {page}"));
+            page[at..at + page[at..].find("</tr>").unwrap()].to_string()
+        };
+        let short = &new[..12];
+        assert!(row(&page, "host-b").contains("differs (most run"), "{page}");
+        assert!(row(&page, "host-b").contains(&format!("most run {short}")), "{page}");
+        assert!(row(&page, "host-c").contains("same as most") && row(&page, "host-c").contains(short), "{page}");
+        keep("fleet-light.png", &browser.screenshot().await.unwrap());
+
+        assert_eq!(c.stop(), Some(0));
+        browser.refresh().await.unwrap();
+        let page = source_with(&browser, "unreachable").await;
+        let gone = row(&page, "host-c");
+        assert!(gone.contains("unreachable (last seen 20"), "{page}");
+        assert!(
+            row(&page, "host-b").contains("differs"),
+            "the host that is down still counts with what it ran: {page}"
+        );
+        browser.close().await.unwrap();
+
+        let dark = driver.browser(true).await;
+        sign_in(&dark, &a, READ).await;
+        dark.goto(&format!("http://127.0.0.1:{}/fleet", a.port)).await.unwrap();
+        source_with(&dark, "unreachable").await;
+        keep("fleet-dark.png", &dark.screenshot().await.unwrap());
+        dark.close().await.unwrap();
+    });
+    drop(b);
+}

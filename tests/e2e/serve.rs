@@ -26,11 +26,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(stack: &Stack) -> Server {
+        Server::start_with(stack, "")
+    }
+
+    /// With more lines in its credentials file (peers).
+    pub fn start_with(stack: &Stack, more: &str) -> Server {
         let creds = stack.scratch("serve").join("credentials");
         std::fs::write(
             &creds,
             format!(
-                "token dash read {READ}\ntoken ci operate {OPERATE}\ngithub {} {GITHUB}\nimage {IMAGE}\n",
+                "token dash read {READ}\ntoken ci operate {OPERATE}\ngithub {} {GITHUB}\nimage {IMAGE}\n{more}",
                 stack.name
             ),
         )
