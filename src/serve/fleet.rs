@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use jiff::Timestamp;
 use serde_json::Value;
 
+use super::page::text;
 use crate::redact::Secret;
 
 /// Another host's `serve`, from the credentials file (`peer NAME URL
@@ -81,10 +82,6 @@ pub fn stacks_of(status: &Value) -> Vec<StackView> {
             }
         })
         .collect()
-}
-
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
 /// Per stack, the version most hosts run, an unreachable one by what it

@@ -38,7 +38,7 @@ fn each(report: &Value) -> Vec<&Value> {
     }
 }
 
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+pub fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 

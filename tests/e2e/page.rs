@@ -37,14 +37,20 @@ fn csrf(page: &str) -> String {
     page[at..at + 64].to_string()
 }
 
-#[test]
-fn the_page_shows_outcomes_gives_forms_only_to_operators_and_refuses_forged_posts() {
-    let (mut stack, web) = Stack::web_running("page", |s| s.image("web"));
+/// A stack with one applied and one rolled-back revision, and its `serve`.
+pub fn served_with_two_outcomes(test: &str) -> (Stack, Server) {
+    let (mut stack, web) = Stack::web_running(test, |s| s.image("web"));
     stack.publish("v2", &web);
     assert_eq!(stack.clusterup(&["apply", "--yes"]).code, 0);
     stack.publish("bad", &web);
     assert_eq!(stack.clusterup(&["apply", "--yes"]).code, 1);
     let server = Server::start(&stack);
+    (stack, server)
+}
+
+#[test]
+fn the_page_shows_outcomes_gives_forms_only_to_operators_and_refuses_forged_posts() {
+    let (stack, server) = served_with_two_outcomes("page");
 
     let (status, head, _) = curl(&server, "/", &[]);
     assert_eq!(status, 303, "no session: to the sign-in page: {head}");
