@@ -651,6 +651,22 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "POST",
+        path: "/ui/check",
+        scope: None,
+        body: None,
+        answer: "303 to `/`",
+        about: "The page's check: what is pending and what `--auto` would hold back and why, shown once on the page (`stack`, `csrf`).",
+    },
+    Route {
+        method: "POST",
+        path: "/ui/approve",
+        scope: None,
+        body: None,
+        answer: "303 to `/`",
+        about: "The page's apply with approval (`apply --yes`): `approve=yes` (the CLI's confirmation), `accept_data_risk=yes` (its data-risk confirmation), `stack`, `csrf`.",
+    },
+    Route {
+        method: "POST",
         path: "/ui/rollback",
         scope: None,
         body: None,

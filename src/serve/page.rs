@@ -260,7 +260,11 @@ fn actions(stack: &str, paused: bool, revisions: &[Value], viewer: &Viewer) -> S
     }
     let _ = write!(
         out,
-        "<form method=\"post\" action=\"/ui/apply\">{hidden}<button type=\"submit\">Apply what policy allows</button></form>"
+        "<form method=\"post\" action=\"/ui/check\">{hidden}<button type=\"submit\">Check now</button></form>\
+         <form method=\"post\" action=\"/ui/apply\">{hidden}<button type=\"submit\">Apply what policy allows</button></form>\
+         <form method=\"post\" action=\"/ui/approve\">{hidden}<label><input type=\"checkbox\" name=\"approve\" value=\"yes\" required> \
+         I approve what the policy holds back</label> <label><input type=\"checkbox\" name=\"accept_data_risk\" value=\"yes\"> \
+         and accept the data at risk</label> <button type=\"submit\">Apply all</button></form>"
     );
     let good: Vec<u64> = revisions
         .iter()
@@ -492,7 +496,7 @@ mod tests {
     #[test]
     fn an_operator_gets_forms_that_carry_the_csrf_token() {
         let page = main(&status(), &history(), &Viewer { name: "ops", operate: true, csrf: "tok3n" }, None);
-        for action in ["/ui/pause", "/ui/apply"] {
+        for action in ["/ui/pause", "/ui/apply", "/ui/check", "/ui/approve"] {
             assert!(page.contains(&format!("action=\"{action}\"")), "{action}: {page}");
         }
         assert!(page.matches("name=\"csrf\" value=\"tok3n\"").count() >= 2, "{page}");

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::api::{
-    Api, ApplyBody, Call, PauseBody, Planned, Reply, ResumeBody, RollbackBody, apply_args, pause_args, resume_args,
-    rollback_args,
+    Api, ApplyBody, Call, CheckBody, PauseBody, Planned, Reply, ResumeBody, RollbackBody, apply_args, check_args,
+    pause_args, resume_args, rollback_args,
 };
 use super::auth::{Caller, Scope};
 use super::page::{self, Viewer};
@@ -199,6 +199,18 @@ impl Api {
             }),
             "resume" => resume_args(ResumeBody { stack }),
             "apply" => apply_args(ApplyBody { stack, ..ApplyBody::default() }),
+            "check" => check_args(CheckBody { stack }),
+            // The CLI's two confirmations, as two boxes to tick: the plan
+            // (what policy holds back) and, separately, data at risk.
+            "approve" => match fields.get("approve").map(String::as_str) {
+                Some("yes") => apply_args(ApplyBody {
+                    stack,
+                    approve: true,
+                    accept_data_risk: fields.get("accept_data_risk").is_some_and(|v| v == "yes"),
+                    ..ApplyBody::default()
+                }),
+                _ => Err("approve: tick the box to apply what the policy holds back".to_string()),
+            },
             "rollback" => {
                 rollback_args(RollbackBody { stack, to: text(&mut fields, "to"), reason: text(&mut fields, "reason") })
             }
@@ -234,6 +246,9 @@ impl Api {
 /// One line on what an action did, for the page.
 fn outcome(action: &str, report: &Option<Value>, code: Option<u8>, error: &Option<String>) -> String {
     let outcome = report.as_ref().and_then(|r| r.get("outcome")).and_then(Value::as_str);
+    if action == "check" && matches!(code, Some(0 | 100)) {
+        return report.as_ref().map_or("check: done".to_string(), checked);
+    }
     match (code, outcome, error) {
         (Some(0), Some(o), _) => format!("{action}: {}", o.replace('_', " ")),
         (Some(0), None, _) => format!("{action}: done"),
@@ -245,4 +260,39 @@ fn outcome(action: &str, report: &Option<Value>, code: Option<u8>, error: &Optio
             e.as_deref().map(|e| format!(": {}", e.lines().last().unwrap_or(""))).unwrap_or_default()
         ),
     }
+}
+
+/// What a check found: the changes, and what `--auto` would hold back and
+/// why (the page's apply button) or what needs the data-risk box.
+fn checked(report: &Value) -> String {
+    let changes: Vec<String> = report
+        .get("changes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| format!("{} {}", page::text(c, "kind"), page::text(c, "service")))
+        .collect();
+    if changes.is_empty() {
+        return "check: up to date".to_string();
+    }
+    let list = |key: &str| -> Vec<String> {
+        report
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect()
+    };
+    let mut text = format!("check: {} pending ({})", changes.len(), changes.join(", "));
+    let held = list("needs_approval");
+    if !held.is_empty() {
+        text.push_str(&format!("; held back for --auto: {}", held.join("; ")));
+    }
+    let risks = list("data_risks");
+    if !risks.is_empty() {
+        text.push_str(&format!("; data at risk: {}", risks.join("; ")));
+    }
+    text
 }

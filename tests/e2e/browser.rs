@@ -90,7 +90,7 @@ fn keep(name: &str, png: &[u8]) {
 
 #[test]
 fn a_browser_signs_in_sees_both_outcomes_pauses_and_a_reader_gets_no_forms() {
-    let (stack, server) = crate::page::served_with_two_outcomes("browser");
+    let (stack, server, _) = crate::page::served_with_two_outcomes("browser");
     let driver = Driver::start();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {

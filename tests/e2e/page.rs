@@ -37,20 +37,21 @@ fn csrf(page: &str) -> String {
     page[at..at + 64].to_string()
 }
 
-/// A stack with one applied and one rolled-back revision, and its `serve`.
-pub fn served_with_two_outcomes(test: &str) -> (Stack, Server) {
+/// A stack with one applied and one rolled-back revision, its `serve`, and
+/// web's reference (its tag names the rejected `bad` image).
+pub fn served_with_two_outcomes(test: &str) -> (Stack, Server, String) {
     let (mut stack, web) = Stack::web_running(test, |s| s.image("web"));
     stack.publish("v2", &web);
     assert_eq!(stack.clusterup(&["apply", "--yes"]).code, 0);
     stack.publish("bad", &web);
     assert_eq!(stack.clusterup(&["apply", "--yes"]).code, 1);
     let server = Server::start(&stack);
-    (stack, server)
+    (stack, server, web)
 }
 
 #[test]
 fn the_page_shows_outcomes_gives_forms_only_to_operators_and_refuses_forged_posts() {
-    let (stack, server) = served_with_two_outcomes("page");
+    let (mut stack, server, web) = served_with_two_outcomes("page");
 
     let (status, head, _) = curl(&server, "/", &[]);
     assert_eq!(status, 303, "no session: to the sign-in page: {head}");
@@ -95,4 +96,22 @@ fn the_page_shows_outcomes_gives_forms_only_to_operators_and_refuses_forged_post
     let (_, _, page) = curl(&server, "/", &["-b", &operator]);
     assert!(page.contains("pause: done"), "the page says what the action did: {page}");
     assert!(page.contains("action=\"/ui/resume\""), "{page}");
+
+    // What `--auto` would hold back, and why; then applied with the page's
+    // approval box, as the CLI's confirmation.
+    stack.publish("v2", &web);
+    let compose = std::fs::read_to_string(stack.dir.join("compose.yaml")).unwrap();
+    std::fs::write(stack.dir.join("compose.yaml"), format!("{compose}    environment: {{MODE: page}}\n")).unwrap();
+    let form = |extra: &str| format!("stack={}&csrf={token}{extra}", stack.name);
+    assert_eq!(curl(&server, "/ui/check", &["-b", &operator, "-d", &form("")]).0, 303);
+    let (_, _, page) = curl(&server, "/", &["-b", &operator]);
+    assert!(page.contains("check: 1 pending (recreate web); held back for --auto: structural"), "{page}");
+    assert_eq!(curl(&server, "/ui/approve", &["-b", &operator, "-d", &form("")]).0, 303);
+    let (_, _, page) = curl(&server, "/", &["-b", &operator]);
+    assert!(page.contains("tick the box"), "no approval, nothing applied: {page}");
+    assert!(!stack.env("web").contains("MODE=page"));
+    assert_eq!(curl(&server, "/ui/approve", &["-b", &operator, "-d", &form("&approve=yes")]).0, 303);
+    let (_, _, page) = curl(&server, "/", &["-b", &operator]);
+    assert!(page.contains("approve: applied"), "{page}");
+    assert!(stack.env("web").contains("MODE=page"));
 }
