@@ -85,7 +85,7 @@ fn agent(timeout: Duration) -> ureq::Agent {
 }
 
 /// Sends what `command`'s result calls for to every target; failures are
-/// logged on stderr and otherwise ignored.
+/// logged on stderr and kept to be sent again by the next run.
 pub fn send(
     stack: &StackSettings,
     command: CommandName,
@@ -99,13 +99,30 @@ pub fn send(
     }
     let (events, healthy) = events_for(command, status, report);
     let host = host();
+    let mut ledger = Ledger::load(&stack.state_dir);
     for target in &stack.notify {
         let wanted: Vec<Event> =
             events.iter().copied().filter(|e| target.events.is_empty() || target.events.contains(e)).collect();
         let result = match target.kind {
             NotifyKind::Webhook | NotifyKind::Slack => {
                 let agent = agent(stack.timeouts.notify);
-                wanted.iter().try_for_each(|e| post(&agent, target, &stack.name, &host, *e, report, time))
+                let (messages, dropped) = ledger.messages(target, command, &wanted, report, time, |e, resolves| {
+                    body(target, &stack.name, &host, e, resolves, report, time)
+                });
+                if dropped > 0 {
+                    printer.warn(format!(
+                        "stack {}: {dropped} notification(s) ({:?}) given up after {ATTEMPTS} runs could not deliver them",
+                        stack.name, target.kind
+                    ));
+                }
+                let mut failed = None;
+                for message in messages {
+                    if let Err(e) = post(&agent, target, &message.body) {
+                        ledger.keep(target, message);
+                        failed = Some(e);
+                    }
+                }
+                failed.map_or(Ok(()), Err)
             }
             NotifyKind::Github => {
                 github(&agent(stack.timeouts.notify), target, &stack.name, &host, &wanted, healthy, report)
@@ -115,24 +132,156 @@ pub fn send(
             printer.warn(format!("stack {}: notification ({:?}) failed: {e:#}", stack.name, target.kind));
         }
     }
+    if let Err(e) = ledger.save(&stack.state_dir) {
+        printer.warn(format!("stack {}: recording what was notified: {e:#}", stack.name));
+    }
 }
 
-fn post(
-    agent: &ureq::Agent,
+/// Conditions that last across runs: sent once while they hold.
+const LASTING: [Event; 2] = [Event::NeedsApproval, Event::UpdateAvailable];
+/// A message that could not be delivered is tried by this many runs.
+const ATTEMPTS: u32 = 5;
+
+/// What each webhook or Slack target was sent (`<state dir>/notified.json`):
+/// the lasting conditions it knows of, and messages still to deliver.
+#[derive(Debug, Default, serde::Serialize, Deserialize)]
+struct Ledger {
+    #[serde(default)]
+    targets: std::collections::BTreeMap<String, TargetLedger>,
+}
+
+#[derive(Debug, Default, serde::Serialize, Deserialize)]
+struct TargetLedger {
+    /// Event name → the condition last sent: what it was about and when.
+    #[serde(default)]
+    open: std::collections::BTreeMap<String, Sent>,
+    #[serde(default)]
+    outbox: Vec<Undelivered>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+struct Sent {
+    identity: String,
+    time: jiff::Timestamp,
+}
+
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+struct Undelivered {
+    body: serde_json::Value,
+    attempts: u32,
+}
+
+const LEDGER: &str = "notified.json";
+
+/// A target's key: its kind and a fingerprint of its URL (the URL is the
+/// credential and is not written down).
+fn target_key(target: &NotifyTarget) -> String {
+    let url = target.url.as_ref().map(|u| u.expose().to_string()).unwrap_or_default();
+    format!("{:?}:{}", target.kind, crate::redact::fingerprint(&url))
+}
+
+/// What a lasting condition is about: the changes and why they are held.
+fn identity(report: &Report) -> String {
+    let changes: Vec<String> =
+        report.changes().iter().map(|c| format!("{:?} {} {:?}", c.kind, c.service, c.to)).collect();
+    format!("{} | {}", changes.join(", "), report.held_back().join("; "))
+}
+
+impl Ledger {
+    fn load(state_dir: &std::path::Path) -> Ledger {
+        std::fs::read(state_dir.join(LEDGER)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    fn save(&self, state_dir: &std::path::Path) -> Result<()> {
+        crate::state::StateDir::open(state_dir)?;
+        let bytes = serde_json::to_vec_pretty(self).expect("plain data serializes");
+        crate::files::write_atomic(&state_dir.join(LEDGER), &bytes)
+    }
+
+    /// The messages this run owes `target`: those an earlier run could not
+    /// deliver, each one-off event, a lasting condition that is new or
+    /// changed (or due a reminder), and `resolved` for one that ended.
+    fn messages(
+        &mut self,
+        target: &NotifyTarget,
+        command: CommandName,
+        wanted: &[Event],
+        report: &Report,
+        now: jiff::Timestamp,
+        body: impl Fn(Event, Option<Event>) -> serde_json::Value,
+    ) -> (Vec<Undelivered>, usize) {
+        let entry = self.targets.entry(target_key(target)).or_default();
+        let mut out: Vec<Undelivered> = Vec::new();
+        let mut dropped = 0;
+        for waiting in std::mem::take(&mut entry.outbox) {
+            if waiting.attempts < ATTEMPTS {
+                out.push(waiting);
+            } else {
+                dropped += 1;
+            }
+        }
+        let fresh = |body: serde_json::Value| Undelivered { body, attempts: 0 };
+        let id = identity(report);
+        for event in wanted {
+            if !LASTING.contains(event) {
+                out.push(fresh(body(*event, None)));
+                continue;
+            }
+            let due = match entry.open.get(&event.name()) {
+                Some(sent) if sent.identity == id => target
+                    .remind
+                    .and_then(|r| jiff::SignedDuration::try_from(r).ok())
+                    .is_some_and(|r| now.duration_since(sent.time) >= r),
+                _ => true,
+            };
+            if due {
+                out.push(fresh(body(*event, None)));
+                entry.open.insert(event.name(), Sent { identity: id.clone(), time: now });
+            }
+        }
+        // A run that decides a condition and no longer finds it ends it.
+        let decides = |e: Event| match (e, command) {
+            (Event::UpdateAvailable, CommandName::Check) => true,
+            (Event::UpdateAvailable, CommandName::Apply) => report.revision().is_some(),
+            (Event::NeedsApproval, CommandName::Apply) => report.ended() != Some(Ended::Skipped),
+            _ => false,
+        };
+        for event in LASTING {
+            if decides(event) && !wanted.contains(&event) && entry.open.remove(&event.name()).is_some() {
+                out.push(fresh(body(Event::Resolved, Some(event))));
+            }
+        }
+        (out, dropped)
+    }
+
+    /// `message` could not be delivered: the next run tries again.
+    fn keep(&mut self, target: &NotifyTarget, mut message: Undelivered) {
+        message.attempts += 1;
+        self.targets.entry(target_key(target)).or_default().outbox.push(message);
+    }
+}
+
+/// The message for `event` (for `resolved`, which condition ended), as the
+/// target's kind wants it.
+fn body(
     target: &NotifyTarget,
     stack: &str,
     host: &str,
     event: Event,
+    resolves: Option<Event>,
     report: &Report,
     time: jiff::Timestamp,
-) -> Result<()> {
-    let url = target.url.as_ref().context("`url` is required for webhook and slack notifications")?;
-    let text = summary(stack, host, event, report);
+) -> serde_json::Value {
+    let text = match resolves {
+        Some(ended) => format!("clusterup: stack {stack} on {host}: resolved: {}", ended.name().replace('_', " ")),
+        None => summary(stack, host, event, report),
+    };
     let mut body = match target.kind {
         NotifyKind::Slack => json!({"text": text}),
         _ => json!({
             "schema_version": crate::report::SCHEMA_VERSION,
             "event": event,
+            "resolves": resolves,
             "stack": stack,
             "host": host,
             "time": time,
@@ -141,7 +290,12 @@ fn post(
         }),
     };
     crate::redact::scrub_json(&mut body);
-    agent.post(url.expose()).send_json(&body).map_err(|e| anyhow!("POST {url}: {e}"))?;
+    body
+}
+
+fn post(agent: &ureq::Agent, target: &NotifyTarget, body: &serde_json::Value) -> Result<()> {
+    let url = target.url.as_ref().context("`url` is required for webhook and slack notifications")?;
+    agent.post(url.expose()).send_json(body).map_err(|e| anyhow!("POST {url}: {e}"))?;
     Ok(())
 }
 
@@ -294,19 +448,51 @@ mod tests {
         let target = webhook(&format!("http://127.0.0.1:{port}/hooks/Webhook-Secret-Path"));
         let start = std::time::Instant::now();
         let report = applied(Outcome::Failed, None, &[]);
-        let err = post(
-            &agent(Duration::from_millis(800)),
-            &target,
-            "s",
-            "h",
-            Event::Failed,
-            &report,
-            crate::seams::fake::NOW,
-        );
+        let message = body(&target, "s", "h", Event::Failed, None, &report, crate::seams::fake::NOW);
+        let err = post(&agent(Duration::from_millis(800)), &target, &message);
         let err = format!("{:#}", err.unwrap_err());
         assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
         assert!(!crate::redact::scrub(&err).contains("Webhook-Secret-Path"), "{err}");
         assert!(err.contains(&format!("http://127.0.0.1:{port}")) && !err.contains("/hooks"), "{err}");
+    }
+
+    /// A lasting condition once per target, again after `remind`, resolved
+    /// once by the run that no longer finds it; one-off events each time.
+    #[test]
+    fn a_lasting_condition_is_sent_once_reminded_and_resolved() {
+        let mut target = webhook("http://127.0.0.1:1/h");
+        target.remind = Some(Duration::from_secs(3600));
+        let mut ledger = Ledger::default();
+        let held = {
+            let mut r = applied(Outcome::UpToDate, None, &["structural changes need approval"]);
+            if let Report::Plan(p) = &mut r {
+                p.plan.changes.push(Change::new("web", ChangeKind::Recreate, None));
+            }
+            r
+        };
+        let t0: jiff::Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        let names = |ledger: &mut Ledger, report: &Report, wanted: &[Event], at: jiff::Timestamp| {
+            let (out, _) = ledger.messages(
+                &target,
+                CommandName::Apply,
+                wanted,
+                report,
+                at,
+                |e, r| json!({"event": e, "resolves": r}),
+            );
+            out.iter().map(|m| format!("{}{}", m.body["event"], m.body["resolves"])).collect::<Vec<_>>()
+        };
+        let approval = [Event::NeedsApproval];
+        assert_eq!(names(&mut ledger, &held, &approval, t0), ["\"needs_approval\"null"]);
+        assert!(names(&mut ledger, &held, &approval, t0 + jiff::SignedDuration::from_mins(30)).is_empty());
+        assert_eq!(names(&mut ledger, &held, &approval, t0 + jiff::SignedDuration::from_mins(61)).len(), 1, "reminded");
+        let done = applied(Outcome::Applied, Some(2), &[]);
+        let later = t0 + jiff::SignedDuration::from_mins(90);
+        assert_eq!(
+            names(&mut ledger, &done, &[Event::Applied], later),
+            ["\"applied\"null", "\"resolved\"\"needs_approval\""]
+        );
+        assert_eq!(names(&mut ledger, &done, &[Event::Applied], later), ["\"applied\"null"], "resolved once");
     }
 
     #[test]

@@ -152,6 +152,9 @@ pub enum Event {
     RolledBack,
     NeedsApproval,
     RollbackFailed,
+    /// A lasting condition (`needs_approval`, `update_available`) that was
+    /// notified has ended: approved, applied or superseded.
+    Resolved,
 }
 
 impl Event {
@@ -325,6 +328,10 @@ pub struct NotifyTarget {
     /// Empty: every event.
     #[serde(default)]
     pub events: Vec<Event>,
+    /// A condition that lasts (`needs_approval`, `update_available`) is
+    /// sent once; again after this long if it still holds (None: never).
+    #[serde(default, deserialize_with = "duration")]
+    pub remind: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

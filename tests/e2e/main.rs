@@ -13,6 +13,7 @@ mod image_updates;
 mod in_place;
 mod inputs;
 mod normalized;
+mod notify_once;
 mod operations;
 mod page;
 mod promises;

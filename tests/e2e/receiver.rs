@@ -20,6 +20,8 @@ struct State {
     requests: Vec<Request>,
     /// (number, title, open)
     issues: Vec<(u64, String, bool)>,
+    /// Requests to `/flaky…` still to answer 500 (and not record).
+    failing: usize,
 }
 
 pub struct Receiver {
@@ -61,6 +63,14 @@ impl Receiver {
                 let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let reply = {
                     let mut s = shared.lock().unwrap();
+                    if path.starts_with("/flaky") && s.failing > 0 {
+                        s.failing -= 1;
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                        continue;
+                    }
                     s.requests.push(Request {
                         method: method.clone(),
                         path: path.clone(),
@@ -78,6 +88,11 @@ impl Receiver {
             }
         });
         Receiver { port, state }
+    }
+
+    /// The next `n` requests to `/flaky…` fail with 500.
+    pub fn fail_next(&self, n: usize) {
+        self.state.lock().unwrap().failing = n;
     }
 
     pub fn url(&self, path: &str) -> String {
