@@ -533,16 +533,9 @@ fn versions_of(stack: &StackSettings) -> StackVersions {
 
 /// The stacks a `status` report shows running `image`.
 fn stacks_using(report: &Value, image: &str) -> Vec<String> {
-    let reports = match report.get("stacks").and_then(Value::as_array) {
-        Some(all) => all.iter().collect(),
-        None => vec![report],
-    };
-    let uses = |r: &&Value| {
-        r.get("services").and_then(Value::as_array).is_some_and(|services| {
-            services.iter().any(|s| s.get("image").and_then(Value::as_str).is_some_and(|i| same_image(image, i)))
-        })
-    };
-    reports.into_iter().filter(uses).filter_map(|r| r.get("stack")?.as_str().map(String::from)).collect()
+    use super::page::{each, items, text};
+    let uses = |r: &&Value| items(r, "/services").any(|s| same_image(image, text(s, "image")));
+    each(report).into_iter().filter(uses).map(|r| text(r, "stack").to_string()).collect()
 }
 
 /// The `stack` a JSON body names, to refuse an unknown one before running.

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::page::text;
+use super::page::{each, items, text};
 use crate::redact::Secret;
 
 /// Another host's `serve`, from the credentials file (`peer NAME URL
@@ -50,22 +50,14 @@ pub struct HostView {
 
 /// The stacks of a `status` report, as the fleet view compares them.
 pub fn stacks_of(status: &Value) -> Vec<StackView> {
-    let all = match status.get("stacks").and_then(Value::as_array) {
-        Some(all) => all.iter().collect(),
-        None => vec![status],
-    };
-    all.into_iter()
+    each(status)
+        .into_iter()
         .filter(|s| s.get("error").is_none())
         .map(|s| {
             let deployed = s.get("deployed").filter(|d| d.is_object());
             let commit = deployed.and_then(|d| d.get("commit")).and_then(Value::as_str).map(String::from);
-            let digests: Vec<String> = s
-                .get("services")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|v| format!("{}={}", text(v, "service"), text(v, "digest")))
-                .collect();
+            let digests: Vec<String> =
+                items(s, "/services").map(|v| format!("{}={}", text(v, "service"), text(v, "digest"))).collect();
             let last_outcome = s
                 .get("revisions")
                 .and_then(Value::as_array)

@@ -30,8 +30,18 @@ pub fn esc(text: &str) -> String {
     out
 }
 
+/// The elements of the array at `pointer` (none when it is not one).
+pub fn items<'a>(v: &'a Value, pointer: &str) -> impl Iterator<Item = &'a Value> {
+    v.pointer(pointer).and_then(Value::as_array).into_iter().flatten()
+}
+
+/// "What changed" of a plan or revision: `kind service`, each.
+pub fn changes(v: &Value, pointer: &str) -> Vec<String> {
+    items(v, pointer).map(|c| format!("{} {}", text(c, "kind"), text(c, "service"))).collect()
+}
+
 /// A report that may hold one stack or `{"stacks": [...]}`.
-fn each(report: &Value) -> Vec<&Value> {
+pub fn each(report: &Value) -> Vec<&Value> {
     match report.get("stacks").and_then(Value::as_array) {
         Some(all) => all.iter().collect(),
         None => vec![report],
@@ -292,7 +302,7 @@ fn services(stack: &Value) -> String {
         "<table class=\"services\"><caption>Services</caption><thead><tr><th scope=\"col\">Service</th><th scope=\"col\">State</th>\
          <th scope=\"col\">Health</th><th scope=\"col\">Up</th><th scope=\"col\">Image</th><th scope=\"col\">Digest</th></tr></thead><tbody>",
     );
-    for s in stack.get("services").and_then(Value::as_array).into_iter().flatten() {
+    for s in items(stack, "/services") {
         let up = s.get("uptime_seconds").and_then(Value::as_i64).map_or("-".to_string(), duration);
         let health = text(s, "health");
         let class = match health {
@@ -343,13 +353,7 @@ fn revisions_table(revisions: &[Value]) -> String {
             "unfinished" => "warn",
             _ => "bad",
         };
-        let changes: Vec<String> = r
-            .pointer("/plan/changes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(|c| format!("{} {}", text(c, "kind"), text(c, "service")))
-            .collect();
+        let changes = changes(r, "/plan/changes");
         let took = seconds_of(r).map_or("-".to_string(), |s| format!("{s:.0} s"));
         let _ = write!(
             out,

@@ -265,25 +265,12 @@ fn outcome(action: &str, report: &Option<Value>, code: Option<u8>, error: &Optio
 /// What a check found: the changes, and what `--auto` would hold back and
 /// why (the page's apply button) or what needs the data-risk box.
 fn checked(report: &Value) -> String {
-    let changes: Vec<String> = report
-        .get("changes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|c| format!("{} {}", page::text(c, "kind"), page::text(c, "service")))
-        .collect();
+    let changes = page::changes(report, "/changes");
     if changes.is_empty() {
         return "check: up to date".to_string();
     }
     let list = |key: &str| -> Vec<String> {
-        report
-            .get(key)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(String::from)
-            .collect()
+        page::items(report, &format!("/{key}")).filter_map(Value::as_str).map(String::from).collect()
     };
     let mut text = format!("check: {} pending ({})", changes.len(), changes.join(", "));
     let held = list("needs_approval");
