@@ -46,7 +46,8 @@ pub fn events_for(command: CommandName, status: ExitStatus, report: &Report) -> 
     (events, healthy)
 }
 
-fn host() -> String {
+/// This machine's name, as notifications and the page show it.
+pub fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())

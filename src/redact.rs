@@ -366,8 +366,12 @@ pub fn fingerprint(value: &str) -> String {
     let mut mac = SimpleHmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(value.trim().as_bytes());
     let tag = mac.finalize().into_bytes();
-    let hex: String = tag.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("<redacted #{hex}>")
+    format!("<redacted #{}>", hex(&tag[..6]))
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -459,7 +463,6 @@ mod tests {
         use hmac::{Mac, SimpleHmac};
         let mut guess = SimpleHmac::<sha2::Sha256>::new_from_slice(&[0u8; 32]).unwrap();
         guess.update(b"one");
-        let hex: String = guess.finalize().into_bytes().iter().take(6).map(|b| format!("{b:02x}")).collect();
-        assert!(!a.contains(&hex));
+        assert!(!a.contains(&hex(&guess.finalize().into_bytes()[..6])));
     }
 }

@@ -46,6 +46,11 @@ impl Outcome {
 
 const JOURNAL: &str = "journal.jsonl";
 const LOCK: &str = "lock";
+
+/// A stack's lock file; while held it names the holder's pid.
+pub fn lock_file(state_dir: &Path) -> PathBuf {
+    state_dir.join(LOCK)
+}
 const PAUSE: &str = "pause.json";
 const LAST_RUN: &str = "last_run.json";
 
@@ -237,7 +242,7 @@ impl StateDir {
     }
 
     pub fn lock(&self, stack: &str) -> Result<StackLock> {
-        let path = self.dir.join(LOCK);
+        let path = lock_file(&self.dir);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)

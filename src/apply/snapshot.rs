@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::redact::hex;
 use crate::seams::compose::ComposeModel;
 
 /// All files of one copy together.
@@ -289,10 +290,6 @@ pub fn prune(state_dir: &Path, keep: &BTreeSet<String>) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

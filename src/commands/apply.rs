@@ -50,20 +50,26 @@ pub fn run(seams: &Seams, stacks: &[StackSettings], opts: ApplyOptions, printer:
         let mut handover = None;
         let result = apply_one(seams, stack, &opts, printer, &mut handover);
         super::after_run(seams, stack, CommandName::Apply, &result, printer);
-        if let (Some(args), Ok((status, _))) = (handover, &result)
+        if let (Some(handover), Ok((status, _))) = (handover, &result)
             && !matches!(status, ExitStatus::Failed | ExitStatus::RollbackFailed)
         {
-            hand_over(stack, &args, printer);
+            hand_over(stack, &handover, printer);
         }
         result
     }))
 }
 
+/// What is left for a helper container: the one clusterup runs in, and the
+/// arguments the helper runs `clusterup` with.
+struct Handover {
+    container: String,
+    args: Vec<String>,
+}
+
 /// Once the stack's lock is free: a helper container updates the service
 /// this clusterup runs in (see `apply::handover`).
-fn hand_over(stack: &StackSettings, args: &[String], printer: &Printer) {
-    let Some(own) = handover::own_container() else { return };
-    match handover::launch(&own, args, stack.timeouts.engine) {
+fn hand_over(stack: &StackSettings, handover: &Handover, printer: &Printer) {
+    match handover::launch(&handover.container, &handover.args, stack.timeouts.engine) {
         Ok(helper) => printer.step(format!(
             "stack {}: helper container {} updates this clusterup's own service",
             stack.name,
@@ -100,15 +106,14 @@ fn skipped(stack: &StackSettings, why: String, printer: &Printer) -> (ExitStatus
     (ExitStatus::Skipped, Report::Skipped(report))
 }
 
-/// `handover`: set to the arguments a helper runs `clusterup` with, when
-/// this clusterup runs in one of the stack's containers and that service
-/// has a change.
+/// `handover`: set when this clusterup runs in one of the stack's
+/// containers and that service has a change.
 fn apply_one(
     seams: &Seams,
     stack: &StackSettings,
     opts: &ApplyOptions,
     printer: &Printer,
-    handover: &mut Option<Vec<String>>,
+    handover: &mut Option<Handover>,
 ) -> Result<(ExitStatus, Report)> {
     let session = Session::open(seams, stack)?;
     let (state, ctx) = (&session.state, session.ctx(seams, stack, printer));
@@ -171,11 +176,12 @@ fn apply_one(
         ExitStatus::Success
     };
     let (mut plan, mut held_back) = (plan, held_back);
-    if let Some(own) = handover::own_container().and_then(|id| handover::own_service(&checked.observation, &id))
+    if let Some(container) = handover::own_container()
+        && let Some(own) = handover::own_service(&checked.observation, &container)
         && handover::set_aside(&mut plan, &own)
     {
         held_back.push(format!("{own} runs this clusterup: a helper container updates it once this run has ended"));
-        *handover = Some(helper_args(stack, opts, &plan));
+        *handover = Some(Handover { container, args: helper_args(stack, opts, &plan) });
     }
     let moves_commit = plan.moves_commit();
     if plan.changes.is_empty() && !moves_commit {

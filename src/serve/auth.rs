@@ -211,7 +211,7 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = SimpleHmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(body);
     let bytes = mac.finalize().into_bytes();
-    format!("sha256={}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!("sha256={}", crate::redact::hex(&bytes))
 }
 
 fn from_hex(hex: &str) -> Option<Vec<u8>> {

@@ -64,7 +64,7 @@ pub fn run(stacks: &[StackSettings], options: Options, printer: &Printer) -> Res
     if !creds.has_tokens() {
         printer.warn("serve: no API tokens (--credentials, CLUSTERUP_READ_TOKEN, CLUSTERUP_OPERATE_TOKEN): only /api/v1/health and signed webhooks answer");
     }
-    let locks = stacks.iter().map(|s| (s.name.clone(), s.state_dir.join("lock"))).collect();
+    let locks = stacks.iter().map(|s| (s.name.clone(), crate::state::lock_file(&s.state_dir))).collect();
     let exe = std::env::current_exe().context("finding clusterup's own executable")?;
     let runner = runs::Runner::new(exe, options.global.clone(), locks);
     let fleet = fleet::Fleet::new(creds.take_peers());

@@ -73,7 +73,7 @@ fn document(viewer: &Viewer, main: &str) -> String {
          <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <span>{who} ({scope})</span> <button type=\"submit\">Sign out</button></form></header>{main}\
          <script>{js}</script></body></html>\n",
-        host = esc(&hostname()),
+        host = esc(&crate::notify::host()),
         css = CSS,
         csrf = esc(viewer.csrf),
         who = esc(viewer.name),
@@ -436,10 +436,6 @@ fn charts(revisions: &[Value]) -> String {
          <figcaption>Update duration: each revision, median and p95</figcaption></figure>"
     );
     format!("<div class=\"charts\">{per_day}{durations}</div>")
-}
-
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
 /// The sign-in page: a token, posted once for a session cookie.

@@ -38,7 +38,7 @@ pub struct Sessions {
 }
 
 fn random_hex() -> String {
-    crate::redact::random_key().iter().map(|b| format!("{b:02x}")).collect()
+    crate::redact::hex(&crate::redact::random_key())
 }
 
 impl Sessions {
@@ -119,7 +119,7 @@ impl Api {
         let Some((_, caller, csrf)) = self.sessions.of(call) else { return redirect("/login") };
         let request = Request { args: vec!["status".into()], stacks: Vec::new(), exclusive: false, by: "page".into() };
         let status = self.runner.run_now(&request).report.unwrap_or(Value::Null);
-        let hosts = self.fleet.gather((&page::hostname(), &status));
+        let hosts = self.fleet.gather((&crate::notify::host(), &status));
         let common = super::fleet::common_versions(&hosts);
         let viewer = Viewer { name: &caller.name, operate: caller.scope == Scope::Operate, csrf: &csrf };
         let html = if call.query.split('&').any(|p| p == "part=main") {
