@@ -57,10 +57,12 @@ pub fn launch(own: &str, args: &[String], timeout: Duration) -> Result<String> {
         .map(|s| s.to_string())
         .collect();
     run.extend(["--network".to_string(), network.to_string()]);
-    for (key, value) in std::env::vars() {
+    // `-e NAME` alone: the docker CLI takes the value from the environment it
+    // inherits, so a token (CLUSTERUP_GIT_TOKEN) never shows in `ps`.
+    for (key, _) in std::env::vars() {
         let ours = (key.starts_with("CLUSTERUP_") && key != "CLUSTERUP_OPERATION") || key.starts_with("DOCKER_");
         if ours {
-            run.extend(["-e".to_string(), format!("{key}={value}")]);
+            run.extend(["-e".to_string(), key]);
         }
     }
     run.extend(["--entrypoint".to_string(), exe.display().to_string(), image.to_string()]);
