@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::plan::classify::{Change, Plan, PlanKind};
+use crate::plan::classify::{Change, CommitLog, Plan, PlanKind};
 use crate::state::Outcome;
 use crate::state::{LastRun, Pause, Revision, Trigger};
 
@@ -221,6 +221,14 @@ impl Report {
             Report::Plan(p) => p.run.as_ref().map_or(&[], |r| r.held_back.as_slice()),
             Report::Skipped(s) => &s.held_back,
             _ => &[],
+        }
+    }
+
+    /// A git stack's commits that the plan brings.
+    pub fn commits(&self) -> Option<&CommitLog> {
+        match self {
+            Report::Plan(p) => p.plan.commits.as_ref(),
+            _ => None,
         }
     }
 

@@ -197,6 +197,9 @@ ensure_testbed() {
     command -v chromium >/dev/null || apt_install chromium
     command -v chromedriver >/dev/null || apt_install chromium-driver
     command -v tmux >/dev/null || apt_install tmux
+    # The e-mail channel's tests: a local SMTP server (Debian's, so
+    # /usr/bin/python3 has it whatever python3 is first on PATH).
+    /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || apt_install python3-aiosmtpd
     ensure_ansible
     ensure_docker
     ensure_compose_v2

@@ -69,6 +69,75 @@ pub struct Change {
     /// Why: changed fields, shared networks, renames, new digests.
     #[serde(default)]
     pub reasons: Vec<String>,
+    /// image: what the new image says of itself (its OCI labels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_image: Option<ImageInfo>,
+}
+
+/// The OCI labels of an image's config (`org.opencontainers.image.*`),
+/// read from the registry without pulling.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ImageInfo {
+    pub version: Option<String>,
+    pub revision: Option<String>,
+    pub source: Option<String>,
+    /// The GitHub release of `version`, when `source` is a GitHub
+    /// repository.
+    pub release_notes: Option<String>,
+}
+
+impl ImageInfo {
+    pub fn is_empty(&self) -> bool {
+        self.version.is_none() && self.revision.is_none() && self.source.is_none()
+    }
+
+    /// `version 1.4.3, revision abc1234, source https://...`
+    pub fn describe(&self) -> String {
+        let revision = self.revision.as_deref().map(|r| r.get(..12).unwrap_or(r));
+        let parts: Vec<String> =
+            [("version", self.version.as_deref()), ("revision", revision), ("source", self.source.as_deref())]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
+                .chain(self.release_notes.as_ref().map(|n| format!("release notes {n}")))
+                .collect();
+        parts.join(", ")
+    }
+}
+
+/// The commits a git stack's plan brings, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CommitLog {
+    /// How many commits there are in all (more than `commits` when capped).
+    pub total: usize,
+    pub commits: Vec<CommitInfo>,
+    /// The forge's compare view, when the remote is GitHub, GitLab or Gitea.
+    pub compare_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CommitInfo {
+    /// The short id.
+    pub id: String,
+    pub subject: String,
+    pub author: String,
+    pub url: Option<String>,
+}
+
+impl CommitLog {
+    /// `3 commits (compare: URL)` then one line per commit, then `and N more`.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec![format!(
+            "{} {}{}",
+            self.total,
+            if self.total == 1 { "commit" } else { "commits" },
+            self.compare_url.as_ref().map(|u| format!(" ({u})")).unwrap_or_default()
+        )];
+        out.extend(self.commits.iter().map(|c| format!("  {} {} ({})", c.id, c.subject, c.author)));
+        if self.total > self.commits.len() {
+            out.push(format!("  and {} more", self.total - self.commits.len()));
+        }
+        out
+    }
 }
 
 impl Change {
@@ -87,6 +156,16 @@ impl Change {
             restore_image: None,
             renamed_to: None,
             reasons: Vec::new(),
+            new_image: None,
+        }
+    }
+
+    /// `image web (version 1.4.3, source ...)`, as a message says it.
+    pub fn describe(&self) -> String {
+        let what = serde_json::to_value(self.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        match self.new_image.as_ref().filter(|i| !i.is_empty()) {
+            Some(info) => format!("{what} {} ({})", self.service, info.describe()),
+            None => format!("{what} {}", self.service),
         }
     }
 
@@ -177,6 +256,9 @@ pub struct Plan {
     pub commit: Option<String>,
     #[serde(default)]
     pub deployed_commit: Option<String>,
+    /// The commits from `deployed_commit` to `commit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits: Option<CommitLog>,
     /// In the order they will be applied: dependencies first, removals
     /// last.
     pub changes: Vec<Change>,
@@ -200,6 +282,7 @@ impl Plan {
             kind: PlanKind::None,
             commit: None,
             deployed_commit: None,
+            commits: None,
             changes: vec![],
             services: vec![],
             diff: ModelDiff::default(),
@@ -349,6 +432,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
         kind: kind_of(&ordered),
         commit: inputs.commit.clone(),
         deployed_commit: inputs.deployed_commit.clone(),
+        commits: None,
         changes: ordered,
         services,
         diff: model_diff,
@@ -717,6 +801,7 @@ pub fn unattended(plan: &Plan, policy: Policy, accept_data_risk: bool) -> (Plan,
     out.changes.retain(|c| allowed(c) && !(files_held && c.needs_files()));
     if files_held {
         out.commit = plan.deployed_commit.clone();
+        out.commits = None;
     }
     out.kind = kind_of(&out.changes);
     let held_back = if out.changes.len() < plan.changes.len() || out.commit != plan.commit {

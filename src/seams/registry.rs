@@ -212,7 +212,7 @@ fn header(response: &ureq::http::Response<ureq::Body>, name: &str) -> Option<Str
     response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-fn basic(username: &str, password: &str) -> String {
+pub fn basic(username: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")))
 }
 

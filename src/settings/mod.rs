@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::exit::usage;
 use crate::redact::SecretUrl;
@@ -142,33 +142,22 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub const DEFAULT_KEEP_IMAGES: usize = 3;
 
-/// What a notification target may be told of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Event {
-    UpdateAvailable,
-    Applied,
-    Failed,
-    RolledBack,
-    NeedsApproval,
-    RollbackFailed,
-    /// A lasting condition (`needs_approval`, `update_available`) that was
-    /// notified has ended: approved, applied or superseded.
-    Resolved,
-}
-
-impl Event {
-    pub fn name(self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-    }
-
-    /// Worth a GitHub issue until the stack is healthy again.
-    pub fn is_problem(self) -> bool {
-        matches!(self, Event::Failed | Event::RolledBack | Event::NeedsApproval | Event::RollbackFailed)
-    }
-}
-
 pub use crate::seams::git::GitSource;
+
+mod targets;
+#[cfg(test)]
+pub use targets::resolve as resolve_entry;
+pub use targets::{Auth, Channel, Email, Event, MatrixAuth, NotifyEntry, NotifyTarget, Tls, Token};
+
+/// Every entry of a `notify:` list (at `key`), resolved; an error names
+/// the entry.
+fn resolve_notify(entries: &[NotifyEntry], key: &str) -> std::result::Result<Vec<NotifyTarget>, String> {
+    let mut out = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        out.extend(targets::resolve(entry).map_err(|m| format!("{key}[{i}]: {m}"))?);
+    }
+    Ok(out)
+}
 
 pub const DEFAULT_GIT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -218,7 +207,7 @@ struct ConfigFile {
     state_dir: Option<PathBuf>,
     metrics_file: Option<PathBuf>,
     #[serde(default)]
-    notify: Vec<NotifyTarget>,
+    notify: Vec<NotifyEntry>,
     #[serde(default)]
     timeouts: TimeoutsEntry,
     #[serde(default)]
@@ -248,7 +237,7 @@ struct StackEntry {
     #[serde(default)]
     label_enable: bool,
     scope: Option<String>,
-    notify: Option<Vec<NotifyTarget>>,
+    notify: Option<Vec<NotifyEntry>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -301,84 +290,6 @@ struct HooksEntry {
     post_update: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     timeout: Option<Duration>,
-}
-
-/// Where notifications go, and which events.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotifyTarget {
-    #[serde(rename = "type")]
-    pub kind: NotifyKind,
-    /// webhook and slack: where to POST. The URL is the credential.
-    #[serde(default, deserialize_with = "webhook_url")]
-    pub url: Option<SecretUrl>,
-    /// github: owner/name.
-    pub repo: Option<String>,
-    /// github: the API base, for GitHub Enterprise.
-    #[serde(default = "github_api", deserialize_with = "api_url")]
-    pub api_url: SecretUrl,
-    /// Allows plain HTTP to a host other than this one: the URL or token
-    /// then crosses the network readable by anyone on the path.
-    #[serde(default)]
-    pub insecure: bool,
-    /// github: the token comes from this environment variable...
-    pub token_env: Option<String>,
-    /// ...or this file; never from the configuration itself.
-    pub token_file: Option<PathBuf>,
-    /// Empty: every event.
-    #[serde(default)]
-    pub events: Vec<Event>,
-    /// A condition that lasts (`needs_approval`, `update_available`) is
-    /// sent once; again after this long if it still holds (None: never).
-    #[serde(default, deserialize_with = "duration")]
-    pub remind: Option<Duration>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NotifyKind {
-    Webhook,
-    Slack,
-    Github,
-}
-
-fn github_api() -> SecretUrl {
-    SecretUrl::public("https://api.github.com")
-}
-
-fn webhook_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretUrl>, D::Error> {
-    Ok(Some(SecretUrl::webhook(&String::deserialize(d)?)))
-}
-
-fn api_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretUrl, D::Error> {
-    Ok(SecretUrl::public(&String::deserialize(d)?))
-}
-
-impl NotifyTarget {
-    /// What is missing or unsafe, found when the configuration is read
-    /// rather than when the first event is sent.
-    fn validate(&self) -> std::result::Result<(), String> {
-        let url = match self.kind {
-            NotifyKind::Webhook | NotifyKind::Slack => {
-                self.url.as_ref().ok_or("`url` is required for webhook and slack notifications")?
-            }
-            NotifyKind::Github => {
-                if self.repo.is_none() {
-                    return Err("`repo` (owner/name) is required for github notifications".into());
-                }
-                &self.api_url
-            }
-        };
-        match url.scheme() {
-            Some("https") => Ok(()),
-            Some("http") if self.insecure || crate::redact::is_loopback_host(url.host()) => Ok(()),
-            Some("http") => Err(format!(
-                "{url} is plain HTTP: the URL and any token would cross the network in clear text; \
-                 use https, or add `insecure: true` to this target"
-            )),
-            _ => Err(format!("{url} is not an http(s) URL")),
-        }
-    }
 }
 
 /// Commands run around an update (on the host for configured hooks, in the
@@ -445,7 +356,7 @@ fn windows<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<crate::window::
     texts.iter().map(|t| t.parse().map_err(serde::de::Error::custom)).collect()
 }
 
-fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text)
         .map(Some)
@@ -508,9 +419,7 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
         return Err(bad("no stacks configured; add a `stacks:` list with at least one entry".into()));
     }
     let base = path.parent().unwrap_or(Path::new("/"));
-    for (i, target) in file.notify.iter().enumerate() {
-        target.validate().map_err(|m| bad(format!("notify[{i}]: {m}")))?;
-    }
+    let notify = resolve_notify(&file.notify, "notify").map_err(bad)?;
     let timeouts = file.timeouts.resolve().map_err(bad)?;
     let root = state_dir.map(Path::to_path_buf).or(file.state_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     let mut seen = BTreeSet::new();
@@ -522,9 +431,10 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
         }
         let state_dir = root.join(&entry.name);
         let at = |key: &str| format!("stacks[{i}].{key}");
-        for (j, target) in entry.notify.iter().flatten().enumerate() {
-            target.validate().map_err(|m| bad(format!("{}: {m}", at(&format!("notify[{j}]")))))?;
-        }
+        let stack_notify = match &entry.notify {
+            Some(entries) => Some(resolve_notify(entries, &at("notify")).map_err(bad)?),
+            None => None,
+        };
         let (directory, git) = match entry.git {
             Some(g) => {
                 if escapes(&g.path) {
@@ -646,7 +556,7 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
             hook_timeout: entry.hooks.timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT),
             label_enable: entry.label_enable,
             scope: entry.scope,
-            notify: entry.notify.unwrap_or_else(|| file.notify.clone()),
+            notify: stack_notify.unwrap_or_else(|| notify.clone()),
             timeouts,
             name: entry.name,
         });
