@@ -78,6 +78,28 @@ pub struct RunResult {
     /// hook failed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<Vec<String>>,
+    /// What `held_back` kept back: the changes, and the commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<Held>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct Held {
+    pub changes: Vec<Change>,
+    /// The commit not deployed, and what it brings.
+    pub commit: Option<String>,
+    pub commits: Option<CommitLog>,
+}
+
+impl Held {
+    /// What of `found` is not in `applied` (None: nothing).
+    pub fn between(found: &Plan, applied: &Plan) -> Option<Held> {
+        let changes: Vec<Change> = found.changes.iter().filter(|c| !applied.changes.contains(c)).cloned().collect();
+        let moved = found.commit != applied.commit;
+        let commit = found.commit.clone().filter(|_| moved);
+        let commits = found.commits.clone().filter(|_| moved);
+        (!changes.is_empty() || commit.is_some()).then_some(Held { changes, commit, commits })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -228,6 +250,13 @@ impl Report {
     pub fn commits(&self) -> Option<&CommitLog> {
         match self {
             Report::Plan(p) => p.plan.commits.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn held(&self) -> Option<&Held> {
+        match self {
+            Report::Plan(p) => p.run.as_ref().and_then(|r| r.held.as_ref()),
             _ => None,
         }
     }

@@ -14,7 +14,7 @@ use crate::ops;
 use crate::output::Printer;
 use crate::plan::classify::{self, Plan};
 use crate::reference::short;
-use crate::report::{CommandName, PlanReport, RecoveredReport, Report, RunResult, SkippedOutcome, SkippedReport};
+use crate::report::{CommandName, Held, PlanReport, RecoveredReport, Report, RunResult, SkippedOutcome, SkippedReport};
 use crate::seams::Seams;
 use crate::settings::StackSettings;
 use crate::state::Outcome;
@@ -88,8 +88,9 @@ pub fn report(
     revision: Option<u64>,
     error: Option<String>,
     held_back: &[String],
+    held: Option<Held>,
 ) -> Report {
-    let run = RunResult { outcome, revision, error, held_back: held_back.to_vec(), skipped: None };
+    let run = RunResult { outcome, revision, error, held_back: held_back.to_vec(), skipped: None, held };
     Report::Plan(Box::new(PlanReport { command, plan: plan.clone(), file_diff: None, run: Some(run) }))
 }
 
@@ -183,12 +184,14 @@ fn apply_one(
         held_back.push(format!("{own} runs this clusterup: a helper container updates it once this run has ended"));
         *handover = Some(Handover { container, args: helper_args(stack, opts, &plan) });
     }
+    let held = Held::between(&checked.plan, &plan);
     let moves_commit = plan.moves_commit();
     if plan.changes.is_empty() && !moves_commit {
         for reason in &held_back {
             printer.human(format!("not applied: {reason}\n"));
         }
-        return Ok((quiet_status, report(CommandName::Apply, &plan, Outcome::UpToDate, None, None, &held_back)));
+        let report = report(CommandName::Apply, &plan, Outcome::UpToDate, None, None, &held_back, held);
+        return Ok((quiet_status, report));
     }
     if !opts.auto {
         let mut warnings: Vec<String> = pause.iter().map(Pause::describe).collect();
@@ -199,7 +202,7 @@ fn apply_one(
             printer.human(format!("nothing applied: {declined}\n"));
             return Ok((
                 ExitStatus::Skipped,
-                report(CommandName::Apply, &plan, Outcome::UpToDate, None, None, &[declined]),
+                report(CommandName::Apply, &plan, Outcome::UpToDate, None, None, &[declined], None),
             ));
         }
     }
@@ -225,6 +228,7 @@ fn apply_one(
         error: execution.error,
         held_back,
         skipped: Some(execution.skipped),
+        held,
     };
     let report = PlanReport { command: CommandName::Apply, plan, file_diff: None, run: Some(run) };
     Ok((status, Report::Plan(Box::new(report))))

@@ -142,7 +142,10 @@ fn rollback_one(
     super::check::show_plan(printer, plan, &checked.file_diff);
     let moves_commit = plan.moves_commit();
     if args.dry_run || (plan.changes.is_empty() && !moves_commit) {
-        return Ok((ExitStatus::Success, report(CommandName::Rollback, plan, Outcome::UpToDate, None, None, &[])));
+        return Ok((
+            ExitStatus::Success,
+            report(CommandName::Rollback, plan, Outcome::UpToDate, None, None, &[], None),
+        ));
     }
     if !args.yes {
         if !printer.can_ask() {
@@ -151,7 +154,7 @@ fn rollback_one(
         if !printer.confirm(&format!("Roll stack {} back to {to}?", stack.name))? {
             return Ok((
                 ExitStatus::Skipped,
-                report(CommandName::Rollback, plan, Outcome::UpToDate, None, Some("declined".into()), &[]),
+                report(CommandName::Rollback, plan, Outcome::UpToDate, None, Some("declined".into()), &[], None),
             ));
         }
     }
@@ -173,7 +176,7 @@ fn rollback_one(
     if let Some(e) = &execution.error {
         printer.error(format!("stack {}", stack.name), e);
     }
-    Ok((status, report(CommandName::Rollback, plan, execution.outcome, Some(id), execution.error, &[])))
+    Ok((status, report(CommandName::Rollback, plan, execution.outcome, Some(id), execution.error, &[], None)))
 }
 
 #[cfg(test)]

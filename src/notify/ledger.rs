@@ -51,11 +51,18 @@ fn target_key(target: &NotifyTarget) -> String {
     format!("{}:{}", target.channel.name(), crate::redact::fingerprint(&target.channel.destination()))
 }
 
-/// What a lasting condition is about: the changes and why they are held.
+/// What a lasting condition is about: the changes (and commit) it holds,
+/// or offers, and why; a different target is a new condition.
 fn identity(report: &Report) -> String {
-    let changes: Vec<String> =
-        report.changes().iter().map(|c| format!("{:?} {} {:?}", c.kind, c.service, c.to)).collect();
-    format!("{} | {}", changes.join(", "), report.held_back().join("; "))
+    let describe = |changes: &[crate::plan::classify::Change]| -> Vec<String> {
+        changes.iter().map(|c| format!("{:?} {} {:?}", c.kind, c.service, c.to)).collect()
+    };
+    let mut parts = describe(report.changes());
+    if let Some(held) = report.held() {
+        parts.extend(describe(&held.changes));
+        parts.extend(held.commit.clone());
+    }
+    format!("{} | {}", parts.join(", "), report.held_back().join("; "))
 }
 
 impl Ledger {

@@ -100,6 +100,10 @@ pub fn lines(report: &Report) -> Vec<String> {
     if !report.held_back().is_empty() {
         out.push(format!("held back: {}", report.held_back().join("; ")));
     }
+    if let Some(held) = report.held() {
+        out.extend(held.changes.iter().map(|c| format!("  {}", c.describe())));
+        out.extend(held.commits.iter().flat_map(|c| c.lines()).map(|l| format!("  {l}")));
+    }
     out
 }
 

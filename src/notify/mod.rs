@@ -134,6 +134,7 @@ pub mod tests {
             error: None,
             held_back: held.iter().map(|h| h.to_string()).collect(),
             skipped: None,
+            held: None,
         };
         Report::Plan(Box::new(PlanReport {
             command: CommandName::Apply,

@@ -4,6 +4,7 @@
 mod support;
 
 mod browser;
+mod channels;
 mod container;
 mod directory;
 mod faults;

@@ -12,7 +12,15 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub authorization: Option<String>,
+    /// Every header, names lowercased.
+    pub headers: Vec<(String, String)>,
     pub body: Value,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Default)]
@@ -45,13 +53,14 @@ impl Receiver {
                 }
                 let mut parts = line.split_whitespace();
                 let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
-                let (mut length, mut authorization) = (0, None);
+                let (mut length, mut authorization, mut headers) = (0, None, Vec::new());
                 loop {
                     let mut header = String::new();
                     if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
                         break;
                     }
                     let (name, value) = header.split_once(':').unwrap_or(("", ""));
+                    headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
                     match name.to_ascii_lowercase().as_str() {
                         "content-length" => length = value.trim().parse().unwrap_or(0),
                         "authorization" => authorization = Some(value.trim().to_string()),
@@ -75,9 +84,10 @@ impl Receiver {
                         method: method.clone(),
                         path: path.clone(),
                         authorization,
+                        headers,
                         body: body.clone(),
                     });
-                    github(&mut s, &method, &path, &body)
+                    matrix(&path).unwrap_or_else(|| github(&mut s, &method, &path, &body))
                 };
                 let text = reply.to_string();
                 let _ = write!(
@@ -110,6 +120,18 @@ impl Receiver {
     pub fn open_issues(&self) -> Vec<String> {
         self.state.lock().unwrap().issues.iter().filter(|i| i.2).map(|i| i.1.clone()).collect()
     }
+}
+
+/// The answers of a Matrix homeserver that clusterup reads.
+fn matrix(path: &str) -> Option<Value> {
+    let rest = path.strip_prefix("/_matrix/client/v3/")?;
+    Some(if rest == "login" {
+        json!({"access_token": "syt_from_login", "user_id": "@bot:localhost"})
+    } else if rest.starts_with("directory/room/") {
+        json!({"room_id": "!resolved:localhost"})
+    } else {
+        json!({"event_id": "$sent"})
+    })
 }
 
 fn github(s: &mut State, method: &str, path: &str, body: &Value) -> Value {
