@@ -126,6 +126,9 @@ mod tests {
         fn registry_digests(&self, _: &[String]) -> Vec<anyhow::Result<String>> {
             unreachable!()
         }
+        fn image_config(&self, _: &str, _: &str) -> anyhow::Result<crate::seams::registry::ImageConfig> {
+            unreachable!()
+        }
         fn network_aliases(&self, _: &str) -> anyhow::Result<std::collections::BTreeMap<String, Vec<String>>> {
             unreachable!("no start-first service here")
         }

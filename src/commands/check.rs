@@ -85,6 +85,14 @@ fn summary(plan: &Plan) -> String {
             let _ = writeln!(out, "  {:<8} {}{why}", what.as_str().unwrap_or(""), c.service);
         }
     }
+    for c in &plan.changes {
+        if let Some(info) = &c.new_image {
+            let _ = writeln!(out, "new image for {}: {}", c.service, info.describe());
+        }
+    }
+    for line in plan.commits.iter().flat_map(|log| log.lines()) {
+        let _ = writeln!(out, "{line}");
+    }
     for risk in &plan.data_risks {
         let _ = writeln!(out, "data at risk: {risk}");
     }

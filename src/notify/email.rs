@@ -36,9 +36,9 @@ pub fn send(email: &Email, message: &Message, timeout: Duration) -> Result<()> {
     };
     let mode = match email.tls {
         Tls::Implicit => Mode::Wrapper(params()?),
-        Tls::StartTls => Mode::Required(params()?),
+        Tls::Required => Mode::Required(params()?),
         Tls::Opportunistic => Mode::Opportunistic(params()?),
-        Tls::None => Mode::None,
+        Tls::Off => Mode::None,
     };
     let mut transport = SmtpTransport::builder_dangerous(&email.host).port(email.port).tls(mode).timeout(Some(timeout));
     if let Some(user) = &email.user {

@@ -17,11 +17,12 @@ use crate::apply::execute::Files;
 use crate::apply::files::{DirectoryFiles, GitDeploy};
 use crate::apply::snapshot;
 use crate::exit::usage;
-use crate::plan::classify::{self, Baseline, Inputs, Plan};
+use crate::plan::classify::{self, Baseline, ChangeKind, CommitInfo, CommitLog, ImageInfo, Inputs, Plan};
 use crate::plan::diff;
 use crate::plan::observation::Observation;
 use crate::seams::Seams;
 use crate::seams::compose::{Compose, ComposeModel};
+use crate::seams::engine::Engine;
 use crate::seams::git::{Changed, GitSource, Repo, short};
 use crate::settings::StackSettings;
 use crate::state::Revision;
@@ -147,7 +148,7 @@ fn plan_asking(
         .flat_map(|svc| crate::plan::diff::build_inputs(svc).ignore_files())
         .filter_map(|file| Some((file.clone(), std::fs::read_to_string(&file).ok()?)))
         .collect();
-    let plan = classify::classify(&Inputs {
+    let mut plan = classify::classify(&Inputs {
         stack: &stack.name,
         new: &model,
         baseline,
@@ -162,6 +163,12 @@ fn plan_asking(
         dockerignore: &dockerignore,
         target_images,
     });
+    describe_new_images(seams.engine, &mut plan);
+    if let (Some(GitDeploy { repo, new, old: Some(old) }), Some(source)) = (&git, &stack.git)
+        && new != old
+    {
+        plan.commits = Some(commit_log(repo.as_ref(), source, *old, *new)?);
+    }
     let directory = match on_disk {
         Some(on_disk) => Some(directory_files(stack, on_disk, hashes.is_some(), &plan, &goal)?),
         None => None,
@@ -316,6 +323,53 @@ fn git_models(
     };
     let git = Some(GitDeploy { repo, new, old });
     Ok(Models { new: model, old: old_model, hashes: None, git, file_diff, changed, cached_model: false })
+}
+
+/// What each new image says of itself (its OCI labels). A registry that
+/// does not tell is no error: the labels only inform.
+fn describe_new_images(engine: &dyn Engine, plan: &mut Plan) {
+    for change in plan.changes.iter_mut().filter(|c| c.kind == ChangeKind::Image && c.restore_image.is_none()) {
+        let (Some(image), Some(to)) = (&change.image, &change.to) else { continue };
+        // A new digest behind the same tag, or a new tag (its manifest).
+        let (reference, target) = match to.strip_prefix("sha256:") {
+            Some(_) => (image.clone(), to.clone()),
+            None => (to.clone(), crate::reference::Reference::parse(to).tag.unwrap_or_else(|| "latest".into())),
+        };
+        let Ok(config) = engine.image_config(&reference, &target) else { continue };
+        let label = |name: &str| config.labels.get(&format!("org.opencontainers.image.{name}")).cloned();
+        let mut info = ImageInfo {
+            version: label("version"),
+            revision: label("revision"),
+            source: label("source"),
+            release_notes: None,
+        };
+        if let (Some(forge), Some(version)) = (info.source.as_deref().and_then(crate::seams::git::forge), &info.version)
+            && forge.is_github()
+        {
+            info.release_notes = Some(format!("{}/releases/tag/{version}", forge.base()));
+        }
+        change.new_image = Some(info).filter(|i| !i.is_empty());
+    }
+}
+
+/// How many commits a message lists; the rest are counted.
+const COMMITS_SHOWN: usize = 10;
+
+/// What `old..new` brings, with links where the remote is a known forge.
+fn commit_log(repo: &dyn Repo, source: &GitSource, old: Oid, new: Oid) -> Result<CommitLog> {
+    let (total, entries) = repo.log(old, new, COMMITS_SHOWN)?;
+    let forge = crate::seams::git::forge(source.url.expose());
+    let commits = entries
+        .into_iter()
+        .map(|e| CommitInfo {
+            id: short(e.id),
+            subject: e.subject,
+            author: e.author,
+            url: forge.as_ref().map(|f| f.commit(&e.id.to_string())),
+        })
+        .collect();
+    let compare_url = forge.map(|f| f.compare(&old.to_string(), &new.to_string()));
+    Ok(CommitLog { total, commits, compare_url })
 }
 
 /// The commit `goal` names: the branch head (fetched), a fleet's commit

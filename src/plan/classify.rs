@@ -124,13 +124,13 @@ pub struct CommitInfo {
 }
 
 impl CommitLog {
-    /// `3 commits (compare: URL)` then one line per commit, then `and N more`.
+    /// `3 new commits (compare: URL)`, one line per commit, `and N more`.
     pub fn lines(&self) -> Vec<String> {
         let mut out = vec![format!(
-            "{} {}{}",
+            "{} new {}{}",
             self.total,
             if self.total == 1 { "commit" } else { "commits" },
-            self.compare_url.as_ref().map(|u| format!(" ({u})")).unwrap_or_default()
+            self.compare_url.as_ref().map(|u| format!(" (compare: {u})")).unwrap_or_default()
         )];
         out.extend(self.commits.iter().map(|c| format!("  {} {} ({})", c.id, c.subject, c.author)));
         if self.total > self.commits.len() {

@@ -16,7 +16,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::credentials::Credentials;
-use super::registry::Registries;
+use super::registry::{ImageConfig, Registries};
 use crate::reference::Reference;
 
 const PROJECT_LABEL: &str = "com.docker.compose.project";
@@ -90,6 +90,9 @@ pub trait Engine: Sync {
     /// The registry's current manifest digest for each reference, without
     /// pulling. Lookups run concurrently; results keep the input order.
     fn registry_digests(&self, references: &[String]) -> Vec<Result<String>>;
+    /// What the image `reference` names at `digest` says of itself (its
+    /// labels, when it was built), read from the registry, not pulled.
+    fn image_config(&self, reference: &str, digest: &str) -> Result<ImageConfig>;
     fn pull(&self, reference: &str, progress: &mut dyn FnMut(&PullProgress)) -> Result<()>;
     /// Gives `image` (an id or reference) the name `repo:tag`.
     fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()>;
@@ -394,6 +397,12 @@ impl Engine for DockerEngine {
             .collect();
         *kept = Some((Instant::now(), images.clone()));
         Ok(images)
+    }
+
+    fn image_config(&self, reference: &str, digest: &str) -> Result<ImageConfig> {
+        let parsed = Reference::parse(reference);
+        let creds = self.credentials_for(&parsed.registry)?;
+        self.registries.image_config(&parsed, digest, creds.as_ref())
     }
 
     fn registry_digests(&self, references: &[String]) -> Vec<Result<String>> {

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::compose::{Compose, ComposeModel, ComposeSpec, relocate};
 use super::engine::{ContainerInfo, Engine, ImageInfo, PullProgress};
 use super::git::{GitSource, Repo};
+use super::registry::ImageConfig;
 use super::{Open, Seams};
 use crate::clock::Clock;
 use crate::reference::split_tag;
@@ -123,6 +124,8 @@ pub struct Fake {
     pub tags: Mutex<BTreeMap<String, String>>,
     pub running: Mutex<BTreeMap<String, String>>,
     pub registry: BTreeMap<String, String>,
+    /// What `image_config` answers, per digest.
+    pub configs: BTreeMap<String, ImageConfig>,
     pub images: BTreeMap<String, String>,
     /// The config hash each service's containers carry.
     pub hashes: BTreeMap<String, String>,
@@ -171,6 +174,9 @@ impl Engine for Fake {
                 found.with_context(|| format!("registry r: {repo} not found"))
             })
             .collect()
+    }
+    fn image_config(&self, _: &str, digest: &str) -> Result<ImageConfig> {
+        self.configs.get(digest).cloned().with_context(|| format!("registry r: no config for {digest}"))
     }
     fn network_aliases(&self, _: &str) -> Result<BTreeMap<String, Vec<String>>> {
         Ok(BTreeMap::new())

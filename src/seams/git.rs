@@ -17,6 +17,65 @@ use std::time::{Duration, Instant};
 use super::worktree;
 use crate::redact::{Secret, SecretUrl};
 
+/// `host/path` of a git URL without scheme, user, `.git` or trailing
+/// slash, so `https://github.com/o/r.git`, `git@github.com:o/r.git` and
+/// `ssh://git@github.com/o/r` compare equal.
+pub fn repo_key(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    let url = url.strip_suffix(".git").unwrap_or(url);
+    let (rest, scp) = match url.split_once("://") {
+        Some((_, rest)) => (rest, false),
+        None => (url, !url.starts_with('/')),
+    };
+    let rest = rest.rsplit_once('@').filter(|(user, _)| !user.contains('/')).map_or(rest, |(_, r)| r);
+    let rest = if scp { rest.replacen(':', "/", 1) } else { rest.to_string() };
+    // A port is not part of which repository it is.
+    match rest.split_once('/') {
+        Some((host, path)) => format!("{}/{path}", host.split(':').next().unwrap_or(host).to_lowercase()),
+        None => rest,
+    }
+}
+
+/// The web pages of a repository on GitHub, GitLab or Gitea (Codeberg,
+/// Forgejo): the base, and how a commit's and a comparison's paths are
+/// spelt there. Other hosts: None.
+pub fn forge(url: &str) -> Option<Forge> {
+    let key = repo_key(url);
+    let (host, path) = key.split_once('/')?;
+    let dash = if host == "github.com" || host.contains("gitea") || host.contains("forgejo") || host == "codeberg.org" {
+        ""
+    } else if host.contains("gitlab") {
+        "/-"
+    } else {
+        return None;
+    };
+    Some(Forge { base: format!("https://{host}/{path}"), dash })
+}
+
+pub struct Forge {
+    base: String,
+    dash: &'static str,
+}
+
+impl Forge {
+    pub fn commit(&self, id: &str) -> String {
+        format!("{}{}/commit/{id}", self.base, self.dash)
+    }
+
+    pub fn compare(&self, old: &str, new: &str) -> String {
+        format!("{}{}/compare/{old}...{new}", self.base, self.dash)
+    }
+
+    /// The repository itself, as an image's `source` label names it.
+    pub fn is_github(&self) -> bool {
+        self.base.starts_with("https://github.com/")
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+}
+
 /// A stack whose compose files come from a branch of a git repository.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GitSource {
@@ -83,6 +142,10 @@ pub trait Repo {
 
     /// The commit the work tree holds, if anything was checked out yet.
     fn head(&self) -> Option<Oid>;
+
+    /// The commits in `new` and not in `old`, newest first: how many in
+    /// all (counted up to a bound), and the first `max`.
+    fn log(&self, old: Oid, new: Oid, max: usize) -> Result<(usize, Vec<LogEntry>)>;
 }
 
 impl GitRepo {
@@ -229,6 +292,38 @@ impl Repo for GitRepo {
     fn head(&self) -> Option<Oid> {
         self.repo.head().ok().and_then(|h| h.target())
     }
+
+    fn log(&self, old: Oid, new: Oid, max: usize) -> Result<(usize, Vec<LogEntry>)> {
+        let mut walk = self.repo.revwalk().context("walking the history")?;
+        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME)?;
+        walk.push(new)?;
+        walk.hide(old)?;
+        let (mut total, mut entries) = (0, Vec::new());
+        // A branch that moved by a whole other project is not counted out.
+        for id in walk.take(LOG_COUNT_BOUND) {
+            let id = id.context("walking the history")?;
+            total += 1;
+            if entries.len() < max {
+                let commit = self.repo.find_commit(id)?;
+                entries.push(LogEntry {
+                    id,
+                    subject: commit.summary().ok().flatten().unwrap_or("").to_string(),
+                    author: commit.author().name().unwrap_or("").to_string(),
+                });
+            }
+        }
+        Ok((total, entries))
+    }
+}
+
+const LOG_COUNT_BOUND: usize = 10_000;
+
+/// One commit as a message lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    pub id: Oid,
+    pub subject: String,
+    pub author: String,
 }
 
 /// Writes `tree` (at `prefix` in `repo`) to `dest`, and a submodule's
@@ -461,6 +556,19 @@ pub fn short(oid: Oid) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forges_link_commits_and_comparisons_in_their_own_spelling() {
+        let gh = forge("git@github.com:acme/shop.git").unwrap();
+        assert_eq!(gh.commit("abc"), "https://github.com/acme/shop/commit/abc");
+        assert_eq!(gh.compare("a", "b"), "https://github.com/acme/shop/compare/a...b");
+        assert!(gh.is_github());
+        let gl = forge("https://user:t0ken@gitlab.example.com/group/shop.git").unwrap();
+        assert_eq!(gl.compare("a", "b"), "https://gitlab.example.com/group/shop/-/compare/a...b");
+        let gitea = forge("ssh://git@codeberg.org/acme/shop").unwrap();
+        assert_eq!(gitea.commit("abc"), "https://codeberg.org/acme/shop/commit/abc");
+        assert!(forge("file:///srv/git/shop.git").is_none() && forge("https://git.example.com/shop").is_none());
+    }
     use crate::seams::fake::git;
     use std::os::unix::fs::PermissionsExt;
 

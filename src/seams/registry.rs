@@ -4,11 +4,11 @@
 //! does not overlap; this is what makes a no-op run cheap. It is only a fast
 //! path: the engine asks whenever this client cannot answer for sure.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use bollard::auth::DockerCredentials;
 use serde::Deserialize;
@@ -98,13 +98,29 @@ impl Registries {
         let _in_flight = self.in_flight.take(&reference.registry);
         let target = reference.tag.as_deref().or(reference.digest.as_deref()).unwrap_or("latest");
         let url = format!("{}/v2/{}/manifests/{}", base_url(&reference.registry), reference.repository, target);
+        let response = self.authorized("HEAD", reference, &url, creds)?;
+        header(&response, "docker-content-digest")
+            .filter(|d| d.starts_with("sha256:"))
+            .ok_or_else(|| anyhow!("registry {} sent no digest for {url}", reference.registry))
+    }
+
+    /// `method` on `url` of `reference`'s repository, answering the
+    /// registry's challenge once (and remembering what it took); any
+    /// answer but 200 is an error.
+    fn authorized(
+        &self,
+        method: &str,
+        reference: &Reference,
+        url: &str,
+        creds: Option<&DockerCredentials>,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
         let key = (reference.registry.clone(), reference.repository.clone());
         let cached = self.authorizations.lock().unwrap().get(&key).cloned();
-        let mut response = self.head(&url, cached.as_deref())?;
+        let mut response = self.request(method, url, cached.as_deref())?;
         if response.status() == 401 {
             let challenge = header(&response, "www-authenticate").unwrap_or_default();
             let authorization = self.authorize(&reference.registry, &reference.repository, &challenge, creds)?;
-            response = self.head(&url, Some(&authorization))?;
+            response = self.request(method, url, Some(&authorization))?;
             if response.status() == 401 {
                 bail!("registry {} refused the credentials", reference.registry);
             }
@@ -113,20 +129,66 @@ impl Registries {
         if response.status() != 200 {
             bail!("registry {} answered {} for {url}", reference.registry, response.status());
         }
-        header(&response, "docker-content-digest")
-            .filter(|d| d.starts_with("sha256:"))
-            .ok_or_else(|| anyhow!("registry {} sent no digest for {url}", reference.registry))
+        Ok(response)
+    }
+
+    /// The config of the image `reference` names at `digest`, for this
+    /// host's platform when it is an index: read from the registry (the
+    /// manifest, then the config blob), nothing pulled.
+    pub fn image_config(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        creds: Option<&DockerCredentials>,
+    ) -> Result<ImageConfig> {
+        let _in_flight = self.in_flight.take(&reference.registry);
+        let base = format!("{}/v2/{}", base_url(&reference.registry), reference.repository);
+        let json = |path: String| -> Result<serde_json::Value> {
+            let mut response = self.authorized("GET", reference, &format!("{base}/{path}"), creds)?;
+            response
+                .body_mut()
+                .with_config()
+                .limit(CONFIG_LIMIT)
+                .read_json()
+                .with_context(|| format!("reading {base}/{path}"))
+        };
+        let mut manifest = json(format!("manifests/{digest}"))?;
+        if let Some(list) = manifest["manifests"].as_array() {
+            let arch = platform_arch();
+            let chosen = list
+                .iter()
+                .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
+                .and_then(|m| m["digest"].as_str())
+                .with_context(|| format!("{base}@{digest} has no linux/{arch} image"))?;
+            manifest = json(format!("manifests/{chosen}"))?;
+        }
+        let config = manifest["config"]["digest"].as_str().with_context(|| format!("{base}@{digest}: no config"))?;
+        let config = json(format!("blobs/{config}"))?;
+        let labels = config["config"]["Labels"]
+            .as_object()
+            .map(|l| l.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+            .unwrap_or_default();
+        Ok(ImageConfig { labels, created: config["created"].as_str().and_then(|c| c.parse().ok()) })
     }
 
     /// A registry that answers 429 is asked again after the wait its
     /// `Retry-After` names (seconds; a date or none: 1 s), at most
     /// `RATE_LIMIT_RETRIES` times, never past the request's timeout and
     /// not once a stop was asked for.
-    fn head(&self, url: &str, authorization: Option<&str>) -> Result<ureq::http::Response<ureq::Body>> {
+    fn request(
+        &self,
+        method: &str,
+        url: &str,
+        authorization: Option<&str>,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
         let deadline = Instant::now() + self.timeout;
         let mut attempt = 0;
         loop {
-            let mut request = self.agent.head(url).header("Accept", ACCEPT);
+            let request = match method {
+                "GET" => self.agent.get(url),
+                _ => self.agent.head(url),
+            };
+            let mut request = request.header("Accept", ACCEPT);
             if let Some(a) = authorization {
                 request = request.header("Authorization", a);
             }
@@ -199,6 +261,27 @@ impl Registries {
             }
             _ => bail!("registry {registry}: unsupported auth challenge {scheme:?}"),
         }
+    }
+}
+
+/// What an image's config says of it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageConfig {
+    pub labels: BTreeMap<String, String>,
+    pub created: Option<jiff::Timestamp>,
+}
+
+/// A manifest or config larger than this is not an image's.
+const CONFIG_LIMIT: u64 = 4 << 20;
+
+/// This host's architecture as image platforms name it.
+fn platform_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
     }
 }
 

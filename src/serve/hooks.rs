@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, VecDeque};
 use serde::Deserialize;
 
 use crate::reference::Reference;
+use crate::seams::git::repo_key;
 use crate::settings::StackSettings;
 
 /// What clusterup reads of a GitHub `push` delivery.
@@ -27,25 +28,6 @@ pub struct Repository {
     pub git_url: Option<String>,
     #[serde(default)]
     pub html_url: Option<String>,
-}
-
-/// `host/path` of a git URL without scheme, user, `.git` or trailing
-/// slash, so `https://github.com/o/r.git`, `git@github.com:o/r.git` and
-/// `ssh://git@github.com/o/r` compare equal.
-pub fn repo_key(url: &str) -> String {
-    let url = url.trim().trim_end_matches('/');
-    let url = url.strip_suffix(".git").unwrap_or(url);
-    let (rest, scp) = match url.split_once("://") {
-        Some((_, rest)) => (rest, false),
-        None => (url, !url.starts_with('/')),
-    };
-    let rest = rest.rsplit_once('@').filter(|(user, _)| !user.contains('/')).map_or(rest, |(_, r)| r);
-    let rest = if scp { rest.replacen(':', "/", 1) } else { rest.to_string() };
-    // A port is not part of which repository it is.
-    match rest.split_once('/') {
-        Some((host, path)) => format!("{}/{path}", host.split(':').next().unwrap_or(host).to_lowercase()),
-        None => rest,
-    }
 }
 
 /// The stacks that follow the pushed repository and branch.

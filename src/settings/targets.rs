@@ -199,11 +199,11 @@ pub enum Tls {
     /// TLS from the first byte (port 465).
     Implicit,
     /// STARTTLS, required.
-    StartTls,
+    Required,
     /// STARTTLS if offered: only to this host itself.
     Opportunistic,
     /// Plain text: only to this host itself, or with `insecure: true`.
-    None,
+    Off,
 }
 
 /// A `notify:` entry as written.
@@ -384,8 +384,8 @@ fn typed(kind: NotifyKind, e: &TypedEntry) -> std::result::Result<Channel, Strin
             let (tls, default_port) = match url.scheme() {
                 Some("smtps") => (Tls::Implicit, 465),
                 Some("smtp") if crate::redact::is_loopback_host(url.host()) => (Tls::Opportunistic, 25),
-                Some("smtp") if e.insecure => (Tls::None, 25),
-                Some("smtp") => (Tls::StartTls, 587),
+                Some("smtp") if e.insecure => (Tls::Off, 25),
+                Some("smtp") => (Tls::Required, 587),
                 _ => return Err(format!("{url}: email needs an smtp:// (STARTTLS) or smtps:// (TLS) URL")),
             };
             let (user, password) = userinfo(url.expose());
@@ -471,7 +471,7 @@ fn endpoints(channel: &Channel) -> Vec<&SecretUrl> {
 
 fn check_transport(channel: &Channel, insecure: bool) -> std::result::Result<(), String> {
     if let Channel::Email(email) = channel
-        && email.tls == Tls::None
+        && email.tls == Tls::Off
         && !insecure
         && !crate::redact::is_loopback_host(&email.host)
     {
@@ -661,11 +661,11 @@ pub fn shoutrrr(url: &str, entry: &TypedEntry) -> std::result::Result<Channel, S
             let loopback = crate::redact::is_loopback_host(host_only);
             let tls = match (encryption.as_deref().unwrap_or("auto"), starttls) {
                 ("implicittls", _) => Tls::Implicit,
-                ("none", _) | (_, Some(false)) => Tls::None,
-                ("explicittls", _) => Tls::StartTls,
+                ("none", _) | (_, Some(false)) => Tls::Off,
+                ("explicittls", _) => Tls::Required,
                 ("auto", _) if port == 465 => Tls::Implicit,
                 ("auto", _) if loopback => Tls::Opportunistic,
-                ("auto", _) => Tls::StartTls,
+                ("auto", _) => Tls::Required,
                 (other, _) => {
                     return Err(bad(&format!("encryption `{other}`: None, ExplicitTLS, ImplicitTLS or Auto")));
                 }

@@ -28,3 +28,4 @@ mod start_first;
 mod structural;
 mod systemd;
 mod terminal;
+mod what_changed;
