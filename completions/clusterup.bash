@@ -101,7 +101,7 @@ _clusterup() {
             return 0
             ;;
         clusterup__subcmd__apply)
-            opts="-y -v -q -h -V --auto --yes --accept-data-risk --retry --expect-revision --rebuild --config --stack --json --state-dir --metrics-file --verbose --quiet --help --version"
+            opts="-y -v -q -h -V --auto --yes --accept-data-risk --retry --ignore-min-age --expect-revision --rebuild --config --stack --json --state-dir --metrics-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -60,6 +60,7 @@ complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l auto -d 'U
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -s y -l yes -d 'Apply without asking for confirmation (changes that put data at risk still need --accept-data-risk)'
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l accept-data-risk -d 'Also apply changes that put data at risk (a removed service with an anonymous volume, a removed or reconfigured named volume)'
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l retry -d 'Apply even targets that failed before or that an operator rolled back from (unattended runs otherwise hold them back)'
+complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l ignore-min-age -d 'Take new images younger than their `min_age` too (an emergency fix); without it, unattended runs wait and a manual run asks'
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l rebuild -d 'Build images again from the files as they are (the SERVICEs named, else every service with `build:`) and recreate them through the health gate: source changes of a directory stack, which clusterup cannot see'
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -l json -d 'Print one JSON document instead of human output'
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -s v -l verbose -d 'More detail'

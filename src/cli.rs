@@ -186,6 +186,11 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub retry: bool,
 
+    /// Take new images younger than their `min_age` too (an emergency
+    /// fix); without it, unattended runs wait and a manual run asks
+    #[arg(long)]
+    pub ignore_min_age: bool,
+
     /// Deploy this commit of the branch (a prefix is enough) instead of its
     /// head: a fleet rollout applies what was checked on the first host
     /// even if the branch moves meanwhile

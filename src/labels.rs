@@ -30,6 +30,10 @@ const WATCHTOWER_PRE_UPDATE: &str = "com.centurylinklabs.watchtower.lifecycle.pr
 const WATCHTOWER_POST_UPDATE: &str = "com.centurylinklabs.watchtower.lifecycle.post-update";
 const STRATEGY: &str = "clusterup.strategy";
 const STRATEGY_FALLBACK: &str = "clusterup.strategy-fallback";
+const MIN_AGE: &str = "clusterup.min-age";
+const FOLLOW: &str = "clusterup.follow";
+const FOLLOW_INCLUDE: &str = "clusterup.follow.include";
+const FOLLOW_EXCLUDE: &str = "clusterup.follow.exclude";
 
 /// Everything that decides how one service is updated.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -43,6 +47,10 @@ pub struct ServicePolicy {
     pub strategy: Strategy,
     /// Why start-first was asked for but stop-first is used.
     pub fallback_reason: Option<String>,
+    /// How old a new image must be before `apply --auto` takes it.
+    pub min_age: Option<std::time::Duration>,
+    /// Which new version tags the service moves to.
+    pub follow: Option<crate::settings::Follow>,
 }
 
 pub struct Resolved {
@@ -102,12 +110,27 @@ pub fn resolve(stack: &StackSettings, model: &ComposeModel) -> Result<Resolved, 
             },
             (s, _) => (s, None),
         };
-        let timeout = match l.get(HEALTH_TIMEOUT) {
-            Some(t) => Some(
-                humantime::parse_duration(t)
-                    .map_err(|e| format!("service {name}: label {HEALTH_TIMEOUT}={t:?}: {e}; write e.g. 90s"))?,
-            ),
-            None => None,
+        let duration = |key: &str| match l.get(key) {
+            Some(t) => humantime::parse_duration(t)
+                .map(Some)
+                .map_err(|e| format!("service {name}: label {key}={t:?}: {e}; write e.g. 90s or 3d")),
+            None => Ok(None),
+        };
+        let timeout = duration(HEALTH_TIMEOUT)?;
+        let min_age = configured.min_age.or(duration(MIN_AGE)?).or(stack.min_age);
+        let patterns = |key: &str| -> Vec<String> {
+            l.get(key)
+                .map(|v| v.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
+                .unwrap_or_default()
+        };
+        let follow = match (configured.follow, l.get(FOLLOW)) {
+            (Some(f), _) => Some(f),
+            (None, Some(level)) => Some(crate::settings::Follow {
+                level: level.parse().map_err(|e| format!("service {name}: label {FOLLOW}: {e}"))?,
+                include: patterns(FOLLOW_INCLUDE),
+                exclude: patterns(FOLLOW_EXCLUDE),
+            }),
+            (None, None) => None,
         };
         policies.insert(
             name.clone(),
@@ -121,6 +144,8 @@ pub fn resolve(stack: &StackSettings, model: &ComposeModel) -> Result<Resolved, 
                 },
                 strategy,
                 fallback_reason,
+                min_age,
+                follow,
             },
         );
     }

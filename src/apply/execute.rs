@@ -753,6 +753,8 @@ mod tests {
             container_hooks: Hooks::default(),
             strategy: Strategy::StopFirst,
             fallback_reason: None,
+            min_age: None,
+            follow: None,
         };
         let policies = BTreeMap::from([("b".to_string(), service(say("pre-$CLUSTERUP_SERVICE")))]);
         let f = Fake { trail: Some(trail.clone()), ..fake("sha256:new-a", "sha256:new-b") };

@@ -41,8 +41,10 @@ pub struct DirectoryFiles {
     pub directory: PathBuf,
     /// The copy of the files as they are now on disk.
     pub on_disk: String,
-    /// A rollback to a revision: its copy, written into the directory.
+    /// A rollback to a revision: its copy, written into the directory; or
+    /// the files with the plan's new tags (`tag_edits`).
     pub deploy: Option<String>,
+    pub tag_edits: bool,
     /// The copy last seen to match what runs (None: never seen yet).
     pub before: Option<String>,
 }

@@ -129,6 +129,9 @@ mod tests {
         fn image_config(&self, _: &str, _: &str) -> anyhow::Result<crate::seams::registry::ImageConfig> {
             unreachable!()
         }
+        fn registry_tags(&self, _: &str) -> anyhow::Result<Vec<String>> {
+            unreachable!()
+        }
         fn network_aliases(&self, _: &str) -> anyhow::Result<std::collections::BTreeMap<String, Vec<String>>> {
             unreachable!("no start-first service here")
         }

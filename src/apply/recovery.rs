@@ -39,6 +39,7 @@ impl Ctx<'_> {
                 directory: self.stack.directory.clone(),
                 on_disk: on_disk.clone(),
                 deploy: None,
+                tag_edits: false,
                 before: last.files_before.clone(),
             }),
             _ => None,

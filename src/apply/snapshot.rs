@@ -185,7 +185,30 @@ pub fn take(state_dir: &Path, directory: &Path, compose_files: &[PathBuf], model
         manifest.files.push(Entry { path, sha256, mode: meta.permissions().mode() & 0o7777 });
         contents.push(bytes);
     }
-    let listing = serde_json::to_vec_pretty(&manifest)?;
+    store(state_dir, &manifest, &contents)
+}
+
+/// A copy of copy `id` with `edits` (path in it, new contents) made: the
+/// files a revision deploys when clusterup itself edits them.
+pub fn edited(state_dir: &Path, id: &str, edits: &[(PathBuf, String)]) -> Result<String> {
+    let mut manifest = manifest(state_dir, id)?;
+    let tree = tree(state_dir, id);
+    let mut contents = Vec::new();
+    for entry in &mut manifest.files {
+        let bytes = match edits.iter().find(|(path, _)| *path == entry.path) {
+            Some((_, text)) => text.as_bytes().to_vec(),
+            None => std::fs::read(tree.join(&entry.path))
+                .with_context(|| format!("reading the kept copy of {}", entry.path.display()))?,
+        };
+        entry.sha256 = hex(&Sha256::digest(&bytes));
+        contents.push(bytes);
+    }
+    store(state_dir, &manifest, &contents)
+}
+
+/// Keeps `contents` (in `manifest`'s order) as a copy; its id.
+fn store(state_dir: &Path, manifest: &Manifest, contents: &[Vec<u8>]) -> Result<String> {
+    let listing = serde_json::to_vec_pretty(manifest)?;
     let id = hex(&Sha256::digest(&listing))[..16].to_string();
     let root = root(state_dir);
     let dest = root.join(&id);
@@ -194,7 +217,7 @@ pub fn take(state_dir: &Path, directory: &Path, compose_files: &[PathBuf], model
     }
     crate::files::private_dir(&root).with_context(|| format!("creating {}", root.display()))?;
     let scratch = tempfile::Builder::new().prefix(".new-").tempdir_in(&root)?;
-    for (entry, bytes) in manifest.files.iter().zip(&contents) {
+    for (entry, bytes) in manifest.files.iter().zip(contents) {
         let path = scratch.path().join(TREE).join(&entry.path);
         std::fs::create_dir_all(path.parent().unwrap_or(scratch.path()))?;
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;

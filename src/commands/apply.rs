@@ -16,7 +16,7 @@ use crate::plan::classify::{self, Plan};
 use crate::reference::short;
 use crate::report::{CommandName, Held, PlanReport, RecoveredReport, Report, RunResult, SkippedOutcome, SkippedReport};
 use crate::seams::Seams;
-use crate::settings::StackSettings;
+use crate::settings::{Bump, StackSettings};
 use crate::state::Outcome;
 use crate::state::{Journal, Pause, Trigger};
 
@@ -27,6 +27,7 @@ pub struct ApplyOptions {
     pub yes: bool,
     pub accept_data_risk: bool,
     pub retry: bool,
+    pub ignore_min_age: bool,
     pub expect_revision: Option<String>,
     /// Services to build again: None, none asked; empty, every built one.
     pub rebuild: Option<Vec<String>>,
@@ -39,6 +40,7 @@ impl From<&ApplyArgs> for ApplyOptions {
             yes: a.yes,
             accept_data_risk: a.accept_data_risk,
             retry: a.retry,
+            ignore_min_age: a.ignore_min_age,
             expect_revision: a.expect_revision.clone(),
             rebuild: a.rebuild.then(|| a.services.clone()),
         }
@@ -158,14 +160,19 @@ fn apply_one(
     let registry_failed = checked.plan.registry_errors().next().is_some();
     let journal = state.journal()?;
     let (plan, held_back) = if opts.auto {
-        let (plan, mut held) = classify::unattended(&checked.plan, stack.policy, opts.accept_data_risk);
-        if opts.retry {
-            (plan, held)
-        } else {
-            let (plan, rejected) = hold_back_rejected(plan, &journal);
+        let (mut plan, mut held) = classify::unattended(&checked.plan, stack.policy, opts.accept_data_risk);
+        if !opts.retry {
+            let rejected;
+            (plan, rejected) = hold_back_rejected(plan, &journal);
             held.extend(rejected);
-            (plan, held)
         }
+        if !opts.ignore_min_age {
+            held.extend(plan.changes.iter().filter_map(|c| Some(c.waiting.as_ref()?.describe(&c.service))));
+            plan.changes.retain(|c| c.waiting.is_none());
+        }
+        held.extend(hold_back_tag_moves(&mut plan, &checked.plan));
+        plan.kind = classify::kind_of(&plan.changes);
+        (plan, held)
     } else {
         (checked.plan.clone(), Vec::new())
     };
@@ -197,6 +204,9 @@ fn apply_one(
         let mut warnings: Vec<String> = pause.iter().map(Pause::describe).collect();
         if !opts.retry {
             warnings.extend(rejected_parts(&plan, &journal));
+        }
+        if !opts.ignore_min_age {
+            warnings.extend(plan.changes.iter().filter_map(|c| Some(c.waiting.as_ref()?.describe(&c.service))));
         }
         if let Some(declined) = confirm(&plan, stack, opts, &warnings, printer)? {
             printer.human(format!("nothing applied: {declined}\n"));
@@ -240,6 +250,7 @@ fn helper_args(stack: &StackSettings, opts: &ApplyOptions, plan: &Plan) -> Vec<S
     args.push(if opts.auto { "--auto" } else { "--yes" }.to_string());
     args.extend(opts.accept_data_risk.then(|| "--accept-data-risk".to_string()));
     args.extend(opts.retry.then(|| "--retry".to_string()));
+    args.extend(opts.ignore_min_age.then(|| "--ignore-min-age".to_string()));
     args.extend(plan.commit.as_ref().map(|c| format!("--expect-revision={c}")));
     args
 }
@@ -280,6 +291,28 @@ fn hold_back_rejected(mut plan: Plan, journal: &Journal) -> (Plan, Vec<String>) 
     plan.kind = classify::kind_of(&plan.changes);
     held.dedup();
     (plan, held)
+}
+
+/// A new major version waits for a person; and the tag moves of one
+/// stack go together or not at all (they are one edit of its files).
+fn hold_back_tag_moves(plan: &mut Plan, found: &Plan) -> Vec<String> {
+    let mut held: Vec<String> = plan
+        .changes
+        .iter()
+        .filter_map(|c| c.tag_update.as_ref().filter(|t| t.bump == Bump::Major))
+        .map(|t| format!("{} needs approval (a new major version)", t.describe()))
+        .collect();
+    let moves = |p: &Plan| p.changes.iter().filter(|c| c.tag_update.is_some()).count();
+    if moves(plan) > 0 && (!held.is_empty() || moves(plan) < moves(found)) {
+        held.extend(
+            plan.changes
+                .iter()
+                .filter_map(|c| c.tag_update.as_ref().filter(|t| t.bump != Bump::Major))
+                .map(|t| format!("{} waits: the stack's tag moves are applied together", t.describe())),
+        );
+        plan.changes.retain(|c| c.tag_update.is_none());
+    }
+    held
 }
 
 /// Asks the operator when they must be asked. None: go ahead; Some: why not.

@@ -89,6 +89,12 @@ fn summary(plan: &Plan) -> String {
         if let Some(info) = &c.new_image {
             let _ = writeln!(out, "new image for {}: {}", c.service, info.describe());
         }
+        if let Some(waiting) = &c.waiting {
+            let _ = writeln!(out, "waiting: {}", waiting.describe(&c.service));
+        }
+    }
+    for update in &plan.tag_updates {
+        let _ = writeln!(out, "{}", update.describe());
     }
     for line in plan.commits.iter().flat_map(|log| log.lines()) {
         let _ = writeln!(out, "{line}");

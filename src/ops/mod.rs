@@ -6,6 +6,7 @@
 pub mod fetch;
 pub mod model_cache;
 pub mod observe;
+mod seen;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,9 +18,14 @@ use crate::apply::execute::Files;
 use crate::apply::files::{DirectoryFiles, GitDeploy};
 use crate::apply::snapshot;
 use crate::exit::usage;
-use crate::plan::classify::{self, Baseline, ChangeKind, CommitInfo, CommitLog, ImageInfo, Inputs, Plan};
+use crate::labels::ServicePolicy;
+use crate::plan::classify::{
+    self, Baseline, Change, ChangeKind, CommitInfo, CommitLog, ImageInfo, Inputs, Plan, ServiceState, TagUpdate,
+    Waiting,
+};
 use crate::plan::diff;
 use crate::plan::observation::Observation;
+use crate::plan::tags::{self, Bump};
 use crate::seams::Seams;
 use crate::seams::compose::{Compose, ComposeModel};
 use crate::seams::engine::Engine;
@@ -163,14 +169,18 @@ fn plan_asking(
         dockerignore: &dockerignore,
         target_images,
     });
-    describe_new_images(seams.engine, &mut plan);
+    let files = on_disk.as_ref().map(|id| (id.as_str(), compose.compose_files()));
+    follow_tags(seams.engine, stack, &labels.policies, files.as_ref().map(|(id, f)| (*id, f.as_slice())), &mut plan);
+    new_images(seams, stack, &labels.policies, &mut plan)?;
     if let (Some(GitDeploy { repo, new, old: Some(old) }), Some(source)) = (&git, &stack.git)
         && new != old
     {
         plan.commits = Some(commit_log(repo.as_ref(), source, *old, *new)?);
     }
     let directory = match on_disk {
-        Some(on_disk) => Some(directory_files(stack, on_disk, hashes.is_some(), &plan, &goal)?),
+        Some(on_disk) => {
+            Some(directory_files(stack, on_disk, &compose.compose_files(), hashes.is_some(), &plan, &goal)?)
+        }
         None => None,
     };
     let built =
@@ -184,6 +194,7 @@ fn plan_asking(
 fn directory_files(
     stack: &StackSettings,
     on_disk: String,
+    compose_files: &[PathBuf],
     to_files: bool,
     plan: &Plan,
     goal: &Goal,
@@ -195,15 +206,26 @@ fn directory_files(
     } else {
         snapshot::good(&stack.state_dir)
     };
+    let edits_tags =
+        matches!(goal, Goal::Latest | Goal::Commit(_)) && plan.changes.iter().any(|c| c.tag_update.is_some());
     let deploy = match goal {
         Goal::Revision(r) => r.files.clone(),
-        Goal::Latest | Goal::Commit(_) => None,
+        Goal::Latest | Goal::Commit(_) => {
+            let updates: Vec<&Change> = plan.changes.iter().filter(|c| c.tag_update.is_some()).collect();
+            if updates.is_empty() {
+                None
+            } else {
+                let edits = tag_edits(stack, &on_disk, compose_files, &updates).map_err(|e| anyhow!(e))?;
+                Some(snapshot::edited(&stack.state_dir, &on_disk, &edits)?)
+            }
+        }
     };
     Ok(DirectoryFiles {
         state_dir: stack.state_dir.clone(),
         directory: stack.directory.clone(),
         on_disk,
         deploy,
+        tag_edits: edits_tags,
         before,
     })
 }
@@ -325,31 +347,155 @@ fn git_models(
     Ok(Models { new: model, old: old_model, hashes: None, git, file_diff, changed, cached_model: false })
 }
 
-/// What each new image says of itself (its OCI labels). A registry that
-/// does not tell is no error: the labels only inform.
-fn describe_new_images(engine: &dyn Engine, plan: &mut Plan) {
+/// The compose files of copy `on_disk` with each change's `image:` line
+/// moved to its new tag (the smallest edit: comments and formatting kept).
+fn tag_edits(
+    stack: &StackSettings,
+    on_disk: &str,
+    compose_files: &[PathBuf],
+    changes: &[&Change],
+) -> std::result::Result<Vec<(PathBuf, String)>, String> {
+    let tree = snapshot::tree(&stack.state_dir, on_disk);
+    let mut edits: Vec<(PathBuf, String)> = Vec::new();
+    for change in changes {
+        let (Some(old), Some(new)) = (change.from.as_deref(), change.to.as_deref()) else { continue };
+        let mut why = Vec::new();
+        let done = compose_files.iter().any(|file| {
+            let rel = file.strip_prefix(&stack.directory).unwrap_or(file).to_path_buf();
+            let text = match edits.iter().find(|(p, _)| *p == rel) {
+                Some((_, t)) => t.clone(),
+                None => std::fs::read_to_string(tree.join(&rel)).unwrap_or_default(),
+            };
+            match tags::rewrite_image(&text, &change.service, old, new) {
+                Ok(text) => {
+                    edits.retain(|(p, _)| *p != rel);
+                    edits.push((rel, text));
+                    true
+                }
+                Err(e) => {
+                    why.push(e);
+                    false
+                }
+            }
+        });
+        if !done {
+            return Err(why.pop().unwrap_or_else(|| "no compose file".into()));
+        }
+    }
+    Ok(edits)
+}
+
+/// Newer version tags for the services that `follow:` them. A directory
+/// stack gets a change (its `image:` line is edited, inside the revision);
+/// a git stack is never edited on the host: the tag is reported for a
+/// person to commit. A tag without an image for this host's platform is
+/// not offered (the service's report says why).
+fn follow_tags(
+    engine: &dyn Engine,
+    stack: &StackSettings,
+    policies: &BTreeMap<String, ServicePolicy>,
+    files: Option<(&str, &[PathBuf])>,
+    plan: &mut Plan,
+) {
+    let mut listed: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();
+    let running: Vec<(String, String)> = plan
+        .services
+        .iter()
+        .filter(|s| matches!(s.state, ServiceState::UpToDate | ServiceState::UpdateAvailable))
+        .filter_map(|s| Some((s.service.clone(), s.image.clone()?)))
+        .collect();
+    for (service, image) in running {
+        let Some(follow) = policies.get(&service).and_then(|p| p.follow.as_ref()) else { continue };
+        let Some((repository, tag)) = crate::reference::split_tag(&image) else { continue };
+        let tags = listed.entry(repository.to_string()).or_insert_with(|| engine.registry_tags(&image).ok());
+        let Some(tags) = tags else { continue };
+        let Some((to, bump)) = tags::newest(tag, tags, follow.level, &follow.include, &follow.exclude) else {
+            continue;
+        };
+        let reference = format!("{repository}:{to}");
+        if let Err(e) = engine.image_config(&reference, &to) {
+            if let Some(report) = plan.services.iter_mut().find(|s| s.service == service) {
+                report.detail = Some(format!("tag {to} not offered: {e:#}"));
+            }
+            continue;
+        }
+        let update = TagUpdate { service: service.clone(), from: tag.to_string(), to: to.clone(), bump };
+        plan.tag_updates.push(update.clone());
+        let Some((on_disk, compose_files)) = files else { continue };
+        let change = Change {
+            from: Some(image.clone()),
+            to: Some(reference.clone()),
+            pull: true,
+            reasons: vec![format!("new tag {tag} -> {to}")],
+            tag_update: Some(update),
+            ..Change::new(&service, ChangeKind::Image, Some(reference))
+        };
+        if let Err(e) = tag_edits(stack, on_disk, compose_files, &[&change]) {
+            if let Some(report) = plan.services.iter_mut().find(|s| s.service == service) {
+                report.detail = Some(format!("tag {to} available; clusterup cannot edit the image line: {e}"));
+            }
+            continue;
+        }
+        plan.changes.retain(|c| c.service != service);
+        plan.changes.push(change);
+        if bump == Bump::Major {
+            plan.needs_approval.push(format!("{service}: a new major version ({tag} -> {to})"));
+        }
+    }
+    plan.kind = classify::kind_of(&plan.changes);
+}
+
+/// What each new image says of itself (its OCI labels; a registry that
+/// does not tell is no error, the labels only inform), and whether it is
+/// old enough for its service's `min_age`.
+fn new_images(
+    seams: &Seams,
+    stack: &StackSettings,
+    policies: &BTreeMap<String, ServicePolicy>,
+    plan: &mut Plan,
+) -> Result<()> {
+    let now = seams.clock.now()?;
+    let mut seen = seen::Seen::load(&stack.state_dir);
+    let mut sighted = false;
     for change in plan.changes.iter_mut().filter(|c| c.kind == ChangeKind::Image && c.restore_image.is_none()) {
         let (Some(image), Some(to)) = (&change.image, &change.to) else { continue };
         // A new digest behind the same tag, or a new tag (its manifest).
-        let (reference, target) = match to.strip_prefix("sha256:") {
-            Some(_) => (image.clone(), to.clone()),
-            None => (to.clone(), crate::reference::Reference::parse(to).tag.unwrap_or_else(|| "latest".into())),
+        let (reference, target, key) = match to.strip_prefix("sha256:") {
+            Some(_) => {
+                let repository = crate::reference::split_tag(image).map_or(image.as_str(), |(r, _)| r);
+                (image.clone(), to.clone(), format!("{repository}@{to}"))
+            }
+            None => {
+                (to.clone(), crate::reference::Reference::parse(to).tag.unwrap_or_else(|| "latest".into()), to.clone())
+            }
         };
-        let Ok(config) = engine.image_config(&reference, &target) else { continue };
-        let label = |name: &str| config.labels.get(&format!("org.opencontainers.image.{name}")).cloned();
-        let mut info = ImageInfo {
-            version: label("version"),
-            revision: label("revision"),
-            source: label("source"),
-            release_notes: None,
-        };
-        if let (Some(forge), Some(version)) = (info.source.as_deref().and_then(crate::seams::git::forge), &info.version)
-            && forge.is_github()
-        {
-            info.release_notes = Some(format!("{}/releases/tag/{version}", forge.base()));
+        let config = seams.engine.image_config(&reference, &target).ok();
+        if let Some(config) = &config {
+            let label = |name: &str| config.labels.get(&format!("org.opencontainers.image.{name}")).cloned();
+            let mut info = ImageInfo {
+                version: label("version"),
+                revision: label("revision"),
+                source: label("source"),
+                release_notes: None,
+            };
+            if let (Some(forge), Some(version)) =
+                (info.source.as_deref().and_then(crate::seams::git::forge), &info.version)
+                && forge.is_github()
+            {
+                info.release_notes = Some(format!("{}/releases/tag/{version}", forge.base()));
+            }
+            change.new_image = Some(info).filter(|i| !i.is_empty());
         }
-        change.new_image = Some(info).filter(|i| !i.is_empty());
+        let first_seen = seen.first_seen(&key, now);
+        sighted = true;
+        if let Some(min_age) = policies.get(&change.service).and_then(|p| p.min_age) {
+            change.waiting = Waiting::gate(min_age, first_seen, config.and_then(|c| c.created), now);
+        }
     }
+    if sighted {
+        seen.save(&stack.state_dir, now).context("recording when new images were first seen")?;
+    }
+    Ok(())
 }
 
 /// How many commits a message lists; the rest are counted.
@@ -408,7 +554,12 @@ impl Checked {
             return Some(git);
         }
         let structural = plan.changes.iter().any(|c| c.is_structural());
-        self.directory.as_ref().filter(|d| structural || d.deploy.is_some()).map(|d| d as &dyn Files)
+        // Files with new tags go only with those tag moves.
+        let tags_moving = plan.changes.iter().any(|c| c.tag_update.is_some());
+        self.directory
+            .as_ref()
+            .filter(|d| structural || d.deploy.is_some() && (!d.tag_edits || tags_moving))
+            .map(|d| d as &dyn Files)
     }
 }
 

@@ -72,6 +72,85 @@ pub struct Change {
     /// image: what the new image says of itself (its OCI labels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_image: Option<ImageInfo>,
+    /// image: a move to a new version tag (`follow:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_update: Option<TagUpdate>,
+    /// image: younger than its service's `min_age`; `apply --auto` waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+}
+
+/// A newer version tag a service follows (`follow: patch|minor|major`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TagUpdate {
+    pub service: String,
+    pub from: String,
+    pub to: String,
+    pub bump: crate::settings::Bump,
+}
+
+impl TagUpdate {
+    pub fn describe(&self) -> String {
+        let bump = serde_json::to_value(self.bump).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        format!("{}: new tag {} -> {} ({bump})", self.service, self.from, self.to)
+    }
+}
+
+/// A new image that `apply --auto` leaves alone until `ready_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Waiting {
+    /// The service's `min_age`, as configured (`3d`).
+    pub min_age: String,
+    /// When clusterup first saw this image.
+    #[schemars(with = "String")]
+    pub first_seen: jiff::Timestamp,
+    /// When it is old enough: `min_age` after it was first seen, and after
+    /// it was built.
+    #[schemars(with = "String")]
+    pub ready_at: jiff::Timestamp,
+    /// How long is left, for people (`2d 3h`).
+    pub left: String,
+}
+
+impl Waiting {
+    /// None: old enough at `now`.
+    pub fn gate(
+        min_age: std::time::Duration,
+        first_seen: jiff::Timestamp,
+        created: Option<jiff::Timestamp>,
+        now: jiff::Timestamp,
+    ) -> Option<Waiting> {
+        let age = jiff::SignedDuration::try_from(min_age).ok()?;
+        let since = created.map_or(first_seen, |c| c.max(first_seen));
+        let ready_at = since.checked_add(age).ok()?;
+        (ready_at > now).then(|| Waiting {
+            min_age: roughly(age),
+            first_seen,
+            ready_at,
+            left: roughly(ready_at.duration_since(now)),
+        })
+    }
+
+    pub fn describe(&self, service: &str) -> String {
+        format!("{service}: the new image waits for min_age {} ({} left)", self.min_age, self.left)
+    }
+}
+
+/// The two largest units: `2d 3h`, `5h 10m`, `40s`.
+fn roughly(d: jiff::SignedDuration) -> String {
+    let mut secs = d.as_secs().max(0);
+    let mut parts = Vec::new();
+    for (size, unit) in [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")] {
+        let count = secs / size;
+        secs %= size;
+        if count > 0 {
+            parts.push(format!("{count}{unit}"));
+        }
+        if !parts.is_empty() && (parts.len() == 2 || unit != "d" && count == 0) {
+            break;
+        }
+    }
+    if parts.is_empty() { "0s".into() } else { parts.join(" ") }
 }
 
 /// The OCI labels of an image's config (`org.opencontainers.image.*`),
@@ -157,6 +236,8 @@ impl Change {
             renamed_to: None,
             reasons: Vec::new(),
             new_image: None,
+            tag_update: None,
+            waiting: None,
         }
     }
 
@@ -259,6 +340,11 @@ pub struct Plan {
     /// The commits from `deployed_commit` to `commit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commits: Option<CommitLog>,
+    /// Newer version tags the services follow. A directory stack's are
+    /// among `changes` too (clusterup edits its `image:` line); a git
+    /// stack's are for a person to commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tag_updates: Vec<TagUpdate>,
     /// In the order they will be applied: dependencies first, removals
     /// last.
     pub changes: Vec<Change>,
@@ -283,6 +369,7 @@ impl Plan {
             commit: None,
             deployed_commit: None,
             commits: None,
+            tag_updates: vec![],
             changes: vec![],
             services: vec![],
             diff: ModelDiff::default(),
@@ -433,6 +520,7 @@ pub fn classify(inputs: &Inputs) -> Plan {
         commit: inputs.commit.clone(),
         deployed_commit: inputs.deployed_commit.clone(),
         commits: None,
+        tag_updates: Vec::new(),
         changes: ordered,
         services,
         diff: model_diff,

@@ -6,3 +6,4 @@ pub mod classify;
 pub mod diff;
 pub mod ignore;
 pub mod observation;
+pub mod tags;

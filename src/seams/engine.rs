@@ -93,6 +93,8 @@ pub trait Engine: Sync {
     /// What the image `reference` names at `digest` says of itself (its
     /// labels, when it was built), read from the registry, not pulled.
     fn image_config(&self, reference: &str, digest: &str) -> Result<ImageConfig>;
+    /// Every tag of the reference's repository in its registry.
+    fn registry_tags(&self, reference: &str) -> Result<Vec<String>>;
     fn pull(&self, reference: &str, progress: &mut dyn FnMut(&PullProgress)) -> Result<()>;
     /// Gives `image` (an id or reference) the name `repo:tag`.
     fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()>;
@@ -403,6 +405,12 @@ impl Engine for DockerEngine {
         let parsed = Reference::parse(reference);
         let creds = self.credentials_for(&parsed.registry)?;
         self.registries.image_config(&parsed, digest, creds.as_ref())
+    }
+
+    fn registry_tags(&self, reference: &str) -> Result<Vec<String>> {
+        let parsed = Reference::parse(reference);
+        let creds = self.credentials_for(&parsed.registry)?;
+        self.registries.tags(&parsed, creds.as_ref())
     }
 
     fn registry_digests(&self, references: &[String]) -> Vec<Result<String>> {

@@ -126,6 +126,8 @@ pub struct Fake {
     pub registry: BTreeMap<String, String>,
     /// What `image_config` answers, per digest.
     pub configs: BTreeMap<String, ImageConfig>,
+    /// What `registry_tags` answers, per repository.
+    pub repository_tags: BTreeMap<String, Vec<String>>,
     pub images: BTreeMap<String, String>,
     /// The config hash each service's containers carry.
     pub hashes: BTreeMap<String, String>,
@@ -177,6 +179,10 @@ impl Engine for Fake {
     }
     fn image_config(&self, _: &str, digest: &str) -> Result<ImageConfig> {
         self.configs.get(digest).cloned().with_context(|| format!("registry r: no config for {digest}"))
+    }
+    fn registry_tags(&self, reference: &str) -> Result<Vec<String>> {
+        let repo = split_tag(reference).map_or(reference, |(repo, _)| repo);
+        self.repository_tags.get(repo).cloned().with_context(|| format!("registry r: {repo} not found"))
     }
     fn network_aliases(&self, _: &str) -> Result<BTreeMap<String, Vec<String>>> {
         Ok(BTreeMap::new())

@@ -132,6 +132,32 @@ impl Registries {
         Ok(response)
     }
 
+    /// Every tag of `reference`'s repository (`tags/list`, page by page as
+    /// the registry's `Link` headers lead, at most `MAX_TAG_PAGES`).
+    pub fn tags(&self, reference: &Reference, creds: Option<&DockerCredentials>) -> Result<Vec<String>> {
+        let _in_flight = self.in_flight.take(&reference.registry);
+        let base = base_url(&reference.registry);
+        let mut url = format!("{base}/v2/{}/tags/list?n=1000", reference.repository);
+        let mut tags = Vec::new();
+        for _ in 0..MAX_TAG_PAGES {
+            let mut response = self.authorized("GET", reference, &url, creds)?;
+            let next = header(&response, "link").and_then(|l| next_page(&l));
+            let page: serde_json::Value = response
+                .body_mut()
+                .with_config()
+                .limit(CONFIG_LIMIT)
+                .read_json()
+                .with_context(|| format!("reading the tag list of {}", reference.repository))?;
+            tags.extend(page["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(String::from)));
+            match next {
+                Some(next) if next.starts_with("http") => url = next,
+                Some(next) => url = format!("{base}{next}"),
+                None => return Ok(tags),
+            }
+        }
+        bail!("registry {}: {} has more than {MAX_TAG_PAGES} pages of tags", reference.registry, reference.repository)
+    }
+
     /// The config of the image `reference` names at `digest`, for this
     /// host's platform when it is an index: read from the registry (the
     /// manifest, then the config blob), nothing pulled.
@@ -269,6 +295,17 @@ impl Registries {
 pub struct ImageConfig {
     pub labels: BTreeMap<String, String>,
     pub created: Option<jiff::Timestamp>,
+}
+
+const MAX_TAG_PAGES: usize = 50;
+
+/// The `rel="next"` target of a `Link` header.
+fn next_page(link: &str) -> Option<String> {
+    link.split(',').find(|part| part.contains("rel=\"next\"")).and_then(|part| {
+        let start = part.find('<')? + 1;
+        let end = part.find('>')?;
+        Some(part.get(start..end)?.to_string())
+    })
 }
 
 /// A manifest or config larger than this is not an image's.

@@ -40,6 +40,10 @@ pub struct StackSettings {
     pub keep_images: usize,
     /// When `apply --auto` may act; empty: any time.
     pub windows: Vec<crate::window::Window>,
+    /// A new image is applied by `apply --auto` only this long after
+    /// clusterup first saw it (and after it was built); services may say
+    /// otherwise.
+    pub min_age: Option<Duration>,
     /// node_exporter textfile metrics, written after each run (global).
     pub metrics_file: Option<PathBuf>,
     pub services: BTreeMap<String, ServiceOverrides>,
@@ -223,6 +227,8 @@ struct StackEntry {
     #[serde(default)]
     auto: Policy,
     keep_images: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    min_age: Option<Duration>,
     #[serde(default, deserialize_with = "windows")]
     window: Vec<crate::window::Window>,
     #[serde(default)]
@@ -281,6 +287,10 @@ struct ServiceEntry {
     post_update: Option<String>,
     strategy: Option<Strategy>,
     strategy_fallback: Option<Strategy>,
+    #[serde(default, deserialize_with = "duration")]
+    min_age: Option<Duration>,
+    #[serde(default, deserialize_with = "follow")]
+    follow: Option<Follow>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -331,6 +341,53 @@ impl TryFrom<String> for Strategy {
     }
 }
 
+/// How far `follow:` lets a tag move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Bump {
+    Patch,
+    Minor,
+    Major,
+}
+
+impl std::str::FromStr for Bump {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Bump, String> {
+        match s.trim() {
+            "patch" => Ok(Bump::Patch),
+            "minor" => Ok(Bump::Minor),
+            "major" => Ok(Bump::Major),
+            other => Err(format!("follow: {other:?} is not patch, minor or major")),
+        }
+    }
+}
+
+/// `follow:` of a service: new version tags up to `level`, among those
+/// `include` patterns match (all if none) and no `exclude` pattern does.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Follow {
+    pub level: Bump,
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// `follow: minor`, or the map with patterns.
+fn follow<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Follow>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        Level(Bump),
+        Full(Follow),
+    }
+    Ok(Some(match Entry::deserialize(d)? {
+        Entry::Level(level) => Follow { level, include: Vec::new(), exclude: Vec::new() },
+        Entry::Full(f) => f,
+    }))
+}
+
 /// Per-service settings from the configuration; labels add to them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServiceOverrides {
@@ -340,6 +397,8 @@ pub struct ServiceOverrides {
     pub strategy: Option<Strategy>,
     /// What to do instead where `strategy` cannot work; None: refuse.
     pub strategy_fallback: Option<Strategy>,
+    pub min_age: Option<Duration>,
+    pub follow: Option<Follow>,
 }
 
 fn windows<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<crate::window::Window>, D::Error> {
@@ -531,6 +590,7 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
             policy: entry.auto,
             keep_images: entry.keep_images.unwrap_or(DEFAULT_KEEP_IMAGES),
             windows: entry.window,
+            min_age: entry.min_age,
             metrics_file: file.metrics_file.clone(),
             health: HealthSettings {
                 timeout: entry.health.timeout.unwrap_or(defaults.timeout),
@@ -548,6 +608,8 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
                         hooks,
                         strategy: s.strategy,
                         strategy_fallback: s.strategy_fallback,
+                        min_age: s.min_age,
+                        follow: s.follow,
                     };
                     (n, overrides)
                 })
@@ -618,6 +680,7 @@ pub fn from_directory(dir: &Path, state_dir: Option<&Path>) -> Result<StackSetti
         policy: Policy::default(),
         keep_images: DEFAULT_KEEP_IMAGES,
         windows: Vec::new(),
+        min_age: None,
         metrics_file: None,
         services: BTreeMap::new(),
         hooks: Hooks::default(),
