@@ -32,6 +32,7 @@ const STRATEGY: &str = "clusterup.strategy";
 const STRATEGY_FALLBACK: &str = "clusterup.strategy-fallback";
 const MIN_AGE: &str = "clusterup.min-age";
 const FOLLOW: &str = "clusterup.follow";
+const WINDOW: &str = "clusterup.window";
 const FOLLOW_INCLUDE: &str = "clusterup.follow.include";
 const FOLLOW_EXCLUDE: &str = "clusterup.follow.exclude";
 
@@ -51,6 +52,8 @@ pub struct ServicePolicy {
     pub min_age: Option<std::time::Duration>,
     /// Which new version tags the service moves to.
     pub follow: Option<crate::settings::Follow>,
+    /// When `apply --auto` may change it; empty: whenever the stack may.
+    pub windows: Vec<crate::window::Window>,
 }
 
 pub struct Resolved {
@@ -132,6 +135,13 @@ pub fn resolve(stack: &StackSettings, model: &ComposeModel) -> Result<Resolved, 
             }),
             (None, None) => None,
         };
+        let windows = match (configured.windows.is_empty(), l.get(WINDOW)) {
+            (true, Some(text)) => text
+                .split(';')
+                .map(|w| w.parse().map_err(|e| format!("service {name}: label {WINDOW}={text:?}: {e}")))
+                .collect::<Result<Vec<_>, String>>()?,
+            _ => configured.windows,
+        };
         policies.insert(
             name.clone(),
             ServicePolicy {
@@ -146,6 +156,7 @@ pub fn resolve(stack: &StackSettings, model: &ComposeModel) -> Result<Resolved, 
                 fallback_reason,
                 min_age,
                 follow,
+                windows,
             },
         );
     }

@@ -755,6 +755,7 @@ mod tests {
             fallback_reason: None,
             min_age: None,
             follow: None,
+            windows: Vec::new(),
         };
         let policies = BTreeMap::from([("b".to_string(), service(say("pre-$CLUSTERUP_SERVICE")))]);
         let f = Fake { trail: Some(trail.clone()), ..fake("sha256:new-a", "sha256:new-b") };

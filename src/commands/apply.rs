@@ -10,9 +10,10 @@ use crate::apply::handover;
 use crate::apply::revision::Session;
 use crate::cli::ApplyArgs;
 use crate::exit::{ExitStatus, usage};
+use crate::labels::ServicePolicy;
 use crate::ops;
 use crate::output::Printer;
-use crate::plan::classify::{self, Plan};
+use crate::plan::classify::{self, Change, Plan};
 use crate::reference::short;
 use crate::report::{CommandName, Held, PlanReport, RecoveredReport, Report, RunResult, SkippedOutcome, SkippedReport};
 use crate::seams::Seams;
@@ -170,6 +171,7 @@ fn apply_one(
             held.extend(plan.changes.iter().filter_map(|c| Some(c.waiting.as_ref()?.describe(&c.service))));
             plan.changes.retain(|c| c.waiting.is_none());
         }
+        held.extend(hold_back_outside_windows(&mut plan, &checked.policies, seams.clock.now()?));
         held.extend(hold_back_tag_moves(&mut plan, &checked.plan));
         plan.kind = classify::kind_of(&plan.changes);
         (plan, held)
@@ -291,6 +293,44 @@ fn hold_back_rejected(mut plan: Plan, journal: &Journal) -> (Plan, Vec<String>) 
     plan.kind = classify::kind_of(&plan.changes);
     held.dedup();
     (plan, held)
+}
+
+/// A service with windows of its own (a database only on Sunday night)
+/// is changed by unattended runs only inside them. A held change that
+/// needs the new files holds back every change that does.
+fn hold_back_outside_windows(
+    plan: &mut Plan,
+    policies: &std::collections::BTreeMap<String, ServicePolicy>,
+    now: jiff::Timestamp,
+) -> Vec<String> {
+    let mut held = Vec::new();
+    let mut files_held = false;
+    plan.changes.retain(|c| {
+        let windows = policies.get(&c.service).map_or(&[][..], |p| p.windows.as_slice());
+        match crate::window::check(windows, now) {
+            Ok(()) => true,
+            Err(next) => {
+                let when = next.map_or_else(|| "never".to_string(), |z| z.to_string());
+                let list: Vec<String> = windows.iter().map(ToString::to_string).collect();
+                held.push(format!(
+                    "{}: outside its update window ({}); the next opens {when}",
+                    c.service,
+                    list.join(", ")
+                ));
+                files_held |= c.needs_files();
+                false
+            }
+        }
+    });
+    if files_held && plan.changes.iter().any(Change::needs_files) {
+        held.push("the changes that need the new files wait with it".to_string());
+        plan.changes.retain(|c| !c.needs_files());
+    }
+    if files_held {
+        plan.commit = plan.deployed_commit.clone();
+        plan.commits = None;
+    }
+    held
 }
 
 /// A new major version waits for a person; and the tag moves of one

@@ -291,6 +291,8 @@ struct ServiceEntry {
     min_age: Option<Duration>,
     #[serde(default, deserialize_with = "follow")]
     follow: Option<Follow>,
+    #[serde(default, deserialize_with = "windows")]
+    window: Vec<crate::window::Window>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -399,6 +401,8 @@ pub struct ServiceOverrides {
     pub strategy_fallback: Option<Strategy>,
     pub min_age: Option<Duration>,
     pub follow: Option<Follow>,
+    /// When `apply --auto` may change this service (within the stack's).
+    pub windows: Vec<crate::window::Window>,
 }
 
 fn windows<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<crate::window::Window>, D::Error> {
@@ -610,6 +614,7 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
                         strategy_fallback: s.strategy_fallback,
                         min_age: s.min_age,
                         follow: s.follow,
+                        windows: s.window,
                     };
                     (n, overrides)
                 })

@@ -1,6 +1,8 @@
-//! `min_age`: a new image is taken by `apply --auto` only once clusterup
-//! has known it that long (a withdrawn release never reaches the hosts);
-//! `check` says how long is left, `--ignore-min-age` is the emergency way.
+//! Policies per service. `min_age`: a new image is taken by `apply
+//! --auto` only once clusterup has known it that long (a withdrawn release
+//! never reaches the hosts); `check` says how long is left,
+//! `--ignore-min-age` is the emergency way. `window` per service: a
+//! database only on Sunday night, the web tier any night.
 
 use crate::support::Stack;
 
@@ -44,4 +46,21 @@ fn ignore_min_age_takes_a_fresh_image_at_once_and_a_manual_apply_says_it_is_youn
     let run = stack.clusterup(&["apply", "--auto", "--ignore-min-age"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(stack.running_image("web"), crate::support::image_id("clusterup-fixture/web:v2"));
+}
+
+#[test]
+fn a_service_with_its_own_window_waits_for_it_while_the_others_update() {
+    let stack =
+        Stack::two_services_pushed("svcwindow", "v2", "    services: {other: {window: 'Sun 01:00-04:00 UTC'}}\n");
+    // Wednesday: web may change, other may not.
+    let run = stack.clusterup_at("2026-12-02T02:00:00Z", &["apply", "--auto"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.all().contains("other: outside its update window (Sun 01:00-04:00 UTC)"), "{run:?}");
+    let v2 = crate::support::image_id("clusterup-fixture/web:v2");
+    assert_eq!(stack.running_image("web"), v2);
+    assert_eq!(stack.running_image("other"), crate::support::image_id("clusterup-fixture/web:v1"));
+    // Sunday night: its turn.
+    let run = stack.clusterup_at("2026-12-06T02:00:00Z", &["apply", "--auto"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(stack.running_image("other"), v2);
 }
