@@ -158,6 +158,15 @@ fn apply_one(
             .map_err(|e| usage(format!("stack {}: {e}", stack.name)))?;
     }
     super::check::show_plan(printer, &checked.plan, &checked.file_diff);
+    if let (Some(prs), Some(source), Some(git)) = (&stack.pull_requests, &stack.git, &checked.git)
+        && !checked.plan.tag_updates.is_empty()
+    {
+        let plan = &checked.plan;
+        match ops::pull_requests::propose(stack, source, prs, git.repo.as_ref(), git.new, plan, stack.timeouts.notify) {
+            Ok(done) => done.iter().for_each(|line| printer.human(format!("{line}\n"))),
+            Err(e) => printer.warn(format!("stack {}: proposing new tags: {e:#}", stack.name)),
+        }
+    }
     let registry_failed = checked.plan.registry_errors().next().is_some();
     let journal = state.journal()?;
     let (plan, held_back) = if opts.auto {

@@ -6,6 +6,7 @@
 pub mod fetch;
 pub mod model_cache;
 pub mod observe;
+pub mod pull_requests;
 mod seen;
 
 use std::collections::BTreeMap;

@@ -146,6 +146,10 @@ pub trait Repo {
     /// The commits in `new` and not in `old`, newest first: how many in
     /// all (counted up to a bound), and the first `max`.
     fn log(&self, old: Oid, new: Oid, max: usize) -> Result<(usize, Vec<LogEntry>)>;
+
+    /// The file at `path` (from the repository's top) in `commit`: its
+    /// blob id and contents; None if there is no such file.
+    fn blob(&self, commit: Oid, path: &Path) -> Result<Option<(Oid, Vec<u8>)>>;
 }
 
 impl GitRepo {
@@ -313,6 +317,13 @@ impl Repo for GitRepo {
             }
         }
         Ok((total, entries))
+    }
+
+    fn blob(&self, commit: Oid, path: &Path) -> Result<Option<(Oid, Vec<u8>)>> {
+        let tree = self.repo.find_commit(commit)?.tree()?;
+        let Ok(entry) = tree.get_path(path) else { return Ok(None) };
+        let Ok(blob) = self.repo.find_blob(entry.id()) else { return Ok(None) };
+        Ok(Some((entry.id(), blob.content().to_vec())))
     }
 }
 

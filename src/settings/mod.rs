@@ -54,6 +54,8 @@ pub struct StackSettings {
     /// Watchtower's `--scope`: only services with this scope label.
     pub scope: Option<String>,
     pub notify: Vec<NotifyTarget>,
+    /// git stacks: new version tags proposed as pull requests.
+    pub pull_requests: Option<PullRequests>,
     pub timeouts: Timeouts,
 }
 
@@ -264,6 +266,27 @@ struct GitEntry {
     timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     idle_timeout: Option<Duration>,
+    pull_requests: Option<PullRequestsEntry>,
+}
+
+/// `git.pull_requests`: clusterup proposes new version tags as pull
+/// requests on the stack's GitHub repository.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PullRequestsEntry {
+    /// owner/name; default: from `url` when it is GitHub's.
+    repo: Option<String>,
+    api_url: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+/// Where and how pull requests are opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PullRequests {
+    pub repo: String,
+    pub api: SecretUrl,
+    pub token: Token,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -498,6 +521,30 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
             Some(entries) => Some(resolve_notify(entries, &at("notify")).map_err(bad)?),
             None => None,
         };
+        let pull_requests = match entry.git.as_ref().and_then(|g| Some((g.url.as_deref(), g.pull_requests.clone()?))) {
+            Some((url, p)) => {
+                let from_url = url
+                    .and_then(crate::seams::git::forge)
+                    .filter(|f| f.is_github())
+                    .map(|f| f.base().trim_start_matches("https://github.com/").to_string());
+                let repo = p.repo.or(from_url).ok_or_else(|| {
+                    bad(format!(
+                        "{}: `repo` (owner/name) is required when `url` is not on github.com",
+                        at("git.pull_requests")
+                    ))
+                })?;
+                let api = SecretUrl::public(p.api_url.as_deref().unwrap_or("https://api.github.com"));
+                if api.scheme() != Some("https") && !crate::redact::is_loopback_host(api.host()) {
+                    return Err(bad(format!("{}: {api} is not https", at("git.pull_requests.api_url"))));
+                }
+                let token = match (p.token_file, p.token_env) {
+                    (Some(file), _) => Token::File(base.join(file)),
+                    (None, var) => Token::Env(var.unwrap_or_else(|| "GITHUB_TOKEN".into())),
+                };
+                Some(PullRequests { repo, api, token })
+            }
+            None => None,
+        };
         let (directory, git) = match entry.git {
             Some(g) => {
                 if escapes(&g.path) {
@@ -624,6 +671,7 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
             label_enable: entry.label_enable,
             scope: entry.scope,
             notify: stack_notify.unwrap_or_else(|| notify.clone()),
+            pull_requests,
             timeouts,
             name: entry.name,
         });
@@ -693,6 +741,7 @@ pub fn from_directory(dir: &Path, state_dir: Option<&Path>) -> Result<StackSetti
         label_enable: false,
         scope: None,
         notify: Vec::new(),
+        pull_requests: None,
         timeouts: Timeouts::default(),
     })
 }

@@ -28,6 +28,8 @@ struct State {
     requests: Vec<Request>,
     /// (number, title, open)
     issues: Vec<(u64, String, bool)>,
+    /// (number, head branch, open)
+    pulls: Vec<(u64, String, bool)>,
     /// Requests to `/flaky…` still to answer 500 (and not record).
     failing: usize,
 }
@@ -117,6 +119,11 @@ impl Receiver {
         self.requests().into_iter().filter(|r| r.path.starts_with(prefix)).collect()
     }
 
+    /// The head branches of the open pull requests.
+    pub fn open_pulls(&self) -> Vec<String> {
+        self.state.lock().unwrap().pulls.iter().filter(|p| p.2).map(|p| p.1.clone()).collect()
+    }
+
     pub fn open_issues(&self) -> Vec<String> {
         self.state.lock().unwrap().issues.iter().filter(|i| i.2).map(|i| i.1.clone()).collect()
     }
@@ -135,6 +142,30 @@ fn matrix(path: &str) -> Option<Value> {
 }
 
 fn github(s: &mut State, method: &str, path: &str, body: &Value) -> Value {
+    if let Some(rest) = path.strip_prefix("/gh/repos/o/r/pulls") {
+        return match (method, rest.split('?').next().unwrap_or("")) {
+            ("GET", "") => json!(
+                s.pulls
+                    .iter()
+                    .filter(|p| p.2)
+                    .map(|p| json!({"number": p.0, "head": {"ref": p.1}}))
+                    .collect::<Vec<_>>()
+            ),
+            ("POST", "") => {
+                let number = 100 + s.pulls.len() as u64;
+                s.pulls.push((number, body["head"].as_str().unwrap_or("").to_string(), true));
+                json!({"number": number})
+            }
+            ("PATCH", n) => {
+                let n: u64 = n.trim_start_matches('/').parse().unwrap_or(0);
+                if body["state"] == "closed" {
+                    s.pulls.iter_mut().filter(|p| p.0 == n).for_each(|p| p.2 = false);
+                }
+                json!({"number": n})
+            }
+            _ => json!({}),
+        };
+    }
     let Some(rest) = path.strip_prefix("/gh/repos/o/r/issues") else { return json!({}) };
     match (method, rest) {
         ("GET", _) => {
