@@ -102,7 +102,7 @@ fn a_git_stack_gets_one_pull_request_per_new_tag_and_nothing_on_the_host_changes
         assert_eq!(run.code, 0, "{run:?}");
     }
     let branch = format!("clusterup/{}/web-1.4.3", stack.name);
-    assert_eq!(rx.open_pulls(), [branch.clone()], "one pull request, not one per run");
+    assert_eq!(rx.open_pulls(), std::slice::from_ref(&branch), "one pull request, not one per run");
     let created: Vec<_> = rx.to("/gh/repos/o/r/pulls").into_iter().filter(|r| r.method == "POST").collect();
     assert_eq!((created.len(), created[0].body["base"].as_str()), (1, Some("main")));
     assert_eq!(created[0].authorization.as_deref(), Some("Bearer ghp_pullRequestT0ken"));
