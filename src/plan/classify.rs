@@ -1134,6 +1134,18 @@ pub fn dependency_order(model: &ComposeModel) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn min_age_counts_from_first_sight_and_from_the_build() {
+        let t = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        let w = Waiting::gate(3 * day, t("2026-12-01T00:00:00Z"), None, t("2026-12-02T21:00:00Z")).unwrap();
+        assert_eq!((w.min_age.as_str(), w.left.as_str()), ("3d", "1d 3h"));
+        assert!(Waiting::gate(3 * day, t("2026-12-01T00:00:00Z"), None, t("2026-12-04T00:00:00Z")).is_none());
+        let built_later =
+            Waiting::gate(day, t("2026-12-01T00:00:00Z"), Some(t("2026-12-03T00:00:00Z")), t("2026-12-03T12:00:00Z"));
+        assert_eq!(built_later.unwrap().left, "12h", "not before the build plus the age");
+    }
     use crate::seams::engine::{ContainerInfo, ImageInfo};
 
     const REPO: &str = "127.0.0.1:5000/t/web";

@@ -396,6 +396,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_next_page_of_tags_comes_from_the_link_header() {
+        let link = r#"</v2/acme/web/tags/list?last=1.4.2&n=1000>; rel="next""#;
+        assert_eq!(next_page(link).as_deref(), Some("/v2/acme/web/tags/list?last=1.4.2&n=1000"));
+        assert_eq!(next_page(r#"<https://r.example/v2/x/tags/list?last=a>; rel="prev""#), None);
+    }
+
+    #[test]
     fn challenges_parse_with_commas_inside_quotes() {
         let (scheme, p) = parse_challenge(
             r#"Bearer realm="https://auth.example/token",service="reg.example",scope="repository:a/b:pull,push""#,
