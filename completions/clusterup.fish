@@ -67,7 +67,7 @@ complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -s v -l verbo
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -s q -l quiet -d 'Only errors and the final result'
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -s h -l help -d 'Print help'
 complete -c clusterup -n "__fish_clusterup_using_subcommand apply" -s V -l version -d 'Print version'
-complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l to -d 'Revision to return to: its number, a git commit prefix, or a time (the last good revision started by then, e.g. 2026-11-24T18:00:00Z)' -r
+complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l to -d 'Revision to return to: its number, a git commit prefix, a time (the last good revision started by then, e.g. 2026-11-24T18:00:00Z), or an immutable image tag such as CI\'s autonomy-<sha>' -r
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l reason -d 'Why, recorded with the revision rolled away from' -r
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l config -d 'Configuration file [default: /etc/clusterup/clusterup.yaml; without one, the current directory is the stack]' -r -F
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l stack -d 'Only this stack (by name) from the configuration' -r

@@ -121,8 +121,9 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    /// Revision to return to: its number, a git commit prefix, or a time
-    /// (the last good revision started by then, e.g. 2026-11-24T18:00:00Z)
+    /// Revision to return to: its number, a git commit prefix, a time (the
+    /// last good revision started by then, e.g. 2026-11-24T18:00:00Z), or
+    /// an immutable image tag such as CI's autonomy-<sha>
     #[arg(long, value_name = "REV")]
     pub to: Option<String>,
 

@@ -189,6 +189,19 @@ ensure_ansible() {
     command -v ansible-playbook >/dev/null || die "ansible-playbook is not on PATH after installing ansible-core"
 }
 
+# The CI examples' schema check: check-jsonschema, which vendors the
+# GitHub workflow and GitLab CI schemas (no network needed to validate).
+ensure_check_jsonschema() {
+    command -v check-jsonschema >/dev/null && return
+    say "installing check-jsonschema from PyPI"
+    command -v pip3 >/dev/null || python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    python3 -m pip install -q check-jsonschema 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages check-jsonschema \
+        || die "pip install check-jsonschema failed"
+    hash -r
+    command -v check-jsonschema >/dev/null || die "check-jsonschema is not on PATH after installing it"
+}
+
 ensure_testbed() {
     ensure_build_deps
     command -v curl >/dev/null || apt_install curl
@@ -201,6 +214,7 @@ ensure_testbed() {
     # /usr/bin/python3 has it whatever python3 is first on PATH).
     /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || apt_install python3-aiosmtpd
     ensure_ansible
+    ensure_check_jsonschema
     ensure_docker
     ensure_compose_v2
     start_registry registry "$REGISTRY" open

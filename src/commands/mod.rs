@@ -210,12 +210,17 @@ pub fn plan_table(plan: &Plan) -> String {
         .map(|s: &ServiceReport| {
             let state = match (&s.state, &s.detail) {
                 (ServiceState::RegistryError, Some(d)) => format!("registry error: {d}"),
-                (state, _) => state.describe().to_string(),
+                (state, Some(d)) => format!("{}; {d}", state.describe()),
+                (state, None) => state.describe().to_string(),
             };
+            let running = s.running_digest.as_deref().map(short).unwrap_or("-");
             [
                 s.service.clone(),
                 s.image.clone().unwrap_or_else(|| "(build)".into()),
-                s.running_digest.as_deref().map(short).unwrap_or("-").to_string(),
+                match &s.running_tag {
+                    Some(tag) => format!("{running} ({tag})"),
+                    None => running.to_string(),
+                },
                 s.available_digest.as_deref().map(short).unwrap_or("-").to_string(),
                 state,
             ]

@@ -57,9 +57,39 @@ fn list(stack: &StackSettings, printer: &Printer) -> Result<(ExitStatus, Report)
     Ok((ExitStatus::Success, Report::Revisions(report)))
 }
 
-/// The revision `spec` names: a number, a commit prefix, or a time (the
-/// last good revision started by then).
-fn resolve<'a>(spec: &str, revisions: &'a [Revision]) -> Result<&'a Revision> {
+/// What a tag points at now in each repository the stack's revisions
+/// changed: (service, digest).
+type TagDigests<'a> = &'a dyn Fn(&str) -> Vec<(String, String)>;
+
+/// The revision `spec` names: a number, a commit prefix, a time (the last
+/// good revision started by then), or an immutable image tag (CI's
+/// `autonomy-<sha>`): the good revision that deployed the digest it
+/// points at, or the state before the one that replaced it.
+fn resolve(spec: &str, revisions: &[Revision], tag: TagDigests) -> Result<Revision> {
+    resolve_by_name(spec, revisions).cloned().or_else(|err| {
+        if spec.chars().all(|c| c.is_ascii_digit()) {
+            return Err(err);
+        }
+        let digests = tag(spec);
+        if digests.is_empty() {
+            return Err(err);
+        }
+        let runs = |r: &&Revision| {
+            r.plan.changes.iter().any(|c| digests.iter().any(|(s, d)| c.service == *s && c.to.as_deref() == Some(d)))
+        };
+        let replaced = |r: &&Revision| {
+            r.plan.changes.iter().any(|c| digests.iter().any(|(s, d)| c.service == *s && c.from.as_deref() == Some(d)))
+        };
+        let good: Vec<&Revision> = revisions.iter().filter(|r| r.is_good()).collect();
+        match (good.iter().rev().copied().find(runs), good.iter().rev().copied().find(replaced)) {
+            (Some(r), _) => Ok(r.clone()),
+            (None, Some(b)) => Ok(state_before(b)),
+            (None, None) => Err(usage(format!("no revision ran or replaced the image tagged {spec}"))),
+        }
+    })
+}
+
+fn resolve_by_name<'a>(spec: &str, revisions: &'a [Revision]) -> Result<&'a Revision> {
     let good = || revisions.iter().rev().filter(|r| r.is_good());
     if let Ok(id) = spec.parse::<u64>() {
         let r = revisions.iter().find(|r| r.id == id).ok_or_else(|| usage(format!("there is no revision {id}")))?;
@@ -77,7 +107,9 @@ fn resolve<'a>(spec: &str, revisions: &'a [Revision]) -> Result<&'a Revision> {
             .ok_or_else(|| usage(format!("no good revision deployed a commit starting with {spec}")));
     }
     let time: jiff::Timestamp = spec.parse().map_err(|_| {
-        usage(format!("--to {spec:?} is neither a revision number, a commit prefix nor an RFC 3339 time"))
+        usage(format!(
+            "--to {spec:?} is neither a revision number, a commit prefix, an RFC 3339 time nor a tag of the stack's images"
+        ))
     })?;
     good().find(|r| r.started <= time).ok_or_else(|| usage(format!("no good revision started before {spec}")))
 }
@@ -85,23 +117,50 @@ fn resolve<'a>(spec: &str, revisions: &'a [Revision]) -> Result<&'a Revision> {
 /// The revision that runs now and the one to go back to: `to`'s, or the
 /// good revision before the current one, or (from the first) the state
 /// before it.
-fn choose(to: Option<&str>, revisions: &[Revision], stack: &str) -> Result<(Revision, Revision)> {
+fn choose(to: Option<&str>, revisions: &[Revision], stack: &str, tag: TagDigests) -> Result<(Revision, Revision)> {
     let current = revisions
         .iter()
         .rev()
         .find(|r| r.is_good())
         .ok_or_else(|| anyhow!("nothing to roll back: no revision of stack {stack} was applied yet"))?;
     let target = match to {
-        Some(spec) => resolve(spec, revisions)?.clone(),
+        Some(spec) => resolve(spec, revisions, tag)?,
         None => match revisions.iter().rev().find(|r| r.is_good() && r.id < current.id) {
             Some(r) => r.clone(),
             None => state_before(current),
         },
     };
-    if target.id == current.id && to.is_some() {
+    // The state before the current revision shares its id: only the
+    // revision itself is "what runs now".
+    if target.id == current.id && to.is_some() && target.images == current.images {
         return Err(usage(format!("revision {} is what runs now", target.id)));
     }
     Ok((current.clone(), target))
+}
+
+/// Where `name` points in the registry, for each service whose image the
+/// revisions changed (a name that is no tag there points nowhere).
+fn tag_digests(seams: &Seams, revisions: &[Revision], name: &str) -> Vec<(String, String)> {
+    if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        return Vec::new();
+    }
+    let mut services: Vec<(String, String)> = revisions
+        .iter()
+        .flat_map(|r| &r.plan.changes)
+        .filter_map(|c| {
+            let image = c.image.as_deref()?;
+            let repository = crate::reference::split_tag(image).map_or(image, |(r, _)| r);
+            Some((c.service.clone(), format!("{repository}:{name}")))
+        })
+        .collect();
+    services.sort();
+    services.dedup();
+    let references: Vec<String> = services.iter().map(|(_, r)| r.clone()).collect();
+    services
+        .into_iter()
+        .zip(seams.engine.registry_digests(&references))
+        .filter_map(|((service, _), digest)| Some((service, digest.ok()?)))
+        .collect()
 }
 
 /// The stack as it was before `rev`: its commit and, per service, the
@@ -129,7 +188,8 @@ fn rollback_one(
     let (state, ctx) = (&session.state, session.ctx(seams, stack, printer));
     ctx.recover()?;
     let journal = state.journal()?;
-    let (current, target) = choose(args.to.as_deref(), &journal.revisions, &stack.name)?;
+    let tag = |name: &str| tag_digests(seams, &journal.revisions, name);
+    let (current, target) = choose(args.to.as_deref(), &journal.revisions, &stack.name, &tag)?;
     let (current, target) = (&current, &target);
     let checked = ops::plan(seams, stack, Goal::Revision(target))?;
     let plan = &checked.plan;
@@ -182,7 +242,7 @@ fn rollback_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::classify::{Plan, PlanKind};
+    use crate::plan::classify::{Change, ChangeKind, Plan, PlanKind};
 
     fn rev(id: u64, outcome: Outcome, commit: &str, started: &str) -> Revision {
         Revision {
@@ -207,14 +267,37 @@ mod tests {
             rev(2, Outcome::RolledBack, "bbbb2222", "2026-11-21T10:00:00Z"),
             rev(3, Outcome::Applied, "cccc3333", "2026-11-22T10:00:00Z"),
         ];
-        assert_eq!(resolve("1", &revs).unwrap().id, 1);
-        assert!(format!("{:#}", resolve("2", &revs).unwrap_err()).contains("did not apply"));
-        assert!(resolve("9", &revs).is_err());
-        assert_eq!(resolve("cccc", &revs).unwrap().id, 3);
-        assert!(resolve("bbbb", &revs).is_err(), "a failed revision is no rollback target");
-        assert_eq!(resolve("2026-11-21T12:00:00Z", &revs).unwrap().id, 1);
-        assert_eq!(resolve("2026-11-23T00:00:00Z", &revs).unwrap().id, 3);
-        assert!(format!("{:#}", resolve("yesterday", &revs).unwrap_err()).contains("neither"));
+        assert_eq!(resolve("1", &revs, &|_| Vec::new()).unwrap().id, 1);
+        assert!(format!("{:#}", resolve("2", &revs, &|_| Vec::new()).unwrap_err()).contains("did not apply"));
+        assert!(resolve("9", &revs, &|_| Vec::new()).is_err());
+        assert_eq!(resolve("cccc", &revs, &|_| Vec::new()).unwrap().id, 3);
+        assert!(resolve("bbbb", &revs, &|_| Vec::new()).is_err(), "a failed revision is no rollback target");
+        assert_eq!(resolve("2026-11-21T12:00:00Z", &revs, &|_| Vec::new()).unwrap().id, 1);
+        assert_eq!(resolve("2026-11-23T00:00:00Z", &revs, &|_| Vec::new()).unwrap().id, 3);
+        assert!(format!("{:#}", resolve("yesterday", &revs, &|_| Vec::new()).unwrap_err()).contains("neither"));
+    }
+
+    /// CI's fixed tags: the revision that deployed the digest, or the
+    /// state before the one that replaced it.
+    #[test]
+    fn an_image_tag_names_the_revision_that_ran_its_digest() {
+        let digest_change = |from: &str, to: &str| {
+            let mut c = Change::new("web", ChangeKind::Image, Some("r/web:latest".into()));
+            (c.from, c.to) = (Some(from.into()), Some(to.into()));
+            c
+        };
+        let mut revs = vec![
+            rev(1, Outcome::Applied, "aaaa1111", "2026-11-20T10:00:00Z"),
+            rev(2, Outcome::Applied, "bbbb2222", "2026-11-21T10:00:00Z"),
+        ];
+        revs[0].plan.changes.push(digest_change("sha256:d1", "sha256:d2"));
+        revs[1].plan.changes.push(digest_change("sha256:d2", "sha256:d3"));
+        let points = |digest: &'static str| move |_: &str| vec![("web".to_string(), digest.to_string())];
+        assert_eq!(resolve("autonomy-2", &revs, &points("sha256:d2")).unwrap().id, 1);
+        let before_first = resolve("autonomy-1", &revs, &points("sha256:d1")).unwrap();
+        assert_eq!((before_first.id, before_first.plan.commit.as_deref()), (1, None), "the state before revision 1");
+        let err = resolve("autonomy-0", &revs, &points("sha256:d0")).unwrap_err();
+        assert!(format!("{err:#}").contains("no revision ran or replaced"), "{err:#}");
     }
 
     #[test]
@@ -225,12 +308,12 @@ mod tests {
             rev(3, Outcome::Applied, "cccc3333", "2026-11-22T10:00:00Z"),
             rev(4, Outcome::RollbackFailed, "dddd4444", "2026-11-23T10:00:00Z"),
         ];
-        let (current, target) = choose(None, &revs, "s").unwrap();
+        let (current, target) = choose(None, &revs, "s", &|_| Vec::new()).unwrap();
         assert_eq!((current.id, target.id), (3, 1), "failed revisions are neither current nor a target");
-        let err = choose(Some("3"), &revs, "s").unwrap_err();
+        let err = choose(Some("3"), &revs, "s", &|_| Vec::new()).unwrap_err();
         assert!(err.to_string().contains("is what runs now"), "{err}");
-        assert_eq!(choose(Some("aaaa"), &revs, "s").unwrap().1.id, 1);
-        let err = choose(None, &revs[1..2], "s").unwrap_err();
+        assert_eq!(choose(Some("aaaa"), &revs, "s", &|_| Vec::new()).unwrap().1.id, 1);
+        let err = choose(None, &revs[1..2], "s", &|_| Vec::new()).unwrap_err();
         assert!(err.to_string().contains("nothing to roll back"), "{err}");
     }
 
@@ -259,7 +342,7 @@ mod tests {
                 after: None,
             })
             .to_vec();
-        let (current, target) = choose(None, &[first], "s").unwrap();
+        let (current, target) = choose(None, &[first], "s", &|_| Vec::new()).unwrap();
         assert_eq!((current.id, target.id), (1, 1));
         assert_eq!(target.plan.commit.as_deref(), Some("0000aaaa"));
         assert_eq!(target.files.as_deref(), Some("copy-before"));

@@ -172,6 +172,9 @@ fn plan_asking(
     });
     let files = on_disk.as_ref().map(|id| (id.as_str(), compose.compose_files()));
     follow_tags(seams.engine, stack, &labels.policies, files.as_ref().map(|(id, f)| (*id, f.as_slice())), &mut plan);
+    if target_images.is_none() {
+        fixed_tags(seams.engine, stack, seams.clock.now()?, &mut plan)?;
+    }
     new_images(seams, stack, &labels.policies, &mut plan)?;
     if let (Some(GitDeploy { repo, new, old: Some(old) }), Some(source)) = (&git, &stack.git)
         && new != old
@@ -444,6 +447,49 @@ fn follow_tags(
         }
     }
     plan.kind = classify::kind_of(&plan.changes);
+}
+
+/// How many fixed tags one run asks the registry about; the rest wait for
+/// the next run (each is asked once: they are kept).
+const FIXED_TAG_LOOKUPS: usize = 100;
+
+/// For each service on a moving tag (`autonomy-latest`), the fixed tag of
+/// its family (`autonomy-<sha>`) that names the running digest: what CI
+/// pushed beside it, and a name for `rollback --to`.
+fn fixed_tags(engine: &dyn Engine, stack: &StackSettings, now: jiff::Timestamp, plan: &mut Plan) -> Result<()> {
+    let mut seen = seen::Seen::load(&stack.state_dir);
+    let mut asked = 0;
+    for report in plan.services.iter_mut() {
+        let (Some(image), Some(running)) = (report.image.as_deref(), report.running_digest.as_deref()) else {
+            continue;
+        };
+        let Some((repository, tag)) = crate::reference::split_tag(image) else { continue };
+        let Some(family) = tags::family(tag).filter(|_| !tags::is_version(tag)) else { continue };
+        let Ok(listed) = engine.registry_tags(image) else { continue };
+        let unknown: Vec<String> = listed
+            .iter()
+            .filter(|t| t.starts_with(family) && *t != tag)
+            .map(|t| format!("{repository}:{t}"))
+            .filter(|r| !seen.fixed.contains_key(r))
+            .take(FIXED_TAG_LOOKUPS.saturating_sub(asked))
+            .collect();
+        asked += unknown.len();
+        for (reference, digest) in unknown.iter().zip(engine.registry_digests(&unknown)) {
+            if let Ok(digest) = digest {
+                seen.fixed.insert(reference.clone(), digest);
+            }
+        }
+        report.running_tag = listed
+            .iter()
+            .filter(|t| t.starts_with(family) && *t != tag)
+            .filter(|t| seen.fixed.get(&format!("{repository}:{t}")).is_some_and(|d| d == running))
+            .min()
+            .cloned();
+    }
+    if asked > 0 {
+        seen.save(&stack.state_dir, now).context("recording what fixed tags name")?;
+    }
+    Ok(())
 }
 
 /// What each new image says of itself (its OCI labels; a registry that

@@ -1,6 +1,7 @@
-//! When clusterup first saw each new image (`<state dir>/seen.json`), for
-//! `min_age`: the clock starts at the first sight of a digest (or a new
-//! tag), and pushing the same digest again does not restart it.
+//! What clusterup learnt of the registries (`<state dir>/seen.json`): when
+//! it first saw each new image, for `min_age` (the clock starts at the
+//! first sight of a digest or a new tag; pushing the same digest again
+//! does not restart it), and which digest each fixed tag names.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,6 +17,10 @@ const FORGET_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 *
 pub struct Seen {
     /// `repository@digest` or a tagged reference → first seen.
     first: BTreeMap<String, jiff::Timestamp>,
+    /// Fixed tags (`repository:autonomy-<sha>`) → the digest they name:
+    /// asked once, since they do not move.
+    #[serde(default)]
+    pub fixed: BTreeMap<String, String>,
 }
 
 impl Seen {

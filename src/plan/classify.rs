@@ -321,6 +321,10 @@ pub struct ServiceReport {
     pub service: String,
     pub image: Option<String>,
     pub running_digest: Option<String>,
+    /// For a mutable tag (`autonomy-latest`): the fixed tag of the same
+    /// family that names the running digest (`autonomy-3f2c1a9b0d4e`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_tag: Option<String>,
     pub available_digest: Option<String>,
     pub state: ServiceState,
     /// The registry's error, when `state` is `registry_error`.
@@ -996,6 +1000,7 @@ fn restore_states(
             service: name.clone(),
             image: svc.image.clone(),
             running_digest: None,
+            running_tag: None,
             available_digest: None,
             state,
             detail: None,
@@ -1061,6 +1066,7 @@ fn image_states(inputs: &Inputs) -> (Vec<ServiceReport>, BTreeMap<String, Change
             service: name.clone(),
             image: svc.image.clone(),
             running_digest: None,
+            running_tag: None,
             available_digest: None,
             state: ServiceState::UpToDate,
             detail: None,

@@ -23,6 +23,18 @@ fn version(tag: &str) -> Option<Version<'_>> {
     Some(Version { prefix, numbers, suffix })
 }
 
+/// A tag that names a version (`1.4.2`, `v2`): not a moving one.
+pub fn is_version(tag: &str) -> bool {
+    version(tag).is_some()
+}
+
+/// The family of a moving tag: `autonomy-latest` → `autonomy-`, whose
+/// other members (`autonomy-<sha>`) name one image each. None: no family.
+pub fn family(tag: &str) -> Option<&str> {
+    let cut = tag.rfind(['-', '_'])?;
+    Some(&tag[..=cut])
+}
+
 /// `*` matches any run of characters.
 pub fn glob(pattern: &str, text: &str) -> bool {
     match pattern.split_once('*') {

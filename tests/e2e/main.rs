@@ -5,6 +5,7 @@ mod support;
 
 mod browser;
 mod channels;
+mod ci_example;
 mod container;
 mod directory;
 mod faults;

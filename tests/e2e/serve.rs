@@ -14,7 +14,7 @@ use crate::support::{Remote, Stack, free_port, image_id};
 pub const READ: &str = "read-token-0123456789abcdef";
 pub const OPERATE: &str = "operate-token-0123456789abcdef";
 const GITHUB: &str = "github-secret-for-this-test";
-const IMAGE: &str = "image-hook-secret-for-this-test";
+pub const IMAGE: &str = "image-hook-secret-for-this-test";
 
 /// A `clusterup serve` of the stack's configuration on a port of its own,
 /// stopped with SIGTERM when dropped.
