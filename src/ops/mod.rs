@@ -528,6 +528,7 @@ fn new_images(
             if let (Some(forge), Some(version)) =
                 (info.source.as_deref().and_then(crate::seams::git::forge), &info.version)
                 && forge.is_github()
+                && tags::is_version(version)
             {
                 info.release_notes = Some(format!("{}/releases/tag/{version}", forge.base()));
             }

@@ -19,6 +19,10 @@ fn version(tag: &str) -> Option<Version<'_>> {
     let end = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
     let numbers = rest[..end].trim_end_matches('.');
     let suffix = &rest[numbers.len()..];
+    // `1.4.3-alpine`, `2.0+build`; not a hash (`autonomy-9a8b7c`).
+    if !(suffix.is_empty() || suffix.starts_with(['-', '+', '_'])) {
+        return None;
+    }
     let numbers = numbers.split('.').map(|n| n.parse().ok()).collect::<Option<Vec<u64>>>()?;
     Some(Version { prefix, numbers, suffix })
 }
@@ -152,6 +156,7 @@ mod tests {
         assert_eq!(newest("1.4.2-alpine", &t, Bump::Major, &[], &[]), Some(("1.4.3-alpine".into(), Bump::Patch)));
         assert_eq!(newest("2.0.0", &t, Bump::Major, &[], &[]), None);
         assert_eq!(newest("latest", &t, Bump::Major, &[], &[]), None, "not a version");
+        assert!(!is_version("autonomy-9a8b7c6d5e4f") && is_version("v2") && is_version("1.4.10-rc1"));
         assert_eq!(newest("1.4.2", &t, Bump::Major, &[], &["2.*".into()]), Some(("1.5.0".into(), Bump::Minor)));
         assert_eq!(newest("1.4.2", &t, Bump::Major, &["1.4.*".into()], &[]), Some(("1.4.3".into(), Bump::Patch)));
         let numeric = ["1.4.9", "1.4.10"].map(String::from);
