@@ -178,28 +178,16 @@ DOCKERFILE
 
 file_is_static() { ! ldd "$1" >/dev/null 2>&1; }
 
-ensure_ansible() {
-    command -v ansible-playbook >/dev/null && return
-    say "installing ansible-core from PyPI"
+# A command-line tool from PyPI, unless it is on PATH already.
+ensure_pip_tool() { # command package
+    command -v "$1" >/dev/null && return
+    say "installing $2 from PyPI"
     command -v pip3 >/dev/null || python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
-    python3 -m pip install -q ansible-core 2>/dev/null \
-        || python3 -m pip install -q --break-system-packages ansible-core \
-        || die "pip install ansible-core failed"
+    python3 -m pip install -q "$2" 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages "$2" \
+        || die "pip install $2 failed"
     hash -r
-    command -v ansible-playbook >/dev/null || die "ansible-playbook is not on PATH after installing ansible-core"
-}
-
-# The CI examples' schema check: check-jsonschema, which vendors the
-# GitHub workflow and GitLab CI schemas (no network needed to validate).
-ensure_check_jsonschema() {
-    command -v check-jsonschema >/dev/null && return
-    say "installing check-jsonschema from PyPI"
-    command -v pip3 >/dev/null || python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
-    python3 -m pip install -q check-jsonschema 2>/dev/null \
-        || python3 -m pip install -q --break-system-packages check-jsonschema \
-        || die "pip install check-jsonschema failed"
-    hash -r
-    command -v check-jsonschema >/dev/null || die "check-jsonschema is not on PATH after installing it"
+    command -v "$1" >/dev/null || die "$1 is not on PATH after installing $2"
 }
 
 ensure_testbed() {
@@ -213,8 +201,10 @@ ensure_testbed() {
     # The e-mail channel's tests: a local SMTP server (Debian's, so
     # /usr/bin/python3 has it whatever python3 is first on PATH).
     /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || apt_install python3-aiosmtpd
-    ensure_ansible
-    ensure_check_jsonschema
+    ensure_pip_tool ansible-playbook ansible-core
+    # The CI examples' schema check; the package vendors the GitHub
+    # workflow and GitLab CI schemas (no network needed to validate).
+    ensure_pip_tool check-jsonschema check-jsonschema
     ensure_docker
     ensure_compose_v2
     start_registry registry "$REGISTRY" open
