@@ -205,7 +205,10 @@ fn a_kept_compose_model_never_hides_a_change_to_what_compose_reads() {
         let (path, bytes) = found.iter().find(|(p, _)| p.ends_with("compose-model.json")).expect("the model is kept");
         let text = String::from_utf8_lossy(bytes);
         assert!(!text.contains("CanaryKept"), "no value of the environment or command is kept: {text}");
-        std::fs::metadata(path).unwrap().ino()
+        // The inode alone is no proof: a rewrite (temp file, rename) may
+        // get the number the file before it freed.
+        let meta = std::fs::metadata(path).unwrap();
+        (meta.ino(), meta.modified().unwrap())
     };
     let in_step = |why: &str| {
         let run = check(&[]);
