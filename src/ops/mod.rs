@@ -464,11 +464,11 @@ fn fixed_tags(engine: &dyn Engine, stack: &StackSettings, now: jiff::Timestamp, 
             continue;
         };
         let Some((repository, tag)) = crate::reference::split_tag(image) else { continue };
-        let Some(family) = tags::family(tag).filter(|_| !tags::is_version(tag)) else { continue };
+        let Some(family) = tags::family(tag) else { continue };
         let Ok(listed) = engine.registry_tags(image) else { continue };
         let unknown: Vec<String> = listed
             .iter()
-            .filter(|t| t.starts_with(family) && *t != tag)
+            .filter(|t| tags::is_fixed_member(family, t))
             .map(|t| format!("{repository}:{t}"))
             .filter(|r| !seen.fixed.contains_key(r))
             .take(FIXED_TAG_LOOKUPS.saturating_sub(asked))
@@ -481,7 +481,7 @@ fn fixed_tags(engine: &dyn Engine, stack: &StackSettings, now: jiff::Timestamp, 
         }
         report.running_tag = listed
             .iter()
-            .filter(|t| t.starts_with(family) && *t != tag)
+            .filter(|t| tags::is_fixed_member(family, t))
             .filter(|t| seen.fixed.get(&format!("{repository}:{t}")).is_some_and(|d| d == running))
             .min()
             .cloned();

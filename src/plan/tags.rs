@@ -32,11 +32,19 @@ pub fn is_version(tag: &str) -> bool {
     version(tag).is_some()
 }
 
-/// The family of a moving tag: `autonomy-latest` → `autonomy-`, whose
-/// other members (`autonomy-<sha>`) name one image each. None: no family.
+/// The family of a moving tag that CI pairs with fixed ones:
+/// `autonomy-latest` → `autonomy-`. Only `<name>-latest` (or `_latest`):
+/// other tags with a dash (`stable-alpine`) are lines of their own.
 pub fn family(tag: &str) -> Option<&str> {
-    let cut = tag.rfind(['-', '_'])?;
-    Some(&tag[..=cut])
+    tag.strip_suffix("latest").filter(|f| f.ends_with(['-', '_']))
+}
+
+/// A member of `family` that names one build: `autonomy-<commit>` (at
+/// least 7 hex digits) or `autonomy-<version>`.
+pub fn is_fixed_member(family: &str, tag: &str) -> bool {
+    tag.strip_prefix(family).is_some_and(|rest| {
+        rest.len() >= 7 && rest.len() <= 40 && rest.chars().all(|c| c.is_ascii_hexdigit()) || is_version(rest)
+    })
 }
 
 /// `*` matches any run of characters.
@@ -172,6 +180,16 @@ mod tests {
         let err = rewrite_image("services:\n  web:\n    image: r/web:${TAG}\n", "web", "r/web:1.4.2", "x").unwrap_err();
         assert!(err.contains("variable"), "{err}");
         assert!(rewrite_image(text, "api", "r/web:1.4.2", "x").is_err());
+    }
+
+    #[test]
+    fn only_name_latest_pairs_with_fixed_builds() {
+        assert_eq!(family("autonomy-latest"), Some("autonomy-"));
+        assert_eq!((family("latest"), family("stable-alpine")), (None, None));
+        assert!(
+            is_fixed_member("autonomy-", "autonomy-9a8b7c6d5e4f") && is_fixed_member("autonomy-", "autonomy-1.4.2")
+        );
+        assert!(!is_fixed_member("autonomy-", "autonomy-latest") && !is_fixed_member("autonomy-", "autonomy-dev"));
     }
 
     #[test]
