@@ -177,7 +177,7 @@ fn apply_one(
             held.extend(rejected);
         }
         if !opts.ignore_min_age {
-            held.extend(plan.changes.iter().filter_map(|c| Some(c.waiting.as_ref()?.describe(&c.service))));
+            held.extend(too_young(&plan));
             plan.changes.retain(|c| c.waiting.is_none());
         }
         held.extend(hold_back_outside_windows(&mut plan, &checked.policies, seams.clock.now()?));
@@ -217,7 +217,7 @@ fn apply_one(
             warnings.extend(rejected_parts(&plan, &journal));
         }
         if !opts.ignore_min_age {
-            warnings.extend(plan.changes.iter().filter_map(|c| Some(c.waiting.as_ref()?.describe(&c.service))));
+            warnings.extend(too_young(&plan));
         }
         if let Some(declined) = confirm(&plan, stack, opts, &warnings, printer)? {
             printer.human(format!("nothing applied: {declined}\n"));
@@ -293,8 +293,7 @@ fn hold_back_rejected(mut plan: Plan, journal: &Journal) -> (Plan, Vec<String>) 
     let commit_rejected =
         plan.moves_commit() && plan.commit.as_deref().is_some_and(|c| journal.rejected_commit(c).is_some());
     if commit_rejected {
-        plan.changes.retain(|c| !c.needs_files());
-        plan.commit = plan.deployed_commit.clone();
+        plan.keep_deployed_files();
     }
     plan.changes.retain(|c| {
         !(c.is_digest_update() && c.to.as_deref().is_some_and(|d| journal.rejected_digest(&c.service, d).is_some()))
@@ -302,6 +301,11 @@ fn hold_back_rejected(mut plan: Plan, journal: &Journal) -> (Plan, Vec<String>) 
     plan.kind = classify::kind_of(&plan.changes);
     held.dedup();
     (plan, held)
+}
+
+/// The new images younger than their service's `min_age`, said.
+fn too_young(plan: &Plan) -> Vec<String> {
+    plan.changes.iter().filter_map(|c| Some(c.waiting.as_ref()?.describe(&c.service))).collect()
 }
 
 /// A service with windows of its own (a database only on Sunday night)
@@ -331,13 +335,11 @@ fn hold_back_outside_windows(
             }
         }
     });
-    if files_held && plan.changes.iter().any(Change::needs_files) {
-        held.push("the changes that need the new files wait with it".to_string());
-        plan.changes.retain(|c| !c.needs_files());
-    }
     if files_held {
-        plan.commit = plan.deployed_commit.clone();
-        plan.commits = None;
+        if plan.changes.iter().any(Change::needs_files) {
+            held.push("the changes that need the new files wait with it".to_string());
+        }
+        plan.keep_deployed_files();
     }
     held
 }

@@ -382,6 +382,14 @@ impl Plan {
         }
     }
 
+    /// Stays on the deployed files (commit): every change that needs the
+    /// new ones waits with them.
+    pub fn keep_deployed_files(&mut self) {
+        self.changes.retain(|c| !c.needs_files());
+        self.commit = self.deployed_commit.clone();
+        self.commits = None;
+    }
+
     /// Whether applying the plan checks out another commit.
     pub fn moves_commit(&self) -> bool {
         self.commit.is_some() && self.commit != self.deployed_commit
@@ -890,10 +898,9 @@ pub fn unattended(plan: &Plan, policy: Policy, accept_data_risk: bool) -> (Plan,
     // every change that needs the new ones (a tag changed in git).
     let files_held = plan.changes.iter().any(|c| c.is_structural()) && !structural_ok;
     let mut out = plan.clone();
-    out.changes.retain(|c| allowed(c) && !(files_held && c.needs_files()));
+    out.changes.retain(allowed);
     if files_held {
-        out.commit = plan.deployed_commit.clone();
-        out.commits = None;
+        out.keep_deployed_files();
     }
     out.kind = kind_of(&out.changes);
     let held_back = if out.changes.len() < plan.changes.len() || out.commit != plan.commit {
