@@ -170,9 +170,11 @@ fn plan_asking(
         dockerignore: &dockerignore,
         target_images,
     });
-    let files = on_disk.as_ref().map(|id| (id.as_str(), compose.compose_files()));
-    follow_tags(seams.engine, stack, &labels.policies, files.as_ref().map(|(id, f)| (*id, f.as_slice())), &mut plan);
+    // A rollback goes to what a revision ran: no new tag replaces that.
     if target_images.is_none() {
+        let files = on_disk.as_ref().map(|id| (id.as_str(), compose.compose_files()));
+        let files = files.as_ref().map(|(id, f)| (*id, f.as_slice()));
+        follow_tags(seams.engine, stack, &labels.policies, files, &mut plan);
         fixed_tags(seams.engine, stack, seams.clock.now()?, &mut plan)?;
     }
     new_images(seams, stack, &labels.policies, &mut plan)?;
