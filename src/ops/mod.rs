@@ -170,23 +170,28 @@ fn plan_asking(
         dockerignore: &dockerignore,
         target_images,
     });
+    let now = seams.clock.now()?;
+    let mut seen = seen::Seen::load(&stack.state_dir);
+    // The edited compose files a directory stack's new tags deploy.
+    let mut tag_edits = Vec::new();
     // A rollback goes to what a revision ran: no new tag replaces that.
     if target_images.is_none() {
-        let files = on_disk.as_ref().map(|id| (id.as_str(), compose.compose_files()));
-        let files = files.as_ref().map(|(id, f)| (*id, f.as_slice()));
-        follow_tags(seams.engine, stack, &labels.policies, files, &mut plan);
-        fixed_tags(seams.engine, stack, seams.clock.now()?, &mut plan)?;
+        let compose_files = compose.compose_files();
+        let mut files =
+            on_disk.as_deref().map(|on_disk| TagFiles { on_disk, compose_files: &compose_files, edits: Vec::new() });
+        follow_tags(seams.engine, stack, &labels.policies, files.as_mut(), &mut plan);
+        tag_edits = files.map(|f| f.edits).unwrap_or_default();
+        fixed_tags(seams.engine, &mut seen, &mut plan);
     }
-    new_images(seams, stack, &labels.policies, &mut plan)?;
+    new_images(seams.engine, &mut seen, now, &labels.policies, &mut plan);
+    seen.save(&stack.state_dir, now).context("recording what the registries showed")?;
     if let (Some(GitDeploy { repo, new, old: Some(old) }), Some(source)) = (&git, &stack.git)
         && new != old
     {
         plan.commits = Some(commit_log(repo.as_ref(), source, *old, *new)?);
     }
     let directory = match on_disk {
-        Some(on_disk) => {
-            Some(directory_files(stack, on_disk, &compose.compose_files(), hashes.is_some(), &plan, &goal)?)
-        }
+        Some(on_disk) => Some(directory_files(stack, on_disk, tag_edits, hashes.is_some(), &plan, &goal)?),
         None => None,
     };
     let built =
@@ -200,7 +205,7 @@ fn plan_asking(
 fn directory_files(
     stack: &StackSettings,
     on_disk: String,
-    compose_files: &[PathBuf],
+    tag_edits: Vec<(PathBuf, String)>,
     to_files: bool,
     plan: &Plan,
     goal: &Goal,
@@ -212,26 +217,17 @@ fn directory_files(
     } else {
         snapshot::good(&stack.state_dir)
     };
-    let edits_tags =
-        matches!(goal, Goal::Latest | Goal::Commit(_)) && plan.changes.iter().any(|c| c.tag_update.is_some());
     let deploy = match goal {
         Goal::Revision(r) => r.files.clone(),
-        Goal::Latest | Goal::Commit(_) => {
-            let updates: Vec<&Change> = plan.changes.iter().filter(|c| c.tag_update.is_some()).collect();
-            if updates.is_empty() {
-                None
-            } else {
-                let edits = tag_edits(stack, &on_disk, compose_files, &updates).map_err(|e| anyhow!(e))?;
-                Some(snapshot::edited(&stack.state_dir, &on_disk, &edits)?)
-            }
-        }
+        Goal::Latest | Goal::Commit(_) if tag_edits.is_empty() => None,
+        Goal::Latest | Goal::Commit(_) => Some(snapshot::edited(&stack.state_dir, &on_disk, &tag_edits)?),
     };
     Ok(DirectoryFiles {
         state_dir: stack.state_dir.clone(),
         directory: stack.directory.clone(),
         on_disk,
         deploy,
-        tag_edits: edits_tags,
+        tag_edits: !tag_edits.is_empty(),
         before,
     })
 }
@@ -353,42 +349,39 @@ fn git_models(
     Ok(Models { new: model, old: old_model, hashes: None, git, file_diff, changed, cached_model: false })
 }
 
-/// The compose files of copy `on_disk` with each change's `image:` line
-/// moved to its new tag (the smallest edit: comments and formatting kept).
-fn tag_edits(
-    stack: &StackSettings,
-    on_disk: &str,
-    compose_files: &[PathBuf],
-    changes: &[&Change],
-) -> std::result::Result<Vec<(PathBuf, String)>, String> {
-    let tree = snapshot::tree(&stack.state_dir, on_disk);
-    let mut edits: Vec<(PathBuf, String)> = Vec::new();
-    for change in changes {
-        let (Some(old), Some(new)) = (change.from.as_deref(), change.to.as_deref()) else { continue };
-        let mut why = Vec::new();
-        let done = compose_files.iter().any(|file| {
-            let rel = file.strip_prefix(&stack.directory).unwrap_or(file).to_path_buf();
-            let text = match edits.iter().find(|(p, _)| *p == rel) {
-                Some((_, t)) => t.clone(),
-                None => std::fs::read_to_string(tree.join(&rel)).unwrap_or_default(),
-            };
-            match tags::rewrite_image(&text, &change.service, old, new) {
-                Ok(text) => {
-                    edits.retain(|(p, _)| *p != rel);
-                    edits.push((rel, text));
-                    true
-                }
-                Err(e) => {
-                    why.push(e);
-                    false
-                }
+/// A directory stack's compose files (in copy `on_disk`) as its tag
+/// moves edit them.
+struct TagFiles<'a> {
+    on_disk: &'a str,
+    compose_files: &'a [PathBuf],
+    /// Each edited file, relative to the stack directory, and its text.
+    edits: Vec<(PathBuf, String)>,
+}
+
+/// `files.edits` with `change`'s `image:` line moved to its new tag: the
+/// smallest edit, comments and formatting kept. Err: why no compose file
+/// takes it (`edits` unchanged).
+fn edit_image_line(stack: &StackSettings, files: &mut TagFiles, change: &Change) -> std::result::Result<(), String> {
+    let (Some(old), Some(new)) = (change.from.as_deref(), change.to.as_deref()) else { return Ok(()) };
+    let tree = snapshot::tree(&stack.state_dir, files.on_disk);
+    let edits = &mut files.edits;
+    let mut why = None;
+    for file in files.compose_files {
+        let rel = file.strip_prefix(&stack.directory).unwrap_or(file).to_path_buf();
+        let text = match edits.iter().find(|(p, _)| *p == rel) {
+            Some((_, t)) => t.clone(),
+            None => std::fs::read_to_string(tree.join(&rel)).unwrap_or_default(),
+        };
+        match tags::rewrite_image(&text, &change.service, old, new) {
+            Ok(text) => {
+                edits.retain(|(p, _)| *p != rel);
+                edits.push((rel, text));
+                return Ok(());
             }
-        });
-        if !done {
-            return Err(why.pop().unwrap_or_else(|| "no compose file".into()));
+            Err(e) => why = Some(e),
         }
     }
-    Ok(edits)
+    Err(why.unwrap_or_else(|| "no compose file".into()))
 }
 
 /// Newer version tags for the services that `follow:` them. A directory
@@ -400,7 +393,7 @@ fn follow_tags(
     engine: &dyn Engine,
     stack: &StackSettings,
     policies: &BTreeMap<String, ServicePolicy>,
-    files: Option<(&str, &[PathBuf])>,
+    mut files: Option<&mut TagFiles>,
     plan: &mut Plan,
 ) {
     let mut listed: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();
@@ -427,7 +420,7 @@ fn follow_tags(
         }
         let update = TagUpdate { service: service.clone(), from: tag.to_string(), to: to.clone(), bump };
         plan.tag_updates.push(update.clone());
-        let Some((on_disk, compose_files)) = files else { continue };
+        let Some(files) = files.as_deref_mut() else { continue };
         let change = Change {
             from: Some(image.clone()),
             to: Some(reference.clone()),
@@ -436,7 +429,7 @@ fn follow_tags(
             tag_update: Some(update),
             ..Change::new(&service, ChangeKind::Image, Some(reference))
         };
-        if let Err(e) = tag_edits(stack, on_disk, compose_files, &[&change]) {
+        if let Err(e) = edit_image_line(stack, files, &change) {
             if let Some(report) = plan.services.iter_mut().find(|s| s.service == service) {
                 report.detail = Some(format!("tag {to} available; clusterup cannot edit the image line: {e}"));
             }
@@ -458,8 +451,7 @@ const FIXED_TAG_LOOKUPS: usize = 100;
 /// For each service on a moving tag (`autonomy-latest`), the fixed tag of
 /// its family (`autonomy-<sha>`) that names the running digest: what CI
 /// pushed beside it, and a name for `rollback --to`.
-fn fixed_tags(engine: &dyn Engine, stack: &StackSettings, now: jiff::Timestamp, plan: &mut Plan) -> Result<()> {
-    let mut seen = seen::Seen::load(&stack.state_dir);
+fn fixed_tags(engine: &dyn Engine, seen: &mut seen::Seen, plan: &mut Plan) {
     let mut asked = 0;
     for report in plan.services.iter_mut() {
         let (Some(image), Some(running)) = (report.image.as_deref(), report.running_digest.as_deref()) else {
@@ -468,44 +460,39 @@ fn fixed_tags(engine: &dyn Engine, stack: &StackSettings, now: jiff::Timestamp, 
         let Some((repository, tag)) = crate::reference::split_tag(image) else { continue };
         let Some(family) = tags::family(tag) else { continue };
         let Ok(listed) = engine.registry_tags(image) else { continue };
-        let unknown: Vec<String> = listed
+        let members: Vec<String> =
+            listed.iter().filter(|t| tags::is_fixed_member(family, t)).map(|t| format!("{repository}:{t}")).collect();
+        let unknown: Vec<String> = members
             .iter()
-            .filter(|t| tags::is_fixed_member(family, t))
-            .map(|t| format!("{repository}:{t}"))
-            .filter(|r| !seen.fixed.contains_key(r))
+            .filter(|r| seen.fixed(r).is_none())
             .take(FIXED_TAG_LOOKUPS.saturating_sub(asked))
+            .cloned()
             .collect();
         asked += unknown.len();
         for (reference, digest) in unknown.iter().zip(engine.registry_digests(&unknown)) {
             if let Ok(digest) = digest {
-                seen.fixed.insert(reference.clone(), digest);
+                seen.remember_fixed(reference.clone(), digest);
             }
         }
-        report.running_tag = listed
+        report.running_tag = members
             .iter()
-            .filter(|t| tags::is_fixed_member(family, t))
-            .filter(|t| seen.fixed.get(&format!("{repository}:{t}")).is_some_and(|d| d == running))
+            .filter(|r| seen.fixed(r) == Some(running))
             .min()
-            .cloned();
+            .and_then(|r| r.strip_prefix(&format!("{repository}:")))
+            .map(String::from);
     }
-    if asked > 0 {
-        seen.save(&stack.state_dir, now).context("recording what fixed tags name")?;
-    }
-    Ok(())
 }
 
 /// What each new image says of itself (its OCI labels; a registry that
 /// does not tell is no error, the labels only inform), and whether it is
 /// old enough for its service's `min_age`.
 fn new_images(
-    seams: &Seams,
-    stack: &StackSettings,
+    engine: &dyn Engine,
+    seen: &mut seen::Seen,
+    now: jiff::Timestamp,
     policies: &BTreeMap<String, ServicePolicy>,
     plan: &mut Plan,
-) -> Result<()> {
-    let now = seams.clock.now()?;
-    let mut seen = seen::Seen::load(&stack.state_dir);
-    let mut sighted = false;
+) {
     for change in plan.changes.iter_mut().filter(|c| c.kind == ChangeKind::Image && c.restore_image.is_none()) {
         let (Some(image), Some(to)) = (&change.image, &change.to) else { continue };
         // A new digest behind the same tag, or a new tag (its manifest).
@@ -518,7 +505,7 @@ fn new_images(
                 (to.clone(), crate::reference::Reference::parse(to).tag.unwrap_or_else(|| "latest".into()), to.clone())
             }
         };
-        let config = seams.engine.image_config(&reference, &target).ok();
+        let config = engine.image_config(&reference, &target).ok();
         if let Some(config) = &config {
             let label = |name: &str| config.labels.get(&format!("org.opencontainers.image.{name}")).cloned();
             let mut info = ImageInfo {
@@ -537,15 +524,10 @@ fn new_images(
             change.new_image = Some(info).filter(|i| !i.is_empty());
         }
         let first_seen = seen.first_seen(&key, now);
-        sighted = true;
         if let Some(min_age) = policies.get(&change.service).and_then(|p| p.min_age) {
             change.waiting = Waiting::gate(min_age, first_seen, config.and_then(|c| c.created), now);
         }
     }
-    if sighted {
-        seen.save(&stack.state_dir, now).context("recording when new images were first seen")?;
-    }
-    Ok(())
 }
 
 /// How many commits a message lists; the rest are counted.

@@ -20,7 +20,10 @@ pub struct Seen {
     /// Fixed tags (`repository:autonomy-<sha>`) → the digest they name:
     /// asked once, since they do not move.
     #[serde(default)]
-    pub fixed: BTreeMap<String, String>,
+    fixed: BTreeMap<String, String>,
+    /// Something was learnt that the file does not hold yet.
+    #[serde(skip)]
+    learnt: bool,
 }
 
 impl Seen {
@@ -30,10 +33,26 @@ impl Seen {
 
     /// When `key` was first seen; now, if never before.
     pub fn first_seen(&mut self, key: &str, now: jiff::Timestamp) -> jiff::Timestamp {
-        *self.first.entry(key.to_string()).or_insert(now)
+        *self.first.entry(key.to_string()).or_insert_with(|| {
+            self.learnt = true;
+            now
+        })
     }
 
+    pub fn fixed(&self, reference: &str) -> Option<&str> {
+        self.fixed.get(reference).map(String::as_str)
+    }
+
+    pub fn remember_fixed(&mut self, reference: String, digest: String) {
+        self.fixed.insert(reference, digest);
+        self.learnt = true;
+    }
+
+    /// Writes what was learnt (nothing new: nothing written).
     pub fn save(&mut self, state_dir: &Path, now: jiff::Timestamp) -> Result<()> {
+        if !self.learnt {
+            return Ok(());
+        }
         self.first.retain(|_, t| now.duration_since(*t) < FORGET_AFTER);
         crate::state::StateDir::open(state_dir)?;
         crate::files::write_atomic(&state_dir.join(FILE), &serde_json::to_vec_pretty(self).expect("plain data"))
