@@ -363,7 +363,7 @@ _clusterup() {
             return 0
             ;;
         clusterup__subcmd__rollback)
-            opts="-y -v -q -h -V --to --list --dry-run --yes --reason --config --stack --json --state-dir --metrics-file --verbose --quiet --help --version"
+            opts="-y -v -q -h -V --to --list --dry-run --yes --reason --restore-volumes --config --stack --json --state-dir --metrics-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

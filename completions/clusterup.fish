@@ -76,6 +76,7 @@ complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l metrics
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l list -d 'List the recorded revisions and change nothing'
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l dry-run -d 'Print the plan and change nothing'
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -s y -l yes -d 'Roll back without asking for confirmation'
+complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l restore-volumes -d 'Also put the volumes\' data back from volume snapshots: those revision REV took (with --to), else those of the revision rolled back from. Their content now is moved aside until the services are healthy'
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -l json -d 'Print one JSON document instead of human output'
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -s v -l verbose -d 'More detail'
 complete -c clusterup -n "__fish_clusterup_using_subcommand rollback" -s q -l quiet -d 'Only errors and the final result'

@@ -142,6 +142,12 @@ pub struct RollbackArgs {
     /// Why, recorded with the revision rolled away from
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+
+    /// Also put the volumes' data back from volume snapshots: those revision
+    /// REV took (with --to), else those of the revision rolled back from.
+    /// Their content now is moved aside until the services are healthy
+    #[arg(long, conflicts_with = "list")]
+    pub restore_volumes: bool,
 }
 
 #[derive(Debug, Args)]

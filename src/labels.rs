@@ -10,6 +10,8 @@
 //! | `clusterup.pre-update`, `clusterup.post-update` (or Watchtower's `lifecycle.` ones) | hooks run inside the container |
 //! | `clusterup.strategy` | `stop-first` (the default) or `start-first` |
 //! | `clusterup.strategy-fallback` | `stop-first`: where start-first cannot work |
+//! | `clusterup.backup-volumes` | `true`: snapshot its volumes before it is changed |
+//! | `clusterup.pre-backup` | run inside the container before its volumes are copied while it runs |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -35,6 +37,8 @@ const FOLLOW: &str = "clusterup.follow";
 const WINDOW: &str = "clusterup.window";
 const FOLLOW_INCLUDE: &str = "clusterup.follow.include";
 const FOLLOW_EXCLUDE: &str = "clusterup.follow.exclude";
+const BACKUP_VOLUMES: &str = "clusterup.backup-volumes";
+const PRE_BACKUP: &str = "clusterup.pre-backup";
 
 /// Everything that decides how one service is updated.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -54,6 +58,10 @@ pub struct ServicePolicy {
     pub follow: Option<crate::settings::Follow>,
     /// When `apply --auto` may change it; empty: whenever the stack may.
     pub windows: Vec<crate::window::Window>,
+    /// Its volumes are snapshot before a revision changes it.
+    pub backup_volumes: bool,
+    /// Bind mounts (host paths) snapshot with them.
+    pub backup_binds: Vec<std::path::PathBuf>,
 }
 
 pub struct Resolved {
@@ -142,6 +150,7 @@ pub fn resolve(stack: &StackSettings, model: &ComposeModel) -> Result<Resolved, 
                 .collect::<Result<Vec<_>, String>>()?,
             _ => configured.windows,
         };
+        let backup_volumes = configured.backup_volumes.or(flag(l.get(BACKUP_VOLUMES))).unwrap_or(stack.volumes.all);
         policies.insert(
             name.clone(),
             ServicePolicy {
@@ -151,12 +160,15 @@ pub fn resolve(stack: &StackSettings, model: &ComposeModel) -> Result<Resolved, 
                 container_hooks: Hooks {
                     pre_update: l.get(PRE_UPDATE).or(l.get(WATCHTOWER_PRE_UPDATE)).cloned(),
                     post_update: l.get(POST_UPDATE).or(l.get(WATCHTOWER_POST_UPDATE)).cloned(),
+                    pre_backup: l.get(PRE_BACKUP).cloned(),
                 },
                 strategy,
                 fallback_reason,
                 min_age,
                 follow,
                 windows,
+                backup_volumes,
+                backup_binds: configured.backup_binds,
             },
         );
     }

@@ -189,6 +189,8 @@ pub struct StatusDetail {
     pub stats: Stats,
     pub services: Vec<ServiceStatus>,
     pub revisions: Vec<Revision>,
+    /// The volume snapshots kept, oldest first.
+    pub snapshots: Vec<crate::state::snapshots::Manifest>,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]

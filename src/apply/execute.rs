@@ -745,17 +745,24 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let trail = tmp.path().join("trail");
         let say = |what: &str| format!("echo {what} >> {}", trail.display());
-        let stack_hooks = Hooks { pre_update: Some(say("stack-pre")), post_update: Some(say("stack-post")) };
+        let stack_hooks =
+            Hooks { pre_update: Some(say("stack-pre")), post_update: Some(say("stack-post")), pre_backup: None };
         let service = |pre: String| ServicePolicy {
             health_url: None,
             health_timeout: None,
-            host_hooks: Hooks { pre_update: Some(pre), post_update: Some(say("post-$CLUSTERUP_SERVICE")) },
+            host_hooks: Hooks {
+                pre_update: Some(pre),
+                post_update: Some(say("post-$CLUSTERUP_SERVICE")),
+                pre_backup: None,
+            },
             container_hooks: Hooks::default(),
             strategy: Strategy::StopFirst,
             fallback_reason: None,
             min_age: None,
             follow: None,
             windows: Vec::new(),
+            backup_volumes: false,
+            backup_binds: Vec::new(),
         };
         let policies = BTreeMap::from([("b".to_string(), service(say("pre-$CLUSTERUP_SERVICE")))]);
         let f = Fake { trail: Some(trail.clone()), ..fake("sha256:new-a", "sha256:new-b") };
@@ -778,7 +785,7 @@ mod tests {
         assert_eq!(f.running.lock().unwrap()["b"], "old-b", "b was left as it was");
         assert_eq!(f.running.lock().unwrap()["a"], "sha256:new-a");
 
-        let failing = Hooks { pre_update: Some("exit 1".into()), post_update: None };
+        let failing = Hooks { pre_update: Some("exit 1".into()), post_update: None, pre_backup: None };
         let f = fake("sha256:new-a", "sha256:new-b");
         let e = run_with_hooks(&f, changes, &[backup("a"), backup("b")], false, &failing, &BTreeMap::new());
         assert_eq!(e.outcome, Outcome::Failed);

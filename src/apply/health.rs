@@ -159,6 +159,18 @@ mod tests {
         fn remove_container(&self, _: &str) -> anyhow::Result<()> {
             unreachable!()
         }
+        fn stop_container(&self, _: &str) -> anyhow::Result<()> {
+            unreachable!()
+        }
+        fn volume(&self, _: &str) -> anyhow::Result<crate::seams::engine::VolumeInfo> {
+            unreachable!()
+        }
+        fn export(&self, _: &str, _: &str, _: &mut dyn std::io::Write) -> anyhow::Result<()> {
+            unreachable!()
+        }
+        fn volume_users(&self, _: &str) -> anyhow::Result<Vec<(String, ContainerInfo)>> {
+            unreachable!()
+        }
     }
 
     fn c(state: &str, health: Option<&str>, restarts: i64, image: &str) -> Vec<ContainerInfo> {
@@ -172,7 +184,7 @@ mod tests {
             image_id: image.into(),
             config_hash: None,
             started_at: None,
-            anonymous_volumes: vec![],
+            mounts: vec![],
         }]
     }
 

@@ -12,3 +12,4 @@ pub mod health;
 pub mod recovery;
 pub mod revision;
 pub mod snapshot;
+pub mod volumes;

@@ -10,6 +10,7 @@ use super::execute::{Execution, Files};
 use super::files::{DirectoryFiles, GitDeploy};
 use super::health::{Check, wait_healthy};
 use super::revision::Ctx;
+use super::volumes::WithRestore;
 use crate::plan::classify::{ChangeKind, Plan};
 use crate::reference::Reference;
 use crate::seams::engine::ContainerInfo;
@@ -44,11 +45,22 @@ impl Ctx<'_> {
             }),
             _ => None,
         };
-        let execution = if self.target_reached(plan, git.as_ref())? {
+        let files = git.as_ref().map(|g| g as &dyn Files).or(directory.as_ref().map(|d| d as &dyn Files));
+        let with_restore = last.restore.as_ref().map(|restore| WithRestore {
+            files,
+            restore,
+            engine: self.seams.engine,
+            stopped: Default::default(),
+        });
+        let swapped = last.restore.as_ref().is_none_or(|r| r.swapped());
+        let execution = if swapped && self.target_reached(plan, git.as_ref())? {
             self.printer.step(format!("revision {} had reached its target; completing it", last.id));
+            if let Some(r) = &last.restore {
+                r.commit()?;
+            }
             Execution { outcome: Outcome::Applied, error: None, after: Vec::new(), skipped: Vec::new() }
         } else {
-            let files = git.as_ref().map(|g| g as &dyn Files).or(directory.as_ref().map(|d| d as &dyn Files));
+            let files = with_restore.as_ref().map(|w| w as &dyn Files).or(files);
             let error = format!("revision {} was interrupted before it finished", last.id);
             self.executor(&BTreeMap::new()).restore(plan, &last.services, files, error)
         };
@@ -196,6 +208,7 @@ mod tests {
             images: BTreeMap::new(),
             files: None,
             files_before: None,
+            restore: None,
         };
         StateDir::open(&stack.state_dir).unwrap().begin(&revision).unwrap();
         (tmp, stack, f)

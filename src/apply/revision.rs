@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use super::backup;
 use super::execute::{Execution, Executor, Files};
 use super::snapshot;
+use super::volumes::{self, Restore, Snapshots, WithRestore};
 use crate::labels::ServicePolicy;
 use crate::output::Printer;
 use crate::plan::classify::Plan;
@@ -72,8 +73,27 @@ impl Ctx<'_> {
             .unwrap_or_default()
     }
 
+    /// The volume snapshots `plan` calls for (services that opted in and
+    /// that it changes). Err inside: they do not fit; the revision waits.
+    pub fn snapshots_for(
+        &self,
+        plan: &Plan,
+        observation: &Observation,
+        policies: &BTreeMap<String, ServicePolicy>,
+    ) -> Result<Result<Snapshots, String>> {
+        let snapshots = volumes::select(self.seams.engine, plan, observation, policies)?;
+        for note in &snapshots.not_copied {
+            self.printer.warn(note);
+        }
+        if snapshots.is_empty() {
+            return Ok(Ok(snapshots));
+        }
+        Ok(volumes::check_space(&snapshots, &self.stack.volumes.dir).map(|()| snapshots))
+    }
+
     /// Journals, backs up and executes `plan` as revision N; a failure
-    /// rejects its target so no unattended run tries it again.
+    /// rejects its target so no unattended run tries it again. `data`: the
+    /// volumes to copy first, and a restore prepared for this revision.
     pub fn run_revision(
         &self,
         plan: &Plan,
@@ -81,8 +101,15 @@ impl Ctx<'_> {
         policies: &BTreeMap<String, ServicePolicy>,
         files: Option<&dyn Files>,
         trigger: Trigger,
+        data: (&Snapshots, Option<&Restore>),
     ) -> Result<(u64, Execution)> {
+        let (snapshots, restore) = data;
         let id = self.state.next_revision_id()?;
+        if let Some(r) = restore
+            && r.by != id
+        {
+            anyhow::bail!("the restore was prepared for revision {}, not {id}", r.by);
+        }
         let backups = backup::backups_for(plan, observation, id);
         let (files_deployed, files_before) = files.map(Files::copies).unwrap_or_default();
         let revision = Revision {
@@ -97,17 +124,36 @@ impl Ctx<'_> {
             images: BTreeMap::new(),
             files: files_deployed,
             files_before,
+            restore: restore.cloned(),
         };
         self.state.begin(&revision).context("journaling the revision before acting")?;
         crash_point("journaled");
         for b in &backups {
             self.printer.detail(format!("keeping the image {} runs now as {}", b.service, b.backup_tag));
         }
-        let execution = match backup::keep_images(self.seams.engine, &backups) {
-            Ok(()) => self.executor(policies).execute(plan, &backups, files),
-            Err(e) => Execution::failed(format!("keeping the current images for rollback: {e:#}; nothing was changed")),
+        let with_restore = restore.map(|restore| WithRestore {
+            files,
+            restore,
+            engine: self.seams.engine,
+            stopped: Default::default(),
+        });
+        let files = with_restore.as_ref().map(|w| w as &dyn Files).or(files);
+        let execution = match self.copy_volumes(snapshots, id) {
+            Err(e) => Execution::failed(format!("{e:#}; nothing was changed")),
+            Ok(()) => match backup::keep_images(self.seams.engine, &backups) {
+                Ok(()) => self.executor(policies).execute(plan, &backups, files),
+                Err(e) => {
+                    Execution::failed(format!("keeping the current images for rollback: {e:#}; nothing was changed"))
+                }
+            },
         };
         crash_point("executed");
+        if let Some(r) = restore {
+            let settled = if execution.outcome == Outcome::Applied { r.commit() } else { r.undo() };
+            if let Err(e) = settled {
+                self.printer.warn(format!("tidying up after the volume restore: {e:#}"));
+            }
+        }
         if execution.outcome == Outcome::RolledBack
             && let Some(note) = files.and_then(Files::kept_note)
         {
@@ -115,6 +161,27 @@ impl Ctx<'_> {
         }
         self.finish(&revision, &execution, true)?;
         Ok((id, execution))
+    }
+
+    fn copy_volumes(&self, snapshots: &Snapshots, id: u64) -> Result<()> {
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        let taker = volumes::Taker {
+            engine: self.seams.engine,
+            printer: self.printer,
+            stack: &self.stack.name,
+            dir: &self.stack.volumes.dir,
+            hook_timeout: self.stack.hook_timeout,
+        };
+        let manifest = taker.take(snapshots, id, self.seams.clock.stamp()).context("taking volume snapshots")?;
+        self.printer.step(format!(
+            "volume snapshots of revision {id} are in {}: {}",
+            volumes::revision_dir(&self.stack.volumes.dir, id).display(),
+            manifest.describe()
+        ));
+        crash_point("snapshot");
+        Ok(())
     }
 
     /// `reject`: a revision that failed on its merits is not retried
@@ -147,6 +214,11 @@ impl Ctx<'_> {
             && let Err(e) = self.prune()
         {
             self.printer.step(format!("pruning old rollback images: {e:#}"));
+        }
+        if execution.outcome == Outcome::Applied
+            && let Err(e) = volumes::prune(&self.stack.volumes.dir, self.stack.volumes.keep, Some(revision.id))
+        {
+            self.printer.step(format!("pruning old volume snapshots: {e:#}"));
         }
         Ok(())
     }

@@ -228,9 +228,19 @@ fn apply_one(
         }
     }
 
+    let snapshots = match ctx.snapshots_for(&plan, &checked.observation, &checked.policies)? {
+        Ok(s) => s,
+        Err(no_room) => {
+            printer.human(format!("not applied: {no_room}\n"));
+            held_back.push(no_room);
+            let report = report(CommandName::Apply, &plan, Outcome::UpToDate, None, None, &held_back, held);
+            return Ok((ExitStatus::Skipped, report));
+        }
+    };
     let files = checked.files_for(&plan);
     let trigger = if opts.auto { Trigger::Auto } else { Trigger::Manual };
-    let (id, execution) = ctx.run_revision(&plan, &checked.observation, &checked.policies, files, trigger)?;
+    let (id, execution) =
+        ctx.run_revision(&plan, &checked.observation, &checked.policies, files, trigger, (&snapshots, None))?;
     let status = match execution.outcome {
         Outcome::Applied | Outcome::UpToDate => quiet_status,
         Outcome::RolledBack | Outcome::Failed => ExitStatus::Failed,

@@ -6,10 +6,13 @@ use anyhow::{Result, anyhow};
 use super::apply::report;
 use super::{each_stack, table, to_value};
 use crate::apply::revision::Session;
+use crate::apply::volumes::{self, Manifest, MountKind, Restore, Snapshots, VolumeSnapshot};
 use crate::cli::RollbackArgs;
 use crate::exit::{ExitStatus, usage};
 use crate::ops::{self, Goal};
 use crate::output::Printer;
+use crate::plan::classify::{Change, ChangeKind, Plan};
+use crate::plan::observation::Observation;
 use crate::reference::short;
 use crate::report::{CommandName, Report, RevisionsReport};
 use crate::seams::Seams;
@@ -117,7 +120,15 @@ fn resolve_by_name<'a>(spec: &str, revisions: &'a [Revision]) -> Result<&'a Revi
 /// The revision that runs now and the one to go back to: `to`'s, or the
 /// good revision before the current one, or (from the first) the state
 /// before it.
-fn choose(to: Option<&str>, revisions: &[Revision], stack: &str, tag: TagDigests) -> Result<(Revision, Revision)> {
+/// `data_only`: going "to" what runs now is allowed (to restore its
+/// volume snapshots).
+fn choose(
+    to: Option<&str>,
+    revisions: &[Revision],
+    stack: &str,
+    tag: TagDigests,
+    data_only: bool,
+) -> Result<(Revision, Revision)> {
     let current = revisions
         .iter()
         .rev()
@@ -132,7 +143,7 @@ fn choose(to: Option<&str>, revisions: &[Revision], stack: &str, tag: TagDigests
     };
     // The state before the current revision shares its id: only the
     // revision itself is "what runs now".
-    if target.id == current.id && to.is_some() && target.images == current.images {
+    if target.id == current.id && to.is_some() && target.images == current.images && !data_only {
         return Err(usage(format!("revision {} is what runs now", target.id)));
     }
     Ok((current.clone(), target))
@@ -163,6 +174,35 @@ fn tag_digests(seams: &Seams, revisions: &[Revision], name: &str) -> Vec<(String
         .collect()
 }
 
+/// Every service whose containers mount a volume the snapshot restores
+/// is stopped for the swap and started again (recreated, if the rollback
+/// changes it anyway), health-gated like any change.
+fn restart_volume_users(plan: &mut Plan, observation: &Observation, manifest: &Manifest) {
+    for (service, observed) in &observation.services {
+        let uses = |v: &VolumeSnapshot| {
+            observed.containers.iter().flat_map(|c| &c.mounts).any(|m| match v.kind {
+                MountKind::Volume => m.kind == "volume" && m.name == v.name,
+                MountKind::Bind => m.kind == "bind" && m.source == v.name,
+            })
+        };
+        let restored: Vec<&str> = manifest.volumes.iter().filter(|v| uses(v)).map(|v| v.name.as_str()).collect();
+        if restored.is_empty() {
+            continue;
+        }
+        let why =
+            format!("its data ({}) is restored from revision {}'s snapshot", restored.join(", "), manifest.revision);
+        match plan.changes.iter_mut().find(|c| &c.service == service) {
+            Some(change) => change.reasons.push(why),
+            None => {
+                let mut change = Change::new(service, ChangeKind::Recreate, None);
+                change.reasons.push(why);
+                plan.changes.push(change);
+            }
+        }
+    }
+    plan.kind = crate::plan::classify::kind_of(&plan.changes);
+}
+
 /// The stack as it was before `rev`: its commit and, per service, the
 /// image kept as `before`.
 fn state_before(rev: &Revision) -> Revision {
@@ -189,10 +229,23 @@ fn rollback_one(
     ctx.recover()?;
     let journal = state.journal()?;
     let tag = |name: &str| tag_digests(seams, &journal.revisions, name);
-    let (current, target) = choose(args.to.as_deref(), &journal.revisions, &stack.name, &tag)?;
+    let (current, target) = choose(args.to.as_deref(), &journal.revisions, &stack.name, &tag, args.restore_volumes)?;
     let (current, target) = (&current, &target);
     let checked = ops::plan(seams, stack, Goal::Revision(target))?;
-    let plan = &checked.plan;
+    let mut plan = checked.plan.clone();
+    let data_only = plan.changes.is_empty() && !plan.moves_commit();
+    // Whose snapshots: the revision named, else the one rolled back from.
+    let source = if args.to.is_some() { target.id } else { current.id };
+    let snapshot = volumes::list(&stack.volumes.dir)?.into_iter().find(|m| m.revision == source);
+    if args.restore_volumes {
+        let Some(manifest) = &snapshot else {
+            return Err(usage(format!(
+                "revision {source} took no volume snapshots (or they were pruned); `clusterup status` lists those kept"
+            )));
+        };
+        restart_volume_users(&mut plan, &checked.observation, manifest);
+    }
+    let plan = &plan;
     let to = if target.id == current.id {
         format!("the state before revision {}", current.id)
     } else {
@@ -200,8 +253,21 @@ fn rollback_one(
     };
     printer.human(format!("rollback of stack {} from revision {} to {to}\n", stack.name, current.id));
     super::check::show_plan(printer, plan, &checked.file_diff);
+    match (&snapshot, args.restore_volumes) {
+        (Some(m), true) => printer.human(format!(
+            "volumes restored from revision {source}'s snapshots: {}; what they hold now is moved aside until \
+             the services are healthy\n",
+            m.describe()
+        )),
+        (Some(m), false) => printer.human(format!(
+            "revision {source} has volume snapshots ({}); this rollback leaves the data as it is \
+             (--restore-volumes restores them)\n",
+            m.describe()
+        )),
+        (None, _) => {}
+    }
     let moves_commit = plan.moves_commit();
-    if args.dry_run || (plan.changes.is_empty() && !moves_commit) {
+    if args.dry_run || (plan.changes.is_empty() && !moves_commit && !args.restore_volumes) {
         return Ok((
             ExitStatus::Success,
             report(CommandName::Rollback, plan, Outcome::UpToDate, None, None, &[], None),
@@ -211,7 +277,8 @@ fn rollback_one(
         if !printer.can_ask() {
             return Err(usage("rollback asks for confirmation, and there is no terminal to ask on: pass --yes"));
         }
-        if !printer.confirm(&format!("Roll stack {} back to {to}?", stack.name))? {
+        let data = if args.restore_volumes { " and restore its volumes' data" } else { "" };
+        if !printer.confirm(&format!("Roll stack {} back to {to}{data}?", stack.name))? {
             return Ok((
                 ExitStatus::Skipped,
                 report(CommandName::Rollback, plan, Outcome::UpToDate, None, Some("declined".into()), &[], None),
@@ -219,8 +286,34 @@ fn rollback_one(
         }
     }
     let files = checked.files_for(plan);
-    let (id, execution) = ctx.run_revision(plan, &checked.observation, &checked.policies, files, Trigger::Rollback)?;
-    if execution.outcome == Outcome::Applied {
+    let restore = match (&snapshot, args.restore_volumes) {
+        (Some(manifest), true) => Some(Restore::prepare(
+            seams.engine,
+            printer,
+            &stack.volumes.dir,
+            manifest,
+            &plan.project,
+            state.next_revision_id()?,
+        )?),
+        _ => None,
+    };
+    // A restore keeps what it replaces until the services are healthy:
+    // no copy of the data it is about to replace is taken first.
+    let snapshots = match &restore {
+        Some(_) => Snapshots::default(),
+        None => match ctx.snapshots_for(plan, &checked.observation, &checked.policies)? {
+            Ok(s) => s,
+            Err(no_room) => {
+                printer.human(format!("not rolled back: {no_room}\n"));
+                let report = report(CommandName::Rollback, plan, Outcome::UpToDate, None, None, &[no_room], None);
+                return Ok((ExitStatus::Skipped, report));
+            }
+        },
+    };
+    let data = (&snapshots, restore.as_ref());
+    let (id, execution) =
+        ctx.run_revision(plan, &checked.observation, &checked.policies, files, Trigger::Rollback, data)?;
+    if execution.outcome == Outcome::Applied && !data_only {
         let why = match &args.reason {
             Some(reason) => format!("an operator rolled back from it: {reason}"),
             None => "an operator rolled back from it".to_string(),
@@ -257,6 +350,7 @@ mod tests {
             images: Default::default(),
             files: None,
             files_before: None,
+            restore: None,
         }
     }
 
@@ -308,12 +402,12 @@ mod tests {
             rev(3, Outcome::Applied, "cccc3333", "2026-11-22T10:00:00Z"),
             rev(4, Outcome::RollbackFailed, "dddd4444", "2026-11-23T10:00:00Z"),
         ];
-        let (current, target) = choose(None, &revs, "s", &|_| Vec::new()).unwrap();
+        let (current, target) = choose(None, &revs, "s", &|_| Vec::new(), false).unwrap();
         assert_eq!((current.id, target.id), (3, 1), "failed revisions are neither current nor a target");
-        let err = choose(Some("3"), &revs, "s", &|_| Vec::new()).unwrap_err();
+        let err = choose(Some("3"), &revs, "s", &|_| Vec::new(), false).unwrap_err();
         assert!(err.to_string().contains("is what runs now"), "{err}");
-        assert_eq!(choose(Some("aaaa"), &revs, "s", &|_| Vec::new()).unwrap().1.id, 1);
-        let err = choose(None, &revs[1..2], "s", &|_| Vec::new()).unwrap_err();
+        assert_eq!(choose(Some("aaaa"), &revs, "s", &|_| Vec::new(), false).unwrap().1.id, 1);
+        let err = choose(None, &revs[1..2], "s", &|_| Vec::new(), false).unwrap_err();
         assert!(err.to_string().contains("nothing to roll back"), "{err}");
     }
 
@@ -342,7 +436,7 @@ mod tests {
                 after: None,
             })
             .to_vec();
-        let (current, target) = choose(None, &[first], "s", &|_| Vec::new()).unwrap();
+        let (current, target) = choose(None, &[first], "s", &|_| Vec::new(), false).unwrap();
         assert_eq!((current.id, target.id), (1, 1));
         assert_eq!(target.plan.commit.as_deref(), Some("0000aaaa"));
         assert_eq!(target.files.as_deref(), Some("copy-before"));

@@ -18,7 +18,7 @@ use crate::report::{
 use crate::seams::Seams;
 use crate::settings::StackSettings;
 use crate::state::Outcome;
-use crate::state::{Revision, StateDir};
+use crate::state::{Revision, StateDir, snapshots};
 
 pub fn stats(revisions: &[Revision]) -> Stats {
     let finished: Vec<&Revision> = revisions.iter().filter(|r| r.outcome.is_some()).collect();
@@ -185,6 +185,13 @@ fn status_one(
             );
         }
     }
+    let snapshots = snapshots::list(&stack.volumes.dir)?;
+    if !snapshots.is_empty() {
+        let _ = writeln!(text, "volume snapshots in {}:", stack.volumes.dir.display());
+        for m in &snapshots {
+            let _ = writeln!(text, "  #{} {} {}", m.revision, m.taken, m.describe());
+        }
+    }
     printer.human(text);
     let deployed = deployed.map(|d| DeployedRevision {
         revision: d.id,
@@ -203,6 +210,7 @@ fn status_one(
             stats,
             services,
             revisions: recent.into_iter().cloned().collect(),
+            snapshots,
         }),
     };
     Ok((ExitStatus::Success, Report::Status(Box::new(report))))
@@ -227,6 +235,7 @@ mod tests {
             images: Default::default(),
             files: None,
             files_before: None,
+            restore: None,
         }
     }
 

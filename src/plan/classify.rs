@@ -643,8 +643,7 @@ impl Builder<'_> {
         let gone: Vec<&String> = gone.iter().filter(|n| !skip.contains(*n) && self.running(n)).collect();
         for name in gone {
             let observed = &observation.services[name];
-            let anonymous: BTreeSet<String> =
-                observed.containers.iter().flat_map(|c| c.anonymous_volumes.iter().cloned()).collect();
+            let anonymous: BTreeSet<String> = observed.containers.iter().flat_map(|c| c.anonymous_volumes()).collect();
             self.data_risks.extend(anonymous_risk(name, &anonymous.into_iter().collect::<Vec<_>>()));
             let image = observed.image.as_ref().and_then(|i| i.repo_tags.first().cloned());
             let why = "no longer in the compose files".to_string();
@@ -1208,7 +1207,7 @@ mod tests {
                 image_id: "sha256:img".into(),
                 config_hash: None,
                 started_at: None,
-                anonymous_volumes: vec![],
+                mounts: vec![],
             }],
             image: Some(ImageInfo {
                 id: "sha256:img".into(),
@@ -1597,7 +1596,12 @@ mod tests {
     fn a_directory_stack_removes_what_the_files_no_longer_define() {
         let model = json_model(json!({"web": {"image": "w:1"}}), json!({}));
         let mut observation = up(&["web", "old", "cache", "idle", "kept"]);
-        observation.services.get_mut("cache").unwrap().containers[0].anonymous_volumes = vec!["/cache".into()];
+        observation.services.get_mut("cache").unwrap().containers[0].mounts = vec![crate::seams::engine::Mount {
+            kind: "volume".into(),
+            name: "a".repeat(64),
+            destination: "/cache".into(),
+            ..Default::default()
+        }];
         observation.services.get_mut("idle").unwrap().containers[0].state = "exited".into();
         let gone: BTreeSet<String> = ["old", "cache", "idle", "kept"].map(String::from).into();
         let plan = directory_plan(&model, &observation, &BTreeMap::new(), &gone, &BTreeSet::from(["kept".to_string()]));
@@ -1689,7 +1693,7 @@ mod rebuild_tests {
                 image_id: image.into(),
                 config_hash: None,
                 started_at: None,
-                anonymous_volumes: vec![],
+                mounts: vec![],
             }],
             image: None,
         };

@@ -9,8 +9,9 @@ use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::models::{ContainerSummary, EndpointSettings, NetworkConnectRequest, NetworkDisconnectRequest};
 use bollard::query_parameters::{
-    CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder, StopContainerOptionsBuilder, TagImageOptionsBuilder,
+    CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
+    TagImageOptionsBuilder,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -47,16 +48,51 @@ pub struct ContainerInfo {
     pub config_hash: Option<String>,
     /// RFC 3339, as the engine reports it.
     pub started_at: Option<String>,
-    /// Where anonymous volumes are mounted: data no name finds again once
-    /// the container is gone.
+    /// Its volumes and bind mounts.
     #[serde(skip)]
-    pub anonymous_volumes: Vec<String>,
+    pub mounts: Vec<Mount>,
 }
 
 impl ContainerInfo {
     pub fn is_running(&self) -> bool {
         self.state == "running"
     }
+
+    /// Where anonymous volumes are mounted: data no name finds again once
+    /// the container is gone. The engine names them with 64 hex digits.
+    pub fn anonymous_volumes(&self) -> Vec<String> {
+        self.volumes()
+            .filter(|m| m.name.len() == 64 && m.name.chars().all(|c| c.is_ascii_hexdigit()))
+            .map(|m| m.destination.clone())
+            .collect()
+    }
+
+    /// Its volume mounts, named and anonymous.
+    pub fn volumes(&self) -> impl Iterator<Item = &Mount> {
+        self.mounts.iter().filter(|m| m.kind == "volume")
+    }
+}
+
+/// One mount of a container: a volume (`name` is the engine's) or a bind
+/// mount (`source` is the host path).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mount {
+    /// volume, bind, tmpfs, ...
+    pub kind: String,
+    pub name: String,
+    pub source: String,
+    pub destination: String,
+    pub driver: String,
+}
+
+/// A volume as the engine describes it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub driver: String,
+    /// Where the local driver keeps its data on the engine's host.
+    pub mountpoint: String,
+    pub options: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -111,17 +147,53 @@ pub trait Engine: Sync {
     fn tags_under(&self, prefix: &str) -> Result<Vec<String>>;
     /// Removes one tag; the image goes only if nothing else names or uses it.
     fn untag(&self, tag: &str) -> Result<()>;
+    /// Stops a container (its own stop signal and grace period), keeping it.
+    fn stop_container(&self, id: &str) -> Result<()>;
+    fn volume(&self, name: &str) -> Result<VolumeInfo>;
+    /// Writes the tar archive of `path` in the container (running or not)
+    /// to `sink`: the engine's archive API, no helper container or image.
+    fn export(&self, container: &str, path: &str, sink: &mut dyn std::io::Write) -> Result<()>;
+    /// Every container that mounts the volume, with its compose project
+    /// (empty for a container of none).
+    fn volume_users(&self, volume: &str) -> Result<Vec<(String, ContainerInfo)>>;
 }
 
-/// The engine names an anonymous volume with 64 hex digits.
-fn anonymous_volumes(mounts: Option<Vec<bollard::models::MountPoint>>) -> Vec<String> {
+fn mounts(mounts: Option<Vec<bollard::models::MountPoint>>) -> Vec<Mount> {
     mounts
         .unwrap_or_default()
         .into_iter()
-        .filter(|m| m.typ.as_deref() == Some("volume"))
-        .filter(|m| m.name.as_ref().is_some_and(|n| n.len() == 64 && n.chars().all(|c| c.is_ascii_hexdigit())))
-        .filter_map(|m| m.destination)
+        .map(|m| Mount {
+            kind: m.typ.map(|t| t.to_string()).unwrap_or_default(),
+            name: m.name.unwrap_or_default(),
+            source: m.source.unwrap_or_default(),
+            destination: m.destination.unwrap_or_default(),
+            driver: m.driver.unwrap_or_default(),
+        })
         .collect()
+}
+
+/// A container as the listing tells it, without inspecting it: no restart
+/// count or start time.
+fn summary_info(s: ContainerSummary) -> ContainerInfo {
+    let labels = s.labels.unwrap_or_default();
+    let status = s.status.unwrap_or_default();
+    // The listing tells health only inside its status text.
+    let health = ["healthy", "unhealthy", "starting"]
+        .into_iter()
+        .find(|h| status.contains(&format!("({h})")) || status.contains(&format!("(health: {h})")))
+        .map(String::from);
+    ContainerInfo {
+        id: s.id.unwrap_or_default(),
+        name: s.names.unwrap_or_default().first().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default(),
+        service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
+        state: s.state.map(|s| s.to_string()).unwrap_or_default(),
+        health,
+        restart_count: 0,
+        image_id: s.image_id.unwrap_or_default(),
+        config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
+        started_at: None,
+        mounts: mounts(s.mounts),
+    }
 }
 
 pub struct DockerEngine {
@@ -316,7 +388,7 @@ impl Engine for DockerEngine {
                             image_id: inspect.image.unwrap_or_default(),
                             config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
                             started_at: state.started_at.clone(),
-                            anonymous_volumes: anonymous_volumes(inspect.mounts),
+                            mounts: mounts(inspect.mounts),
                             id,
                         }))
                     })
@@ -338,35 +410,7 @@ impl Engine for DockerEngine {
             Some(summaries) => summaries,
             None => self.list(project)?,
         };
-        let mut out: Vec<ContainerInfo> = summaries
-            .into_iter()
-            .map(|s| {
-                let labels = s.labels.unwrap_or_default();
-                let status = s.status.unwrap_or_default();
-                // The listing tells health only inside its status text.
-                let health = ["healthy", "unhealthy", "starting"]
-                    .into_iter()
-                    .find(|h| status.contains(&format!("({h})")) || status.contains(&format!("(health: {h})")))
-                    .map(String::from);
-                ContainerInfo {
-                    id: s.id.unwrap_or_default(),
-                    name: s
-                        .names
-                        .unwrap_or_default()
-                        .first()
-                        .map(|n| n.trim_start_matches('/').to_string())
-                        .unwrap_or_default(),
-                    service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
-                    state: s.state.map(|s| s.to_string()).unwrap_or_default(),
-                    health,
-                    restart_count: 0,
-                    image_id: s.image_id.unwrap_or_default(),
-                    config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
-                    started_at: None,
-                    anonymous_volumes: anonymous_volumes(s.mounts),
-                }
-            })
-            .collect();
+        let mut out: Vec<ContainerInfo> = summaries.into_iter().map(summary_info).collect();
         out.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
         Ok(out)
     }
@@ -551,6 +595,65 @@ impl Engine for DockerEngine {
             Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing tag {tag}")),
         }
+    }
+
+    fn stop_container(&self, id: &str) -> Result<()> {
+        let stopped = self.runtime.block_on(self.docker()?.stop_container(id, None));
+        match stopped {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("stopping container {id}")),
+        }
+    }
+
+    fn volume(&self, name: &str) -> Result<VolumeInfo> {
+        let v = self
+            .runtime
+            .block_on(self.docker()?.inspect_volume(name))
+            .with_context(|| format!("inspecting volume {name}"))?;
+        Ok(VolumeInfo {
+            name: v.name,
+            driver: v.driver,
+            mountpoint: v.mountpoint,
+            options: v.options.into_iter().collect(),
+        })
+    }
+
+    fn export(&self, container: &str, path: &str, sink: &mut dyn std::io::Write) -> Result<()> {
+        let options = DownloadFromContainerOptionsBuilder::default().path(path).build();
+        let docker = self.docker()?;
+        // The request is bounded by the client; the body, which may take
+        // minutes, by how long the engine may go without sending a byte.
+        let idle = docker.timeout();
+        self.runtime
+            .block_on(async {
+                let mut stream = docker.download_from_container(container, Some(options));
+                loop {
+                    let chunk = tokio::time::timeout(idle, stream.next())
+                        .await
+                        .map_err(|_| anyhow!("the engine sent nothing for {}", humantime::format_duration(idle)))?;
+                    match chunk {
+                        Some(bytes) => sink.write_all(&bytes?)?,
+                        None => return Ok::<(), anyhow::Error>(()),
+                    }
+                }
+            })
+            .with_context(|| format!("copying {path} out of container {container}"))
+    }
+
+    fn volume_users(&self, volume: &str) -> Result<Vec<(String, ContainerInfo)>> {
+        let filters = HashMap::from([("volume", vec![volume.to_string()])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let listed = self
+            .runtime
+            .block_on(self.docker()?.list_containers(Some(options)))
+            .with_context(|| format!("listing the containers that use volume {volume}"))?;
+        Ok(listed
+            .into_iter()
+            .map(|s| {
+                let project = s.labels.as_ref().and_then(|l| l.get(PROJECT_LABEL)).cloned().unwrap_or_default();
+                (project, summary_info(s))
+            })
+            .collect())
     }
 
     fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()> {

@@ -159,7 +159,7 @@ impl Engine for Fake {
                 image_id: image.clone(),
                 config_hash: self.hashes.get(service).cloned(),
                 started_at: None,
-                anonymous_volumes: vec![],
+                mounts: vec![],
             })
             .collect())
     }
@@ -221,6 +221,19 @@ impl Engine for Fake {
     }
     fn tags_under(&self, prefix: &str) -> Result<Vec<String>> {
         Ok(self.tags.lock().unwrap().keys().filter(|t| t.starts_with(prefix)).cloned().collect())
+    }
+    fn stop_container(&self, id: &str) -> Result<()> {
+        self.log.lock().unwrap().push(format!("stop {id}"));
+        Ok(())
+    }
+    fn volume(&self, name: &str) -> Result<crate::seams::engine::VolumeInfo> {
+        anyhow::bail!("no volume {name} here")
+    }
+    fn export(&self, container: &str, path: &str, _: &mut dyn std::io::Write) -> Result<()> {
+        anyhow::bail!("nothing to copy from {container}:{path} here")
+    }
+    fn volume_users(&self, _: &str) -> Result<Vec<(String, ContainerInfo)>> {
+        Ok(Vec::new())
     }
     fn untag(&self, tag: &str) -> Result<()> {
         self.log.lock().unwrap().push(format!("untag {tag}"));

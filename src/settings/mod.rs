@@ -57,6 +57,25 @@ pub struct StackSettings {
     /// git stacks: new version tags proposed as pull requests.
     pub pull_requests: Option<PullRequests>,
     pub timeouts: Timeouts,
+    pub volumes: VolumeBackups,
+}
+
+/// Where and how long volume snapshots are kept; which services opt in
+/// is per service (`ServicePolicy::backup_volumes`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeBackups {
+    /// Every service opts in unless it says otherwise.
+    pub all: bool,
+    /// Snapshots go to `<dir>/rev-<N>/`.
+    pub dir: PathBuf,
+    /// How many revisions' snapshots are kept.
+    pub keep: usize,
+}
+
+impl VolumeBackups {
+    fn new(state_dir: &Path, keep: usize) -> VolumeBackups {
+        VolumeBackups { all: false, dir: state_dir.join("volumes"), keep }
+    }
 }
 
 impl StackSettings {
@@ -246,6 +265,10 @@ struct StackEntry {
     label_enable: bool,
     scope: Option<String>,
     notify: Option<Vec<NotifyEntry>>,
+    #[serde(default)]
+    backup_volumes: bool,
+    backup_dir: Option<PathBuf>,
+    keep_volume_snapshots: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,6 +339,10 @@ struct ServiceEntry {
     follow: Option<Follow>,
     #[serde(default, deserialize_with = "windows")]
     window: Vec<crate::window::Window>,
+    backup_volumes: Option<bool>,
+    pre_backup: Option<String>,
+    #[serde(default)]
+    backup_binds: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -333,6 +360,9 @@ struct HooksEntry {
 pub struct Hooks {
     pub pre_update: Option<String>,
     pub post_update: Option<String>,
+    /// A service's: makes its data consistent (a database dump) so its
+    /// volumes are copied while it runs, instead of stopped.
+    pub pre_backup: Option<String>,
 }
 
 /// How a service's container is replaced.
@@ -426,6 +456,9 @@ pub struct ServiceOverrides {
     pub follow: Option<Follow>,
     /// When `apply --auto` may change this service (within the stack's).
     pub windows: Vec<crate::window::Window>,
+    pub backup_volumes: Option<bool>,
+    /// Bind mounts (host paths) copied with the volumes.
+    pub backup_binds: Vec<PathBuf>,
 }
 
 fn windows<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<crate::window::Window>, D::Error> {
@@ -627,6 +660,13 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
             )));
         }
         let defaults = HealthSettings::default();
+        let keep_images = entry.keep_images.unwrap_or(DEFAULT_KEEP_IMAGES);
+        let volumes = VolumeBackups {
+            all: entry.backup_volumes,
+            dir: entry.backup_dir.map_or_else(|| state_dir.join("volumes"), |d| base.join(d)),
+            keep: entry.keep_volume_snapshots.unwrap_or(keep_images).max(1),
+        };
+        let project_dir = directory.clone();
         out.push(StackSettings {
             state_dir,
             compose_files: entry.compose_files,
@@ -639,7 +679,7 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
                 .or_else(|| git.as_ref().filter(|g| g.in_place.is_none()).map(|_| entry.name.clone())),
             git,
             policy: entry.auto,
-            keep_images: entry.keep_images.unwrap_or(DEFAULT_KEEP_IMAGES),
+            keep_images,
             windows: entry.window,
             min_age: entry.min_age,
             metrics_file: file.metrics_file.clone(),
@@ -652,7 +692,8 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
                 .services
                 .into_iter()
                 .map(|(n, s)| {
-                    let hooks = Hooks { pre_update: s.pre_update, post_update: s.post_update };
+                    let hooks =
+                        Hooks { pre_update: s.pre_update, post_update: s.post_update, pre_backup: s.pre_backup };
                     let overrides = ServiceOverrides {
                         health_url: s.health_url,
                         health_timeout: s.health_timeout,
@@ -662,17 +703,20 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
                         min_age: s.min_age,
                         follow: s.follow,
                         windows: s.window,
+                        backup_volumes: s.backup_volumes,
+                        backup_binds: s.backup_binds.iter().map(|b| project_dir.join(b)).collect(),
                     };
                     (n, overrides)
                 })
                 .collect(),
-            hooks: Hooks { pre_update: entry.hooks.pre_update, post_update: entry.hooks.post_update },
+            hooks: Hooks { pre_update: entry.hooks.pre_update, post_update: entry.hooks.post_update, pre_backup: None },
             hook_timeout: entry.hooks.timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT),
             label_enable: entry.label_enable,
             scope: entry.scope,
             notify: stack_notify.unwrap_or_else(|| notify.clone()),
             pull_requests,
             timeouts,
+            volumes,
             name: entry.name,
         });
     }
@@ -721,8 +765,10 @@ pub fn from_directory(dir: &Path, state_dir: Option<&Path>) -> Result<StackSetti
     let git = found
         .filter(|f| f.upstream.is_some())
         .map(|f| in_place_source(f, None, DEFAULT_GIT_TIMEOUT, DEFAULT_GIT_IDLE_TIMEOUT));
+    let state_dir = state_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)).join(&name);
     Ok(StackSettings {
-        state_dir: state_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)).join(&name),
+        volumes: VolumeBackups::new(&state_dir, DEFAULT_KEEP_IMAGES),
+        state_dir,
         name,
         directory: dir.to_path_buf(),
         compose_files: Vec::new(),
@@ -797,7 +843,7 @@ fn refuse_writable_by_others(path: &Path, opened: Option<&std::fs::Metadata>, wh
 /// gets the configuration's own trust check.
 fn check_hook_scripts(stacks: &[StackSettings]) -> Result<()> {
     let hooks = stacks.iter().flat_map(|s| std::iter::once(&s.hooks).chain(s.services.values().map(|o| &o.hooks)));
-    for command in hooks.flat_map(|h| [&h.pre_update, &h.post_update]).flatten() {
+    for command in hooks.flat_map(|h| [&h.pre_update, &h.post_update, &h.pre_backup]).flatten() {
         let program = command.split_whitespace().next().unwrap_or_default();
         if program.starts_with('/') && Path::new(program).exists() {
             refuse_writable_by_others(Path::new(program), None, "hook script")?;

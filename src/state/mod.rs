@@ -19,6 +19,8 @@ use crate::exit::LockHeld;
 use crate::files::{private_dir, read_nofollow, refuse_unsafe_dir, sync_dir, write_atomic};
 use crate::plan::classify::Plan;
 
+pub mod snapshots;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -78,6 +80,10 @@ pub struct Revision {
     pub files: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files_before: Option<String>,
+    /// The volumes it restores from an earlier revision's snapshots
+    /// (`rollback --restore-volumes`): what a recovery puts back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<snapshots::Restore>,
 }
 
 impl Revision {
@@ -451,8 +457,9 @@ mod tests {
     #[test]
     fn state_written_by_the_previous_release_reads() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(JOURNAL), include_str!("../tests/fixtures/state-0.1/journal.jsonl")).unwrap();
-        std::fs::write(dir.path().join(LAST_RUN), include_str!("../tests/fixtures/state-0.1/last_run.json")).unwrap();
+        std::fs::write(dir.path().join(JOURNAL), include_str!("../../tests/fixtures/state-0.1/journal.jsonl")).unwrap();
+        std::fs::write(dir.path().join(LAST_RUN), include_str!("../../tests/fixtures/state-0.1/last_run.json"))
+            .unwrap();
         let state = StateDir::open(dir.path()).unwrap();
         let revisions = state.revisions().unwrap();
         assert_eq!(revisions.len(), 1);
@@ -488,6 +495,7 @@ mod tests {
             images: BTreeMap::new(),
             files: None,
             files_before: None,
+            restore: None,
         }
     }
 

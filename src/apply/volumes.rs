@@ -1,0 +1,870 @@
+//! volumes: copies of a service's data, taken before a revision changes a
+//! service that opted in (`backup_volumes`), and put back only when an
+//! operator asks (`rollback --restore-volumes`).
+//!
+//! A snapshot is the engine's archive of the mount (the archive API, from
+//! the service's own container: no helper image), gzip-compressed into
+//! `<dir>/rev-<N>/`, checked against its sha256 and read back whole before
+//! the revision goes on, and listed in that directory's `manifest.json`,
+//! written last: a directory without one holds nothing to restore.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use jiff::Timestamp;
+use sha2::{Digest, Sha256};
+
+use super::execute::Files;
+use crate::files::{private_dir, sync_dir, write_atomic};
+use crate::labels::ServicePolicy;
+use crate::output::Printer;
+use crate::plan::classify::{ChangeKind, Plan};
+use crate::plan::observation::Observation;
+use crate::seams::engine::{ContainerInfo, Engine};
+use crate::state::snapshots::MANIFEST;
+pub use crate::state::snapshots::{
+    Manifest, MountKind, Restore, RestoreTarget, VolumeSnapshot, bytes, list, prune, revision_dir,
+};
+
+/// Room left free beside a snapshot, for the engine, the journal and logs.
+const RESERVE: u64 = 64 << 20;
+/// How often a snapshot being written checks the room it has left.
+const SPACE_EVERY: u64 = 16 << 20;
+
+/// What one volume or bind mount of a service is copied from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub service: String,
+    /// The container copied from.
+    pub container: String,
+    /// The volume's name, or the bind mount's host path.
+    pub name: String,
+    pub kind: MountKind,
+    /// Where it is mounted in the container.
+    pub path: String,
+    /// Its size on this host, when it can be measured here.
+    pub size: Option<u64>,
+}
+
+/// The snapshots a revision takes, and what it leaves out and why.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshots {
+    pub sources: Vec<Source>,
+    pub not_copied: Vec<String>,
+    /// How each service is kept still while it is copied: its `pre_backup`
+    /// hooks (host, container), or none: it is stopped.
+    pub hooks: BTreeMap<String, (Option<String>, Option<String>)>,
+    /// Each service's running containers: all are kept still together.
+    pub running: BTreeMap<String, Vec<String>>,
+}
+
+impl Snapshots {
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    /// The bytes the copies are expected to take (uncompressed: the worst
+    /// case), and whether every source could be measured.
+    fn estimate(&self) -> (u64, bool) {
+        let known = self.sources.iter().filter_map(|s| s.size).sum();
+        (known, self.sources.iter().all(|s| s.size.is_some()))
+    }
+}
+
+/// Every volume and listed bind mount of the services the plan changes
+/// and that opted in, from their containers as they are now.
+pub fn select(
+    engine: &dyn Engine,
+    plan: &Plan,
+    observation: &Observation,
+    policies: &BTreeMap<String, ServicePolicy>,
+) -> Result<Snapshots> {
+    let mut out = Snapshots::default();
+    let mut seen = BTreeSet::new();
+    for change in plan.changes.iter().filter(|c| c.kind != ChangeKind::Create) {
+        let Some(policy) = policies.get(&change.service).filter(|p| p.backup_volumes) else { continue };
+        let Some(observed) = observation.services.get(&change.service) else { continue };
+        let hooks = (policy.host_hooks.pre_backup.clone(), policy.container_hooks.pre_backup.clone());
+        for c in &observed.containers {
+            for m in &c.mounts {
+                let (kind, name) = match m.kind.as_str() {
+                    "volume" => (MountKind::Volume, m.name.clone()),
+                    "bind" if policy.backup_binds.iter().any(|b| same_path(b, &m.source)) => {
+                        (MountKind::Bind, m.source.clone())
+                    }
+                    _ => continue,
+                };
+                if !seen.insert(name.clone()) {
+                    continue;
+                }
+                let size = match kind {
+                    MountKind::Volume => {
+                        let v = engine.volume(&name)?;
+                        if v.driver != "local" || !v.options.is_empty() {
+                            out.not_copied.push(format!(
+                                "{}: volume {name} is not copied: its data is not on this host (driver {}{})",
+                                change.service,
+                                v.driver,
+                                if v.options.is_empty() { "" } else { " with options" }
+                            ));
+                            continue;
+                        }
+                        dir_size(Path::new(&v.mountpoint))
+                    }
+                    MountKind::Bind => {
+                        if !Path::new(&name).is_dir() {
+                            out.not_copied.push(format!(
+                                "{}: bind mount {name} is not copied: only directories are",
+                                change.service
+                            ));
+                            continue;
+                        }
+                        dir_size(Path::new(&name))
+                    }
+                };
+                out.sources.push(Source {
+                    service: change.service.clone(),
+                    container: c.id.clone(),
+                    name,
+                    kind,
+                    path: m.destination.clone(),
+                    size,
+                });
+            }
+        }
+        out.hooks.insert(change.service.clone(), hooks);
+        let running = observed.containers.iter().filter(|c| c.is_running()).map(|c| c.id.clone()).collect();
+        out.running.insert(change.service.clone(), running);
+    }
+    Ok(out)
+}
+
+fn same_path(configured: &Path, mounted: &str) -> bool {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    canonical(configured) == canonical(Path::new(mounted))
+}
+
+/// What the files under `dir` take (None where `dir` is not on this host).
+fn dir_size(dir: &Path) -> Option<u64> {
+    let mut total = 0;
+    let mut stack = vec![std::fs::symlink_metadata(dir).ok().filter(|m| m.is_dir()).map(|_| dir.to_path_buf())?];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).ok()?.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    Some(total)
+}
+
+/// Bytes free to this user in the filesystem holding `dir`.
+fn available(dir: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a statvfs to fill.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("reading free space of {}", dir.display()));
+    }
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// The nearest existing directory at or above `dir`: where it will be made.
+fn existing_ancestor(dir: &Path) -> &Path {
+    dir.ancestors().find(|d| d.is_dir()).unwrap_or(Path::new("/"))
+}
+
+/// Err: why the snapshots do not fit in `dir`, for an operator: the
+/// revision is held back, nothing is written.
+pub fn check_space(snapshots: &Snapshots, dir: &Path) -> Result<(), String> {
+    let (estimate, all_known) = snapshots.estimate();
+    let margin = estimate / 10 + RESERVE;
+    let free = available(existing_ancestor(dir)).map_err(|e| format!("{e:#}"))?;
+    if estimate + margin > free {
+        return Err(format!(
+            "not enough space for the volume snapshots in {}: they need about {} ({} of data{} and {} to spare), \
+             {} is free; free some space, lower keep_volume_snapshots or set backup_dir to a larger disk",
+            dir.display(),
+            bytes(estimate + margin),
+            bytes(estimate),
+            if all_known { "" } else { " that could be measured" },
+            bytes(margin),
+            bytes(free),
+        ));
+    }
+    Ok(())
+}
+
+/// What taking snapshots needs from the revision.
+pub struct Taker<'a> {
+    pub engine: &'a dyn Engine,
+    pub printer: &'a Printer,
+    pub stack: &'a str,
+    pub dir: &'a Path,
+    pub hook_timeout: Duration,
+}
+
+impl Taker<'_> {
+    /// Copies every source into `rev-<revision>/`, each service kept still
+    /// as configured and running again afterwards as it was. On any error
+    /// the partial directory goes and the error says what happened.
+    pub fn take(&self, snapshots: &Snapshots, revision: u64, taken: Timestamp) -> Result<Manifest> {
+        let out = revision_dir(self.dir, revision);
+        let result = self.take_into(snapshots, &out, revision, taken);
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&out);
+        }
+        result
+    }
+
+    fn take_into(&self, snapshots: &Snapshots, out: &Path, revision: u64, taken: Timestamp) -> Result<Manifest> {
+        private_dir(out).with_context(|| format!("creating {}", out.display()))?;
+        let mut volumes = Vec::new();
+        let services: BTreeSet<&str> = snapshots.sources.iter().map(|s| s.service.as_str()).collect();
+        for service in services {
+            let sources: Vec<&Source> = snapshots.sources.iter().filter(|s| s.service == service).collect();
+            let (host, inside) = snapshots.hooks.get(service).cloned().unwrap_or_default();
+            let running = snapshots.running.get(service).cloned().unwrap_or_default();
+            let quiesced = if running.is_empty() {
+                "not_running"
+            } else if host.is_some() || inside.is_some() {
+                self.pre_backup(service, host.as_deref(), inside.as_deref(), &running[0])?;
+                "pre_backup"
+            } else {
+                "stopped"
+            };
+            let mut stopped = Vec::new();
+            let copied = (|| {
+                if quiesced == "stopped" {
+                    self.printer.step(format!("stopping {service} to copy its volumes"));
+                    for id in &running {
+                        self.engine.stop_container(id)?;
+                        stopped.push(id);
+                    }
+                }
+                for (i, source) in sources.iter().enumerate() {
+                    let file = format!("{}-{i}.tar.gz", file_stem(service, &source.name));
+                    volumes.push(self.copy(source, out, &file, quiesced)?);
+                }
+                Ok::<(), anyhow::Error>(())
+            })();
+            for id in &stopped {
+                if let Err(e) = self.engine.start_container(id) {
+                    self.printer.warn(format!("starting {service} again after copying its volumes: {e:#}"));
+                }
+            }
+            copied?;
+        }
+        let manifest = Manifest { stack: self.stack.to_string(), revision, taken, volumes };
+        write_atomic(&out.join(MANIFEST), &serde_json::to_vec_pretty(&manifest)?)?;
+        Ok(manifest)
+    }
+
+    fn pre_backup(&self, service: &str, host: Option<&str>, inside: Option<&str>, container: &str) -> Result<()> {
+        let env = [
+            ("CLUSTERUP_STACK", self.stack.to_string()),
+            ("CLUSTERUP_HOOK", "pre-backup".to_string()),
+            ("CLUSTERUP_SERVICE", service.to_string()),
+            ("CLUSTERUP_CONTAINER", container.to_string()),
+        ];
+        for (command, place) in [(host, None), (inside, Some(container))] {
+            let Some(command) = command else { continue };
+            let whence = if place.is_some() { " in the container" } else { "" };
+            self.printer.step(format!("running {service}'s pre-backup hook{whence}: {command}"));
+            crate::seams::hooks::run(command, place, &env, self.hook_timeout)
+                .map_err(|e| anyhow!("{service}'s pre-backup hook failed ({e}); its volumes were not copied"))?;
+        }
+        Ok(())
+    }
+
+    /// One source into `out/file`: written beside under a temporary name,
+    /// synced, read back whole against its checksum, then renamed.
+    fn copy(&self, source: &Source, out: &Path, file: &str, quiesced: &str) -> Result<VolumeSnapshot> {
+        let what = match source.kind {
+            MountKind::Volume => format!("volume {}", source.name),
+            MountKind::Bind => format!("bind mount {}", source.name),
+        };
+        let started = Instant::now();
+        let partial = out.join(format!(".{file}.partial"));
+        let written = (|| {
+            let target = File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+            let guarded = SpaceGuard { inner: target, dir: out.to_path_buf(), since_check: 0 };
+            let hashed = Hashing { inner: guarded, hasher: Sha256::new(), bytes: 0 };
+            let mut gz =
+                Counting { inner: flate2::write::GzEncoder::new(hashed, flate2::Compression::fast()), bytes: 0 };
+            self.engine.export(&source.container, &source.path, &mut gz)?;
+            let raw = gz.bytes;
+            let hashed = gz.inner.finish()?;
+            hashed.inner.inner.sync_all()?;
+            Ok::<_, anyhow::Error>((raw, hashed.bytes, hex(&hashed.hasher.finalize())))
+        })();
+        let (raw, stored, sha256) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(e.context(format!("copying {what} of {}", source.service)));
+            }
+        };
+        let check = verify(&partial, &sha256, raw).with_context(|| format!("checking the copy of {what}"))?;
+        let path = out.join(file);
+        std::fs::rename(&partial, &path).with_context(|| format!("renaming {}", partial.display()))?;
+        sync_dir(out)?;
+        let seconds = started.elapsed().as_secs_f64();
+        self.printer.step(format!(
+            "copied {what} of {}: {} of data in {seconds:.1} s, {} stored, sha256 {}",
+            source.service,
+            bytes(raw),
+            bytes(stored),
+            &sha256[..12]
+        ));
+        Ok(VolumeSnapshot {
+            service: source.service.clone(),
+            name: source.name.clone(),
+            kind: source.kind,
+            path: source.path.clone(),
+            file: file.to_string(),
+            bytes: raw,
+            compressed_bytes: stored,
+            sha256,
+            entries: check,
+            quiesced: quiesced.to_string(),
+            seconds: (seconds * 1000.0).round() / 1000.0,
+        })
+    }
+}
+
+/// A file name from a service and volume: what a path allows, readable.
+fn file_stem(service: &str, name: &str) -> String {
+    let clean = |s: &str| -> String {
+        let mapped: String =
+            s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        mapped.trim_matches('_').chars().take(60).collect()
+    };
+    format!("{}--{}", clean(service), clean(name))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads the snapshot back whole: its sha256 must match, it must
+/// decompress to `raw` bytes and be a complete tar archive. The number of
+/// entries it holds.
+pub fn verify(path: &Path, sha256: &str, raw: u64) -> Result<u64> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let hashing = HashingReader { inner: BufReader::new(file), hasher: Sha256::new() };
+    let mut decoded = Counting { inner: flate2::read::GzDecoder::new(hashing), bytes: 0 };
+    let mut entries = 0;
+    {
+        let mut archive = tar::Archive::new(&mut decoded);
+        for entry in archive.entries()? {
+            entry?;
+            entries += 1;
+        }
+    }
+    std::io::copy(&mut decoded, &mut std::io::sink())?;
+    let (unpacked, mut hashing) = (decoded.bytes, decoded.inner.into_inner());
+    std::io::copy(&mut hashing, &mut std::io::sink())?;
+    let found = hex(&hashing.hasher.finalize());
+    if found != sha256 {
+        bail!("{} has sha256 {found}, not {sha256}", path.display());
+    }
+    if unpacked != raw {
+        bail!("{} holds {unpacked} bytes of archive, not {raw}", path.display());
+    }
+    Ok(entries)
+}
+
+/// Counts what goes through.
+struct Counting<T> {
+    inner: T,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Stops a snapshot before it fills the disk: the estimate was only one.
+struct SpaceGuard {
+    inner: File,
+    dir: PathBuf,
+    since_check: u64,
+}
+
+impl Write for SpaceGuard {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.since_check >= SPACE_EVERY {
+            self.since_check = 0;
+            let free = available(&self.dir).map_err(std::io::Error::other)?;
+            if free < RESERVE {
+                return Err(std::io::Error::other(format!(
+                    "{} has only {} left; the snapshot was given up before the disk filled",
+                    self.dir.display(),
+                    bytes(free)
+                )));
+            }
+        }
+        let n = self.inner.write(buf)?;
+        self.since_check += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Restore {
+    /// Checks each snapshot of `manifest` against its checksum, finds
+    /// where its volume's data is on this host, and unpacks it beside it,
+    /// while the services still run. Nothing the services see changes.
+    pub fn prepare(
+        engine: &dyn Engine,
+        printer: &Printer,
+        dir: &Path,
+        manifest: &Manifest,
+        project: &str,
+        by: u64,
+    ) -> Result<Restore> {
+        let snapshot_dir = revision_dir(dir, manifest.revision);
+        let mut targets = Vec::new();
+        for v in &manifest.volumes {
+            let data = match v.kind {
+                MountKind::Volume => {
+                    let info = engine.volume(&v.name).with_context(|| {
+                        format!("volume {} is gone: create it (docker volume create {}) first", v.name, v.name)
+                    })?;
+                    if info.driver != "local" || !info.options.is_empty() {
+                        bail!(
+                            "volume {} (driver {}) is not a plain local volume: restore it by hand",
+                            v.name,
+                            info.driver
+                        );
+                    }
+                    PathBuf::from(info.mountpoint)
+                }
+                MountKind::Bind => PathBuf::from(&v.name),
+            };
+            if !data.is_dir() {
+                bail!(
+                    "{} of volume {} is not on this host (is the engine remote?): restore it by hand, see the README",
+                    data.display(),
+                    v.name
+                );
+            }
+            let others: Vec<String> = match v.kind {
+                MountKind::Volume => engine
+                    .volume_users(&v.name)?
+                    .into_iter()
+                    .filter(|(p, _)| p != project)
+                    .map(|(_, c)| c.name)
+                    .collect(),
+                MountKind::Bind => Vec::new(),
+            };
+            if !others.is_empty() {
+                bail!(
+                    "volume {} is also used by {}, outside this stack: stop them or restore by hand",
+                    v.name,
+                    others.join(", ")
+                );
+            }
+            targets.push((RestoreTarget { name: v.name.clone(), kind: v.kind, data }, v));
+        }
+        let restore = Restore {
+            from: manifest.revision,
+            by,
+            project: project.to_string(),
+            targets: targets.iter().map(|(t, _)| t.clone()).collect(),
+        };
+        for (target, v) in &targets {
+            let file = snapshot_dir.join(&v.file);
+            printer.step(format!("checking the snapshot of {} ({})", v.name, bytes(v.compressed_bytes)));
+            verify(&file, &v.sha256, v.bytes).with_context(|| format!("the snapshot of {} is damaged", v.name))?;
+            let staging = target.staging(by);
+            let unpacked = unpack(&file, &staging);
+            if let Err(e) = unpacked {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e.context(format!("unpacking the snapshot of {} beside it", v.name)));
+            }
+            printer.step(format!("unpacked the snapshot of {} beside it", v.name));
+        }
+        Ok(restore)
+    }
+
+    /// The project's containers that mount a target.
+    fn users(&self, engine: &dyn Engine) -> Result<Vec<ContainerInfo>> {
+        let containers = engine.containers(&self.project)?;
+        Ok(containers
+            .into_iter()
+            .filter(|c| {
+                c.mounts.iter().any(|m| {
+                    self.targets.iter().any(|t| match t.kind {
+                        MountKind::Volume => m.kind == "volume" && m.name == t.name,
+                        MountKind::Bind => m.kind == "bind" && m.source == t.name,
+                    })
+                })
+            })
+            .collect())
+    }
+
+    /// Puts each volume's content back as it was before this restore,
+    /// from whatever point a run stopped at, and removes the unpacked copy.
+    pub fn undo(&self) -> Result<()> {
+        for t in &self.targets {
+            let aside = t.aside(self.by);
+            if aside.exists() {
+                if t.data.exists() {
+                    std::fs::remove_dir_all(&t.data)
+                        .with_context(|| format!("removing the restored copy {}", t.data.display()))?;
+                }
+                std::fs::rename(&aside, &t.data)
+                    .with_context(|| format!("moving {} back to {}", aside.display(), t.data.display()))?;
+                sync_parent(&t.data)?;
+            }
+            let staging = t.staging(self.by);
+            if staging.exists() {
+                std::fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every volume holds the restored copy (its old content aside).
+    pub fn swapped(&self) -> bool {
+        self.targets.iter().all(|t| t.aside(self.by).exists() && !t.staging(self.by).exists())
+    }
+
+    /// The restored services are healthy: what was moved aside goes.
+    pub fn commit(&self) -> Result<()> {
+        for t in &self.targets {
+            let aside = t.aside(self.by);
+            if aside.exists() {
+                std::fs::remove_dir_all(&aside).with_context(|| format!("removing {}", aside.display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sync_parent(path: &Path) -> Result<()> {
+    sync_dir(path.parent().unwrap_or(Path::new("/")))
+}
+
+/// Moves the volumes' content: the stack's files first (the chain's
+/// inner `Files`), then the data.
+pub struct WithRestore<'a> {
+    pub files: Option<&'a dyn Files>,
+    pub restore: &'a Restore,
+    pub engine: &'a dyn Engine,
+    /// Containers stopped for the swap, started again if it is undone.
+    pub stopped: Mutex<Vec<String>>,
+}
+
+impl WithRestore<'_> {
+    fn stop_users(&self) -> Result<()> {
+        for c in self.restore.users(self.engine)?.into_iter().filter(ContainerInfo::is_running) {
+            self.engine.stop_container(&c.id)?;
+            self.stopped.lock().unwrap().push(c.id);
+        }
+        Ok(())
+    }
+}
+
+impl Files for WithRestore<'_> {
+    fn deploy_new(&self) -> Result<()> {
+        if let Some(f) = self.files {
+            f.deploy_new()?;
+        }
+        let r = self.restore;
+        self.stop_users()?;
+        for t in &r.targets {
+            let aside = t.aside(r.by);
+            std::fs::rename(&t.data, &aside)
+                .with_context(|| format!("moving {} aside to {}", t.data.display(), aside.display()))?;
+            std::fs::rename(t.staging(r.by), &t.data)
+                .with_context(|| format!("moving the restored copy into {}", t.data.display()))?;
+            sync_parent(&t.data)?;
+        }
+        crate::signals::crash_point("volumes restored");
+        Ok(())
+    }
+
+    fn restore_old(&self) -> Result<()> {
+        let r = self.restore;
+        let undone = self.stop_users().and_then(|()| r.undo());
+        for id in self.stopped.lock().unwrap().drain(..) {
+            // Gone (recreated by the revision): compose brings it back.
+            let _ = self.engine.start_container(&id);
+        }
+        let files = self.files.map_or(Ok(()), |f| f.restore_old());
+        undone.and(files)
+    }
+
+    fn copies(&self) -> (Option<String>, Option<String>) {
+        self.files.map(Files::copies).unwrap_or_default()
+    }
+
+    fn kept_note(&self) -> Option<String> {
+        let files = self.files.and_then(Files::kept_note);
+        let data = "the volumes hold what they held before the restore".to_string();
+        Some(files.map_or(data.clone(), |f| format!("{f}; {data}")))
+    }
+}
+
+/// Unpacks a snapshot into `dest` (made here), without its top directory
+/// (the mount's own name): the archive's paths stay inside `dest`, owners,
+/// modes and times as archived.
+pub fn unpack(file: &Path, dest: &Path) -> Result<()> {
+    if dest.exists() {
+        std::fs::remove_dir_all(dest).with_context(|| format!("removing the leftover {}", dest.display()))?;
+    }
+    std::fs::create_dir(dest).with_context(|| format!("creating {}", dest.display()))?;
+    let reader = flate2::read::GzDecoder::new(BufReader::new(File::open(file)?));
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_preserve_mtime(true);
+    archive.set_unpack_xattrs(true);
+    archive.set_overwrite(true);
+    let mut dirs = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let inner = inside(&path).with_context(|| format!("archive entry {}", path.display()))?;
+        let target = dest.join(&inner);
+        if let Some(parent) = target.parent().filter(|p| !p.exists()) {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        if entry.header().entry_type().is_hard_link() {
+            let link = entry.link_name()?.ok_or_else(|| anyhow!("hard link {} without a target", path.display()))?;
+            let source = dest.join(inside(&link).with_context(|| format!("hard link {}", path.display()))?);
+            std::fs::hard_link(&source, &target).with_context(|| format!("linking {}", target.display()))?;
+            continue;
+        }
+        // A directory's time is set after its content is in.
+        if entry.header().entry_type().is_dir() {
+            dirs.push(entry.header().clone());
+        }
+        entry.unpack(&target).with_context(|| format!("unpacking {}", target.display()))?;
+    }
+    for header in dirs.iter().rev() {
+        if let (Ok(path), Ok(mtime)) = (header.path(), header.mtime()) {
+            let target = dest.join(inside(&path)?);
+            let time = std::time::UNIX_EPOCH + Duration::from_secs(mtime);
+            let _ = File::open(&target).and_then(|f| f.set_modified(time));
+        }
+    }
+    Ok(())
+}
+
+/// An archive path without its first component; only plain names below.
+fn inside(path: &Path) -> Result<PathBuf> {
+    let mut parts = path.components();
+    match parts.next() {
+        Some(Component::Normal(_)) => {}
+        _ => bail!("{} does not start with the mount's directory", path.display()),
+    }
+    let rest: PathBuf = parts.collect();
+    if rest.components().any(|c| !matches!(c, Component::Normal(_))) {
+        bail!("{} leaves the volume", path.display());
+    }
+    Ok(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the engine's archive API sends for a mount at `/data`.
+    fn archive(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mode(0o750);
+        dir.set_size(0);
+        dir.set_mtime(1_700_000_000);
+        (dir.set_uid(0), dir.set_gid(0));
+        builder.append_data(&mut dir, "data/", std::io::empty()).unwrap();
+        for (name, content) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o640);
+            h.set_size(content.len() as u64);
+            h.set_mtime(1_700_000_000);
+            (h.set_uid(0), h.set_gid(0));
+            builder.append_data(&mut h, format!("data/{name}"), *content).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    fn snapshot(tmp: &Path, files: &[(&str, &[u8])]) -> (PathBuf, String, u64) {
+        let raw = archive(files);
+        let path = tmp.join("s.tar.gz");
+        let hashed = Hashing { inner: File::create(&path).unwrap(), hasher: Sha256::new(), bytes: 0 };
+        let mut gz = flate2::write::GzEncoder::new(hashed, flate2::Compression::fast());
+        gz.write_all(&raw).unwrap();
+        let hashed = gz.finish().unwrap();
+        (path, hex(&hashed.hasher.finalize()), raw.len() as u64)
+    }
+
+    #[test]
+    fn a_snapshot_is_verified_by_checksum_length_and_a_complete_archive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (path, sha, raw) = snapshot(tmp.path(), &[("a", b"alpha"), ("sub/b", b"beta")]);
+        assert_eq!(verify(&path, &sha, raw).unwrap(), 3, "the top directory and two files");
+        let err = verify(&path, &"0".repeat(64), raw).unwrap_err();
+        assert!(format!("{err:#}").contains("has sha256"), "{err:#}");
+        let err = verify(&path, &sha, raw + 1).unwrap_err();
+        assert!(format!("{err:#}").contains("bytes of archive"), "{err:#}");
+
+        // Cut short: a half-written file is never taken as good.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(verify(&path, &sha, raw).is_err());
+    }
+
+    #[test]
+    fn unpacking_drops_the_mounts_name_and_keeps_modes() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let (path, _, _) = snapshot(tmp.path(), &[("a", b"alpha"), ("sub/b", b"beta")]);
+        let dest = tmp.path().join("restored");
+        unpack(&path, &dest).unwrap();
+        assert_eq!(std::fs::read(dest.join("a")).unwrap(), b"alpha");
+        assert_eq!(std::fs::read(dest.join("sub/b")).unwrap(), b"beta");
+        assert_eq!(std::fs::metadata(dest.join("a")).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o750);
+    }
+
+    #[test]
+    fn an_archive_path_that_leaves_the_volume_is_refused() {
+        assert_eq!(inside(Path::new("data/x/y")).unwrap(), PathBuf::from("x/y"));
+        assert_eq!(inside(Path::new("data/")).unwrap(), PathBuf::new());
+        assert!(inside(Path::new("data/../etc/passwd")).is_err());
+        assert!(inside(Path::new("/etc/passwd")).is_err());
+        assert!(inside(Path::new("../x")).is_err());
+    }
+
+    /// The swap is undone from any point a run stopped at: before it,
+    /// half way (aside, no data), after it (aside and the restored copy).
+    #[test]
+    fn a_restore_is_undone_from_wherever_it_stopped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("_data");
+        let target = RestoreTarget { name: "v".into(), kind: MountKind::Volume, data: data.clone() };
+        let restore = Restore { from: 1, by: 2, project: "p".into(), targets: vec![target.clone()] };
+        let reset = || {
+            for p in [&data, &target.aside(2), &target.staging(2)] {
+                let _ = std::fs::remove_dir_all(p);
+            }
+            std::fs::create_dir(&data).unwrap();
+            std::fs::write(data.join("live"), b"now").unwrap();
+            std::fs::create_dir(target.staging(2)).unwrap();
+            std::fs::write(target.staging(2).join("old"), b"then").unwrap();
+        };
+        let moves: [&dyn Fn(); 3] = [&|| {}, &|| std::fs::rename(&data, target.aside(2)).unwrap(), &|| {
+            std::fs::rename(&data, target.aside(2)).unwrap();
+            std::fs::rename(target.staging(2), &data).unwrap();
+        }];
+        for (i, step) in moves.iter().enumerate() {
+            reset();
+            step();
+            restore.undo().unwrap();
+            assert_eq!(std::fs::read(data.join("live")).unwrap(), b"now", "stopped at step {i}");
+            assert!(!data.join("old").exists() && !target.staging(2).exists() && !target.aside(2).exists());
+        }
+        reset();
+        moves[2]();
+        restore.commit().unwrap();
+        assert_eq!(std::fs::read(data.join("old")).unwrap(), b"then");
+        assert!(!target.aside(2).exists(), "what was moved aside goes once the service is healthy");
+    }
+
+    #[test]
+    fn retention_keeps_the_last_snapshots_and_drops_unfinished_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        for rev in [1, 3, 4, 6] {
+            let dir = revision_dir(tmp.path(), rev);
+            std::fs::create_dir_all(&dir).unwrap();
+            if rev != 6 {
+                let m = Manifest { stack: "s".into(), revision: rev, taken: Timestamp::UNIX_EPOCH, volumes: vec![] };
+                std::fs::write(dir.join(MANIFEST), serde_json::to_vec(&m).unwrap()).unwrap();
+            }
+        }
+        assert_eq!(prune(tmp.path(), 2, None).unwrap(), [1, 6]);
+        assert_eq!(list(tmp.path()).unwrap().iter().map(|m| m.revision).collect::<Vec<_>>(), [3, 4]);
+    }
+
+    #[test]
+    fn space_is_checked_against_the_estimate_and_a_margin() {
+        let tmp = tempfile::tempdir().unwrap();
+        let source = |size| Source {
+            service: "db".into(),
+            container: "c".into(),
+            name: "v".into(),
+            kind: MountKind::Volume,
+            path: "/data".into(),
+            size: Some(size),
+        };
+        let small = Snapshots { sources: vec![source(1000)], ..Default::default() };
+        assert!(check_space(&small, &tmp.path().join("not/yet")).is_ok());
+        let huge = Snapshots { sources: vec![source(u64::MAX / 4)], ..Default::default() };
+        let err = check_space(&huge, tmp.path()).unwrap_err();
+        assert!(err.contains("not enough space for the volume snapshots") && err.contains("is free"), "{err}");
+    }
+}
