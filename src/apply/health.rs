@@ -185,6 +185,7 @@ mod tests {
             config_hash: None,
             started_at: None,
             mounts: vec![],
+            labels: Default::default(),
         }]
     }
 

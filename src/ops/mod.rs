@@ -28,7 +28,7 @@ use crate::plan::diff;
 use crate::plan::observation::Observation;
 use crate::plan::tags::{self, Bump};
 use crate::seams::Seams;
-use crate::seams::compose::{Compose, ComposeModel};
+use crate::seams::compose::{Compose, ComposeModel, ComposeService};
 use crate::seams::engine::Engine;
 use crate::seams::git::{Changed, GitSource, Repo, short};
 use crate::settings::StackSettings;
@@ -115,7 +115,8 @@ fn plan_asking(
     };
     let observation = observe::observe(seams.engine, &model.project, &references, false)?;
     let early = early.join().unwrap_or_default();
-    let labels = crate::labels::resolve(stack, &model).map_err(|e| usage(format!("stack {}: {e}", stack.name)))?;
+    let mut labels = crate::labels::resolve(stack, &model).map_err(|e| usage(format!("stack {}: {e}", stack.name)))?;
+    labels.policies.extend(gone_policies(stack, &model, &observation));
     let skip = labels.skip;
     if let Some(unknown) = stack.skip.iter().chain(stack.services.keys()).find(|s| !model.services.contains_key(*s)) {
         return Err(usage(format!(
@@ -627,6 +628,30 @@ fn removed_by_hand(
 
 /// `plan` against the shared fakes: Compose reads `compose.json`, the
 /// engine is in memory, git is real on a local remote. No daemon.
+/// How services gone from the compose files are handled on their way out
+/// (a volume snapshot before their removal): their containers' labels
+/// still say it. A label that cannot be read is no reason to stop here.
+fn gone_policies(
+    stack: &StackSettings,
+    model: &ComposeModel,
+    observation: &Observation,
+) -> BTreeMap<String, ServicePolicy> {
+    let services: BTreeMap<String, ComposeService> = observation
+        .services
+        .iter()
+        .filter(|(name, _)| !model.services.contains_key(*name))
+        .filter_map(|(name, o)| {
+            let labels = &o.containers.first()?.labels;
+            Some((name.clone(), ComposeService { raw: serde_json::json!({ "labels": labels }), ..Default::default() }))
+        })
+        .collect();
+    if services.is_empty() {
+        return BTreeMap::new();
+    }
+    let gone = ComposeModel { project: model.project.clone(), services, top_level: BTreeMap::new() };
+    crate::labels::resolve(stack, &gone).map(|r| r.policies).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

@@ -1208,6 +1208,7 @@ mod tests {
                 config_hash: None,
                 started_at: None,
                 mounts: vec![],
+                labels: Default::default(),
             }],
             image: Some(ImageInfo {
                 id: "sha256:img".into(),
@@ -1694,6 +1695,7 @@ mod rebuild_tests {
                 config_hash: None,
                 started_at: None,
                 mounts: vec![],
+                labels: Default::default(),
             }],
             image: None,
         };

@@ -51,6 +51,10 @@ pub struct ContainerInfo {
     /// Its volumes and bind mounts.
     #[serde(skip)]
     pub mounts: Vec<Mount>,
+    /// Its labels: for a service gone from the compose files, the only
+    /// place its own say (`clusterup.*`) is still written.
+    #[serde(skip)]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl ContainerInfo {
@@ -193,6 +197,7 @@ fn summary_info(s: ContainerSummary) -> ContainerInfo {
         config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
         started_at: None,
         mounts: mounts(s.mounts),
+        labels: labels.into_iter().collect(),
     }
 }
 
@@ -389,6 +394,7 @@ impl Engine for DockerEngine {
                             config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
                             started_at: state.started_at.clone(),
                             mounts: mounts(inspect.mounts),
+                            labels: labels.into_iter().collect(),
                             id,
                         }))
                     })

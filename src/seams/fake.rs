@@ -160,6 +160,7 @@ impl Engine for Fake {
                 config_hash: self.hashes.get(service).cloned(),
                 started_at: None,
                 mounts: vec![],
+                labels: Default::default(),
             })
             .collect())
     }

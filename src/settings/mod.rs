@@ -663,7 +663,8 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
         let keep_images = entry.keep_images.unwrap_or(DEFAULT_KEEP_IMAGES);
         let volumes = VolumeBackups {
             all: entry.backup_volumes,
-            dir: entry.backup_dir.map_or_else(|| state_dir.join("volumes"), |d| base.join(d)),
+            // A directory several stacks may share: each has its own below.
+            dir: entry.backup_dir.map_or_else(|| state_dir.join("volumes"), |d| base.join(d).join(&entry.name)),
             keep: entry.keep_volume_snapshots.unwrap_or(keep_images).max(1),
         };
         let project_dir = directory.clone();

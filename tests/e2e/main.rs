@@ -31,4 +31,5 @@ mod start_first;
 mod structural;
 mod systemd;
 mod terminal;
+mod volumes;
 mod what_changed;
