@@ -405,11 +405,80 @@ def many_stacks(rows, per_image):
             shutil.rmtree(root, ignore_errors=True)
 
 
+SNAPSHOT_MB = int(os.environ.get("SNAPSHOT_MB", "1024"))
+
+
+def snapshot(rows):
+    """A volume of SNAPSHOT_MB of random data (it does not compress: the
+    worst case for room, gzip's usual speed): an apply that recreates its
+    service with and without `backup_volumes`, against the floor of the same
+    copy by hand (`docker cp` of the mount through gzip -1, then sha256sum),
+    and a restore against `tar -xzf` of the same snapshot."""
+    compose = lambda stack, env: (
+        f"services:\n  s0:\n    image: {stack.images[0]}\n    healthcheck: {{disable: true}}\n"
+        f"    environment: {{BENCH: '{env}'}}\n    volumes: [data:/data]\nvolumes:\n  data: {{}}\n")
+    stack = Stack(1, "snap", compose=compose, extra="    keep_volume_snapshots: 1\n")
+    try:
+        volume = f"{stack.name}_data"
+        sh("docker", "run", "--rm", "-v", f"{volume}:/data", "clusterup-fixture/web:v1", "dd", "if=/dev/urandom",
+           "of=/data/noise", "bs=1048576", f"count={SNAPSHOT_MB}")
+        plain = stack.dir.parent / "clusterup.yaml"
+        backed = stack.dir.parent / "backed.yaml"
+        backed.write_text(plain.read_text() + "    backup_volumes: true\n")
+        os.chmod(backed, 0o600)
+        counter = iter(range(1, 1000))
+        scratch = Path(tempfile.mkdtemp(prefix="clusterup-bench-copy-"))
+
+        def apply(config):
+            def fn():
+                stack.write(next(counter))
+                r = stack.clusterup("--config", str(config), "apply", "--auto")
+                assert r.returncode == 0, r.stdout + r.stderr
+            return fn
+
+        def by_hand():
+            container = sh("docker", "compose", "ps", "-q", "s0", cwd=stack.dir).stdout.strip()
+            out = scratch / "data.tar.gz"
+            subprocess.run(f"docker cp {container}:/data - | gzip -1 > {out} && sha256sum {out} > /dev/null",
+                           shell=True, check=True)
+
+        m = median_of({"with": apply(backed), "without": apply(plain), "floor": by_hand})
+        gb = SNAPSHOT_MB / 1024
+        cost = m["with"] - m["without"]
+        rows.append((f"snapshot, {SNAPSHOT_MB} MB", "apply with backup_volumes: wall seconds", m["with"], m["with"] / m["without"]))
+        rows.append((f"snapshot, {SNAPSHOT_MB} MB", "apply without: wall seconds", m["without"], 1.0))
+        rows.append((f"snapshot, {SNAPSHOT_MB} MB", "docker cp | gzip -1; sha256sum (floor)", m["floor"], 1.0))
+        rows.append((f"snapshot, {SNAPSHOT_MB} MB", "snapshot cost per GB (with - without)", cost / gb, cost / m["floor"]))
+
+        revision = max(int(p.name[4:]) for p in (stack.state / stack.name / "volumes").glob("rev-*"))
+        snap = next((stack.state / stack.name / "volumes" / f"rev-{revision}").glob("*.tar.gz"))
+
+        def restore():
+            r = stack.configured("rollback", "--to", str(revision), "--restore-volumes", "--yes")
+            assert r.returncode == 0, r.stdout + r.stderr
+
+        def untar():
+            out = scratch / "untar"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            sh("tar", "-xzf", str(snap), "-C", str(out))
+
+        m = median_of({"restore": restore, "untar": untar})
+        rows.append((f"restore, {SNAPSHOT_MB} MB", "rollback --restore-volumes: wall seconds", m["restore"], m["restore"] / m["untar"]))
+        rows.append((f"restore, {SNAPSHOT_MB} MB", "tar -xzf of the snapshot (floor)", m["untar"], 1.0))
+        shutil.rmtree(scratch, ignore_errors=True)
+    finally:
+        stack.down()
+        sh("docker", "volume", "rm", f"{stack.name}_data", check=False)
+
+
 def main():
     rows = []
     cases = os.environ.get("CASES", "check stacks structural downtime").split()
     if "structural" in cases:
         structural(rows)
+    if "snapshot" in cases:
+        snapshot(rows)
     if "downtime" in cases:
         downtime(rows)
     per_image = {}

@@ -244,6 +244,7 @@ impl Taker<'_> {
                 "stopped"
             };
             let mut stopped = Vec::new();
+            let mut written = Vec::new();
             let copied = (|| {
                 if quiesced == "stopped" {
                     self.printer.step(format!("stopping {service} to copy its volumes"));
@@ -254,7 +255,7 @@ impl Taker<'_> {
                 }
                 for (i, source) in sources.iter().enumerate() {
                     let file = format!("{}-{i}.tar.gz", file_stem(service, &source.name));
-                    volumes.push(self.copy(source, out, &file, quiesced)?);
+                    written.push(self.copy(source, out, &file, quiesced)?);
                 }
                 Ok::<(), anyhow::Error>(())
             })();
@@ -264,6 +265,12 @@ impl Taker<'_> {
                 }
             }
             copied?;
+            // Read back once the service runs again: its downtime is the
+            // copy's alone.
+            for mut snapshot in written {
+                self.settle(out, &mut snapshot)?;
+                volumes.push(snapshot);
+            }
         }
         let manifest = Manifest { stack: self.stack.to_string(), revision, taken, volumes };
         write_atomic(&out.join(MANIFEST), &serde_json::to_vec_pretty(&manifest)?)?;
@@ -287,15 +294,14 @@ impl Taker<'_> {
         Ok(())
     }
 
-    /// One source into `out/file`: written beside under a temporary name,
-    /// synced, read back whole against its checksum, then renamed.
+    /// One source into `out`, under a temporary name until `settle`d.
     fn copy(&self, source: &Source, out: &Path, file: &str, quiesced: &str) -> Result<VolumeSnapshot> {
         let what = match source.kind {
             MountKind::Volume => format!("volume {}", source.name),
             MountKind::Bind => format!("bind mount {}", source.name),
         };
         let started = Instant::now();
-        let partial = out.join(format!(".{file}.partial"));
+        let partial = partial_name(out, file);
         let written = (|| {
             let target = File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
             let guarded = SpaceGuard { inner: target, dir: out.to_path_buf(), since_check: 0 };
@@ -315,17 +321,12 @@ impl Taker<'_> {
                 return Err(e.context(format!("copying {what} of {}", source.service)));
             }
         };
-        let check = verify(&partial, &sha256, raw).with_context(|| format!("checking the copy of {what}"))?;
-        let path = out.join(file);
-        std::fs::rename(&partial, &path).with_context(|| format!("renaming {}", partial.display()))?;
-        sync_dir(out)?;
         let seconds = started.elapsed().as_secs_f64();
         self.printer.step(format!(
-            "copied {what} of {}: {} of data in {seconds:.1} s, {} stored, sha256 {}",
+            "copied {what} of {}: {} of data in {seconds:.1} s, {} stored",
             source.service,
             bytes(raw),
             bytes(stored),
-            &sha256[..12]
         ));
         Ok(VolumeSnapshot {
             service: source.service.clone(),
@@ -336,11 +337,28 @@ impl Taker<'_> {
             bytes: raw,
             compressed_bytes: stored,
             sha256,
-            entries: check,
+            entries: 0,
             quiesced: quiesced.to_string(),
             seconds: (seconds * 1000.0).round() / 1000.0,
         })
     }
+
+    /// Reads a copy back whole against its checksum, then gives it its
+    /// name: only a verified copy is ever a snapshot.
+    fn settle(&self, out: &Path, snapshot: &mut VolumeSnapshot) -> Result<()> {
+        let partial = partial_name(out, &snapshot.file);
+        snapshot.entries = verify(&partial, &snapshot.sha256, snapshot.bytes)
+            .with_context(|| format!("checking the copy of {} of {}", snapshot.name, snapshot.service))?;
+        let path = out.join(&snapshot.file);
+        std::fs::rename(&partial, &path).with_context(|| format!("renaming {}", partial.display()))?;
+        sync_dir(out)?;
+        self.printer.detail(format!("checked {}: sha256 {}", path.display(), snapshot.sha256));
+        Ok(())
+    }
+}
+
+fn partial_name(out: &Path, file: &str) -> PathBuf {
+    out.join(format!(".{file}.partial"))
 }
 
 /// A file name from a service and volume: what a path allows, readable.
@@ -532,19 +550,23 @@ impl Restore {
             project: project.to_string(),
             targets: targets.iter().map(|(t, _)| t.clone()).collect(),
         };
-        for (target, v) in &targets {
+        let unpacked = targets.iter().try_for_each(|(target, v)| {
             let file = snapshot_dir.join(&v.file);
             printer.step(format!("checking the snapshot of {} ({})", v.name, bytes(v.compressed_bytes)));
             verify(&file, &v.sha256, v.bytes).with_context(|| format!("the snapshot of {} is damaged", v.name))?;
-            let staging = target.staging(by);
-            let unpacked = unpack(&file, &staging);
-            if let Err(e) = unpacked {
-                let _ = std::fs::remove_dir_all(&staging);
-                return Err(e.context(format!("unpacking the snapshot of {} beside it", v.name)));
-            }
+            unpack(&file, &target.staging(by))
+                .with_context(|| format!("unpacking the snapshot of {} beside it", v.name))?;
             printer.step(format!("unpacked the snapshot of {} beside it", v.name));
+            Ok::<(), anyhow::Error>(())
+        });
+        // Nothing the services see was touched: only the unpacked copies go.
+        match unpacked {
+            Ok(()) => Ok(restore),
+            Err(e) => Err(match restore.undo() {
+                Ok(()) => e,
+                Err(u) => e.context(format!("removing what was unpacked failed too: {u:#}")),
+            }),
         }
-        Ok(restore)
     }
 
     /// The project's containers that mount a target.

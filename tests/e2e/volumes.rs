@@ -203,10 +203,21 @@ fn a_full_backup_disk_holds_the_revision_back_and_changes_nothing() {
     let written: Vec<_> = std::fs::read_dir(&disk.0).unwrap().collect();
     assert!(written.is_empty(), "nothing half-written: {written:?}");
 
-    // With room, the same run goes ahead.
+    // With room, the same run goes ahead; a pre_backup hook keeps the
+    // service running while it is copied.
     drop(disk);
+    let marker = stack.scratch("dump").join("marker");
+    stack.write_config(&format!(
+        "    backup_dir: {}\n    services:\n      web:\n        backup_volumes: true\n        pre_backup: echo $CLUSTERUP_SERVICE > {}\n",
+        stack.scratch("backups").display(),
+        marker.display()
+    ));
     let run = stack.clusterup(&["apply", "--auto"]);
     assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.all().contains("stopping web"), "{run:?}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "web", "the hook ran first");
     let dir = stack.scratch("backups").join(&stack.name).join("rev-1");
-    assert!(dir.join("manifest.json").exists(), "{run:?}");
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["volumes"][0]["quiesced"], "pre_backup", "{m}");
+    assert_eq!(stack.running_image("web"), crate::support::image_id("clusterup-fixture/web:v2"));
 }
