@@ -10,7 +10,7 @@ use super::execute::{Execution, Files};
 use super::files::{DirectoryFiles, GitDeploy};
 use super::health::{Check, wait_healthy};
 use super::revision::Ctx;
-use super::volumes::WithRestore;
+use super::volumes::{Progress, Restore, WithRestore};
 use crate::plan::classify::{ChangeKind, Plan};
 use crate::reference::Reference;
 use crate::seams::engine::ContainerInfo;
@@ -52,8 +52,16 @@ impl Ctx<'_> {
             engine: self.seams.engine,
             stopped: Default::default(),
         });
-        let swapped = last.restore.as_ref().is_none_or(|r| r.swapped());
-        let execution = if swapped && self.target_reached(plan, git.as_ref())? {
+        // A commit begun is finished; an undo begun, or a swap not
+        // complete, goes back; a swap complete stands if the services do.
+        let data = last.restore.as_ref().map(Restore::progress);
+        if data == Some(Progress::Committing)
+            && let Some(r) = &last.restore
+        {
+            r.commit()?;
+        }
+        let data_in_place = matches!(data, None | Some(Progress::Swapped | Progress::Committing));
+        let execution = if data_in_place && self.target_reached(plan, git.as_ref())? {
             self.printer.step(format!("revision {} had reached its target; completing it", last.id));
             if let Some(r) = &last.restore {
                 r.commit()?;

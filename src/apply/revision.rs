@@ -149,9 +149,15 @@ impl Ctx<'_> {
         };
         crash_point("executed");
         if let Some(r) = restore {
-            let settled = if execution.outcome == Outcome::Applied { r.commit() } else { r.undo() };
+            // Undone (or not begun) by the execution itself unless it
+            // applied; what it could not put back is left for a person.
+            let settled = if execution.outcome == Outcome::Applied { r.commit() } else { r.discard_staging() };
             if let Err(e) = settled {
                 self.printer.warn(format!("tidying up after the volume restore: {e:#}"));
+            }
+            for aside in r.left_aside() {
+                self.printer
+                    .warn(format!("the content a volume had before the restore is kept in {}", aside.display()));
             }
         }
         if execution.outcome == Outcome::RolledBack

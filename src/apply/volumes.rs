@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -138,8 +138,24 @@ pub fn select(
             }
         }
         out.hooks.insert(change.service.clone(), hooks);
-        let running = observed.containers.iter().filter(|c| c.is_running()).map(|c| c.id.clone()).collect();
-        out.running.insert(change.service.clone(), running);
+    }
+    // Kept still for the copy: the service's containers, and any other of
+    // the project's that mounts what is copied.
+    for source in &out.sources {
+        let users = observation.services.values().flat_map(|o| &o.containers).filter(|c| {
+            c.is_running()
+                && (c.service == source.service
+                    || c.mounts.iter().any(|m| match source.kind {
+                        MountKind::Volume => m.kind == "volume" && m.name == source.name,
+                        MountKind::Bind => m.kind == "bind" && m.source == source.name,
+                    }))
+        });
+        let running = out.running.entry(source.service.clone()).or_default();
+        for c in users {
+            if !running.contains(&c.id) {
+                running.push(c.id.clone());
+            }
+        }
     }
     Ok(out)
 }
@@ -259,10 +275,17 @@ impl Taker<'_> {
                 }
                 Ok::<(), anyhow::Error>(())
             })();
-            for id in &stopped {
-                if let Err(e) = self.engine.start_container(id) {
-                    self.printer.warn(format!("starting {service} again after copying its volumes: {e:#}"));
-                }
+            let not_started: Vec<String> = stopped
+                .iter()
+                .filter_map(|id| self.engine.start_container(id).err().map(|e| format!("{e:#}")))
+                .collect();
+            if !not_started.is_empty() {
+                let copy = copied.err().map(|e| format!(" (and the copy failed: {e:#})")).unwrap_or_default();
+                bail!(
+                    "{service} was stopped for the copy and did not start again: {}{copy}; start it by hand \
+                     (docker compose up -d {service})",
+                    not_started.join("; ")
+                );
             }
             copied?;
             // Read back once the service runs again: its downtime is the
@@ -542,7 +565,8 @@ impl Restore {
                     others.join(", ")
                 );
             }
-            targets.push((RestoreTarget { name: v.name.clone(), kind: v.kind, data }, v));
+            let top = Path::new(&v.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            targets.push((RestoreTarget { name: v.name.clone(), kind: v.kind, data, top }, v));
         }
         let restore = Restore {
             from: manifest.revision,
@@ -554,7 +578,17 @@ impl Restore {
             let file = snapshot_dir.join(&v.file);
             printer.step(format!("checking the snapshot of {} ({})", v.name, bytes(v.compressed_bytes)));
             verify(&file, &v.sha256, v.bytes).with_context(|| format!("the snapshot of {} is damaged", v.name))?;
-            unpack(&file, &target.staging(by))
+            let room = available(existing_ancestor(&target.data))?;
+            if v.bytes + RESERVE > room {
+                bail!(
+                    "restoring {} needs {} beside it, {} is free there: its current content stays until the \
+                     restored copy is healthy",
+                    v.name,
+                    bytes(v.bytes + RESERVE),
+                    bytes(room)
+                );
+            }
+            unpack(&file, &target.staging(by), &target.top)
                 .with_context(|| format!("unpacking the snapshot of {} beside it", v.name))?;
             printer.step(format!("unpacked the snapshot of {} beside it", v.name));
             Ok::<(), anyhow::Error>(())
@@ -562,7 +596,7 @@ impl Restore {
         // Nothing the services see was touched: only the unpacked copies go.
         match unpacked {
             Ok(()) => Ok(restore),
-            Err(e) => Err(match restore.undo() {
+            Err(e) => Err(match restore.discard_staging() {
                 Ok(()) => e,
                 Err(u) => e.context(format!("removing what was unpacked failed too: {u:#}")),
             }),
@@ -585,42 +619,101 @@ impl Restore {
             .collect())
     }
 
+    /// How far a restore got, from what is beside each volume: every step
+    /// is a rename, and each deletion first renames what it deletes to a
+    /// name that says which way the restore was going.
+    pub fn progress(&self) -> Progress {
+        let any = |f: &dyn Fn(&RestoreTarget) -> PathBuf| self.targets.iter().any(|t| f(t).exists());
+        if any(&|t| t.discard(self.by)) {
+            Progress::Committing
+        } else if any(&|t| t.undone(self.by)) {
+            Progress::Undoing
+        } else if self.targets.iter().all(|t| t.aside(self.by).exists() && t.data.exists()) {
+            Progress::Swapped
+        } else {
+            Progress::Prepared
+        }
+    }
+
+    /// The services were stopped: each volume's content goes aside, the
+    /// unpacked snapshot in.
+    fn swap(&self) -> Result<()> {
+        for t in &self.targets {
+            let (aside, staging) = (t.aside(self.by), t.staging(self.by));
+            std::fs::rename(&t.data, &aside)
+                .with_context(|| format!("moving {} aside to {}", t.data.display(), aside.display()))?;
+            std::fs::rename(staging.join(&t.top), &t.data)
+                .with_context(|| format!("moving the restored copy into {}", t.data.display()))?;
+            sync_parent(&t.data)?;
+            remove(&staging)?;
+        }
+        Ok(())
+    }
+
     /// Puts each volume's content back as it was before this restore,
     /// from whatever point a run stopped at, and removes the unpacked copy.
     pub fn undo(&self) -> Result<()> {
         for t in &self.targets {
-            let aside = t.aside(self.by);
+            let (aside, undone) = (t.aside(self.by), t.undone(self.by));
             if aside.exists() {
                 if t.data.exists() {
-                    std::fs::remove_dir_all(&t.data)
-                        .with_context(|| format!("removing the restored copy {}", t.data.display()))?;
+                    std::fs::rename(&t.data, &undone)
+                        .with_context(|| format!("moving the restored copy {} out", t.data.display()))?;
                 }
                 std::fs::rename(&aside, &t.data)
                     .with_context(|| format!("moving {} back to {}", aside.display(), t.data.display()))?;
                 sync_parent(&t.data)?;
             }
-            let staging = t.staging(self.by);
-            if staging.exists() {
-                std::fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
-            }
         }
-        Ok(())
-    }
-
-    /// Every volume holds the restored copy (its old content aside).
-    pub fn swapped(&self) -> bool {
-        self.targets.iter().all(|t| t.aside(self.by).exists() && !t.staging(self.by).exists())
+        for t in &self.targets {
+            remove(&t.undone(self.by))?;
+        }
+        self.discard_staging()
     }
 
     /// The restored services are healthy: what was moved aside goes.
     pub fn commit(&self) -> Result<()> {
         for t in &self.targets {
-            let aside = t.aside(self.by);
+            let (aside, discard) = (t.aside(self.by), t.discard(self.by));
             if aside.exists() {
-                std::fs::remove_dir_all(&aside).with_context(|| format!("removing {}", aside.display()))?;
+                std::fs::rename(&aside, &discard).with_context(|| format!("renaming {}", aside.display()))?;
+                sync_parent(&discard)?;
             }
         }
+        for t in &self.targets {
+            remove(&t.discard(self.by))?;
+        }
         Ok(())
+    }
+
+    /// Removes the unpacked copies not moved in.
+    pub fn discard_staging(&self) -> Result<()> {
+        self.targets.iter().try_for_each(|t| remove(&t.staging(self.by)))
+    }
+
+    /// Where a content that is neither live nor on its way out remains:
+    /// for the operator, after a restore that could not be undone.
+    pub fn left_aside(&self) -> Vec<PathBuf> {
+        self.targets.iter().map(|t| t.aside(self.by)).filter(|a| a.exists()).collect()
+    }
+}
+
+/// How far a restore got (see `Restore::progress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Unpacked beside; what the services see may be partly swapped.
+    Prepared,
+    /// Every volume holds the restored copy, its old content aside.
+    Swapped,
+    Committing,
+    Undoing,
+}
+
+fn remove(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
     }
 }
 
@@ -653,16 +746,8 @@ impl Files for WithRestore<'_> {
         if let Some(f) = self.files {
             f.deploy_new()?;
         }
-        let r = self.restore;
         self.stop_users()?;
-        for t in &r.targets {
-            let aside = t.aside(r.by);
-            std::fs::rename(&t.data, &aside)
-                .with_context(|| format!("moving {} aside to {}", t.data.display(), aside.display()))?;
-            std::fs::rename(t.staging(r.by), &t.data)
-                .with_context(|| format!("moving the restored copy into {}", t.data.display()))?;
-            sync_parent(&t.data)?;
-        }
+        self.restore.swap()?;
         crate::signals::crash_point("volumes restored");
         Ok(())
     }
@@ -689,14 +774,12 @@ impl Files for WithRestore<'_> {
     }
 }
 
-/// Unpacks a snapshot into `dest` (made here), without its top directory
-/// (the mount's own name): the archive's paths stay inside `dest`, owners,
-/// modes and times as archived.
-pub fn unpack(file: &Path, dest: &Path) -> Result<()> {
-    if dest.exists() {
-        std::fs::remove_dir_all(dest).with_context(|| format!("removing the leftover {}", dest.display()))?;
-    }
-    std::fs::create_dir(dest).with_context(|| format!("creating {}", dest.display()))?;
+/// Unpacks a snapshot into `dest` (made here): its top directory `top`
+/// becomes `dest/top`. The tar crate keeps every path, link and link
+/// target inside `dest`; owners, modes and times are as archived.
+pub fn unpack(file: &Path, dest: &Path, top: &str) -> Result<()> {
+    remove(dest)?;
+    private_dir(dest).with_context(|| format!("creating {}", dest.display()))?;
     let reader = flate2::read::GzDecoder::new(BufReader::new(File::open(file)?));
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
@@ -704,49 +787,11 @@ pub fn unpack(file: &Path, dest: &Path) -> Result<()> {
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(true);
     archive.set_overwrite(true);
-    let mut dirs = Vec::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.into_owned();
-        let inner = inside(&path).with_context(|| format!("archive entry {}", path.display()))?;
-        let target = dest.join(&inner);
-        if let Some(parent) = target.parent().filter(|p| !p.exists()) {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        }
-        if entry.header().entry_type().is_hard_link() {
-            let link = entry.link_name()?.ok_or_else(|| anyhow!("hard link {} without a target", path.display()))?;
-            let source = dest.join(inside(&link).with_context(|| format!("hard link {}", path.display()))?);
-            std::fs::hard_link(&source, &target).with_context(|| format!("linking {}", target.display()))?;
-            continue;
-        }
-        // A directory's time is set after its content is in.
-        if entry.header().entry_type().is_dir() {
-            dirs.push(entry.header().clone());
-        }
-        entry.unpack(&target).with_context(|| format!("unpacking {}", target.display()))?;
-    }
-    for header in dirs.iter().rev() {
-        if let (Ok(path), Ok(mtime)) = (header.path(), header.mtime()) {
-            let target = dest.join(inside(&path)?);
-            let time = std::time::UNIX_EPOCH + Duration::from_secs(mtime);
-            let _ = File::open(&target).and_then(|f| f.set_modified(time));
-        }
+    archive.unpack(dest)?;
+    if !dest.join(top).is_dir() {
+        bail!("{} holds no directory {top}", file.display());
     }
     Ok(())
-}
-
-/// An archive path without its first component; only plain names below.
-fn inside(path: &Path) -> Result<PathBuf> {
-    let mut parts = path.components();
-    match parts.next() {
-        Some(Component::Normal(_)) => {}
-        _ => bail!("{} does not start with the mount's directory", path.display()),
-    }
-    let rest: PathBuf = parts.collect();
-    if rest.components().any(|c| !matches!(c, Component::Normal(_))) {
-        bail!("{} leaves the volume", path.display());
-    }
-    Ok(rest)
 }
 
 #[cfg(test)]
@@ -801,60 +846,114 @@ mod tests {
     }
 
     #[test]
-    fn unpacking_drops_the_mounts_name_and_keeps_modes() {
+    fn unpacking_keeps_modes_under_the_mounts_name() {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let (path, _, _) = snapshot(tmp.path(), &[("a", b"alpha"), ("sub/b", b"beta")]);
         let dest = tmp.path().join("restored");
-        unpack(&path, &dest).unwrap();
-        assert_eq!(std::fs::read(dest.join("a")).unwrap(), b"alpha");
-        assert_eq!(std::fs::read(dest.join("sub/b")).unwrap(), b"beta");
-        assert_eq!(std::fs::metadata(dest.join("a")).unwrap().permissions().mode() & 0o777, 0o640);
-        assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o750);
+        unpack(&path, &dest, "data").unwrap();
+        let data = dest.join("data");
+        assert_eq!(std::fs::read(data.join("a")).unwrap(), b"alpha");
+        assert_eq!(std::fs::read(data.join("sub/b")).unwrap(), b"beta");
+        assert_eq!(std::fs::metadata(data.join("a")).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o750);
+        assert!(unpack(&path, &dest, "other").is_err(), "the mount's own directory must be in it");
     }
 
+    /// A snapshot file is only as trusted as the disk it sits on: a link
+    /// in it never makes root write, or link, outside where it unpacks.
     #[test]
-    fn an_archive_path_that_leaves_the_volume_is_refused() {
-        assert_eq!(inside(Path::new("data/x/y")).unwrap(), PathBuf::from("x/y"));
-        assert_eq!(inside(Path::new("data/")).unwrap(), PathBuf::new());
-        assert!(inside(Path::new("data/../etc/passwd")).is_err());
-        assert!(inside(Path::new("/etc/passwd")).is_err());
-        assert!(inside(Path::new("../x")).is_err());
+    fn an_archive_cannot_reach_outside_where_it_unpacks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"host file").unwrap();
+        let escapes: [&dyn Fn(&mut tar::Builder<Vec<u8>>); 2] = [
+            &|b| {
+                let mut link = tar::Header::new_gnu();
+                link.set_entry_type(tar::EntryType::Symlink);
+                (link.set_size(0), link.set_mode(0o777), link.set_uid(0), link.set_gid(0), link.set_mtime(0));
+                b.append_link(&mut link, "data/x", &outside).unwrap();
+                let mut file = tar::Header::new_gnu();
+                (file.set_size(4), file.set_mode(0o644), file.set_uid(0), file.set_gid(0), file.set_mtime(0));
+                b.append_data(&mut file, "data/x/planted", &b"evil"[..]).unwrap();
+            },
+            &|b| {
+                let mut link = tar::Header::new_gnu();
+                link.set_entry_type(tar::EntryType::Link);
+                (link.set_size(0), link.set_mode(0o644), link.set_uid(0), link.set_gid(0), link.set_mtime(0));
+                b.append_link(&mut link, "data/secret", outside.join("secret")).unwrap();
+            },
+        ];
+        for (i, escape) in escapes.iter().enumerate() {
+            let mut builder = tar::Builder::new(Vec::new());
+            escape(&mut builder);
+            let raw = builder.into_inner().unwrap();
+            let path = tmp.path().join(format!("evil-{i}.tar.gz"));
+            let mut gz = flate2::write::GzEncoder::new(File::create(&path).unwrap(), flate2::Compression::fast());
+            gz.write_all(&raw).unwrap();
+            gz.finish().unwrap();
+            let dest = tmp.path().join(format!("dest-{i}"));
+            let _ = unpack(&path, &dest, "data");
+            assert!(!outside.join("planted").exists(), "case {i}: wrote through a symlink");
+            let linked = dest.join("data/secret");
+            assert!(!linked.exists(), "case {i}: hard-linked a host file into the volume");
+        }
     }
 
-    /// The swap is undone from any point a run stopped at: before it,
-    /// half way (aside, no data), after it (aside and the restored copy).
+    /// The swap is undone from any point a run stopped at, an undo cut
+    /// short included; a commit cut short is finished, never undone.
     #[test]
-    fn a_restore_is_undone_from_wherever_it_stopped() {
+    fn a_restore_is_undone_or_finished_from_wherever_it_stopped() {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("_data");
-        let target = RestoreTarget { name: "v".into(), kind: MountKind::Volume, data: data.clone() };
+        let target = RestoreTarget { name: "v".into(), kind: MountKind::Volume, data: data.clone(), top: "d".into() };
         let restore = Restore { from: 1, by: 2, project: "p".into(), targets: vec![target.clone()] };
+        let [aside, staging, undone, discard] =
+            [target.aside(2), target.staging(2), target.undone(2), target.discard(2)];
         let reset = || {
-            for p in [&data, &target.aside(2), &target.staging(2)] {
+            for p in [&data, &aside, &staging, &undone, &discard] {
                 let _ = std::fs::remove_dir_all(p);
             }
             std::fs::create_dir(&data).unwrap();
             std::fs::write(data.join("live"), b"now").unwrap();
-            std::fs::create_dir(target.staging(2)).unwrap();
-            std::fs::write(target.staging(2).join("old"), b"then").unwrap();
+            std::fs::create_dir_all(staging.join("d")).unwrap();
+            std::fs::write(staging.join("d/old"), b"then").unwrap();
         };
-        let moves: [&dyn Fn(); 3] = [&|| {}, &|| std::fs::rename(&data, target.aside(2)).unwrap(), &|| {
-            std::fs::rename(&data, target.aside(2)).unwrap();
-            std::fs::rename(target.staging(2), &data).unwrap();
-        }];
+        let moves: [&dyn Fn(); 5] = [
+            &|| {},
+            &|| std::fs::rename(&data, &aside).unwrap(),
+            &|| restore.swap().unwrap(),
+            // An undo killed after moving the restored copy out.
+            &|| {
+                restore.swap().unwrap();
+                std::fs::rename(&data, &undone).unwrap();
+            },
+            // ... and after moving the old content back, before tidying.
+            &|| {
+                restore.swap().unwrap();
+                std::fs::rename(&data, &undone).unwrap();
+                std::fs::rename(&aside, &data).unwrap();
+            },
+        ];
+        let expected =
+            [Progress::Prepared, Progress::Prepared, Progress::Swapped, Progress::Undoing, Progress::Undoing];
         for (i, step) in moves.iter().enumerate() {
             reset();
             step();
+            assert_eq!(restore.progress(), expected[i], "step {i}");
             restore.undo().unwrap();
             assert_eq!(std::fs::read(data.join("live")).unwrap(), b"now", "stopped at step {i}");
-            assert!(!data.join("old").exists() && !target.staging(2).exists() && !target.aside(2).exists());
+            assert!(!data.join("old").exists());
+            assert!([&aside, &staging, &undone, &discard].iter().all(|p| !p.exists()), "step {i}");
         }
         reset();
-        moves[2]();
+        restore.swap().unwrap();
+        std::fs::rename(&aside, &discard).unwrap();
+        assert_eq!(restore.progress(), Progress::Committing, "a commit cut short");
         restore.commit().unwrap();
         assert_eq!(std::fs::read(data.join("old")).unwrap(), b"then");
-        assert!(!target.aside(2).exists(), "what was moved aside goes once the service is healthy");
+        assert!(!discard.exists() && !aside.exists(), "what was moved aside goes once the service is healthy");
     }
 
     #[test]

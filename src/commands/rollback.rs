@@ -177,7 +177,8 @@ fn tag_digests(seams: &Seams, revisions: &[Revision], name: &str) -> Vec<(String
 /// Every service whose containers mount a volume the snapshot restores
 /// is stopped for the swap and started again (recreated, if the rollback
 /// changes it anyway), health-gated like any change.
-fn restart_volume_users(plan: &mut Plan, observation: &Observation, manifest: &Manifest) {
+fn restart_volume_users(plan: &mut Plan, observation: &Observation, manifest: &Manifest) -> Vec<String> {
+    let mut users = Vec::new();
     for (service, observed) in &observation.services {
         let uses = |v: &VolumeSnapshot| {
             observed.containers.iter().flat_map(|c| &c.mounts).any(|m| match v.kind {
@@ -189,6 +190,7 @@ fn restart_volume_users(plan: &mut Plan, observation: &Observation, manifest: &M
         if restored.is_empty() {
             continue;
         }
+        users.push(service.clone());
         let why =
             format!("its data ({}) is restored from revision {}'s snapshot", restored.join(", "), manifest.revision);
         match plan.changes.iter_mut().find(|c| &c.service == service) {
@@ -201,6 +203,7 @@ fn restart_volume_users(plan: &mut Plan, observation: &Observation, manifest: &M
         }
     }
     plan.kind = crate::plan::classify::kind_of(&plan.changes);
+    users
 }
 
 /// The stack as it was before `rev`: its commit and, per service, the
@@ -236,14 +239,31 @@ fn rollback_one(
     let data_only = plan.changes.is_empty() && !plan.moves_commit();
     // Whose snapshots: the revision named, else the one rolled back from.
     let source = if args.to.is_some() { target.id } else { current.id };
-    let snapshot = volumes::list(&stack.volumes.dir)?.into_iter().find(|m| m.revision == source);
+    // Snapshots out of reach never stand in the way of a plain rollback.
+    let kept = match volumes::list(&stack.volumes.dir) {
+        Ok(kept) => kept,
+        Err(e) if !args.restore_volumes => {
+            printer.warn(format!("volume snapshots: {e:#}"));
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    let snapshot = kept.into_iter().find(|m| m.revision == source);
+    let mut policies = checked.policies.clone();
     if args.restore_volumes {
         let Some(manifest) = &snapshot else {
             return Err(usage(format!(
                 "revision {source} took no volume snapshots (or they were pruned); `clusterup status` lists those kept"
             )));
         };
-        restart_volume_users(&mut plan, &checked.observation, manifest);
+        // Stopped for the swap, they cannot answer a pre-update hook.
+        for service in restart_volume_users(&mut plan, &checked.observation, manifest) {
+            if let Some(p) = policies.get_mut(&service)
+                && (p.host_hooks.pre_update.take().is_some() | p.container_hooks.pre_update.take().is_some())
+            {
+                printer.step(format!("{service}'s pre-update hooks are not run: it is stopped for the restore"));
+            }
+        }
     }
     let plan = &plan;
     let to = if target.id == current.id {
@@ -311,8 +331,7 @@ fn rollback_one(
         },
     };
     let data = (&snapshots, restore.as_ref());
-    let (id, execution) =
-        ctx.run_revision(plan, &checked.observation, &checked.policies, files, Trigger::Rollback, data)?;
+    let (id, execution) = ctx.run_revision(plan, &checked.observation, &policies, files, Trigger::Rollback, data)?;
     if execution.outcome == Outcome::Applied && !data_only {
         let why = match &args.reason {
             Some(reason) => format!("an operator rolled back from it: {reason}"),

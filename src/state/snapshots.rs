@@ -89,15 +89,13 @@ pub fn list(dir: &Path) -> Result<Vec<Manifest>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
     };
-    for entry in entries.flatten() {
-        let path = entry.path().join(MANIFEST);
-        match std::fs::read(&path) {
-            Ok(text) => out.push(
-                serde_json::from_slice(&text)
-                    .with_context(|| format!("reading snapshot manifest {}", path.display()))?,
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    // Only clusterup's own directories count; a manifest that does not
+    // read names nothing that could be restored.
+    for entry in entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("rev-")) {
+        if let Ok(text) = std::fs::read(entry.path().join(MANIFEST))
+            && let Ok(manifest) = serde_json::from_slice(&text)
+        {
+            out.push(manifest);
         }
     }
     out.sort_by_key(|m| m.revision);
@@ -145,6 +143,8 @@ pub struct RestoreTarget {
     /// The directory the service sees: the volume's `_data`, or the bind
     /// mount's source.
     pub data: PathBuf,
+    /// The archive's top directory (the mount path's last component).
+    pub top: String,
 }
 
 impl RestoreTarget {
@@ -152,10 +152,22 @@ impl RestoreTarget {
         let name = self.data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         self.data.with_file_name(format!(".{name}.clusterup-{what}-{by}"))
     }
+    /// Where the snapshot is unpacked, before it moves in.
     pub fn staging(&self, by: u64) -> PathBuf {
         self.beside("restore", by)
     }
+    /// The volume's content while the restored copy is tried.
     pub fn aside(&self, by: u64) -> PathBuf {
         self.beside("aside", by)
+    }
+    /// The old content on its way out, once the restore is kept: a
+    /// commit has begun and is finished, never undone.
+    pub fn discard(&self, by: u64) -> PathBuf {
+        self.beside("discard", by)
+    }
+    /// The restored copy on its way out: an undo has begun and is
+    /// finished.
+    pub fn undone(&self, by: u64) -> PathBuf {
+        self.beside("undone", by)
     }
 }
