@@ -452,6 +452,8 @@ def snapshot(rows):
 
         revision = max(int(p.name[4:]) for p in (stack.state / stack.name / "volumes").glob("rev-*"))
         snap = next((stack.state / stack.name / "volumes" / f"rev-{revision}").glob("*.tar.gz"))
+        copy = json.loads((snap.parent / "manifest.json").read_text())["volumes"][0]["seconds"]
+        rows.append((f"snapshot, {SNAPSHOT_MB} MB", "of which the service is stopped (last copy)", copy, copy / m["floor"]))
 
         def restore():
             r = stack.configured("rollback", "--to", str(revision), "--restore-volumes", "--yes")

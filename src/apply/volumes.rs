@@ -798,22 +798,25 @@ pub fn unpack(file: &Path, dest: &Path, top: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// An entry's header, owned by root.
+    fn header(kind: tar::EntryType, size: usize, mode: u32) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size as u64);
+        h.set_mode(mode);
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    }
+
     /// What the engine's archive API sends for a mount at `/data`.
     fn archive(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
-        let mut dir = tar::Header::new_gnu();
-        dir.set_entry_type(tar::EntryType::Directory);
-        dir.set_mode(0o750);
-        dir.set_size(0);
-        dir.set_mtime(1_700_000_000);
-        (dir.set_uid(0), dir.set_gid(0));
+        let mut dir = header(tar::EntryType::Directory, 0, 0o750);
         builder.append_data(&mut dir, "data/", std::io::empty()).unwrap();
         for (name, content) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_mode(0o640);
-            h.set_size(content.len() as u64);
-            h.set_mtime(1_700_000_000);
-            (h.set_uid(0), h.set_gid(0));
+            let mut h = header(tar::EntryType::Regular, content.len(), 0o640);
             builder.append_data(&mut h, format!("data/{name}"), *content).unwrap();
         }
         builder.into_inner().unwrap()
@@ -868,20 +871,16 @@ mod tests {
         let outside = tmp.path().join("outside");
         std::fs::create_dir(&outside).unwrap();
         std::fs::write(outside.join("secret"), b"host file").unwrap();
-        let escapes: [&dyn Fn(&mut tar::Builder<Vec<u8>>); 2] = [
+        type Escape<'a> = &'a dyn Fn(&mut tar::Builder<Vec<u8>>);
+        let escapes: [Escape; 2] = [
             &|b| {
-                let mut link = tar::Header::new_gnu();
-                link.set_entry_type(tar::EntryType::Symlink);
-                (link.set_size(0), link.set_mode(0o777), link.set_uid(0), link.set_gid(0), link.set_mtime(0));
+                let mut link = header(tar::EntryType::Symlink, 0, 0o777);
                 b.append_link(&mut link, "data/x", &outside).unwrap();
-                let mut file = tar::Header::new_gnu();
-                (file.set_size(4), file.set_mode(0o644), file.set_uid(0), file.set_gid(0), file.set_mtime(0));
+                let mut file = header(tar::EntryType::Regular, 4, 0o644);
                 b.append_data(&mut file, "data/x/planted", &b"evil"[..]).unwrap();
             },
             &|b| {
-                let mut link = tar::Header::new_gnu();
-                link.set_entry_type(tar::EntryType::Link);
-                (link.set_size(0), link.set_mode(0o644), link.set_uid(0), link.set_gid(0), link.set_mtime(0));
+                let mut link = header(tar::EntryType::Link, 0, 0o644);
                 b.append_link(&mut link, "data/secret", outside.join("secret")).unwrap();
             },
         ];
