@@ -180,8 +180,13 @@ impl Drop for SmallDisk {
 #[test]
 fn a_full_backup_disk_holds_the_revision_back_and_changes_nothing() {
     let (mut stack, web) = Stack::web_running("volfull", |s| s.image("web"));
+    for dir in ["uploads", "other"] {
+        std::fs::create_dir_all(stack.dir.join(dir)).unwrap();
+        std::fs::write(stack.dir.join(dir).join("f"), dir).unwrap();
+    }
     stack.write_compose(&format!(
-        "services:\n  web:\n    image: {web}\n    volumes: [data:/data]\nvolumes:\n  data: {{}}\n"
+        "services:\n  web:\n    image: {web}\n    volumes: [data:/data, ./uploads:/uploads, ./other:/other]\n\
+         volumes:\n  data: {{}}\n"
     ));
     stack.up();
     // 30 MB of data, 64 MB kept free beside it: 80 MB is too small, and
@@ -210,7 +215,7 @@ fn a_full_backup_disk_holds_the_revision_back_and_changes_nothing() {
     drop(disk);
     let marker = stack.scratch("dump").join("marker");
     stack.write_config(&format!(
-        "    backup_dir: {}\n    services:\n      web:\n        backup_volumes: true\n        pre_backup: echo $CLUSTERUP_SERVICE > {}\n",
+        "    backup_dir: {}\n    services:\n      web:\n        backup_volumes: true\n        backup_binds: [./uploads]\n        pre_backup: echo $CLUSTERUP_SERVICE > {}\n",
         stack.scratch("backups").display(),
         marker.display()
     ));
@@ -221,5 +226,13 @@ fn a_full_backup_disk_holds_the_revision_back_and_changes_nothing() {
     let dir = stack.scratch("backups").join(&stack.name).join("rev-1");
     let m: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["volumes"][0]["quiesced"], "pre_backup", "{m}");
+    let mut kinds: Vec<(&str, &str)> = m["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["kind"].as_str().unwrap(), v["path"].as_str().unwrap()))
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, [("bind", "/uploads"), ("volume", "/data")], "a bind mount only when listed: {m}");
     assert_eq!(stack.running_image("web"), crate::support::image_id("clusterup-fixture/web:v2"));
 }
