@@ -245,6 +245,7 @@ impl Taker<'_> {
 
     fn take_into(&self, snapshots: &Snapshots, out: &Path, revision: u64, taken: Timestamp) -> Result<Manifest> {
         private_dir(out).with_context(|| format!("creating {}", out.display()))?;
+        sync_dir(self.dir)?;
         let mut volumes = Vec::new();
         let services: BTreeSet<&str> = snapshots.sources.iter().map(|s| s.service.as_str()).collect();
         for service in services {

@@ -331,7 +331,12 @@ fn rollback_one(
         },
     };
     let data = (&snapshots, restore.as_ref());
-    let (id, execution) = ctx.run_revision(plan, &checked.observation, &policies, files, Trigger::Rollback, data)?;
+    let ran = ctx.run_revision(plan, &checked.observation, &policies, files, Trigger::Rollback, data);
+    if let (Err(_), Some(r)) = (&ran, &restore) {
+        // Never begun: the unpacked copies are all there is to tidy.
+        let _ = r.discard_staging();
+    }
+    let (id, execution) = ran?;
     if execution.outcome == Outcome::Applied && !data_only {
         let why = match &args.reason {
             Some(reason) => format!("an operator rolled back from it: {reason}"),
