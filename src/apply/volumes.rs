@@ -749,7 +749,7 @@ impl Files for WithRestore<'_> {
         }
         self.stop_users()?;
         self.restore.swap()?;
-        crate::signals::crash_point("volumes restored");
+        crate::signals::crash_point("swapped");
         Ok(())
     }
 

@@ -157,6 +157,40 @@ fn a_restore_the_service_fails_on_is_undone() {
     assert_eq!(beside_volume(&format!("{}_data", stack.name)), ["_data"], "nothing left beside the volume");
 }
 
+/// A restore killed right after the swap (its services stopped) is undone
+/// by the next run; one killed after its service came back healthy on the
+/// restored data is completed, and what was moved aside goes.
+#[test]
+fn a_restore_cut_short_is_undone_or_completed_by_the_next_run() {
+    use std::os::unix::process::ExitStatusExt;
+    for (stage, kept) in [("swapped", "after"), ("recreated", "first")] {
+        let mut stack = Stack::new(&format!("volcrash{}", &stage[..4]));
+        let web = stack.image("web");
+        stack.publish("v1", &web);
+        let svc = |extra: &str| {
+            format!("services:\n  web:\n    image: {web}\n    volumes: [data:/data]\n{extra}volumes:\n  data: {{}}\n")
+        };
+        stack.write_compose(&svc(""));
+        stack.write_config("    backup_volumes: true\n");
+        stack.up();
+        stack.exec("web", "echo first > /data/file");
+        stack.write_compose(&svc("    environment: [MODE=2]\n"));
+        assert_eq!(stack.clusterup(&["apply", "--yes"]).code, 0);
+        stack.exec("web", "echo after > /data/file");
+
+        let args = ["rollback", "--to", "1", "--restore-volumes", "--yes"];
+        let out = stack.clusterup_command(&stack.dir, &args).env("CLUSTERUP_CRASH_AT", stage).output().unwrap();
+        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "the run must have died at {stage}: {out:?}");
+
+        let run = stack.clusterup(&["apply", "--auto"]);
+        assert_eq!(run.code, 0, "{stage}: {run:?}");
+        assert!(run.stdout.contains("recovered interrupted revision 2"), "{run:?}");
+        assert_eq!(stack.volume_file("data", "file").as_deref(), Some(kept), "{stage}: {run:?}");
+        assert_eq!(stack.health("web"), "running/healthy", "{stage}");
+        assert_eq!(beside_volume(&format!("{}_data", stack.name)), ["_data"], "{stage}: nothing left beside it");
+    }
+}
+
 /// A tmpfs too small for the snapshot: unmounted when the test ends.
 struct SmallDisk(PathBuf);
 
