@@ -23,7 +23,7 @@ use super::execute::Files;
 use crate::files::{private_dir, sync_dir, write_atomic};
 use crate::labels::ServicePolicy;
 use crate::output::Printer;
-use crate::plan::classify::{ChangeKind, Plan};
+use crate::plan::classify::{Change, ChangeKind, Plan};
 use crate::plan::observation::Observation;
 use crate::seams::engine::{ContainerInfo, Engine};
 use crate::state::snapshots::MANIFEST;
@@ -86,8 +86,7 @@ pub fn select(
 ) -> Result<Snapshots> {
     let mut out = Snapshots::default();
     let mut seen = BTreeSet::new();
-    for change in plan.changes.iter().filter(|c| c.kind != ChangeKind::Create) {
-        let Some(policy) = policies.get(&change.service).filter(|p| p.backup_volumes) else { continue };
+    for (change, policy) in opted_in(plan, policies) {
         let Some(observed) = observation.services.get(&change.service) else { continue };
         let hooks = (policy.host_hooks.pre_backup.clone(), policy.container_hooks.pre_backup.clone());
         for c in &observed.containers {
@@ -158,6 +157,18 @@ pub fn select(
         }
     }
     Ok(out)
+}
+
+/// The changes to services that exist and opted in: their volumes are
+/// copied before the revision acts.
+pub fn opted_in<'a>(
+    plan: &'a Plan,
+    policies: &'a BTreeMap<String, ServicePolicy>,
+) -> impl Iterator<Item = (&'a Change, &'a ServicePolicy)> {
+    plan.changes
+        .iter()
+        .filter(|c| c.kind != ChangeKind::Create)
+        .filter_map(|c| Some((c, policies.get(&c.service).filter(|p| p.backup_volumes)?)))
 }
 
 fn same_path(configured: &Path, mounted: &str) -> bool {

@@ -158,6 +158,7 @@ fn apply_one(
             .map_err(|e| usage(format!("stack {}: {e}", stack.name)))?;
     }
     super::check::show_plan(printer, &checked.plan, &checked.file_diff);
+    super::check::show_snapshots(printer, &checked.plan, &checked.policies);
     if let (Some(prs), Some(source), Some(git)) = (&stack.pull_requests, &stack.git, &checked.git)
         && !checked.plan.tag_updates.is_empty()
     {

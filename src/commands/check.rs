@@ -1,5 +1,6 @@
 //! `clusterup check`: what would change, changing nothing.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::Result;
@@ -8,6 +9,7 @@ use super::apply::ApplyOptions;
 use super::{each_stack_at_once, plan_table, plural};
 use crate::cli::CheckArgs;
 use crate::exit::ExitStatus;
+use crate::labels::ServicePolicy;
 use crate::ops;
 use crate::output::Printer;
 use crate::plan::classify::{ChangeKind, Plan, PlanKind};
@@ -39,6 +41,7 @@ fn check_one(seams: &Seams, stack: &StackSettings, printer: &Printer) -> Result<
     let checked = ops::check(seams, stack)?;
     let plan = &checked.plan;
     show_plan(printer, plan, &checked.file_diff);
+    show_snapshots(printer, plan, &checked.policies);
     let status = if plan.registry_errors().next().is_some() {
         ExitStatus::Failed
     } else if plan.changes.is_empty() {
@@ -49,6 +52,15 @@ fn check_one(seams: &Seams, stack: &StackSettings, printer: &Printer) -> Result<
     let report =
         PlanReport { command: CommandName::Check, plan: checked.plan, file_diff: Some(checked.file_diff), run: None };
     Ok((status, Report::Plan(Box::new(report))))
+}
+
+/// Which services' volumes an apply copies first.
+pub fn show_snapshots(printer: &Printer, plan: &Plan, policies: &BTreeMap<String, ServicePolicy>) {
+    let services: Vec<&str> =
+        crate::apply::volumes::opted_in(plan, policies).map(|(c, _)| c.service.as_str()).collect();
+    if !services.is_empty() {
+        printer.human(format!("volume snapshots first (backup_volumes): {}\n", services.join(", ")));
+    }
 }
 
 /// The plan for people, then the file diff.

@@ -63,6 +63,8 @@ fn a_renamed_service_is_snapshot_first_and_its_data_restored_only_on_request() {
         "services:\n  backend:\n    image: {web}\n{labels}    volumes: [data:/data]\n{}{volumes}",
         cache_service("    environment: [MODE=2]\n")
     ));
+    let check = stack.clusterup(&["check", "--only"]);
+    assert!(check.stdout.contains("volume snapshots first (backup_volumes): api\n"), "{check:?}");
     let run = stack.clusterup(&["apply", "--yes"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.all().contains("stopping api to copy its volumes"), "stop-first: stopped for the copy: {run:?}");
