@@ -124,6 +124,23 @@ fn a_renamed_service_is_snapshot_first_and_its_data_restored_only_on_request() {
     assert!(!manifest(&stack, 1).1["volumes"].as_array().unwrap().is_empty(), "the snapshot stays for next time");
 }
 
+/// `web` with the named volume `data`, filled by `script`, running with
+/// `backup_volumes: true`; `svc(extra)` is its compose file with `extra`
+/// added to the service.
+fn web_with_data(test: &str, script: &str) -> (Stack, impl Fn(&str) -> String + use<>) {
+    let mut stack = Stack::new(test);
+    let web = stack.image("web");
+    stack.publish("v1", &web);
+    let svc = move |extra: &str| {
+        format!("services:\n  web:\n    image: {web}\n    volumes: [data:/data]\n{extra}volumes:\n  data: {{}}\n")
+    };
+    stack.write_compose(&svc(""));
+    stack.write_config("    backup_volumes: true\n");
+    stack.up();
+    stack.exec("web", script);
+    (stack, svc)
+}
+
 /// The restored data fails the service's health check: the data it had
 /// goes back in, and the run says it failed. The snapshot holds a file
 /// the service's check refuses (a pre-update hook removed it before the
@@ -131,16 +148,7 @@ fn a_renamed_service_is_snapshot_first_and_its_data_restored_only_on_request() {
 /// back, and a hook cannot answer for a service stopped for the swap.
 #[test]
 fn a_restore_the_service_fails_on_is_undone() {
-    let mut stack = Stack::new("volundo");
-    let web = stack.image("web");
-    stack.publish("v1", &web);
-    let svc = |extra: &str| {
-        format!("services:\n  web:\n    image: {web}\n    volumes: [data:/data]\n{extra}volumes:\n  data: {{}}\n")
-    };
-    stack.write_compose(&svc(""));
-    stack.write_config("    backup_volumes: true\n");
-    stack.up();
-    stack.exec("web", "echo first > /data/file && touch /data/poison");
+    let (stack, svc) = web_with_data("volundo", "echo first > /data/file && touch /data/poison");
     let refuses_poison = "    labels:\n      clusterup.pre-update: rm -f /data/poison\n    healthcheck:\n      \
                           test: [\"CMD\", \"sh\", \"-c\", \"test ! -e /data/poison\"]\n      interval: 1s\n      retries: 2\n";
     stack.write_compose(&svc(refuses_poison));
@@ -166,16 +174,7 @@ fn a_restore_the_service_fails_on_is_undone() {
 fn a_restore_cut_short_is_undone_or_completed_by_the_next_run() {
     use std::os::unix::process::ExitStatusExt;
     for (stage, kept) in [("swapped", "after"), ("recreated", "first")] {
-        let mut stack = Stack::new(&format!("volcrash{}", &stage[..4]));
-        let web = stack.image("web");
-        stack.publish("v1", &web);
-        let svc = |extra: &str| {
-            format!("services:\n  web:\n    image: {web}\n    volumes: [data:/data]\n{extra}volumes:\n  data: {{}}\n")
-        };
-        stack.write_compose(&svc(""));
-        stack.write_config("    backup_volumes: true\n");
-        stack.up();
-        stack.exec("web", "echo first > /data/file");
+        let (stack, svc) = web_with_data(&format!("volcrash{}", &stage[..4]), "echo first > /data/file");
         stack.write_compose(&svc("    environment: [MODE=2]\n"));
         assert_eq!(stack.clusterup(&["apply", "--yes"]).code, 0);
         stack.exec("web", "echo after > /data/file");
