@@ -46,26 +46,19 @@ impl Ctx<'_> {
             _ => None,
         };
         let files = git.as_ref().map(|g| g as &dyn Files).or(directory.as_ref().map(|d| d as &dyn Files));
-        let with_restore = last.restore.as_ref().map(|restore| WithRestore {
-            files,
-            restore,
-            engine: self.seams.engine,
-            stopped: Default::default(),
-        });
+        let with_restore = last.restore.as_ref().map(|restore| WithRestore::new(files, restore, self.seams.engine));
         // A commit begun is finished; an undo begun, or a swap not
         // complete, goes back; a swap complete stands if the services do.
         let data = last.restore.as_ref().map(Restore::progress);
-        if data == Some(Progress::Committing)
-            && let Some(r) = &last.restore
+        let data_in_place = matches!(data, None | Some(Progress::Swapped | Progress::Committing));
+        let reached = data_in_place && self.target_reached(plan, git.as_ref())?;
+        if let Some(r) = &last.restore
+            && (reached || data == Some(Progress::Committing))
         {
             r.commit()?;
         }
-        let data_in_place = matches!(data, None | Some(Progress::Swapped | Progress::Committing));
-        let execution = if data_in_place && self.target_reached(plan, git.as_ref())? {
+        let execution = if reached {
             self.printer.step(format!("revision {} had reached its target; completing it", last.id));
-            if let Some(r) = &last.restore {
-                r.commit()?;
-            }
             Execution { outcome: Outcome::Applied, error: None, after: Vec::new(), skipped: Vec::new() }
         } else {
             let files = with_restore.as_ref().map(|w| w as &dyn Files).or(files);

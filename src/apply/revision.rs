@@ -131,12 +131,7 @@ impl Ctx<'_> {
         for b in &backups {
             self.printer.detail(format!("keeping the image {} runs now as {}", b.service, b.backup_tag));
         }
-        let with_restore = restore.map(|restore| WithRestore {
-            files,
-            restore,
-            engine: self.seams.engine,
-            stopped: Default::default(),
-        });
+        let with_restore = restore.map(|restore| WithRestore::new(files, restore, self.seams.engine));
         let files = with_restore.as_ref().map(|w| w as &dyn Files).or(files);
         let execution = match self.copy_volumes(snapshots, id) {
             Err(e) => Execution::failed(format!("{e:#}; nothing was changed")),

@@ -25,6 +25,7 @@ use crate::labels::ServicePolicy;
 use crate::output::Printer;
 use crate::plan::classify::{Change, ChangeKind, Plan};
 use crate::plan::observation::Observation;
+use crate::redact::hex;
 use crate::seams::engine::{ContainerInfo, Engine};
 use crate::state::snapshots::MANIFEST;
 pub use crate::state::snapshots::{
@@ -104,7 +105,7 @@ pub fn select(
                 let size = match kind {
                     MountKind::Volume => {
                         let v = engine.volume(&name)?;
-                        if v.driver != "local" || !v.options.is_empty() {
+                        if !v.is_plain_local() {
                             out.not_copied.push(format!(
                                 "{}: volume {name} is not copied: its data is not on this host (driver {}{})",
                                 change.service,
@@ -142,12 +143,7 @@ pub fn select(
     // the project's that mounts what is copied.
     for source in &out.sources {
         let users = observation.services.values().flat_map(|o| &o.containers).filter(|c| {
-            c.is_running()
-                && (c.service == source.service
-                    || c.mounts.iter().any(|m| match source.kind {
-                        MountKind::Volume => m.kind == "volume" && m.name == source.name,
-                        MountKind::Bind => m.kind == "bind" && m.source == source.name,
-                    }))
+            c.is_running() && (c.service == source.service || c.mounts.iter().any(|m| source.kind.is(m, &source.name)))
         });
         let running = out.running.entry(source.service.clone()).or_default();
         for c in users {
@@ -406,16 +402,12 @@ fn file_stem(service: &str, name: &str) -> String {
     format!("{}--{}", clean(service), clean(name))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Reads the snapshot back whole: its sha256 must match, it must
 /// decompress to `raw` bytes and be a complete tar archive. The number of
 /// entries it holds.
 pub fn verify(path: &Path, sha256: &str, raw: u64) -> Result<u64> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let hashing = HashingReader { inner: BufReader::new(file), hasher: Sha256::new() };
+    let hashing = Hashing { inner: BufReader::new(file), hasher: Sha256::new(), bytes: 0 };
     let mut decoded = Counting { inner: flate2::read::GzDecoder::new(hashing), bytes: 0 };
     let mut entries = 0;
     {
@@ -463,8 +455,9 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-struct Hashing<W> {
-    inner: W,
+/// Hashes and counts what goes through.
+struct Hashing<T> {
+    inner: T,
     hasher: Sha256,
     bytes: u64,
 }
@@ -481,15 +474,11 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
+impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
         Ok(n)
     }
 }
@@ -543,7 +532,7 @@ impl Restore {
                     let info = engine.volume(&v.name).with_context(|| {
                         format!("volume {} is gone: create it (docker volume create {}) first", v.name, v.name)
                     })?;
-                    if info.driver != "local" || !info.options.is_empty() {
+                    if !info.is_plain_local() {
                         bail!(
                             "volume {} (driver {}) is not a plain local volume: restore it by hand",
                             v.name,
@@ -620,14 +609,7 @@ impl Restore {
         let containers = engine.containers(&self.project)?;
         Ok(containers
             .into_iter()
-            .filter(|c| {
-                c.mounts.iter().any(|m| {
-                    self.targets.iter().any(|t| match t.kind {
-                        MountKind::Volume => m.kind == "volume" && m.name == t.name,
-                        MountKind::Bind => m.kind == "bind" && m.source == t.name,
-                    })
-                })
-            })
+            .filter(|c| c.mounts.iter().any(|m| self.targets.iter().any(|t| t.kind.is(m, &t.name))))
             .collect())
     }
 
@@ -743,7 +725,11 @@ pub struct WithRestore<'a> {
     pub stopped: Mutex<Vec<String>>,
 }
 
-impl WithRestore<'_> {
+impl<'a> WithRestore<'a> {
+    pub fn new(files: Option<&'a dyn Files>, restore: &'a Restore, engine: &'a dyn Engine) -> WithRestore<'a> {
+        WithRestore { files, restore, engine, stopped: Mutex::default() }
+    }
+
     fn stop_users(&self) -> Result<()> {
         for c in self.restore.users(self.engine)?.into_iter().filter(ContainerInfo::is_running) {
             self.engine.stop_container(&c.id)?;

@@ -6,7 +6,7 @@ use anyhow::{Result, anyhow};
 use super::apply::report;
 use super::{each_stack, table, to_value};
 use crate::apply::revision::Session;
-use crate::apply::volumes::{self, Manifest, MountKind, Restore, Snapshots, VolumeSnapshot};
+use crate::apply::volumes::{self, Manifest, Restore, Snapshots, VolumeSnapshot};
 use crate::cli::RollbackArgs;
 use crate::exit::{ExitStatus, usage};
 use crate::ops::{self, Goal};
@@ -180,12 +180,8 @@ fn tag_digests(seams: &Seams, revisions: &[Revision], name: &str) -> Vec<(String
 fn restart_volume_users(plan: &mut Plan, observation: &Observation, manifest: &Manifest) -> Vec<String> {
     let mut users = Vec::new();
     for (service, observed) in &observation.services {
-        let uses = |v: &VolumeSnapshot| {
-            observed.containers.iter().flat_map(|c| &c.mounts).any(|m| match v.kind {
-                MountKind::Volume => m.kind == "volume" && m.name == v.name,
-                MountKind::Bind => m.kind == "bind" && m.source == v.name,
-            })
-        };
+        let uses =
+            |v: &VolumeSnapshot| observed.containers.iter().flat_map(|c| &c.mounts).any(|m| v.kind.is(m, &v.name));
         let restored: Vec<&str> = manifest.volumes.iter().filter(|v| uses(v)).map(|v| v.name.as_str()).collect();
         if restored.is_empty() {
             continue;

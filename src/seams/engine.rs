@@ -99,6 +99,13 @@ pub struct VolumeInfo {
     pub options: BTreeMap<String, String>,
 }
 
+impl VolumeInfo {
+    /// A directory on the engine's host, nothing mounted in its place.
+    pub fn is_plain_local(&self) -> bool {
+        self.driver == "local" && self.options.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ImageInfo {
     pub id: String,

@@ -19,6 +19,17 @@ pub enum MountKind {
     Bind,
 }
 
+impl MountKind {
+    /// Whether the container mount `m` is this kind's `name`: a volume by
+    /// its name, a bind mount by its host path.
+    pub fn is(self, m: &crate::seams::engine::Mount, name: &str) -> bool {
+        match self {
+            MountKind::Volume => m.kind == "volume" && m.name == name,
+            MountKind::Bind => m.kind == "bind" && m.source == name,
+        }
+    }
+}
+
 /// `1.2 GB`, `340 kB`, `12 B`.
 pub fn bytes(n: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
