@@ -661,12 +661,12 @@ pub fn from_config(path: &Path, text: &str, state_dir: Option<&Path>) -> Result<
         }
         let defaults = HealthSettings::default();
         let keep_images = entry.keep_images.unwrap_or(DEFAULT_KEEP_IMAGES);
-        let volumes = VolumeBackups {
-            all: entry.backup_volumes,
+        let mut volumes = VolumeBackups::new(&state_dir, entry.keep_volume_snapshots.unwrap_or(keep_images).max(1));
+        volumes.all = entry.backup_volumes;
+        if let Some(d) = &entry.backup_dir {
             // A directory several stacks may share: each has its own below.
-            dir: entry.backup_dir.map_or_else(|| state_dir.join("volumes"), |d| base.join(d).join(&entry.name)),
-            keep: entry.keep_volume_snapshots.unwrap_or(keep_images).max(1),
-        };
+            volumes.dir = base.join(d).join(&entry.name);
+        }
         let project_dir = directory.clone();
         out.push(StackSettings {
             state_dir,
